@@ -1,0 +1,272 @@
+"""`python -m engine`: generate, manage styles, build the tiny profile. JSON on stdout, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from .errors import BadInput, EngineError
+from .schema import Progress
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for any other bad input
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see `python -m engine {self.prog.split()[-1]} --help`)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", choices=["default", "tiny"], help="model profile (overrides the settings)")
+    common.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
+    common.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    common.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+
+    p = _Parser(prog="python -m engine", description="Generative Design Studio engine", parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", parents=[common], help="sketch + prompt → image(s)")
+    g.add_argument("--sketch", type=Path, help="PNG/JPEG/WebP sketch or photo; omit for text-to-image")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--negative", default="", help="negative prompt")
+    g.add_argument("--style", help="use this style instead of retrieving one")
+    g.add_argument("--blend", help="blend references, e.g. 'Watercolor:0.7,Ink wash:0.3'")
+    g.add_argument("--no-style", action="store_true", help="no style reference at all")
+    g.add_argument("--style-only", action="store_true", help="apply the reference to the style blocks only")
+    g.add_argument("-k", type=int, default=3, help="styles to retrieve (the first is used)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--guidance", type=float, default=7.5)
+    g.add_argument("--structure", type=float, default=1.5, help="ControlNet scale")
+    g.add_argument("--style-strength", type=float, default=0.8, help="IP-Adapter scale")
+    g.add_argument("--size", type=int, default=512, help="short side in pixels (multiple of 8)")
+    g.add_argument("--variations", type=int, default=1)
+    g.add_argument("--scheduler", default="unipc", choices=["unipc", "ddim", "euler_a"])
+    g.add_argument("--edge-mode", default="auto", choices=["auto", "lines", "canny"])
+    g.add_argument("--canny-low", type=int, default=50)
+    g.add_argument("--canny-high", type=int, default=150)
+    g.add_argument("--out", type=Path, help="also write the image here (.png; variations get -1, -2, ...)")
+
+    s = sub.add_parser("styles", parents=[common], help="the style library")
+    ssub = s.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    ls = ssub.add_parser("list", parents=[common])
+    ls.add_argument("--all", action="store_true", help="include hidden styles")
+    add = ssub.add_parser("add", parents=[common])
+    add.add_argument("image", type=Path)
+    add.add_argument("--name", required=True)
+    add.add_argument("--description", default="")
+    add.add_argument("--tags", default="", help="comma-separated")
+    for verb in ("remove", "hide", "unhide"):
+        ssub.add_parser(verb, parents=[common]).add_argument("name")
+    se = ssub.add_parser("search", parents=[common])
+    se.add_argument("text", nargs="?")
+    se.add_argument("--image", type=Path)
+    se.add_argument("-k", type=int, default=3)
+
+    t = sub.add_parser("prepare-tiny", parents=[common], help="build the tiny random-weight profile")
+    t.add_argument("--force", action="store_true")
+    return p
+
+
+def _settings(args):
+    from .settings import Settings
+
+    overrides = {
+        k: v for k, v in (("profile", args.profile), ("data_dir", args.data_dir), ("device", args.device)) if v
+    }
+    return Settings(**overrides)
+
+
+def _check_writable(out: Path) -> None:
+    if out.suffix.lower() != ".png":
+        raise BadInput(f"--out must be a .png path (got {out})")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInput(f"cannot write {out}: folder {parent} does not exist")
+    if out.is_dir():
+        raise BadInput(f"cannot write {out}: it is a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"cannot write to {parent}: {exc.strerror or exc}") from None
+
+
+def _parse_blend(text: str | None) -> list[dict]:
+    if not text:
+        return []
+    items = []
+    for part in text.split(","):
+        name, _, weight = part.rpartition(":") if ":" in part else (part, "", "1")
+        try:
+            items.append({"style": name.strip(), "weight": float(weight)})
+        except ValueError:
+            raise BadInput(f"--blend: '{part}' is not NAME:WEIGHT") from None
+    return items
+
+
+class _ProgressBar:
+    """Step n/N with elapsed time and ETA on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        if p.stage == "queued":
+            sys.stderr.write(f"\rwaiting for the GPU (position {p.step})          ")
+        else:
+            width = 30
+            done = int(width * p.step / max(p.total, 1))
+            eta = f"ETA {p.eta:4.1f}s" if p.eta is not None else ""
+            sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] step {p.step}/{p.total} {p.elapsed:5.1f}s {eta}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _generate(args) -> dict:
+    from .engine import LocalEngine
+    from .images import read_bytes
+    from .schema import GenerateRequest
+
+    settings = _settings(args)
+    sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
+    if args.out:
+        _check_writable(args.out)
+    request = GenerateRequest.build(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        sketch=sketch,
+        edge_mode=args.edge_mode,
+        canny_low=args.canny_low,
+        canny_high=args.canny_high,
+        style=args.style,
+        blend=_parse_blend(args.blend),
+        k=args.k,
+        style_only=args.style_only,
+        use_style=not args.no_style,
+        steps=args.steps,
+        guidance=args.guidance,
+        structure_strength=args.structure,
+        style_strength=args.style_strength,
+        seed=args.seed,
+        size=args.size,
+        variations=args.variations,
+        scheduler=args.scheduler,
+    )
+    if sketch is not None:
+        from .images import decode
+
+        decode(sketch, settings.max_input_pixels, settings.max_upload_bytes, name=str(args.sketch))
+    engine = LocalEngine(settings)
+    bar = _ProgressBar()
+    start = time.perf_counter()
+    try:
+        result = engine.generate(request, on_progress=bar, cancel=threading.Event())
+    finally:
+        bar.close()
+    outputs = result.paths
+    if args.out:
+        outputs = []
+        for i, src in enumerate(result.paths):
+            dst = args.out if i == 0 else args.out.with_name(f"{args.out.stem}-{i}{args.out.suffix}")
+            try:
+                dst.write_bytes(Path(src).read_bytes())
+            except OSError as exc:
+                raise BadInput(f"cannot write {dst}: {exc.strerror or exc} (the image is kept at {src})") from None
+            outputs.append(str(dst))
+    return {
+        "output": outputs[0],
+        "outputs": outputs,
+        "run_id": result.run_id,
+        "seed": result.seeds[0],
+        "seeds": result.seeds,
+        "size": list(result.images[0].size),
+        "profile": settings.profile,
+        "edge_mode": result.metadata.get("edge_mode"),
+        "styles": [s.as_dict() for s in result.styles],
+        "seconds": round(time.perf_counter() - start, 3),
+        "timings": result.metadata["timings"],
+    }
+
+
+def _style_dict(s) -> dict:
+    return {"id": s.id, "name": s.name, "source": s.source, "hidden": s.hidden, "tags": s.tags}
+
+
+def _styles(args) -> dict | list:
+    from .engine import LocalEngine
+    from .images import read_bytes
+
+    settings = _settings(args)
+    engine = LocalEngine(settings)
+    if args.action == "list":
+        return [_style_dict(s) for s in engine.list_styles(include_hidden=args.all)]
+    if args.action == "add":
+        tags = [t for t in args.tags.split(",") if t.strip()]
+        data = read_bytes(args.image, settings.max_upload_bytes)
+        return _style_dict(engine.add_style(data, args.name, args.description, tags))
+    if args.action == "remove":
+        return {"removed": _style_dict(engine.remove_style(args.name))}
+    if args.action in ("hide", "unhide"):
+        return _style_dict(engine.hide_style(args.name, args.action == "hide"))
+    image = read_bytes(args.image, settings.max_upload_bytes) if args.image else None
+    return [s.as_dict() for s in engine.search_styles(text=args.text, image=image, k=args.k)]
+
+
+def _prepare_tiny(args) -> dict:
+    from .tiny import prepare_tiny
+
+    settings = _settings(args)
+    start = time.perf_counter()
+    root = prepare_tiny(settings.tiny_dir, force=args.force)
+    return {"tiny_dir": str(root), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return int(exc.code or 0)
+    _configure_logging(args.verbose)
+    handlers = {"generate": _generate, "styles": _styles, "prepare-tiny": _prepare_tiny}
+    try:
+        out = handlers[args.command](args)
+    except BadInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the one place a bug turns into one line instead of a traceback
+        if args.verbose:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
+        return EXIT_INTERNAL
+    print(json.dumps(out))
+    return EXIT_OK

@@ -1,0 +1,282 @@
+"""`Engine`: the one interface pages, CLI, server and tests use; `LocalEngine` wires the modules."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from . import images as imgs
+from .chain import build_chain
+from .errors import BadInput
+from .generator import Generator, Params
+from .history import History
+from .jobs import GpuQueue
+from .library import StyleInfo, StyleLibrary, chroma_client
+from .metadata import save_png, write_sidecar
+from .models import ModelStore
+from .schema import MAX_SEED, GenerateRequest, GenerateResult, Progress, StyleHit
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[Progress], None]
+
+
+class Engine(ABC):
+    """What a caller can ask of an engine, local or remote."""
+
+    @abstractmethod
+    def health(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def generate(
+        self, request: GenerateRequest, on_progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> GenerateResult: ...
+
+    @abstractmethod
+    def list_styles(self, include_hidden: bool = False) -> list[StyleInfo]: ...
+
+    @abstractmethod
+    def add_style(self, image: bytes, name: str, description: str = "", tags: list[str] | None = None) -> StyleInfo: ...
+
+    @abstractmethod
+    def remove_style(self, name_or_id: str) -> StyleInfo: ...
+
+    @abstractmethod
+    def hide_style(self, name_or_id: str, hidden: bool = True) -> StyleInfo: ...
+
+    @abstractmethod
+    def search_styles(self, text: str | None = None, image: bytes | None = None, k: int = 3) -> list[StyleHit]: ...
+
+    @abstractmethod
+    def style_image(self, name_or_id: str) -> Image.Image: ...
+
+
+def _collection_name(settings: Settings) -> str:
+    if settings.profile == "tiny":
+        return "styles-tiny"
+    slug = re.sub(r"[^a-zA-Z0-9._-]+", "-", settings.clip_model.strip("/").split("/")[-1])
+    return f"styles-{slug}"[:60]
+
+
+class LocalEngine(Engine):
+    """Runs everything in this process; models load on first use and stay loaded."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+        self.data_dir = Path(self.settings.data_dir).expanduser()
+        self.models = ModelStore(self.settings)
+        self.queue = GpuQueue()
+        self.history = History(self.data_dir / "history.sqlite")
+        self._lock = threading.Lock()
+        self._library: StyleLibrary | None = None
+        self._generator: Generator | None = None
+
+    # ---- parts, built once ----------------------------------------------------------------
+    @property
+    def library(self) -> StyleLibrary:
+        with self._lock:
+            if self._library is None:
+                from .embeddings import ClipEmbeddings
+
+                model, processor = self.models.clip
+                client = chroma_client(self.data_dir / "chroma", self.settings.chroma_host, self.settings.chroma_port)
+                lib = StyleLibrary(
+                    client,
+                    ClipEmbeddings(model, processor, self.models.device),
+                    collection=_collection_name(self.settings),
+                    max_pixels=self.settings.max_input_pixels,
+                )
+                lib.ingest()
+                self._library = lib
+            return self._library
+
+    @property
+    def generator(self) -> Generator:
+        with self._lock:
+            if self._generator is None:
+                self._generator = Generator(self.models.pipeline)
+            return self._generator
+
+    def load(self) -> None:
+        """Load every model now (the UI and server warm up with this)."""
+        _ = self.library, self.generator
+
+    # ---- engine interface ----------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        ids = self.settings.models()
+        return {
+            "profile": self.settings.profile,
+            "device": self.models.device,
+            "dtype": str(self.models.dtype).removeprefix("torch."),
+            "models": {
+                "base": ids.base,
+                "controlnet": ids.controlnet,
+                "ip_adapter": f"{ids.ip_adapter}/{ids.ip_adapter_subfolder}/{ids.ip_adapter_weight}",
+                "clip": ids.clip,
+            },
+            "loaded": self.models.loaded(),
+            "queue": len(self.queue),
+            "data_dir": str(self.data_dir),
+        }
+
+    def list_styles(self, include_hidden: bool = False) -> list[StyleInfo]:
+        return self.library.list(include_hidden)
+
+    def add_style(self, image: bytes, name: str, description: str = "", tags: list[str] | None = None) -> StyleInfo:
+        imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes, name="style image")
+        return self.library.add(image, name, description, tags)
+
+    def remove_style(self, name_or_id: str) -> StyleInfo:
+        return self.library.remove(name_or_id)
+
+    def hide_style(self, name_or_id: str, hidden: bool = True) -> StyleInfo:
+        return self.library.set_hidden(name_or_id, hidden)
+
+    def search_styles(self, text: str | None = None, image: bytes | None = None, k: int = 3) -> list[StyleHit]:
+        if image is not None:
+            img = imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes)
+            return self.library.search_image(img, k)
+        if not text or not text.strip():
+            raise BadInput("search needs a text or an image")
+        return self.library.search_text(text.strip(), k)
+
+    def style_image(self, name_or_id: str) -> Image.Image:
+        return self.library.image(self.library.find(name_or_id).id)
+
+    def generate(
+        self, request: GenerateRequest, on_progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> GenerateResult:
+        """Sketch (or none) + prompt → images with metadata, saved to outputs/ and the history."""
+        started = time.perf_counter()
+        timings: dict[str, Any] = {}
+        sketch = control = None
+        sketch_hash = edge_mode = None
+        if request.sketch is not None:
+            t0 = time.perf_counter()
+            sketch = imgs.decode(
+                request.sketch, self.settings.max_input_pixels, self.settings.max_upload_bytes, name="sketch"
+            )
+            sketch_hash = imgs.content_hash(request.sketch)
+            sketch = imgs.fit(sketch, request.size)
+            control, edge_mode = imgs.edges(sketch, request.edge_mode, request.canny_low, request.canny_high)
+            timings["edges"] = time.perf_counter() - t0
+        width, height = control.size if control is not None else (request.size, request.size)
+        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.variations)]
+
+        library = self.library
+        generator = self.generator
+
+        def generate_node(x: dict[str, Any]) -> GenerateResult:
+            styles: list[StyleHit] = x["styles"]
+            timings["retrieval"] = time.perf_counter() - t_chain
+            refs = [(library.image(s.id), s.weight) for s in styles if s.used]
+            params = Params(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                control=x["sketch"],
+                references=refs,
+                seeds=seeds,
+                width=width,
+                height=height,
+                steps=request.steps,
+                guidance=request.guidance,
+                structure_strength=request.structure_strength,
+                style_strength=request.style_strength,
+                style_only=request.style_only,
+                scheduler=request.scheduler,
+            )
+            t_wait = time.perf_counter()
+            waiting = (
+                (lambda n: on_progress(Progress("queued", n, 0, time.perf_counter() - t_wait))) if on_progress else None
+            )
+            with self.queue.slot(waiting, cancel):
+                timings["queued"] = time.perf_counter() - t_wait
+                out = generator.run(params, on_progress, cancel)
+            timings.update(out.timings)
+            return GenerateResult(images=out.images, seeds=seeds, metadata={}, styles=styles, edges=control)
+
+        t_chain = time.perf_counter()
+        chain = build_chain(library, generate_node)
+        result: GenerateResult = chain.invoke({"sketch": control, "prompt": request.prompt, "options": request})
+        timings["total"] = time.perf_counter() - started
+        self._record(request, result, timings, sketch, sketch_hash, edge_mode, width, height)
+        return result
+
+    # ---- results on disk ------------------------------------------------------------------
+    def _record(self, request, result, timings, sketch, sketch_hash, edge_mode, width, height) -> None:
+        now = datetime.now(UTC)
+        run_id = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+        ids = self.settings.models()
+        meta: dict[str, Any] = {
+            "version": 1,
+            "run_id": run_id,
+            "kind": "sketch" if sketch is not None else "text",
+            "created_at": now.isoformat(timespec="seconds"),
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": result.seeds[0],
+            "seeds": result.seeds,
+            "width": width,
+            "height": height,
+            "edge_mode": edge_mode,
+            "canny": [request.canny_low, request.canny_high] if edge_mode == "canny" else None,
+            "sketch_hash": sketch_hash,
+            "params": {
+                "steps": request.steps,
+                "guidance": request.guidance,
+                "structure_strength": request.structure_strength,
+                "style_strength": request.style_strength,
+                "style_only": request.style_only,
+                "scheduler": request.scheduler,
+                "size": request.size,
+                "variations": request.variations,
+                "k": request.k,
+                "style": request.style,
+                "blend": [b.model_dump() for b in request.blend],
+                "use_style": request.use_style,
+            },
+            "styles": [s.as_dict() for s in result.styles],
+            "models": {
+                "base": ids.base,
+                "controlnet": ids.controlnet,
+                "ip_adapter": ids.ip_adapter,
+                "ip_adapter_weight": ids.ip_adapter_weight,
+                "clip": ids.clip,
+            },
+            "profile": self.settings.profile,
+            "device": self.models.device,
+            "dtype": str(self.models.dtype).removeprefix("torch."),
+            "timings": {
+                k: (round(v, 4) if isinstance(v, float) else [round(s, 4) for s in v]) for k, v in timings.items()
+            },
+        }
+        if sketch is not None:
+            sketch_path = self.data_dir / "sketches" / f"{sketch_hash}.png"
+            if not sketch_path.exists():
+                sketch_path.parent.mkdir(parents=True, exist_ok=True)
+                sketch.save(sketch_path)
+        out_dir = self.data_dir / "outputs" / f"{now:%Y-%m-%d}"
+        paths = []
+        for i, (image, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
+            image_meta = {**meta, "seed": seed, "index": i}
+            path = out_dir / f"{run_id}-{i}.png"
+            save_png(image, path, image_meta)
+            write_sidecar(path.with_suffix(".json"), image_meta)
+            paths.append(str(path))
+        self.history.add(run_id, meta, paths)
+        result.metadata = meta
+        result.paths = paths
+        result.run_id = run_id

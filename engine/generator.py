@@ -1,0 +1,180 @@
+"""The diffusers call: sketch-guided (ControlNet) or text-only, with IP-Adapter style references."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    EulerAncestralDiscreteScheduler,
+    StableDiffusionPipeline,
+    UniPCMultistepScheduler,
+)
+from PIL import Image
+
+from .errors import Busy, Cancelled
+from .schema import Progress
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = {
+    "unipc": UniPCMultistepScheduler,
+    "ddim": DDIMScheduler,
+    "euler_a": EulerAncestralDiscreteScheduler,
+}
+
+
+@dataclass
+class Params:
+    """One pipeline call, already validated and resolved (sizes, seeds, references)."""
+
+    prompt: str
+    negative_prompt: str
+    control: Image.Image | None
+    references: list[tuple[Image.Image, float]]
+    seeds: list[int]
+    width: int
+    height: int
+    steps: int = 20
+    guidance: float = 7.5
+    structure_strength: float = 1.5
+    style_strength: float = 0.8
+    style_only: bool = False
+    scheduler: str = "unipc"
+
+
+@dataclass
+class Output:
+    images: list[Image.Image]
+    timings: dict[str, float | list[float]] = field(default_factory=dict)
+
+
+def style_block(unet) -> str:
+    """The UNet block that carries style: the first up block with attention (SD1.5: up_blocks.1)."""
+    for i, block in enumerate(unet.up_blocks):
+        if hasattr(block, "attentions"):
+            return f"block_{i}"
+    raise ValueError("this UNet has no cross-attention up block")
+
+
+class Generator:
+    """Owns the loaded pipeline; callers serialise through the engine's GPU queue."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.device = pipe.device
+        self._scheduler_config = pipe.scheduler.config
+        self._schedulers: dict[str, object] = {}
+        self._text_pipe = None
+        self._style_block = style_block(pipe.unet)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _scheduler(self, name: str):
+        if name not in self._schedulers:
+            self._schedulers[name] = SCHEDULERS[name].from_config(self._scheduler_config)
+        return self._schedulers[name]
+
+    @torch.inference_mode()
+    def style_embeds(self, references: list[tuple[Image.Image, float]], cfg: bool) -> torch.Tensor:
+        """Weighted mean of the references' image embeddings, shaped for `ip_adapter_image_embeds`."""
+        if references:
+            images = [img for img, _ in references]
+            weights = torch.tensor([w for _, w in references], device=self.device, dtype=torch.float32)
+            embeds, _ = self.pipe.encode_image(images, self.device, 1)
+            mixed = (embeds.float() * weights[:, None]).sum(0) / weights.sum()
+            positive = mixed[None, None].to(embeds.dtype)
+        else:
+            dim = self.pipe.image_encoder.config.projection_dim
+            positive = torch.zeros((1, 1, dim), device=self.device, dtype=self.pipe.unet.dtype)
+        # Unconditional image embedding is zeros, as diffusers' own encode_image makes it.
+        return torch.cat([torch.zeros_like(positive), positive]) if cfg else positive
+
+    def _set_style_scale(self, strength: float, style_only: bool, has_refs: bool) -> None:
+        if not has_refs:
+            self.pipe.set_ip_adapter_scale(0.0)
+        elif style_only:
+            self.pipe.set_ip_adapter_scale({"up": {self._style_block: strength}})
+        else:
+            self.pipe.set_ip_adapter_scale(strength)
+
+    def text_pipe(self):
+        if self._text_pipe is None:
+            self._text_pipe = StableDiffusionPipeline.from_pipe(self.pipe)
+            self._text_pipe.set_progress_bar_config(disable=True)
+        return self._text_pipe
+
+    def run(
+        self,
+        p: Params,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Output:
+        timings: dict[str, float | list[float]] = {}
+        cfg = p.guidance > 1.0
+        try:
+            t0 = time.perf_counter()
+            embeds = self.style_embeds(p.references, cfg)
+            self._sync()
+            timings["style_encode"] = time.perf_counter() - t0
+
+            self._set_style_scale(p.style_strength, p.style_only, bool(p.references))
+            pipe = self.pipe if p.control is not None else self.text_pipe()
+            pipe.scheduler = self._scheduler(p.scheduler)
+            step_times: list[float] = []
+            start = time.perf_counter()
+            last = [start]
+
+            def on_step_end(pipeline, i, t, kwargs):
+                self._sync()
+                now = time.perf_counter()
+                step_times.append(now - last[0])
+                last[0] = now
+                if on_progress:
+                    on_progress(Progress("denoise", i + 1, p.steps, now - start))
+                if cancel is not None and cancel.is_set():
+                    pipeline._interrupt = True
+                return kwargs
+
+            call = dict(
+                prompt=p.prompt,
+                negative_prompt=p.negative_prompt or None,
+                height=p.height,
+                width=p.width,
+                num_inference_steps=p.steps,
+                guidance_scale=p.guidance,
+                num_images_per_prompt=len(p.seeds),
+                generator=[torch.Generator("cpu").manual_seed(s) for s in p.seeds],
+                ip_adapter_image_embeds=[embeds],
+                output_type="latent",
+                callback_on_step_end=on_step_end,
+            )
+            if p.control is not None:
+                call.update(image=p.control, controlnet_conditioning_scale=p.structure_strength)
+            latents = pipe(**call).images
+            timings["denoise"] = time.perf_counter() - start
+            timings["steps"] = step_times
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"cancelled after {len(step_times)} of {p.steps} steps")
+
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                vae = self.pipe.vae
+                decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+                images = self.pipe.image_processor.postprocess(decoded, output_type="pil")
+            self._sync()
+            timings["vae_decode"] = time.perf_counter() - t0
+            return Output(images=images, timings=timings)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise Busy(
+                f"the GPU ran out of memory for {len(p.seeds)} image(s) at {p.width}×{p.height}",
+                fix="lower the size or the number of variations, or close other GPU programs",
+            ) from None

@@ -1,0 +1,83 @@
+"""The run history: one SQLite row per run, images and sketches on disk in the data folder."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    negative_prompt TEXT NOT NULL DEFAULT '',
+    seeds TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    sketch_hash TEXT,
+    style_ids TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+"""
+
+
+class History:
+    """Each call opens its own connection, so threads (UI sessions, server workers) never share one."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db, db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def add(self, run_id: str, meta: dict[str, Any], outputs: list[str]) -> None:
+        used = [s["id"] for s in meta.get("styles", []) if s.get("used")]
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    meta["created_at"],
+                    meta["kind"],
+                    meta["prompt"],
+                    meta.get("negative_prompt", ""),
+                    json.dumps(meta["seeds"]),
+                    meta["profile"],
+                    meta.get("sketch_hash"),
+                    json.dumps(used),
+                    json.dumps(outputs),
+                    meta["timings"]["total"],
+                    json.dumps(meta, sort_keys=True),
+                ),
+            )
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _row(row) if row else None
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT * FROM runs ORDER BY created_at DESC LIMIT ? OFFSET ?", (limit, offset)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+
+def _row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("seeds", "style_ids", "outputs", "metadata"):
+        out[key] = json.loads(out[key])
+    return out

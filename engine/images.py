@@ -1,0 +1,128 @@
+"""Decode and validate images, fit them to the generation size, and make edge maps."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BadInput
+
+ACCEPTED = {"PNG", "JPEG", "WEBP", "MPO"}
+MAX_SIDE = 1024
+
+
+def read_bytes(path: str | Path, max_bytes: int) -> bytes:
+    """Read an input file with the upload limit applied before it is all in memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"no such file: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise BadInput(f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    return path.read_bytes()
+
+
+def decode(data: bytes, max_pixels: int, max_bytes: int | None = None, name: str = "image") -> Image.Image:
+    """Bytes → an RGB image: alpha composited on white, EXIF orientation applied, modes normalised."""
+    if not data:
+        raise BadInput(f"{name} is empty (0 bytes)")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise BadInput(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            # Header only so far: refuse huge canvases before a single pixel is decoded.
+            w, h = img.size
+            if w * h > max_pixels:
+                raise BadInput(f"{name} is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
+            if img.format not in ACCEPTED:
+                raise BadInput(f"{name} is {img.format}; use PNG, JPEG or WebP")
+            img.load()
+    except BadInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses before we see the header; its message carries the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
+        raise BadInput(f"{name} has {size}; the limit is {max_pixels / 1e6:.0f} megapixels") from None
+    except UnidentifiedImageError:
+        raise BadInput(f"{name} is not an image (PNG, JPEG or WebP expected)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadInput(f"{name} is truncated or corrupt ({exc})") from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray((arr / top * 255).round().astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("LA", "RGBA", "PA"):
+        img = img.convert("RGBA")
+        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, img)
+    return img.convert("RGB")
+
+
+def fit_size(width: int, height: int, short_side: int = 512, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """Scale so the short side is `short_side`, keep the aspect, cap the long side, multiples of 8."""
+    scale = short_side / min(width, height)
+    scale = min(scale, max_side / max(width, height))
+    w = max(8, int(round(width * scale / 8)) * 8)
+    h = max(8, int(round(height * scale / 8)) * 8)
+    return w, h
+
+
+def fit(img: Image.Image, short_side: int = 512) -> Image.Image:
+    w, h = fit_size(*img.size, short_side=short_side)
+    if (w, h) == img.size:
+        return img
+    return img.resize((w, h), Image.Resampling.LANCZOS)
+
+
+def is_line_art(gray: np.ndarray) -> bool:
+    """A drawing: nearly every pixel is background or ink, with one clearly dominant tone."""
+    small = cv2.resize(gray, (128, 128), interpolation=cv2.INTER_AREA) if gray.size > 128 * 128 else gray
+    light = np.mean(small >= 200)
+    dark = np.mean(small <= 55)
+    return (light + dark) >= 0.9 and max(light, dark) >= 0.6
+
+
+def edges(img: Image.Image, mode: str = "auto", low: int = 50, high: int = 150) -> tuple[Image.Image, str]:
+    """The control map ControlNet expects (white lines on black, 3 channels) and the mode used."""
+    gray = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2GRAY)
+    if mode == "auto":
+        mode = "lines" if is_line_art(gray) else "canny"
+    if mode == "lines":
+        _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        if np.mean(binary) > 127:  # dark strokes on a light page: invert to white on black
+            binary = 255 - binary
+        out = binary
+    elif mode == "canny":
+        if low > high:
+            raise BadInput(f"canny thresholds: low ({low}) must not exceed high ({high})")
+        out = cv2.Canny(gray, low, high)
+    else:
+        raise BadInput(f"edge mode '{mode}' is unknown; use auto, lines or canny")
+    return Image.fromarray(np.stack([out] * 3, axis=-1)), mode
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,63 @@
+"""PNG text chunks (ours as JSON, plus AUTOMATIC1111's `parameters`) and JSON sidecars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+CHUNK = "design_studio"
+SAMPLERS = {"unipc": "UniPC", "ddim": "DDIM", "euler_a": "Euler a"}
+
+
+def a1111_parameters(meta: dict[str, Any]) -> str:
+    """The `parameters` text other tools (A1111, Civitai, sd-parsers) read settings from."""
+    p = meta["params"]
+    lines = [meta["prompt"]]
+    if meta.get("negative_prompt"):
+        lines.append(f"Negative prompt: {meta['negative_prompt']}")
+    fields = {
+        "Steps": p["steps"],
+        "Sampler": SAMPLERS.get(p["scheduler"], p["scheduler"]),
+        "CFG scale": p["guidance"],
+        "Seed": meta["seed"],
+        "Size": f"{meta['width']}x{meta['height']}",
+        "Model": meta["models"]["base"].rstrip("/").split("/")[-1],
+    }
+    if meta.get("edge_mode"):
+        fields["ControlNet"] = (
+            f'"module: {meta["edge_mode"]}, model: {meta["models"]["controlnet"].rstrip("/").split("/")[-1]}, '
+            f'weight: {p["structure_strength"]}"'
+        )
+    styles = meta.get("styles") or []
+    if styles:
+        fields["IP-Adapter"] = f'"{meta["models"]["ip_adapter_weight"]}, weight: {p["style_strength"]}"'
+        fields["Style"] = '"' + ", ".join(f"{s['name']} ({s['weight']:g})" for s in styles if s.get("used")) + '"'
+    fields["Version"] = "design-studio"
+    lines.append(", ".join(f"{k}: {v}" for k, v in fields.items()))
+    return "\n".join(lines)
+
+
+def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", a1111_parameters(meta))
+    info.add_itxt(CHUNK, json.dumps(meta, sort_keys=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    image.save(tmp, format="PNG", pnginfo=info)
+    tmp.replace(path)
+
+
+def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def read_png(path: Path) -> dict[str, Any]:
+    """Our metadata back from a PNG (empty if it has none)."""
+    with Image.open(path) as im:
+        text = im.text.get(CHUNK) if hasattr(im, "text") else None
+    return json.loads(text) if text else {}

@@ -1,0 +1,138 @@
+"""Load every model once per process, through `from_pretrained` / `load_ip_adapter`, for any profile."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+from .errors import ModelUnavailable
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def _fix_for(model_id: str, setting: str, settings: Settings) -> str:
+    if settings.profile == "tiny":
+        return "run `python -m engine prepare-tiny` to build the tiny profile"
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return (
+        f"download it once where the hub is reachable (`hf download {model_id}`, cached under HF_HOME={hf_home}), "
+        f"or set {setting} to a local folder, or use --profile tiny for a demo"
+    )
+
+
+def _unavailable(model_id: str, setting: str, settings: Settings, exc: Exception) -> ModelUnavailable:
+    log.debug("loading %s failed", model_id, exc_info=exc)
+    where = "the folder" if Path(model_id).exists() else "the local cache, and the hub is unreachable"
+    return ModelUnavailable(
+        f"model '{model_id}' cannot be loaded: not found in {where}",
+        fix=_fix_for(model_id, setting, settings),
+    )
+
+
+def quiet_libraries() -> None:
+    """Model loading prints progress bars and advice; the engine reports through its own logging."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _safetensors_kw(settings: Settings) -> dict:
+    # use_safetensors=True refuses pickled weights; None prefers safetensors but may fall back.
+    return {"use_safetensors": None if settings.allow_pickle else True}
+
+
+def load_pipeline(settings: Settings, device: str, dtype):
+    """SD1.5 + ControlNet (canny) + IP-Adapter, on `device` in `dtype`, progress bars off."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    ids = settings.models()
+    kw = {"dtype": dtype, **_safetensors_kw(settings)}
+    try:
+        controlnet = ControlNetModel.from_pretrained(ids.controlnet, **kw)
+    except (OSError, ValueError) as exc:
+        raise _unavailable(ids.controlnet, "DESIGN_STUDIO_CONTROLNET_MODEL", settings, exc) from None
+    try:
+        pipe = StableDiffusionControlNetPipeline.from_pretrained(
+            ids.base, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **kw
+        )
+    except (OSError, ValueError) as exc:
+        raise _unavailable(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings, exc) from None
+
+    if ids.ip_adapter_weight.endswith(PICKLE_SUFFIXES) and not settings.allow_pickle:
+        raise ModelUnavailable(
+            f"IP-Adapter weight '{ids.ip_adapter_weight}' is a pickled checkpoint, which can run code when loaded",
+            fix="use ip-adapter_sd15.safetensors, or set DESIGN_STUDIO_ALLOW_PICKLE=true if you trust the file",
+        )
+    try:
+        pipe.load_ip_adapter(
+            ids.ip_adapter,
+            subfolder=ids.ip_adapter_subfolder,
+            weight_name=ids.ip_adapter_weight,
+            image_encoder_folder=ids.ip_adapter_image_encoder,
+        )
+    except (OSError, ValueError) as exc:
+        raise _unavailable(ids.ip_adapter, "DESIGN_STUDIO_IP_ADAPTER_MODEL", settings, exc) from None
+
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_clip(settings: Settings, device: str):
+    """The retrieval CLIP (model + processor), fp32 for stable similarities."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    model_id = settings.models().clip
+    try:
+        model = CLIPModel.from_pretrained(model_id, **_safetensors_kw(settings))
+        processor = CLIPProcessor.from_pretrained(model_id)
+    except (OSError, ValueError) as exc:
+        raise _unavailable(model_id, "DESIGN_STUDIO_CLIP_MODEL", settings, exc) from None
+    return model.to(device).eval(), processor
+
+
+class ModelStore:
+    """Loads lazily, once, thread-safely; the tiny profile is built on first use if missing."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.device = settings.resolve_device()
+        self.dtype = settings.resolve_dtype(self.device)
+        self._lock = threading.Lock()
+        self._pipe = None
+        self._clip = None
+        quiet_libraries()
+
+    def _ensure_tiny(self) -> None:
+        if self.settings.profile == "tiny":
+            from .tiny import prepare_tiny
+
+            prepare_tiny(self.settings.tiny_dir)
+
+    @property
+    def pipeline(self):
+        with self._lock:
+            if self._pipe is None:
+                self._ensure_tiny()
+                self._pipe = load_pipeline(self.settings, self.device, self.dtype)
+            return self._pipe
+
+    @property
+    def clip(self):
+        with self._lock:
+            if self._clip is None:
+                self._ensure_tiny()
+                self._clip = load_clip(self.settings, self.device)
+            return self._clip
+
+    def loaded(self) -> dict[str, bool]:
+        return {"pipeline": self._pipe is not None, "clip": self._clip is not None}

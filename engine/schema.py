@@ -1,0 +1,152 @@
+"""Typed requests and results: what flows into the engine and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import BadInput
+
+EdgeMode = Literal["auto", "canny", "lines"]
+SchedulerName = Literal["unipc", "ddim", "euler_a"]
+
+MAX_STEPS = 150
+MAX_VARIATIONS = 8
+MAX_SEED = 2**32 - 1
+
+
+class StyleWeight(BaseModel):
+    """One reference in a blend: a style name or id and its weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    style: str = Field(min_length=1)
+    weight: float = Field(1.0, gt=0, le=10)
+
+
+class GenerateRequest(BaseModel):
+    """Everything one generation needs. The sketch is raw file bytes; None means text-to-image."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    prompt: str
+    negative_prompt: str = ""
+    sketch: bytes | None = Field(default=None, repr=False)
+    edge_mode: EdgeMode = "auto"
+    canny_low: int = Field(50, ge=0, le=255)
+    canny_high: int = Field(150, ge=0, le=255)
+
+    # Style: an explicit one, a blend, or retrieval of the top k (the first is used).
+    style: str | None = None
+    blend: list[StyleWeight] = Field(default_factory=list, max_length=4)
+    k: int = Field(3, ge=1, le=20)
+    style_only: bool = False
+    use_style: bool = True
+
+    steps: int = Field(20, ge=1, le=MAX_STEPS)
+    guidance: float = Field(7.5, ge=0, le=30)
+    structure_strength: float = Field(1.5, ge=0, le=3)
+    style_strength: float = Field(0.8, ge=0, le=2)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    size: int = Field(512, ge=64, le=1024, description="short side in pixels")
+    variations: int = Field(1, ge=1, le=MAX_VARIATIONS)
+    scheduler: SchedulerName = "unipc"
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_empty(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the prompt is empty; describe what you want to see")
+        if len(value) > 2000:
+            raise ValueError("the prompt is longer than 2000 characters")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size_multiple_of_8(cls, value: int) -> int:
+        return value - value % 8
+
+    @classmethod
+    def build(cls, **values: Any) -> GenerateRequest:
+        """Validate, turning pydantic's report into one BadInput line."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise BadInput(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem as `field: message`, in words a user reads."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+    msg = err.get("msg", "invalid value")
+    msg = msg.removeprefix("Value error, ")
+    ctx = err.get("ctx") or {}
+    kind = err.get("type", "")
+    limits = {
+        "greater_than_equal": "at least {ge}",
+        "less_than_equal": "at most {le}",
+        "greater_than": "more than {gt}",
+        "less_than": "less than {lt}",
+    }
+    if kind in limits:
+        msg = "must be " + limits[kind].format(**ctx)
+        if where == "steps":
+            msg = f"must be between 1 and {MAX_STEPS} (got {err.get('input')})"
+    return f"{where}: {msg}"
+
+
+@dataclass
+class StyleHit:
+    """A style from the library with its similarity to a query (cosine, in [-1, 1])."""
+
+    id: str
+    name: str
+    score: float
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    source: str = "shipped"
+    weight: float = 1.0
+    used: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "score": round(self.score, 4),
+            "weight": self.weight,
+            "source": self.source,
+            "used": self.used,
+        }
+
+
+@dataclass
+class Progress:
+    """One progress report; every long job uses this shape."""
+
+    stage: str
+    step: int
+    total: int
+    elapsed: float
+
+    @property
+    def eta(self) -> float | None:
+        if self.step <= 0:
+            return None
+        return self.elapsed / self.step * (self.total - self.step)
+
+
+@dataclass
+class GenerateResult:
+    """Images and the metadata that says exactly what made them."""
+
+    images: list[Any]  # PIL images
+    seeds: list[int]
+    metadata: dict[str, Any]
+    styles: list[StyleHit]
+    edges: Any = None  # PIL image of the control map, None for text-to-image
+    paths: list[str] = field(default_factory=list)
+    run_id: str | None = None

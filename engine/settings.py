@@ -1,0 +1,120 @@
+"""Settings: environment variables (prefix DESIGN_STUDIO_), an optional TOML file, then defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SETTINGS_FILE_ENV = "DESIGN_STUDIO_SETTINGS_FILE"
+DEFAULT_DATA_DIR = Path.home() / ".design-studio"
+
+
+@dataclass(frozen=True)
+class ModelIds:
+    """Where each model comes from: a hub id or a local folder."""
+
+    base: str
+    controlnet: str
+    ip_adapter: str
+    ip_adapter_subfolder: str
+    ip_adapter_weight: str
+    ip_adapter_image_encoder: str
+    clip: str
+
+
+class Settings(BaseSettings):
+    """Everything the engine can be told; one field per variable, e.g. DESIGN_STUDIO_PROFILE."""
+
+    model_config = SettingsConfigDict(env_prefix="DESIGN_STUDIO_", extra="ignore")
+
+    profile: Literal["default", "tiny"] = "default"
+    data_dir: Path = DEFAULT_DATA_DIR
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+
+    base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    controlnet_model: str = "lllyasviel/sd-controlnet-canny"
+    ip_adapter_model: str = "h94/IP-Adapter"
+    ip_adapter_subfolder: str = "models"
+    ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
+    ip_adapter_image_encoder: str = "models/image_encoder"
+    clip_model: str = "openai/clip-vit-base-patch32"
+
+    # Pickled checkpoints (.bin/.pt) can run code when loaded: refused unless the user opts in.
+    allow_pickle: bool = False
+
+    # A team library: point at a `chroma run` server instead of the embedded store.
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_input_pixels: int = 64_000_000
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = os.environ.get(SETTINGS_FILE_ENV)
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def tiny_dir(self) -> Path:
+        return self.data_dir / "models" / "tiny"
+
+    def models(self) -> ModelIds:
+        """The model ids in force: the configured ones, or the tiny profile's local folders (same file names)."""
+        if self.profile == "tiny":
+            root = self.tiny_dir
+            return ModelIds(
+                base=str(root / "stable-diffusion-v1-5"),
+                controlnet=str(root / "sd-controlnet-canny"),
+                ip_adapter=str(root / "IP-Adapter"),
+                ip_adapter_subfolder=self.ip_adapter_subfolder,
+                ip_adapter_weight=self.ip_adapter_weight,
+                ip_adapter_image_encoder=self.ip_adapter_image_encoder,
+                clip=str(root / "clip-vit-base-patch32"),
+            )
+        return ModelIds(
+            base=self.base_model,
+            controlnet=self.controlnet_model,
+            ip_adapter=self.ip_adapter_model,
+            ip_adapter_subfolder=self.ip_adapter_subfolder,
+            ip_adapter_weight=self.ip_adapter_weight,
+            ip_adapter_image_encoder=self.ip_adapter_image_encoder,
+            clip=self.clip_model,
+        )
+
+    def resolve_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        return "cpu"
+
+    def resolve_dtype(self, device: str):
+        """CUDA → fp16, anything else fp32, unless the user chose."""
+        import torch
+
+        if self.dtype != "auto":
+            return getattr(torch, self.dtype)
+        return torch.float16 if device.startswith("cuda") else torch.float32

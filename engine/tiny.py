@@ -1,0 +1,270 @@
+"""The tiny profile: random-weight components in the real repos' folder layout, built offline.
+
+Everything is saved with `save_pretrained` / safetensors and loaded back through exactly the
+same `from_pretrained` / `load_ip_adapter` calls as the real model ids; only the paths differ.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+
+TINY_VERSION = 1
+MARKER = "tiny-profile.json"
+CROSS_DIM = 32
+IMAGE_EMBED_DIM = 32
+
+
+def _byte_vocab() -> list[str]:
+    """CLIP's byte→unicode table: every byte is a printable character the BPE can spell with."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """A character-level CLIP BPE vocabulary (no merges), written locally instead of fetched."""
+    chars = _byte_vocab()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+
+
+def tiny_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    write_tokenizer_files(folder)
+    tok = CLIPTokenizer(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        model_max_length=77,  # without it encode_prompt overflows
+    )
+    tok.save_pretrained(folder)
+    return tok
+
+
+def _token_ids(tok) -> dict[str, int]:
+    return {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+
+
+def random_ip_adapter_weights(unet, image_embed_dim: int, num_tokens: int = 4) -> dict[str, torch.Tensor]:
+    """IP-Adapter weights shaped for `unet`, keyed as h94/IP-Adapter's ip-adapter_sd15.safetensors."""
+    cad = unet.config.cross_attention_dim
+    channels = list(unet.config.block_out_channels)
+    sd: dict[str, torch.Tensor] = {
+        "image_proj.proj.weight": torch.randn(num_tokens * cad, image_embed_dim) * 0.02,
+        "image_proj.proj.bias": torch.zeros(num_tokens * cad),
+        "image_proj.norm.weight": torch.ones(cad),
+        "image_proj.norm.bias": torch.zeros(cad),
+    }
+    key_id = 1  # the real checkpoint numbers cross-attention layers 1, 3, 5, ...
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = channels[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(channels))[int(name[len("up_blocks.")])]
+        else:
+            hidden = channels[int(name[len("down_blocks.")])]
+        sd[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cad) * 0.02
+        sd[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cad) * 0.02
+        key_id += 2
+    return sd
+
+
+def save_ip_adapter(unet, image_encoder, root: Path, image_embed_dim: int, dtype=torch.float32) -> None:
+    """h94/IP-Adapter layout: models/ip-adapter_sd15.safetensors + models/image_encoder/."""
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.to(dtype).contiguous() for k, v in random_ip_adapter_weights(unet, image_embed_dim).items()}
+    save_file(weights, str(models / "ip-adapter_sd15.safetensors"))
+    image_encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
+
+
+# The tiny profile in the same shape as configs/full-size.json. Block order as SD1.5 (cross-attention
+# down blocks first, a plain up block first), so `up_blocks.1` is the style block in both.
+TINY_SPEC: dict = {
+    "unet": {
+        "block_out_channels": [4, 8],
+        "layers_per_block": 2,
+        "sample_size": 32,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "cross_attention_dim": CROSS_DIM,
+        "attention_head_dim": 2,
+        "norm_num_groups": 1,
+    },
+    "controlnet": {
+        "block_out_channels": [4, 8],
+        "layers_per_block": 2,
+        "in_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "cross_attention_dim": CROSS_DIM,
+        "conditioning_embedding_out_channels": [16, 32],
+        "attention_head_dim": 2,
+        "norm_num_groups": 1,
+    },
+    "vae": {
+        "block_out_channels": [4, 8],
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 2,
+        "up_block_types": ["UpDecoderBlock2D"] * 2,
+        "latent_channels": 4,
+        "norm_num_groups": 2,
+    },
+    "text_encoder": {
+        "hidden_size": CROSS_DIM,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 5,
+        "max_position_embeddings": 77,
+    },
+    "image_encoder": {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 4,
+        "projection_dim": IMAGE_EMBED_DIM,
+    },
+    "feature_extractor": {"size": 32, "crop_size": 32},
+    "scheduler": {
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "skip_prk_steps": True,
+        "steps_offset": 1,
+    },
+    "clip": {
+        "projection_dim": 32,
+        "text": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 5, "num_attention_heads": 4},
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 4,
+        },
+    },
+}
+FULL_SIZE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full-size.json"
+
+
+def full_size_spec() -> dict:
+    return json.loads(FULL_SIZE_CONFIG.read_text())
+
+
+def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = True) -> None:
+    """Random-weight models from `spec`, saved where the real repos keep them."""
+    from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    target.mkdir(parents=True, exist_ok=True)
+    tok = tiny_tokenizer(target / "_tokenizer")
+    ids = _token_ids(tok)
+    fe = spec["feature_extractor"]
+    feature_extractor = CLIPImageProcessor(
+        size={"shortest_edge": fe["size"]}, crop_size={"height": fe["crop_size"], "width": fe["crop_size"]}
+    )
+
+    def seeded(build):
+        torch.manual_seed(0)
+        return build().to(dtype)
+
+    unet = seeded(lambda: UNet2DConditionModel(**spec["unet"]))
+    sd = StableDiffusionPipeline(
+        vae=seeded(lambda: AutoencoderKL(**spec["vae"])),
+        text_encoder=seeded(
+            lambda: CLIPTextModel(CLIPTextConfig(**{"vocab_size": len(tok), **spec["text_encoder"], **ids}))
+        ),
+        tokenizer=tok,
+        unet=unet,
+        scheduler=PNDMScheduler(**spec["scheduler"]),
+        safety_checker=None,
+        feature_extractor=feature_extractor,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    sd.save_pretrained(target / "stable-diffusion-v1-5", safe_serialization=True)
+    del sd
+    seeded(lambda: ControlNetModel(**spec["controlnet"])).save_pretrained(
+        target / "sd-controlnet-canny", safe_serialization=True
+    )
+    image_encoder = seeded(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec["image_encoder"])))
+    torch.manual_seed(0)
+    save_ip_adapter(unet, image_encoder, target / "IP-Adapter", spec["image_encoder"]["projection_dim"], dtype)
+
+    if clip:  # retrieval CLIP in openai/clip-vit-base-patch32's layout: model + tokenizer + processor
+        c = spec["clip"]
+        torch.manual_seed(1)
+        model = CLIPModel(
+            CLIPConfig(
+                text_config={"vocab_size": len(tok), "max_position_embeddings": 77, **c["text"], **ids},
+                vision_config=c["vision"],
+                projection_dim=c["projection_dim"],
+            )
+        )
+        clip_dir = target / "clip-vit-base-patch32"
+        model.save_pretrained(clip_dir, safe_serialization=True)
+        CLIPProcessor(image_processor=feature_extractor, tokenizer=tok).save_pretrained(clip_dir)
+    shutil.rmtree(target / "_tokenizer")
+
+
+def is_built(root: Path) -> bool:
+    marker = root / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("version") == TINY_VERSION
+    except (OSError, ValueError):
+        return False
+
+
+def prepare_tiny(root: Path, force: bool = False) -> Path:
+    """Build the tiny profile into `root` once (atomically: a half-built folder never counts)."""
+    root = Path(root)
+    if is_built(root) and not force:
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
+    try:
+        build_profile(tmp, TINY_SPEC)
+        (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION}))
+        if root.exists():
+            shutil.rmtree(root)
+        tmp.rename(root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("tiny profile written to %s", root)
+    return root

@@ -1,0 +1,135 @@
+"""`python -m engine` as a user types it: JSON on success, exit 2 and one line on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from engine.cli import main
+from tests.conftest import REPO, line_sketch, make_data_dir, png
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, tiny_models) -> Path:
+    return make_data_dir(tmp_path_factory.mktemp("cli-data"), tiny_models)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("inputs")
+    good = png(line_sketch())
+    paths = {
+        "sketch": d / "sketch.png",
+        "empty": d / "empty.png",
+        "text": d / "notes.png",
+        "truncated": d / "truncated.png",
+        "huge": d / "huge.png",
+        "afile": d / "afile",
+    }
+    paths["sketch"].write_bytes(good)
+    paths["empty"].write_bytes(b"")
+    paths["text"].write_text("meeting notes, definitely not a picture\n")
+    paths["truncated"].write_bytes(good[: len(good) // 2])
+    Image.new("1", (20000, 20000)).save(paths["huge"])
+    paths["afile"].write_text("x")
+    return paths
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def gen_args(data_dir, sketch, *extra):
+    return ["generate", "--profile", "tiny", "--data-dir", str(data_dir), "--sketch", str(sketch), "--size", "64",
+            "--steps", "2", *extra]  # fmt: skip
+
+
+def test_generate_prints_one_json_line_and_writes_the_png(capsys, data_dir, files, tmp_path):
+    out_path = tmp_path / "render.png"
+    code, out, err = run_cli(capsys, *gen_args(data_dir, files["sketch"], "--prompt", "a red barn", "--seed", "42",
+                                               "--out", str(out_path)))  # fmt: skip
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["output"] == str(out_path) and out_path.is_file()
+    assert report["seed"] == 42 and report["size"] == [96, 64]
+    assert report["styles"] and report["styles"][0]["used"] is True
+    assert report["seconds"] > 0
+    with Image.open(out_path) as im:
+        assert im.size == (96, 64) and "Seed: 42" in im.text["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "message"),
+    [
+        ("empty", [], "is empty (0 bytes)"),
+        ("text", [], "is not an image"),
+        ("truncated", [], "is truncated or corrupt"),
+        ("huge", [], "has 400 megapixels; the limit is 64 megapixels"),
+        ("sketch", ["--steps", "0"], "steps: must be between 1 and 150 (got 0)"),
+        ("sketch", ["--steps", "10000"], "steps: must be between 1 and 150 (got 10000)"),
+        ("sketch", ["--style", "Velvet Elvis"], "unknown style 'Velvet Elvis'"),
+        ("sketch", ["--out", "/no/such/folder/out.png"], "folder /no/such/folder does not exist"),
+        ("sketch", ["--out", "AFILE/out.png"], "does not exist"),
+        ("sketch", ["--out", "result.jpg"], "--out must be a .png path"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, data_dir, files, case, extra, message):
+    extra = [e.replace("AFILE", str(files["afile"])) for e in extra]
+    code, out, err = run_cli(capsys, *gen_args(data_dir, files[case], "--prompt", "a chair", *extra))
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert message in err
+
+
+def test_empty_prompt_exits_2(capsys, data_dir, files):
+    code, _, err = run_cli(capsys, *gen_args(data_dir, files["sketch"], "--prompt", "  "))
+    assert code == 2 and err == "error: prompt: the prompt is empty; describe what you want to see\n"
+
+
+def test_missing_sketch_file_and_bad_option_exit_2(capsys, data_dir, tmp_path):
+    code, _, err = run_cli(capsys, *gen_args(data_dir, tmp_path / "nope.png", "--prompt", "x"))
+    assert code == 2 and "no such file" in err
+    code, _, err = run_cli(capsys, "generate", "--prompt", "x", "--steps", "many")
+    assert code == 2 and err.count("\n") == 1 and "invalid int value" in err
+
+
+def test_styles_commands(capsys, data_dir, tmp_path):
+    base = ["--profile", "tiny", "--data-dir", str(data_dir)]
+    swatch = tmp_path / "swatch.png"
+    Image.new("RGB", (64, 64), (240, 200, 10)).save(swatch)
+    code, out, _ = run_cli(capsys, "styles", "add", str(swatch), "--name", "Mustard", "--tags", "yellow,warm", *base)
+    assert code == 0 and json.loads(out)["name"] == "Mustard"
+    code, out, _ = run_cli(capsys, "styles", "list", *base)
+    assert "Mustard" in [s["name"] for s in json.loads(out)]
+    code, out, _ = run_cli(capsys, "styles", "search", "--image", str(swatch), "-k", "2", *base)
+    hits = json.loads(out)
+    assert hits[0]["name"] == "Mustard" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    code, out, _ = run_cli(capsys, "styles", "search", "warm yellow", *base)
+    assert code == 0 and len(json.loads(out)) == 3
+    code, out, _ = run_cli(capsys, "styles", "remove", "Mustard", *base)
+    assert code == 0
+    code, _, err = run_cli(capsys, "styles", "remove", "Mustard", *base)
+    assert code == 2 and "unknown style 'Mustard'" in err
+
+
+def test_real_process_bad_input_has_no_traceback(data_dir, files):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine", *gen_args(data_dir, files["truncated"], "--prompt", "a chair")],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,171 @@
+"""The whole chain on the tiny profile: sketch + prompt → image with metadata everywhere."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import BadInput, Cancelled
+from engine.metadata import read_png
+from engine.schema import GenerateRequest
+
+
+def request(sketch: bytes | None, **kw) -> GenerateRequest:
+    values = {"prompt": "a timber cabin at dusk", "sketch": sketch, "size": 64, "steps": 2, "seed": 7}
+    return GenerateRequest.build(**{**values, **kw})
+
+
+def pixels(result, i: int = 0) -> np.ndarray:
+    return np.asarray(result.images[i], dtype=np.int16)
+
+
+def test_sketch_and_prompt_give_an_image_of_the_requested_size_with_metadata_everywhere(engine, sketch_bytes):
+    result = engine.generate(request(sketch_bytes))
+    assert result.images[0].size == (96, 64)  # 96×64 sketch, short side 64
+    path = Path(result.paths[0])
+    assert path.is_file() and path.parent.parent.name == "outputs"
+
+    in_png = read_png(path)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    row = engine.history.get(result.run_id)
+    assert in_png == sidecar
+    assert in_png["seed"] == 7 and in_png["prompt"] == "a timber cabin at dusk"
+    assert in_png["params"]["steps"] == 2 and in_png["edge_mode"] == "lines"
+    assert in_png["models"]["base"].endswith("stable-diffusion-v1-5")
+    assert [s for s in in_png["styles"] if s["used"]], "the retrieved style is recorded"
+    assert set(in_png["timings"]) >= {"edges", "retrieval", "denoise", "vae_decode", "total"}
+    assert row["metadata"] == {k: v for k, v in in_png.items() if k != "index"}
+    assert row["outputs"] == result.paths
+
+    # the sketch itself is kept, so a result can be restored with its sketch
+    assert (engine.data_dir / "sketches" / f"{in_png['sketch_hash']}.png").is_file()
+    # other tools read the settings from the A1111 `parameters` chunk
+    with Image.open(path) as im:
+        params = im.text["parameters"]
+    assert params.startswith("a timber cabin at dusk\n")
+    assert "Steps: 2, Sampler: UniPC, CFG scale: 7.5, Seed: 7, Size: 96x64" in params
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(engine, sketch_bytes):
+    a = engine.generate(request(sketch_bytes, seed=11))
+    b = engine.generate(request(sketch_bytes, seed=11))
+    c = engine.generate(request(sketch_bytes, seed=12))
+    assert np.array_equal(pixels(a), pixels(b))
+    assert np.abs(pixels(a) - pixels(c)).max() > 0
+
+
+def test_no_seed_picks_one_and_records_it(engine, sketch_bytes):
+    result = engine.generate(request(sketch_bytes, seed=None))
+    again = engine.generate(request(sketch_bytes, seed=result.seeds[0]))
+    assert np.array_equal(pixels(result), pixels(again))
+
+
+def test_variations_use_consecutive_seeds(engine, sketch_bytes):
+    result = engine.generate(request(sketch_bytes, seed=5, variations=3))
+    assert result.seeds == [5, 6, 7]
+    assert len(result.images) == len(result.paths) == 3
+    assert [read_png(Path(p))["seed"] for p in result.paths] == [5, 6, 7]
+    assert np.abs(pixels(result, 0) - pixels(result, 1)).max() > 0
+
+
+def test_blend_weights_change_the_output(engine, sketch_bytes):
+    names = [s.name for s in engine.list_styles()[:2]]
+    even = engine.generate(request(sketch_bytes, blend=[{"style": names[0]}, {"style": names[1]}], style_strength=2))
+    skew = engine.generate(
+        request(sketch_bytes, blend=[{"style": names[0]}, {"style": names[1], "weight": 0.1}], style_strength=2)
+    )
+    assert [s["weight"] for s in skew.metadata["styles"]] == [1.0, 0.1]
+    assert np.abs(pixels(even) - pixels(skew)).max() > 0
+
+
+def test_explicit_style_bypasses_retrieval_and_style_strength_matters(engine, sketch_bytes):
+    name = engine.list_styles()[0].name
+    strong = engine.generate(request(sketch_bytes, style=name, style_strength=2))
+    none = engine.generate(request(sketch_bytes, style=name, style_strength=0))
+    assert [s["name"] for s in strong.metadata["styles"]] == [name]
+    assert np.abs(pixels(strong) - pixels(none)).max() > 0
+
+
+def test_style_only_applies_the_reference_to_fewer_blocks(engine, sketch_bytes):
+    name = engine.list_styles()[0].name
+    full = engine.generate(request(sketch_bytes, style=name, style_strength=2))
+    style_only = engine.generate(request(sketch_bytes, style=name, style_strength=2, style_only=True))
+    assert style_only.metadata["params"]["style_only"] is True
+    assert np.abs(pixels(full) - pixels(style_only)).max() > 0
+
+
+def test_text_to_image_without_a_sketch(engine):
+    result = engine.generate(request(None))
+    assert result.images[0].size == (64, 64)
+    assert result.metadata["kind"] == "text" and result.metadata["edge_mode"] is None
+
+
+def test_unknown_style_is_one_clear_error(engine, sketch_bytes):
+    with pytest.raises(BadInput, match="unknown style 'no such style'"):
+        engine.generate(request(sketch_bytes, style="no such style"))
+
+
+def test_progress_reports_every_step(engine, sketch_bytes):
+    seen = []
+    engine.generate(request(sketch_bytes, steps=3), on_progress=seen.append)
+    steps = [(p.step, p.total) for p in seen if p.stage == "denoise"]
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    assert all(b.elapsed >= a.elapsed for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_cancel_between_steps_and_the_engine_stays_usable(engine, sketch_bytes):
+    cancel = threading.Event()
+
+    def stop_after_first(p):
+        if p.stage == "denoise" and p.step == 1:
+            cancel.set()
+
+    before = len(engine.history.list(limit=1000))
+    with pytest.raises(Cancelled, match="after 1 of 4 steps"):
+        engine.generate(request(sketch_bytes, steps=4), on_progress=stop_after_first, cancel=cancel)
+    assert len(engine.history.list(limit=1000)) == before  # nothing half-made is recorded
+    assert engine.generate(request(sketch_bytes)).images
+
+
+def test_two_callers_queue_for_the_pipeline_and_both_finish(engine, sketch_bytes):
+    results, positions = [], []
+    queued = threading.Event()
+
+    def on_progress(p):
+        if p.stage == "queued":
+            positions.append(p.step)
+            queued.set()
+
+    def second_caller():
+        results.append(engine.generate(request(sketch_bytes), on_progress=on_progress))
+
+    with engine.queue.slot():  # the first caller holds the GPU
+        worker = threading.Thread(target=second_caller)
+        worker.start()
+        assert queued.wait(timeout=30)
+        assert positions == [1] and len(engine.queue) == 2
+    worker.join(timeout=60)
+    assert len(results) == 1 and results[0].images
+    assert len(engine.queue) == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"prompt": "   "}, "prompt: the prompt is empty"),
+        ({"steps": 0}, "steps: must be between 1 and 150 \\(got 0\\)"),
+        ({"steps": 10000}, "steps: must be between 1 and 150 \\(got 10000\\)"),
+        ({"guidance": 99}, "guidance: must be at most 30"),
+        ({"variations": 50}, "variations: must be at most 8"),
+        ({"size": 4096}, "size: must be at most 1024"),
+        ({"seed": -1}, "seed: must be at least 0"),
+    ],
+)
+def test_absurd_parameters_are_refused_with_one_line(values, message):
+    with pytest.raises(BadInput, match=message):
+        GenerateRequest.build(**{"prompt": "a chair", **values})
