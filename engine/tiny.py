@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 1
+TINY_VERSION = 3
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -97,37 +97,42 @@ def save_ip_adapter(unet, image_encoder, root: Path, image_embed_dim: int, dtype
     image_encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
 
 
-# The tiny profile in the same shape as configs/full-size.json. Block order as SD1.5 (cross-attention
-# down blocks first, a plain up block first), so `up_blocks.1` is the style block in both.
+# The tiny profile in the same shape as configs/full-size.json. Attention sits at 1/2 of the latent
+# resolution (cheap on a CPU) and `up_blocks.1` is the first cross-attention up block, the style
+# block, as in SD1.5.
 TINY_SPEC: dict = {
     "unet": {
-        "block_out_channels": [4, 8],
-        "layers_per_block": 2,
+        "block_out_channels": [4, 8, 8],
+        "layers_per_block": 1,
         "sample_size": 32,
         "in_channels": 4,
         "out_channels": 4,
-        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
         "cross_attention_dim": CROSS_DIM,
         "attention_head_dim": 2,
         "norm_num_groups": 1,
     },
     "controlnet": {
-        "block_out_channels": [4, 8],
-        "layers_per_block": 2,
+        "block_out_channels": [4, 8, 8],
+        "layers_per_block": 1,
         "in_channels": 4,
-        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
         "cross_attention_dim": CROSS_DIM,
-        "conditioning_embedding_out_channels": [16, 32],
+        # three stride-2 stages: the control image is downsampled 8×, like the real VAE's latents
+        "conditioning_embedding_out_channels": [8, 8, 8, 8],
         "attention_head_dim": 2,
         "norm_num_groups": 1,
     },
+    # Four blocks give the real 8× latent scale, so a 512² image means 64² latents here too
+    # (at 2× the UNet's self-attention would see 65k tokens and crawl).
     "vae": {
-        "block_out_channels": [4, 8],
+        "block_out_channels": [4, 8, 8, 8],
+        "layers_per_block": 1,
         "in_channels": 3,
         "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D"] * 2,
-        "up_block_types": ["UpDecoderBlock2D"] * 2,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
         "latent_channels": 4,
         "norm_num_groups": 2,
     },
@@ -175,8 +180,8 @@ def full_size_spec() -> dict:
     return json.loads(FULL_SIZE_CONFIG.read_text())
 
 
-def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = True) -> None:
-    """Random-weight models from `spec`, saved where the real repos keep them."""
+def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = True, device: str = "cpu") -> None:
+    """Random-weight models from `spec`, saved where the real repos keep them (built on `device`)."""
     from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import (
         CLIPConfig,
@@ -199,7 +204,8 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
 
     def seeded(build):
         torch.manual_seed(0)
-        return build().to(dtype)
+        with torch.device(device):  # full-size random init is much faster on a GPU
+            return build().to(dtype)
 
     unet = seeded(lambda: UNet2DConditionModel(**spec["unet"]))
     sd = StableDiffusionPipeline(

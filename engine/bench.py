@@ -1,0 +1,239 @@
+"""Benchmark: time every stage (load, edges, retrieval, each diffusion step, VAE decode) and peak memory.
+
+    python -m engine.bench --profile tiny                 # CPU, seconds
+    python -m engine.bench --real                         # full-size SD1.5/ControlNet/IP-Adapter, random weights
+    python -m engine.bench --retrieval 10000 100000       # retrieval over N synthetic styles
+
+Reports; asserts nothing. One JSON document on stdout (and --json FILE), a table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+log = logging.getLogger("bench")
+
+
+def _median_ms(times: list[float]) -> float:
+    return round(statistics.median(times) * 1000, 3)
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def bench_sketch(size: int) -> Image.Image:
+    """A line drawing of the requested size: a room with a window, a table and a lamp."""
+    img = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(img)
+    s = size / 512
+    for box in (
+        [60, 60, 452, 452],
+        [90, 90, 220, 260],
+        [260, 330, 430, 360],
+        [300, 360, 310, 452],
+        [380, 360, 390, 452],
+    ):
+        d.rectangle([int(v * s) for v in box], outline="black", width=max(1, int(3 * s)))
+    d.ellipse([int(v * s) for v in (300, 120, 380, 200)], outline="black", width=max(1, int(3 * s)))
+    d.line([(int(340 * s), int(200 * s)), (int(340 * s), int(330 * s))], "black", max(1, int(3 * s)))
+    return img
+
+
+def bench_edges(size: int, repeats: int = 50) -> dict:
+    from .images import edges
+
+    sketch = bench_sketch(size)
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray((rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)).resize((size, size))
+    out = {}
+    for mode, img in (("lines", sketch), ("canny", photo)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            edges(img, mode)
+            times.append(time.perf_counter() - t0)
+        out[f"{mode}_ms"] = _median_ms(times)
+    return out
+
+
+def bench_retrieval(n: int, dim: int = 512, queries: int = 200, seed: int = 0) -> dict:
+    """Median query time through the library's real search path, and agreement with exact search."""
+    from .library import StyleLibrary, chroma_client
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(max(8, n // 200), dim))
+    vecs = centers[rng.integers(0, len(centers), n)] + 0.35 * rng.normal(size=(n, dim))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+
+    class _Fixed:  # search_vector needs no embedding model: the query is already a vector
+        dim = 512
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = StyleLibrary(chroma_client(Path(tmp)), _Fixed(), collection="bench")
+        t0 = time.perf_counter()
+        batch = 4096
+        for i in range(0, n, batch):
+            ids = [f"s{j}" for j in range(i, min(n, i + batch))]
+            lib.vectors.add(
+                ids=ids,
+                embeddings=vecs[i : i + batch].tolist(),
+                metadatas=[{"name": sid, "hidden": False, "source": "bench"} for sid in ids],
+                documents=ids,
+            )
+        index_s = time.perf_counter() - t0
+        qs = vecs[rng.integers(0, n, queries)] + 0.3 * rng.normal(size=(queries, dim))
+        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+        times, agree = [], 0
+        for q in qs:
+            t0 = time.perf_counter()
+            hits = lib.search_vector(q.tolist(), k=3)
+            times.append(time.perf_counter() - t0)
+            agree += hits[0].id == f"s{int(np.argmax(vecs @ q))}"
+        scan = []
+        for q in qs[:50]:
+            t0 = time.perf_counter()
+            int(np.argmax(vecs @ q))
+            scan.append(time.perf_counter() - t0)
+    return {
+        "styles": n,
+        "index_s": round(index_s, 2),
+        "median_ms": _median_ms(times),
+        "p90_ms": round(float(np.percentile(times, 90)) * 1000, 3),
+        "top1_equals_exact": round(agree / queries, 4),
+        "numpy_scan_ms": _median_ms(scan),
+    }
+
+
+def build_real(root: Path, device: str) -> Path:
+    """Full-size architectures from configs/full-size.json with random weights, in the real layout."""
+    import torch
+
+    from .tiny import build_profile, full_size_spec
+
+    marker = root / "built.json"
+    if not marker.is_file():
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        build_profile(root, full_size_spec(), dtype=dtype, device=device)
+        marker.write_text(json.dumps({"dtype": str(dtype)}))
+    return root
+
+
+def bench_generation(args) -> dict:
+    import torch
+
+    from .engine import LocalEngine
+    from .images import png_bytes
+    from .schema import GenerateRequest
+    from .settings import Settings
+
+    overrides: dict = {"data_dir": args.data_dir, "profile": "tiny" if args.profile == "tiny" else "default"}
+    if args.device:
+        overrides["device"] = args.device
+    if args.real:
+        device = Settings(**overrides).resolve_device()
+        t0 = time.perf_counter()
+        root = build_real(Path(args.data_dir) / "models" / "full-size-random", device)
+        build_s = time.perf_counter() - t0
+        overrides.update(
+            profile="default",
+            base_model=str(root / "stable-diffusion-v1-5"),
+            controlnet_model=str(root / "sd-controlnet-canny"),
+            ip_adapter_model=str(root / "IP-Adapter"),
+            clip_model=str(root / "clip-vit-base-patch32"),
+        )
+    engine = LocalEngine(Settings(**overrides))
+    cuda = engine.models.device.startswith("cuda")
+    t0 = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - t0
+
+    sketch = png_bytes(bench_sketch(args.size))
+    request = GenerateRequest.build(
+        prompt="a cosy reading corner, warm light", sketch=sketch, size=args.size, steps=args.steps, seed=0
+    )
+    engine.generate(request)  # warm-up: kernels, allocator, caches
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    runs = []
+    for i in range(args.runs):
+        t0 = time.perf_counter()
+        result = engine.generate(request.model_copy(update={"seed": i}))
+        runs.append((time.perf_counter() - t0, result.metadata["timings"]))
+    totals = [r[0] for r in runs]
+    steps = [s for _, t in runs for s in t["steps"]]
+    out = {
+        "profile": "real-architectures-random-weights" if args.real else args.profile,
+        "device": engine.models.device,
+        "dtype": str(engine.models.dtype).removeprefix("torch."),
+        "size": args.size,
+        "steps": args.steps,
+        "runs": args.runs,
+        "load_s": round(load_s, 3),
+        "end_to_end_s": round(statistics.median(totals), 4),
+        "edges_ms": _median_ms([t["edges"] for _, t in runs]),
+        "retrieval_ms": _median_ms([t["retrieval"] for _, t in runs]),
+        "style_encode_ms": _median_ms([t["style_encode"] for _, t in runs]),
+        "step_ms_median": _median_ms(steps),
+        "step_ms_first": round(runs[-1][1]["steps"][0] * 1000, 3),
+        "denoise_s": round(statistics.median(t["denoise"] for _, t in runs), 4),
+        "vae_decode_ms": _median_ms([t["vae_decode"] for _, t in runs]),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+    if args.real:
+        out["build_s"] = round(build_s, 1)
+    if cuda:
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", choices=["tiny", "default"], default="tiny")
+    p.add_argument("--real", action="store_true", help="full-size architectures with random weights")
+    p.add_argument("--device", help="auto, cpu, cuda")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--retrieval", type=int, nargs="*", default=[10_000], help="library sizes (0 to skip)")
+    p.add_argument("--skip-generation", action="store_true")
+    p.add_argument(
+        "--data-dir", default=os.environ.get("DESIGN_STUDIO_BENCH_DIR", str(Path.home() / ".design-studio-bench"))
+    )
+    p.add_argument("--json", type=Path, help="also write the report here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+    report: dict = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "edges": bench_edges(args.size),
+    }
+    report["retrieval"] = [bench_retrieval(n) for n in args.retrieval if n > 0]
+    if not args.skip_generation:
+        report["generation"] = bench_generation(args)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
