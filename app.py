@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="Generative Design Studio", page_icon="✏️", layout="wide")
+st.set_page_config(page_title="Generative Design Studio", page_icon=":material/draw:", layout="wide")
 
 pages = [
-    st.Page("pages/studio.py", title="Studio", icon="✏️", default=True),
-    st.Page("pages/styles.py", title="Style library", icon="🎨"),
+    st.Page("pages/studio.py", title="Studio", icon=":material/draw:", default=True),
+    st.Page("pages/styles.py", title="Style library", icon=":material/palette:"),
 ]
 st.navigation(pages).run()

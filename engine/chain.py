@@ -21,8 +21,7 @@ def pick_styles(library: StyleLibrary, request: GenerateRequest) -> list[StyleHi
         hits = []
         for name, weight in wanted:
             info = library.find(name)
-            vec = library.vectors.get(ids=[info.id], include=["embeddings"])["embeddings"][0]
-            score = float(sum(a * b for a, b in zip(query, vec, strict=True)))
+            score = float(sum(a * b for a, b in zip(query, library.vector(info.id), strict=True)))
             hits.append(StyleHit(info.id, info.name, score, info.description, info.tags, info.source, weight, True))
         return hits
     hits = library.search_vector(query, k=request.k)

@@ -167,10 +167,6 @@ def _generate(args) -> dict:
         variations=args.variations,
         scheduler=args.scheduler,
     )
-    if sketch is not None:
-        from .images import decode
-
-        decode(sketch, settings.max_input_pixels, settings.max_upload_bytes, name=str(args.sketch))
     engine = LocalEngine(settings)
     bar = _ProgressBar()
     start = time.perf_counter()

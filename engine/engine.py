@@ -97,6 +97,7 @@ class LocalEngine(Engine):
                     ClipEmbeddings(model, processor, self.models.device),
                     collection=_collection_name(self.settings),
                     max_pixels=self.settings.max_input_pixels,
+                    max_bytes=self.settings.max_upload_bytes,
                 )
                 lib.ingest()
                 self._library = lib
@@ -135,7 +136,6 @@ class LocalEngine(Engine):
         return self.library.list(include_hidden)
 
     def add_style(self, image: bytes, name: str, description: str = "", tags: list[str] | None = None) -> StyleInfo:
-        imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes, name="style image")
         return self.library.add(image, name, description, tags)
 
     def remove_style(self, name_or_id: str) -> StyleInfo:
@@ -169,8 +169,8 @@ class LocalEngine(Engine):
                 request.sketch, self.settings.max_input_pixels, self.settings.max_upload_bytes, name="sketch"
             )
             sketch_hash = imgs.content_hash(request.sketch)
-            sketch = imgs.fit(sketch, request.size)
-            control, edge_mode = imgs.edges(sketch, request.edge_mode, request.canny_low, request.canny_high)
+            fitted = imgs.fit(sketch, request.size)
+            control, edge_mode = imgs.edges(fitted, request.edge_mode, request.canny_low, request.canny_high)
             timings["edges"] = time.perf_counter() - t0
         width, height = control.size if control is not None else (request.size, request.size)
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)

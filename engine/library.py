@@ -1,8 +1,9 @@
-"""The style library: reference images and their CLIP vectors in a persistent Chroma collection.
+"""The style library: reference images and their CLIP vectors in persistent Chroma collections.
 
-Vectors live in `<name>` (cosine space, searched through langchain-chroma); each reference image
-lives base64-encoded in `<name>-images` under the same id, so a library shared through a
-`chroma run` server carries its images with it.
+Visible styles' vectors live in `<name>` (cosine space, searched through langchain-chroma), hidden
+ones in `<name>-hidden`, so a search needs no metadata filter (a filter makes Chroma scan: 20–30 ms
+instead of 2 ms over 100k styles). Each reference image lives base64-encoded in `<name>-images`
+under the same id, so a library shared through a `chroma run` server carries its images with it.
 """
 
 from __future__ import annotations
@@ -87,25 +88,42 @@ def _info(sid: str, meta: dict) -> StyleInfo:
 class StyleLibrary:
     """Ingest, add, hide, remove and search styles; one collection per retrieval model."""
 
-    def __init__(self, client, embeddings: ClipEmbeddings, collection: str = "styles", max_pixels: int = 64_000_000):
+    def __init__(
+        self,
+        client,
+        embeddings: ClipEmbeddings,
+        collection: str = "styles",
+        max_pixels: int = 64_000_000,
+        max_bytes: int = 25 * 1024 * 1024,
+    ):
         self.client = client
         self.embeddings = embeddings
         self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
         self.vectors = client.get_or_create_collection(collection, configuration={"hnsw": HNSW})
+        self.hidden = client.get_or_create_collection(f"{collection}-hidden", configuration={"hnsw": HNSW})
         self.images = client.get_or_create_collection(f"{collection}-images")
         self.store = Chroma(client=client, collection_name=collection, embedding_function=embeddings)
         self._image_cache = lru_cache(maxsize=64)(self._load_image)
 
     # ---- reading -------------------------------------------------------------------------
     def list(self, include_hidden: bool = False) -> list[StyleInfo]:
-        got = self.vectors.get(include=["metadatas"])
-        styles = [_info(i, m or {}) for i, m in zip(got["ids"], got["metadatas"], strict=True)]
-        if not include_hidden:
-            styles = [s for s in styles if not s.hidden]
+        styles = []
+        for col in (self.vectors, self.hidden) if include_hidden else (self.vectors,):
+            got = col.get(include=["metadatas"])
+            styles += [_info(i, m or {}) for i, m in zip(got["ids"], got["metadatas"], strict=True)]
         return sorted(styles, key=lambda s: (s.source != "shipped", s.name.lower()))
 
     def count(self) -> int:
+        """Visible styles."""
         return self.vectors.count()
+
+    def vector(self, sid: str) -> list[float]:
+        for col in (self.vectors, self.hidden):
+            got = col.get(ids=[sid], include=["embeddings"])
+            if got["ids"]:
+                return [float(v) for v in got["embeddings"][0]]
+        raise BadInput(f"style {sid} is not in the library")
 
     def find(self, name_or_id: str) -> StyleInfo:
         """A style by id or by name (case-insensitive); BadInput if there is none."""
@@ -128,9 +146,7 @@ class StyleLibrary:
     # ---- searching -----------------------------------------------------------------------
     def search_vector(self, vector: list[float], k: int = 3) -> list[StyleHit]:
         """Top-k visible styles; score = cosine similarity = 1 − Chroma's cosine distance, in [−1, 1]."""
-        if self.vectors.count() == 0:
-            return []
-        pairs = self.store.similarity_search_by_vector_with_relevance_scores(vector, k=k, filter={"hidden": False})
+        pairs = self.store.similarity_search_by_vector_with_relevance_scores(vector, k=k)
         hits = []
         for doc, distance in pairs:
             info = _info(doc.id, doc.metadata)
@@ -145,6 +161,7 @@ class StyleLibrary:
 
     # ---- writing -------------------------------------------------------------------------
     def _put(self, entries: list[tuple[str, bytes, dict]]) -> None:
+        """Embed and store; each entry goes to the visible or hidden collection by its `hidden` flag."""
         if not entries:
             return
         images = [Image.open(io.BytesIO(data)).convert("RGB") for _, data, _ in entries]
@@ -156,20 +173,29 @@ class StyleLibrary:
             documents=[base64.b64encode(data).decode() for _, data, _ in entries],
             embeddings=[[0.0, 1.0]] * len(ids),  # this collection is a key-value store, never searched
         )
-        self.vectors.upsert(ids=ids, embeddings=vectors, metadatas=[m for _, _, m in entries], documents=docs)
+        for hidden, col in ((False, self.vectors), (True, self.hidden)):
+            picked = [i for i, (_, _, m) in enumerate(entries) if bool(m.get("hidden")) == hidden]
+            if picked:
+                col.upsert(
+                    ids=[ids[i] for i in picked],
+                    embeddings=[vectors[i] for i in picked],
+                    metadatas=[entries[i][2] for i in picked],
+                    documents=[docs[i] for i in picked],
+                )
 
     def _delete(self, ids: list[str]) -> None:
         if ids:
-            self.vectors.delete(ids=ids)
-            self.images.delete(ids=ids)
+            for col in (self.vectors, self.hidden, self.images):
+                col.delete(ids=ids)
             self._image_cache.cache_clear()
 
     def ingest(self, manifest_path: Path = SHIPPED_DIR / "manifest.json") -> dict[str, int]:
         """Make the shipped styles match the manifest: new ones added, changed ones replaced, gone ones removed."""
         manifest = json.loads(Path(manifest_path).read_text())
-        existing = self.vectors.get(where={"source": "shipped"}, include=["metadatas"])
-        hidden_names = {m["name"] for m in existing["metadatas"] if m and m.get("hidden")}
-        current = set(existing["ids"])
+        visible = self.vectors.get(where={"source": "shipped"}, include=[])
+        hidden = self.hidden.get(where={"source": "shipped"}, include=["metadatas"])
+        hidden_names = {m["name"] for m in hidden["metadatas"] if m}
+        current = set(visible["ids"]) | set(hidden["ids"])
         wanted: dict[str, tuple[bytes, dict]] = {}
         for entry in manifest["styles"]:
             data = (Path(manifest_path).parent / entry["image"]).read_bytes()
@@ -202,7 +228,7 @@ class StyleLibrary:
         for s in self.list(include_hidden=True):
             if s.name.lower() == name.lower():
                 raise BadInput(f"a style named '{s.name}' already exists; remove it or choose another name")
-        img = decode(image, self.max_pixels, name="style image")
+        img = decode(image, self.max_pixels, self.max_bytes, name="style image")
         if min(img.size) > 512:
             img = fit(img, 512)
         data = png_bytes(img)
@@ -226,10 +252,13 @@ class StyleLibrary:
         return style
 
     def set_hidden(self, name_or_id: str, hidden: bool = True) -> StyleInfo:
+        """Move a style between the visible and the hidden collection (its vector travels with it)."""
         style = self.find(name_or_id)
-        got = self.vectors.get(ids=[style.id], include=["metadatas"])
-        meta = dict(got["metadatas"][0])
-        meta["hidden"] = hidden
-        self.vectors.update(ids=[style.id], metadatas=[meta])
+        src, dst = (self.vectors, self.hidden) if hidden else (self.hidden, self.vectors)
+        got = src.get(ids=[style.id], include=["metadatas", "embeddings", "documents"])
+        if got["ids"]:
+            meta = {**got["metadatas"][0], "hidden": hidden}
+            dst.upsert(ids=[style.id], embeddings=got["embeddings"], metadatas=[meta], documents=got["documents"])
+            src.delete(ids=[style.id])
         style.hidden = hidden
         return style

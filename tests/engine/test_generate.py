@@ -169,3 +169,29 @@ def test_two_callers_queue_for_the_pipeline_and_both_finish(engine, sketch_bytes
 def test_absurd_parameters_are_refused_with_one_line(values, message):
     with pytest.raises(BadInput, match=message):
         GenerateRequest.build(**{"prompt": "a chair", **values})
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler_a"])
+def test_other_schedulers_run_and_are_recorded(engine, sketch_bytes, scheduler):
+    result = engine.generate(request(sketch_bytes, scheduler=scheduler))
+    assert result.metadata["params"]["scheduler"] == scheduler
+    again = engine.generate(request(sketch_bytes, scheduler=scheduler))
+    assert np.array_equal(pixels(result), pixels(again))
+
+
+def test_out_of_gpu_memory_is_one_clear_error_and_the_engine_recovers(engine, sketch_bytes, monkeypatch):
+    # CUDA cannot run here, so the allocator's failure is raised where the pipeline would raise it.
+    import torch
+
+    from engine.errors import Busy
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine.generator, "style_embeds", out_of_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.raises(Busy, match="ran out of memory for 2 image\\(s\\) at 96×64.*lower the size"):
+        engine.generate(request(sketch_bytes, variations=2))
+    monkeypatch.undo()
+    assert len(engine.queue) == 0
+    assert engine.generate(request(sketch_bytes)).images

@@ -192,3 +192,14 @@ def test_team_library_on_a_chroma_server_persists_across_processes_and_restarts(
     b = make_engine(other, chroma_host="127.0.0.1", chroma_port=port)
     assert b.search_styles(image=png(Image.new("RGB", (64, 64), (10, 10, 120))), k=1)[0].name == "Team navy"
     assert np.asarray(b.style_image("Team navy")).mean() > 0
+
+
+def test_with_every_style_hidden_search_is_empty_and_generation_runs_without_a_reference(fresh_engine, sketch_bytes):
+    from engine.schema import GenerateRequest
+
+    for style in fresh_engine.list_styles():
+        fresh_engine.hide_style(style.name)
+    assert fresh_engine.list_styles() == []
+    assert fresh_engine.search_styles(text="anything", k=3) == []
+    result = fresh_engine.generate(GenerateRequest.build(prompt="a lamp", sketch=sketch_bytes, size=64, steps=2))
+    assert result.styles == [] and result.metadata["styles"] == []
