@@ -190,12 +190,18 @@ def bench_generation(args) -> dict:
         "style_encode_ms": _median_ms([t["style_encode"] for _, t in runs]),
         "step_ms_median": _median_ms(steps),
         "step_ms_first": round(runs[-1][1]["steps"][0] * 1000, 3),
+        "step_ms_last_run": [round(v * 1000, 2) for v in runs[-1][1]["steps"]],
         "denoise_s": round(statistics.median(t["denoise"] for _, t in runs), 4),
         "vae_decode_ms": _median_ms([t["vae_decode"] for _, t in runs]),
         "peak_rss_mb": _peak_rss_mb(),
     }
     if args.real:
         out["build_s"] = round(build_s, 1)
+        pipe = engine.generator.pipe
+        out["parameters"] = {
+            name: sum(p.numel() for p in getattr(pipe, name).parameters())
+            for name in ("unet", "controlnet", "vae", "text_encoder", "image_encoder")
+        }
     if cuda:
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         out["gpu"] = torch.cuda.get_device_name()

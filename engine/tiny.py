@@ -194,6 +194,9 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
         CLIPVisionModelWithProjection,
     )
 
+    from .models import quiet_libraries
+
+    quiet_libraries()
     target.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer(target / "_tokenizer")
     ids = _token_ids(tok)
