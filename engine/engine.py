@@ -20,7 +20,7 @@ from . import images as imgs
 from .chain import build_chain
 from .errors import BadInput
 from .generator import Generator, Params
-from .history import History
+from .history import History, HistoryIndex
 from .jobs import GpuQueue
 from .library import StyleInfo, StyleLibrary, chroma_client
 from .metadata import save_png, write_sidecar
@@ -62,6 +62,20 @@ class Engine(ABC):
     @abstractmethod
     def style_image(self, name_or_id: str) -> Image.Image: ...
 
+    @abstractmethod
+    def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def run(self, run_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def run_sketch(self, run_id: str) -> bytes | None: ...
+
+    @abstractmethod
+    def search_runs(
+        self, text: str | None = None, like: tuple[str, int] | None = None, k: int = 12
+    ) -> list[dict[str, Any]]: ...
+
 
 def _collection_name(settings: Settings) -> str:
     if settings.profile == "tiny":
@@ -81,6 +95,7 @@ class LocalEngine(Engine):
         self.history = History(self.data_dir / "history.sqlite")
         self._lock = threading.Lock()
         self._library: StyleLibrary | None = None
+        self._history_index: HistoryIndex | None = None
         self._generator: Generator | None = None
 
     # ---- parts, built once ----------------------------------------------------------------
@@ -101,7 +116,14 @@ class LocalEngine(Engine):
                 )
                 lib.ingest()
                 self._library = lib
+                self._history_index = HistoryIndex(client, lib.embeddings, f"history-{_collection_name(self.settings)}")
             return self._library
+
+    @property
+    def history_index(self) -> HistoryIndex:
+        _ = self.library
+        assert self._history_index is not None
+        return self._history_index
 
     @property
     def generator(self) -> Generator:
@@ -154,6 +176,34 @@ class LocalEngine(Engine):
 
     def style_image(self, name_or_id: str) -> Image.Image:
         return self.library.image(self.library.find(name_or_id).id)
+
+    def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        return self.history.list(limit, offset)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        row = self.history.get(run_id)
+        if row is None:
+            raise BadInput(f"no run '{run_id}' in the history")
+        return row
+
+    def run_sketch(self, run_id: str) -> bytes | None:
+        sketch_hash = self.run(run_id)["sketch_hash"]
+        path = self.data_dir / "sketches" / f"{sketch_hash}.png"
+        return path.read_bytes() if sketch_hash and path.is_file() else None
+
+    def search_runs(
+        self, text: str | None = None, like: tuple[str, int] | None = None, k: int = 12
+    ) -> list[dict[str, Any]]:
+        """Past outputs ranked by CLIP similarity to words, or to one output ("more like this")."""
+        if like is not None:
+            vector = self.history_index.vector(*like)
+            if vector is None:
+                raise BadInput(f"output {like[0]}#{like[1]} is not in the search index")
+        elif text and text.strip():
+            vector = self.library.embeddings.embed_query(text.strip())
+        else:
+            raise BadInput("history search needs words or an output to compare with")
+        return self.history_index.search(vector, k)
 
     def generate(
         self, request: GenerateRequest, on_progress: ProgressFn | None = None, cancel: threading.Event | None = None
@@ -277,6 +327,7 @@ class LocalEngine(Engine):
             write_sidecar(path.with_suffix(".json"), image_meta)
             paths.append(str(path))
         self.history.add(run_id, meta, paths)
+        self.history_index.add(run_id, result.images, paths, meta)
         result.metadata = meta
         result.paths = paths
         result.run_id = run_id

@@ -81,3 +81,36 @@ def _row(row: sqlite3.Row) -> dict[str, Any]:
     for key in ("seeds", "style_ids", "outputs", "metadata"):
         out[key] = json.loads(out[key])
     return out
+
+
+class HistoryIndex:
+    """CLIP embeddings of every output in a Chroma collection, so past work is searchable by meaning."""
+
+    def __init__(self, client, embeddings, collection: str):
+        from .library import HNSW
+
+        self.embeddings = embeddings
+        self.col = client.get_or_create_collection(collection, configuration={"hnsw": HNSW})
+
+    def add(self, run_id: str, images: list, paths: list[str], meta: dict[str, Any]) -> None:
+        vectors = self.embeddings.embed_images(images)
+        self.col.upsert(
+            ids=[f"{run_id}-{i}" for i in range(len(images))],
+            embeddings=vectors,
+            metadatas=[
+                {"run_id": run_id, "index": i, "path": p, "created_at": meta["created_at"]} for i, p in enumerate(paths)
+            ],
+            documents=[meta["prompt"]] * len(images),
+        )
+
+    def search(self, vector: list[float], k: int = 12) -> list[dict[str, Any]]:
+        """Outputs ranked by cosine similarity (1 − distance) to `vector`."""
+        got = self.col.query(query_embeddings=[vector], n_results=k, include=["metadatas", "distances"])
+        return [
+            {**m, "score": round(1.0 - float(d), 4)}
+            for m, d in zip(got["metadatas"][0], got["distances"][0], strict=True)
+        ]
+
+    def vector(self, run_id: str, index: int = 0) -> list[float] | None:
+        got = self.col.get(ids=[f"{run_id}-{index}"], include=["embeddings"])
+        return [float(v) for v in got["embeddings"][0]] if got["ids"] else None

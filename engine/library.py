@@ -94,7 +94,7 @@ class StyleLibrary:
         embeddings: ClipEmbeddings,
         collection: str = "styles",
         max_pixels: int = 64_000_000,
-        max_bytes: int = 25 * 1024 * 1024,
+        max_bytes: int = 20 * 1024 * 1024,
     ):
         self.client = client
         self.embeddings = embeddings

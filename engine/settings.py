@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     chroma_host: str | None = None
     chroma_port: int = 8000
 
-    max_upload_bytes: int = 25 * 1024 * 1024
+    max_upload_bytes: int = 20 * 1024 * 1024
     max_input_pixels: int = 64_000_000
 
     @classmethod

@@ -1,64 +1,304 @@
-"""Studio: a sketch and words in, the render beside its sketch and its style out."""
+"""Studio: draw or drop a sketch, say what you want, get the render beside its sketch and its style."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
 import streamlit as st
+from PIL import Image
+from streamlit_drawable_canvas import st_canvas
 
-from engine.errors import EngineError
+from engine import images as imgs
+from engine.errors import BadInput, EngineError
 from engine.schema import GenerateRequest
-from ui.shared import engine_or_stop, sidebar
+from ui.shared import engine_or_stop, init_state, random_seed, sidebar, start_job
 
+init_state()
 engine = engine_or_stop()
 sidebar(engine)
+state = st.session_state
+CANVAS_W, CANVAS_H = 448, 336
+
+
+def canvas_png(image_data: np.ndarray | None) -> bytes | None:
+    """The drawing as PNG bytes, or None while the canvas is blank."""
+    if image_data is None:
+        return None
+    rgba = np.asarray(image_data, dtype=np.uint8)
+    inked = (rgba[..., 3] > 0) & (rgba[..., :3].min(axis=-1) < 245)
+    if not inked.any():
+        return None
+    return imgs.png_bytes(Image.fromarray(rgba, "RGBA"))
+
+
+def current_sketch() -> tuple[bytes | None, str]:
+    """The sketch the next generation uses, and where it came from."""
+    if state.get("sketch_override"):
+        return state["sketch_override"], state.get("sketch_override_label", "restored sketch")
+    if state["source"] == "Upload":
+        upload = state.get("upload")
+        return (upload.getvalue(), upload.name) if upload is not None else (None, "")
+    return state.get("drawn_png"), "drawing"
+
+
+def build_request() -> GenerateRequest:
+    sketch, _ = current_sketch()
+    style, blend = None, []
+    if state["style_mode"] == "From library":
+        style = state["library_style"]
+    elif state["style_mode"] == "Auto":
+        picks = [(h.name, state.get(f"w_{h.id}", 1.0)) for h in state.get("auto_hits", []) if state.get(f"use_{h.id}")]
+        if len(picks) > 1:
+            blend = [{"style": n, "weight": w} for n, w in picks]
+        elif picks:
+            style = picks[0][0]
+    return GenerateRequest.build(
+        prompt=state["prompt"],
+        negative_prompt=state["negative"],
+        sketch=sketch,
+        edge_mode=state["edge_mode"],
+        canny_low=state["canny_low"],
+        canny_high=state["canny_high"],
+        style=style,
+        blend=blend,
+        use_style=state["style_mode"] != "None",
+        style_only=state["style_only"],
+        steps=state["steps"],
+        guidance=state["guidance"],
+        structure_strength=state["structure"],
+        style_strength=state["style_strength"],
+        seed=state["seed"],
+        size=state["size"],
+        variations=state["variations"],
+        scheduler=state["scheduler"],
+    )
+
+
+def on_generate(new_seed: bool = False) -> None:
+    """Button callback: runs before the page redraws, so it may set widget values (the seed)."""
+    state.pop("error", None)
+    if new_seed or not state["seed_locked"]:
+        state["seed"] = random_seed()
+    try:
+        state["job"] = start_job(engine, build_request())
+    except EngineError as exc:
+        state["error"] = str(exc)
+
+
+def on_vary() -> None:
+    """The last result's exact request again, with a new seed."""
+    last = state.get("result_request")
+    if last is None:
+        return on_generate(new_seed=True)
+    state.pop("error", None)
+    state["job"] = start_job(engine, last.model_copy(update={"seed": random_seed(), "variations": 1}))
+
+
+def on_use_as_sketch(path: str) -> None:
+    control, _ = imgs.edges(Image.open(path).convert("RGB"), "canny")
+    state["sketch_override"] = imgs.png_bytes(Image.eval(control, lambda v: 255 - v))  # dark lines on white
+    state["sketch_override_label"] = f"edges of {Path(path).name}"
+    state["edge_mode"] = "lines"
+
+
+def on_clear_override() -> None:
+    state.pop("sketch_override", None)
+
 
 st.title("Studio")
-left, right = st.columns([1, 2])
+left, right = st.columns([1, 1], gap="large")
+
+# ---- input ------------------------------------------------------------------------------------
 with left:
-    sketch = st.file_uploader("Sketch or photo", type=["png", "jpg", "jpeg", "webp"])
-    prompt = st.text_area("What should it look like?", placeholder="a timber cabin at dusk, warm windows")
-    style_names = ["Auto (retrieve from my library)"] + [s.name for s in engine.list_styles()]
-    style = st.selectbox("Style", style_names)
-    with st.expander("Advanced"):
-        steps = st.slider("Steps", 1, 50, 20)
-        structure = st.slider("Structure strength (ControlNet)", 0.0, 2.0, 1.5, 0.05)
-        style_strength = st.slider("Style strength (IP-Adapter)", 0.0, 1.5, 0.8, 0.05)
-        seed = st.number_input("Seed (0 = random)", min_value=0, max_value=2**32 - 1, value=0)
-        size = st.select_slider("Size (short side)", [256, 384, 512, 640, 768], value=512)
-    go = st.button("Generate", type="primary", disabled=not prompt.strip())
-
-if go:
-    try:
-        request = GenerateRequest.build(
-            prompt=prompt,
-            sketch=sketch.getvalue() if sketch else None,
-            style=None if style.startswith("Auto") else style,
-            steps=steps,
-            structure_strength=structure,
-            style_strength=style_strength,
-            seed=int(seed) or None,
-            size=size,
-        )
-        bar = st.progress(0.0, text="Starting…")
-
-        def on_progress(p):
-            if p.stage == "queued":
-                bar.progress(0.0, text=f"Waiting for the GPU (position {p.step})")
-            else:
-                bar.progress(p.step / p.total, text=f"Step {p.step}/{p.total} · {p.elapsed:.1f}s")
-
-        st.session_state["last"] = engine.generate(request, on_progress=on_progress)
-        bar.empty()
-    except EngineError as exc:
-        st.error(str(exc))
-
-result = st.session_state.get("last")
-with right:
-    if result is None:
-        st.info("Upload a sketch (or none, for text-to-image), describe the look, and press Generate.")
+    if state.get("sketch_override"):
+        try:
+            shown = imgs.decode(state["sketch_override"], engine.settings.max_input_pixels)
+            st.image(shown, caption=f"Sketch: {state.get('sketch_override_label')}", width=320)
+        except BadInput as exc:
+            st.error(str(exc))
+        st.button("Clear this sketch", on_click=on_clear_override)
     else:
-        cols = st.columns(3)
+        st.segmented_control("Sketch", ["Draw", "Upload"], key="source")
+        if state["source"] == "Upload":
+            st.file_uploader("Sketch or photo", type=["png", "jpg", "jpeg", "webp"], key="upload")
+        else:
+            tools = st.columns([4, 3, 2])
+            tools[0].segmented_control(
+                "Tool",
+                ["freedraw", "line", "rect"],
+                key="draw_mode",
+                format_func={"freedraw": "Pen", "line": "Line", "rect": "Box"}.get,
+            )
+            tools[1].slider("Pen width", 1, 20, key="pen_width")
+            tools[2].color_picker("Colour", key="pen_color")
+            trace = st.file_uploader("Trace over an image (optional)", type=["png", "jpg", "jpeg", "webp"])
+            canvas = st_canvas(
+                stroke_width=state["pen_width"],
+                stroke_color=state["pen_color"],
+                fill_color="rgba(0, 0, 0, 0)",
+                background_color="#ffffff",
+                background_image=Image.open(trace) if trace else None,
+                drawing_mode=state["draw_mode"] or "freedraw",
+                width=CANVAS_W,
+                height=CANVAS_H,
+                key="canvas",
+                return_image_data=True,
+            )
+            drawn = canvas_png(canvas.image_data)
+            if drawn is not None:
+                state["drawn_png"] = drawn
+            elif canvas.image_data is not None:
+                state.pop("drawn_png", None)
+            st.caption("Hover over the canvas for undo, redo and clear.")
+
+    sketch, sketch_label = current_sketch()
+    with st.expander("Edges", expanded=False):
+        st.segmented_control("Edge mode", ["auto", "lines", "canny"], key="edge_mode")
+        if state["edge_mode"] == "canny" or state["edge_mode"] is None:
+            c1, c2 = st.columns(2)
+            c1.slider("Canny low", 0, 255, key="canny_low")
+            c2.slider("Canny high", 0, 255, key="canny_high")
+        if sketch is not None:
+            try:
+                preview = imgs.fit(imgs.decode(sketch, engine.settings.max_input_pixels), 256)
+                control, used = imgs.edges(
+                    preview, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"]
+                )
+                st.image(control, caption=f"What ControlNet will follow ({used})", width=320)
+            except BadInput as exc:
+                st.error(str(exc))
+        else:
+            st.caption("No sketch yet: the render will come from the words alone.")
+
+
+# ---- progress ---------------------------------------------------------------------------------
+@st.fragment(run_every=0.5)
+def progress_panel() -> None:
+    job = state.get("job")
+    if job is None:
+        return
+    if job.done:
+        state.pop("job")
+        if job.result is not None:
+            state["result"] = job.result
+            state["result_request"] = job.request
+        elif job.error:
+            state["error"] = job.error
+        st.rerun()
+    p = job.progress
+    if p is not None and p.stage == "queued":
+        st.progress(0.0, text=f"Waiting for the GPU (position {p.step})")
+    elif p is not None:
+        eta = f" · about {p.eta:.0f}s left" if p.eta else ""
+        st.progress(p.step / max(p.total, 1), text=f"Step {p.step}/{p.total} · {p.elapsed:.1f}s{eta}")
+    else:
+        st.progress(0.0, text="Preparing…")
+    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set())
+
+
+with right:
+    st.text_area("Prompt", key="prompt", placeholder="a timber cabin at dusk, warm light in the windows")
+    st.text_input("Negative prompt", key="negative", placeholder="blurry, text, watermark")
+
+    st.segmented_control("Style", ["Auto", "From library", "None"], key="style_mode")
+    if state["style_mode"] == "Auto":
+        if state["prompt"].strip():
+            if state.get("auto_for") != state["prompt"]:
+                state["auto_hits"] = engine.search_styles(text=state["prompt"], k=3)
+                state["auto_for"] = state["prompt"]
+                for i, hit in enumerate(state["auto_hits"]):
+                    state[f"use_{hit.id}"] = i == 0
+            cols = st.columns(3)
+            for col, hit in zip(cols, state.get("auto_hits", []), strict=False):
+                with col:
+                    st.image(engine.style_image(hit.id), width="stretch")
+                    st.checkbox(f"{hit.name} · {hit.score:.2f}", key=f"use_{hit.id}")
+                    if sum(bool(state.get(f"use_{h.id}")) for h in state["auto_hits"]) > 1:
+                        state.setdefault(f"w_{hit.id}", 1.0)
+                        st.slider("Weight", 0.1, 2.0, step=0.1, key=f"w_{hit.id}")
+            st.caption("Retrieved from your library for these words; tick several to blend them.")
+        else:
+            st.caption("Type a prompt to see the styles it retrieves.")
+    elif state["style_mode"] == "From library":
+        names = [s.name for s in engine.list_styles()]
+        if state["library_style"] not in names:
+            state["library_style"] = names[0] if names else None
+        st.selectbox("Library style", names, key="library_style")
+
+    with st.expander("Advanced"):
+        a1, a2 = st.columns(2)
+        a1.slider("Steps", 1, 100, key="steps")
+        a2.slider("Guidance", 0.0, 20.0, step=0.5, key="guidance")
+        a1.slider("Structure strength (ControlNet)", 0.0, 2.5, step=0.05, key="structure")
+        a2.slider("Style strength (IP-Adapter)", 0.0, 2.0, step=0.05, key="style_strength")
+        a1.select_slider("Size (short side)", [256, 384, 512, 640, 768, 1024], key="size")
+        a2.slider("Variations", 1, 8, key="variations")
+        a1.selectbox("Scheduler", ["unipc", "ddim", "euler_a"], key="scheduler")
+        a2.checkbox("Style only (look, not layout)", key="style_only")
+        s1, s2, s3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+        s1.number_input("Seed", min_value=0, max_value=2**32 - 1, key="seed")
+        s2.checkbox("Lock", key="seed_locked", help="keep this seed; unlocked, every Generate picks a new one")
+        s3.button("Randomise", on_click=lambda: state.update(seed=random_seed()))
+
+    job = state.get("job")
+    st.button(
+        "Generate",
+        type="primary",
+        on_click=on_generate,
+        disabled=job is not None or not state["prompt"].strip(),
+        width="stretch",
+    )
+    if state.get("error"):
+        st.error(state["error"])
+    progress_panel()
+
+# ---- result -----------------------------------------------------------------------------------
+result = state.get("result")
+st.divider()
+if result is None:
+    st.info("Draw or upload a sketch (or none, for text-to-image), describe the look, and press **Generate**.")
+else:
+    meta = result.metadata
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        st.markdown("**Sketch**")
         if result.edges is not None:
-            cols[0].image(result.edges, caption=f"Edges ({result.metadata['edge_mode']})")
+            k1, k2 = st.columns(2)
+            restored = engine.run_sketch(result.run_id)
+            if restored:
+                k1.image(restored, caption="sketch", width="stretch")
+            k2.image(result.edges, caption=f"edges ({meta['edge_mode']})", width="stretch")
+        else:
+            st.caption("text only")
+    with c2:
+        st.markdown("**Style**")
         used = [s for s in result.styles if s.used]
-        if used:
-            cols[1].image(engine.style_image(used[0].id), caption=f"Style: {used[0].name} ({used[0].score:.2f})")
-        cols[2].image(result.images[0], caption=f"Seed {result.seeds[0]}")
-        st.caption(f"{result.metadata['timings']['total']:.1f}s · saved to `{result.paths[0]}`")
+        for s in used:
+            st.image(engine.style_image(s.id), width="stretch")
+            weight = f" · weight {s.weight:g}" if len(used) > 1 else ""
+            st.caption(f"{s.name} · similarity {s.score:.2f}{weight}")
+        if not used:
+            st.caption("no style reference")
+    with c3:
+        st.markdown("**Render**")
+        for path, seed in zip(result.paths, result.seeds, strict=True):
+            st.image(path, width="stretch")
+            st.caption(f"seed {seed}")
+            b1, b2, b3 = st.columns(3)
+            b1.download_button(
+                "PNG", Path(path).read_bytes(), file_name=Path(path).name, mime="image/png", key=f"dl_{path}"
+            )
+            b2.button("Vary", key=f"vary_{path}", on_click=on_vary, help="same settings, new seed")
+            b3.button(
+                "As sketch",
+                key=f"use_{path}",
+                on_click=on_use_as_sketch,
+                args=(path,),
+                help="its edges become the next sketch",
+            )
+    t = meta["timings"]
+    st.caption(
+        f"{t['total']:.1f}s in all · denoise {t.get('denoise', 0):.1f}s · {meta['width']}×{meta['height']} · "
+        f"{meta['params']['steps']} steps · saved to `{Path(result.paths[0]).parent}`"
+    )

@@ -1,31 +1,86 @@
-"""Style library: the references retrieval can pick from, and your own."""
+"""Style library: the references retrieval picks from — search them, add your own, hide or remove."""
+
+from __future__ import annotations
 
 import streamlit as st
 
 from engine.errors import EngineError
-from ui.shared import engine_or_stop, sidebar
+from ui.shared import engine_or_stop, init_state, sidebar
 
+init_state()
 engine = engine_or_stop()
 sidebar(engine)
+state = st.session_state
 
 st.title("Style library")
-with st.expander("Add your own style"):
-    with st.form("add-style", clear_on_submit=True):
-        upload = st.file_uploader("Reference image", type=["png", "jpg", "jpeg", "webp"])
-        name = st.text_input("Name")
-        description = st.text_input("Description")
-        tags = st.text_input("Tags (comma-separated)")
-        if st.form_submit_button("Add style") and upload is not None:
-            try:
-                engine.add_style(upload.getvalue(), name, description, tags.split(","))
-                st.success(f"Added “{name}”.")
-            except EngineError as exc:
-                st.error(str(exc))
 
-styles = engine.list_styles()
+
+def on_add() -> None:
+    files = state.get("new_style_files") or []
+    name = state.get("new_style_name", "").strip()
+    tags = [t.strip() for t in state.get("new_style_tags", "").split(",") if t.strip()]
+    added, errors = [], []
+    for i, f in enumerate(files):
+        style_name = name if len(files) == 1 and name else (f"{name} {i + 1}" if name else f.name.rsplit(".", 1)[0])
+        try:
+            added.append(engine.add_style(f.getvalue(), style_name, state.get("new_style_description", ""), tags).name)
+        except EngineError as exc:
+            errors.append(f"{f.name}: {exc}")
+    state["styles_message"] = (added, errors)
+
+
+def on_remove(name: str) -> None:
+    try:
+        engine.remove_style(name)
+        state["styles_message"] = ([], [])
+    except EngineError as exc:
+        state["styles_message"] = ([], [str(exc)])
+
+
+def on_hide(name: str, hidden: bool) -> None:
+    engine.hide_style(name, hidden)
+
+
+with st.expander("Add styles"):
+    st.file_uploader(
+        "Reference images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True, key="new_style_files"
+    )
+    st.text_input("Name", key="new_style_name", help="with several images, each gets this name and a number")
+    st.text_input("Description", key="new_style_description")
+    st.text_input("Tags (comma-separated)", key="new_style_tags")
+    st.button("Add to library", on_click=on_add, disabled=not state.get("new_style_files"))
+
+added, errors = state.pop("styles_message", ([], []))
+if added:
+    st.success("Added " + ", ".join(f"“{n}”" for n in added) + ".")
+for line in errors:
+    st.error(line)
+
+query = st.text_input("Search by words", key="style_query", placeholder="warm wood, soft light")
+show_hidden = st.toggle("Show hidden styles", key="show_hidden")
+
+if query.strip():
+    hits = engine.search_styles(text=query, k=8)
+    st.caption("Ranked by CLIP similarity to your words — the same retrieval the Studio's Auto style uses.")
+    by_id = {s.id: s for s in engine.list_styles(include_hidden=True)}
+    styles = [by_id[h.id] for h in hits if h.id in by_id]
+    scores = {h.id: h.score for h in hits}
+else:
+    styles, scores = engine.list_styles(include_hidden=show_hidden), {}
+
 cols = st.columns(4)
 for i, style in enumerate(styles):
-    with cols[i % 4]:
-        st.image(engine.style_image(style.id), use_container_width=True)
-        st.markdown(f"**{style.name}**" + (" · yours" if style.source == "user" else ""))
-        st.caption(style.description)
+    with cols[i % 4], st.container(border=True):
+        st.image(engine.style_image(style.id), width="stretch")
+        score = f" · {scores[style.id]:.2f}" if style.id in scores else ""
+        st.markdown(f"**{style.name}**{score}")
+        st.caption(("yours" if style.source == "user" else "shipped") + (" · hidden" if style.hidden else ""))
+        if style.tags:
+            st.caption(" ".join(f"#{t}" for t in style.tags[:6]))
+        if style.source == "user":
+            st.button("Remove", key=f"rm_{style.id}", on_click=on_remove, args=(style.name,))
+        else:
+            label = "Unhide" if style.hidden else "Hide"
+            st.button(label, key=f"hide_{style.id}", on_click=on_hide, args=(style.name, not style.hidden))
+if not styles:
+    st.info("No styles match." if query.strip() else "The library is empty: add a reference image above.")

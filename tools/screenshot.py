@@ -9,6 +9,7 @@ import argparse
 
 from playwright.sync_api import sync_playwright
 
+CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -33,7 +34,7 @@ def main() -> None:
     p.add_argument("--height", type=int, default=1000)
     args = p.parse_args()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.goto(args.url)
         page.wait_for_selector("h1", timeout=120_000)

@@ -1,12 +1,44 @@
-"""One engine per process, and the sidebar that says what it is running."""
+"""One engine per process, the session's fields, background generation jobs and the sidebar."""
 
 from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import streamlit as st
 
 from engine.engine import LocalEngine
 from engine.errors import EngineError
+from engine.schema import MAX_SEED, GenerateRequest, GenerateResult, Progress
 from engine.settings import Settings
+
+# Every Studio field, with its default. Pages read and write these keys; widgets use them as keys.
+DEFAULTS: dict[str, Any] = {
+    "prompt": "",
+    "negative": "",
+    "source": "Draw",
+    "edge_mode": "auto",
+    "canny_low": 50,
+    "canny_high": 150,
+    "style_mode": "Auto",
+    "library_style": None,
+    "steps": 20,
+    "guidance": 7.5,
+    "structure": 1.5,
+    "style_strength": 0.8,
+    "style_only": False,
+    "seed": 0,
+    "seed_locked": False,
+    "size": 512,
+    "variations": 1,
+    "scheduler": "unipc",
+    "pen_width": 4,
+    "pen_color": "#000000",
+    "draw_mode": "freedraw",
+}
 
 
 @st.cache_resource(show_spinner="Loading models…")
@@ -16,8 +48,14 @@ def get_engine() -> LocalEngine:
     return engine
 
 
+def init_state() -> None:
+    """Keep every field alive across pages and reruns (Streamlit drops keys of widgets not drawn)."""
+    for key, value in DEFAULTS.items():
+        st.session_state[key] = st.session_state.get(key, value)
+
+
 def engine_or_stop() -> LocalEngine:
-    """The engine, or a one-line banner with the fix (missing weights, unreachable store) and a stopped page."""
+    """The engine, or a banner with the fix (missing weights, unreachable store) and a stopped page."""
     try:
         return get_engine()
     except EngineError as exc:
@@ -33,6 +71,45 @@ def sidebar(engine: LocalEngine) -> None:
         if health["profile"] == "tiny":
             st.warning("**Tiny profile** — random-weight demo models: images are noise, the workflow is real.")
         st.caption(f"Device **{health['device']}** · {health['dtype']} · profile **{health['profile']}**")
+        loaded = [name for name, ok in health["loaded"].items() if ok]
+        st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))
         with st.expander("Models"):
             for role, model_id in health["models"].items():
                 st.caption(f"{role}: `{model_id}`")
+
+
+@dataclass
+class Job:
+    """A generation running in a worker thread; the page polls it."""
+
+    request: GenerateRequest
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: Progress | None = None
+    result: GenerateResult | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    thread: threading.Thread | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.thread is not None and not self.thread.is_alive()
+
+
+def start_job(engine: LocalEngine, request: GenerateRequest) -> Job:
+    job = Job(request)
+
+    def work() -> None:
+        try:
+            job.result = engine.generate(request, on_progress=lambda p: setattr(job, "progress", p), cancel=job.cancel)
+        except EngineError as exc:
+            job.error = str(exc)
+        except Exception as exc:  # shown as one line; the page stays usable
+            job.error = f"unexpected error: {type(exc).__name__}: {exc}"
+
+    job.thread = threading.Thread(target=work, name="generate", daemon=True)
+    job.thread.start()
+    return job
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED) + 1

@@ -1,12 +1,15 @@
-"""The app starts: Studio and Style library render on the tiny profile; missing weights give a banner."""
+"""Each page as a user meets it, through Streamlit's AppTest on the tiny profile."""
 
 from __future__ import annotations
 
 import pytest
 import streamlit as st
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO, make_data_dir
+from tests.conftest import REPO, line_sketch, make_data_dir, png
+
+APP = str(REPO / "app.py")
 
 
 @pytest.fixture
@@ -19,28 +22,167 @@ def app_env(tmp_path, tiny_models, monkeypatch):
     st.cache_resource.clear()
 
 
-def test_studio_and_style_library_render_with_the_tiny_badge(app_env):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+def studio(**fields) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    for key, value in fields.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def generate(at: AppTest) -> AppTest:
+    """Click Generate, let the worker finish, then redraw as the progress poll would."""
+    next(b for b in at.button if b.label == "Generate").click().run()
+    try:
+        job = at.session_state["job"]
+    except KeyError:  # it already finished (or failed) during that run
+        return at.run()
+    job.thread.join(timeout=120)
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    return " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+
+
+def test_pages_navigate_and_the_tiny_profile_is_flagged(app_env):
+    at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
     assert at.title[0].value == "Studio"
     assert any("Tiny profile" in w.value for w in at.sidebar.warning)
-    assert "Auto (retrieve from my library)" in at.selectbox[0].options
-    at.switch_page("pages/styles.py").run()
-    assert not at.exception
-    assert at.title[0].value == "Style library"
-    shown = " ".join(m.value for m in at.markdown)
+    for page, title in (("pages/styles.py", "Style library"), ("pages/history.py", "History")):
+        at.switch_page(page).run()
+        assert not at.exception and at.title[0].value == title
+    shown = texts(at.switch_page("pages/styles.py").run())
     assert "**Cyberpunk neon**" in shown and "**Terrazzo**" in shown
 
 
-def test_text_prompt_generates_in_the_studio(app_env):
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
-    at.text_area[0].input("a teal armchair").run()
-    at.slider[0].set_value(2).run()
-    at.select_slider[0].set_value(256).run()
-    at.button[0].click().run()
-    assert not at.exception
+def test_a_generation_fills_the_three_result_columns(app_env):
+    at = studio(
+        sketch_override=png(line_sketch()), prompt="a timber cabin at dusk", steps=2, size=256, seed_locked=True, seed=9
+    )
+    assert at.segmented_control(key="style_mode").value == "Auto"
+    assert len([c for c in at.checkbox if c.key.startswith("use_")]) == 3  # the top 3 retrieved styles
+    at = generate(at)
+    assert not at.exception and not at.error
+    shown = texts(at)
+    for column in ("**Sketch**", "**Style**", "**Render**"):
+        assert column in shown
+    assert "seed 9" in shown and "similarity" in shown
+    assert at.session_state["result"].metadata["edge_mode"] == "lines"
+    assert [b.label for b in at.button if b.key and b.key.startswith("vary_")] == ["Vary"]
+    assert at.session_state["result"].images[0].size == (384, 256)
+
+
+def test_text_only_generation_and_two_variations(app_env):
+    at = generate(studio(prompt="a teal armchair", steps=2, size=256, variations=2, style_mode="None"))
     assert not at.error
-    assert any("saved to" in c.value for c in at.caption)
+    shown = texts(at)
+    assert "text only" in shown and "no style reference" in shown
+    assert len([b for b in at.button if b.key and b.key.startswith("vary_")]) == 2
+
+
+def test_vary_keeps_the_settings_with_a_new_seed(app_env):
+    at = generate(studio(prompt="a brass lamp", steps=2, size=256, seed_locked=True, seed=5, style_mode="None"))
+    first = at.session_state["result"]
+    next(b for b in at.button if b.key and b.key.startswith("vary_")).click().run()
+    at.session_state["job"].thread.join(timeout=120)
+    at.run()
+    second = at.session_state["result"]
+    assert second.seeds != first.seeds
+    assert second.metadata["params"] == first.metadata["params"]
+
+
+def test_styles_search_hide_and_remove(app_env):
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    engine = __import__("ui.shared", fromlist=["get_engine"]).get_engine()
+    engine.add_style(png(Image.new("RGB", (64, 64), (200, 30, 30))), "Signal red", tags=["red"])
+    at.switch_page("pages/styles.py").run()
+    assert "**Signal red**" in texts(at)
+
+    at.text_input(key="style_query").input("neon night city").run()
+    ranked = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert len(ranked) == 8 and all(" · " in r for r in ranked)  # name · score
+
+    at.text_input(key="style_query").input("").run()
+    next(b for b in at.button if b.label == "Remove").click().run()
+    assert "**Signal red**" not in texts(at)
+    hide = next(b for b in at.button if b.label == "Hide")
+    hidden_name = hide.key
+    hide.click().run()
+    assert len([b for b in at.button if b.label == "Hide"]) == 11
+    at.toggle(key="show_hidden").set_value(True).run()
+    assert any(b.label == "Unhide" and b.key == hidden_name for b in at.button)
+
+
+def test_history_lists_the_run_and_restore_fills_the_studio(app_env):
+    sketch = png(line_sketch())
+    at = generate(
+        studio(
+            sketch_override=sketch,
+            prompt="a glass pavilion",
+            negative="people",
+            steps=3,
+            size=256,
+            seed_locked=True,
+            seed=77,
+            structure=1.1,
+            style_mode="From library",
+            library_style="Blueprint",
+        )
+    )
+    # the user moves on: new words, another sketch source
+    at.session_state["prompt"] = "something else"
+    at.session_state["sketch_override"] = None
+    at.switch_page("pages/history.py").run()
+    assert "**a glass pavilion**" in texts(at)
+    assert "Blueprint · seed 77" in texts(at)
+    next(b for b in at.button if b.label == "Restore").click().run()
+    assert at.title[0].value == "Studio"
+    s = at.session_state
+    assert (s["prompt"], s["negative"], s["steps"], s["seed"], s["seed_locked"]) == (
+        "a glass pavilion",
+        "people",
+        3,
+        77,
+        True,
+    )
+    assert s["structure"] == 1.1 and s["style_mode"] == "From library" and s["library_style"] == "Blueprint"
+    assert s["sketch_override"] == png(Image.open(__import__("io").BytesIO(sketch)).convert("RGB"))
+
+
+def test_history_search_by_meaning(app_env):
+    at = generate(studio(prompt="a red chair", steps=2, size=256, style_mode="None"))
+    at.switch_page("pages/history.py").run()
+    at.text_input(key="history_query").input("red chair").run()
+    assert any("similarity" in c.value for c in at.caption)
+    at.text_input(key="history_query").input("").run()
+    next(b for b in at.button if b.label == "More like this").click().run()
+    assert any("similarity 1.00" in c.value for c in at.caption)
+
+
+def test_a_bad_upload_shows_one_error_and_the_page_still_works(app_env):
+    at = studio(sketch_override=b"not an image at all", prompt="a chair", steps=2, size=256)
+    assert not at.exception
+    assert any("is not an image" in e.value for e in at.error)  # the edge preview says so at once
+    at = generate(at)
+    assert not at.exception
+    assert any(e.value.startswith("sketch is not an image") for e in at.error)
+    assert at.session_state["prompt"] == "a chair"  # nothing typed is lost
+    at.session_state["sketch_override"] = png(line_sketch())
+    at = generate(at.run())
+    assert "**Render**" in texts(at)
+
+
+def test_two_sessions_generating_at_once_both_get_their_images(app_env):
+    a = studio(prompt="first session", steps=3, size=256, style_mode="None")
+    b = studio(prompt="second session", steps=3, size=256, style_mode="None")
+    next(x for x in a.button if x.label == "Generate").click().run()
+    next(x for x in b.button if x.label == "Generate").click().run()
+    for at in (a, b):
+        at.session_state["job"].thread.join(timeout=120)
+        at.run()
+    assert a.session_state["result"].metadata["prompt"] == "first session"
+    assert b.session_state["result"].metadata["prompt"] == "second session"
 
 
 def test_missing_weights_show_one_banner_with_the_fix(tmp_path, monkeypatch):
@@ -49,7 +191,7 @@ def test_missing_weights_show_one_banner_with_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     st.cache_resource.clear()
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    at = AppTest.from_file(APP, default_timeout=60).run()
     st.cache_resource.clear()
     assert not at.exception
     assert "The engine could not start" in at.error[0].value

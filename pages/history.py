@@ -1,0 +1,123 @@
+"""History: every past render with its recipe; restore one into the Studio, or find work by meaning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from engine.errors import EngineError
+from engine.schema import StyleHit
+from ui.shared import engine_or_stop, init_state, sidebar
+
+init_state()
+engine = engine_or_stop()
+sidebar(engine)
+state = st.session_state
+
+
+def on_restore(run_id: str) -> None:
+    """Put a run's settings and its sketch back into the Studio's fields."""
+    run = engine.run(run_id)
+    meta, params = run["metadata"], run["metadata"]["params"]
+    state.update(
+        prompt=meta["prompt"],
+        negative=meta.get("negative_prompt", ""),
+        steps=params["steps"],
+        guidance=params["guidance"],
+        structure=params["structure_strength"],
+        style_strength=params["style_strength"],
+        style_only=params["style_only"],
+        size=params["size"],
+        variations=params["variations"],
+        scheduler=params["scheduler"],
+        seed=meta["seed"],
+        seed_locked=True,
+        edge_mode=meta.get("edge_mode") or "auto",
+    )
+    if meta.get("canny"):
+        state.update(canny_low=meta["canny"][0], canny_high=meta["canny"][1])
+    used = [s for s in meta["styles"] if s.get("used")]
+    if not params.get("use_style", True) or not used:
+        state["style_mode"] = "None"
+    elif len(used) == 1:
+        state.update(style_mode="From library", library_style=used[0]["name"])
+    else:  # a blend: the same references with the same weights, ticked under Auto
+        hits = [StyleHit(x["id"], x["name"], x["score"], weight=x["weight"], used=True) for x in used]
+        state.update(style_mode="Auto", auto_for=meta["prompt"], auto_hits=hits)
+        for h in hits:
+            state[f"use_{h.id}"] = True
+            state[f"w_{h.id}"] = h.weight
+    sketch = engine.run_sketch(run_id)
+    if sketch:
+        state.update(sketch_override=sketch, sketch_override_label=f"sketch of {run_id}")
+    else:
+        state.pop("sketch_override", None)
+    state["goto_studio"] = True
+
+
+def on_like(run_id: str, index: int) -> None:
+    state["history_like"] = (run_id, index)
+    state["history_query"] = ""
+
+
+if state.pop("goto_studio", False):
+    st.switch_page("pages/studio.py")
+
+st.title("History")
+query = st.text_input("Search by meaning", key="history_query", placeholder="blue watercolor chairs")
+like = state.get("history_like")
+
+try:
+    if query.strip():
+        state.pop("history_like", None)
+        found = engine.search_runs(text=query, k=12)
+    elif like:
+        found = engine.search_runs(like=tuple(like), k=12)
+        st.caption(f"More like {like[0]} #{like[1]}")
+        st.button("Show all", on_click=lambda: state.pop("history_like", None))
+    else:
+        found = None
+except EngineError as exc:
+    st.error(str(exc))
+    found = []
+
+if found is not None:
+    cols = st.columns(4)
+    for i, hit in enumerate(found):
+        with cols[i % 4], st.container(border=True):
+            st.image(hit["path"], width="stretch")
+            st.caption(f"{hit['run_id']} · similarity {hit['score']:.2f}")
+            st.button("Restore", key=f"hr_{hit['run_id']}_{hit['index']}", on_click=on_restore, args=(hit["run_id"],))
+    if not found:
+        st.info("Nothing found.")
+else:
+    runs = engine.runs(limit=40)
+    if not runs:
+        st.info("No renders yet. Make one in the Studio.")
+    for run in runs:
+        meta = run["metadata"]
+        used = ", ".join(s["name"] for s in meta["styles"] if s.get("used")) or "no style"
+        with st.container(border=True):
+            thumb, text, actions = st.columns([1, 4, 2], vertical_alignment="center")
+            if run["outputs"] and Path(run["outputs"][0]).is_file():
+                thumb.image(run["outputs"][0], width="stretch")
+            text.markdown(f"**{meta['prompt']}**")
+            text.caption(
+                f"{used} · seed {meta['seed']} · {meta['width']}×{meta['height']} · {meta['params']['steps']} steps"
+                f" · {run['created_at'].replace('T', ' ')[:16]} UTC · {run['seconds']:.1f}s"
+            )
+            actions.button("Restore", key=f"restore_{run['id']}", on_click=on_restore, args=(run["id"],))
+            actions.button("More like this", key=f"like_{run['id']}", on_click=on_like, args=(run["id"], 0))
+            with text.expander("Details"):
+                st.code(json.dumps(meta, indent=2), language="json")
+                for path in run["outputs"]:
+                    if Path(path).is_file():
+                        st.download_button(
+                            f"Download {Path(path).name}",
+                            Path(path).read_bytes(),
+                            file_name=Path(path).name,
+                            mime="image/png",
+                            key=f"dl_{path}",
+                        )

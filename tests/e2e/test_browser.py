@@ -1,0 +1,105 @@
+"""The Studio in a real browser: Debian's Chromium driven by Playwright against `streamlit run app.py`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, make_data_dir
+from tools.screenshot import CHROMIUM, CHROMIUM_ARGS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, tiny_models):
+    data = make_data_dir(tmp_path_factory.mktemp("e2e-data"), tiny_models)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DESIGN_STUDIO_PROFILE": "tiny",
+        "DESIGN_STUDIO_DEVICE": "cpu",
+        "DESIGN_STUDIO_DATA_DIR": str(data),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("streamlit did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: apt-get install chromium (.ci/run does)"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1440, "height": 1700})
+    page.goto(app_url)
+    page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
+    canvas = page.locator("canvas").last
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 80, box["y"] + 260)
+    page.mouse.down()
+    for x, y in [(80, 140), (220, 50), (360, 140), (360, 260), (80, 260)]:
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
+    page.mouse.up()
+    page.get_by_label("Prompt", exact=True).fill("a timber cabin at dusk")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("in all").wait_for(timeout=120_000)
+    page.wait_for_timeout(1000)
+
+    shot = Path(os.environ.get("STUDIO_SCREENSHOT", tmp_path / "studio.png"))
+    page.screenshot(path=str(shot), full_page=True)
+    assert page.get_by_text("edges (lines)").count() == 1  # the drawing was read as line art
+    assert page.get_by_text("seed ").count() >= 1
+    with Image.open(shot) as im:
+        assert im.size[0] == 1440
+    page.close()
