@@ -153,7 +153,7 @@ with left:
             st.caption("Hover over the canvas for undo, redo and clear.")
 
     sketch, sketch_label = current_sketch()
-    with st.expander("Edges", expanded=False):
+    with st.expander("Edges", expanded=sketch is not None):
         st.segmented_control("Edge mode", ["auto", "lines", "canny"], key="edge_mode")
         if state["edge_mode"] == "canny" or state["edge_mode"] is None:
             c1, c2 = st.columns(2)
@@ -165,7 +165,7 @@ with left:
                 control, used = imgs.edges(
                     preview, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"]
                 )
-                st.image(control, caption=f"What ControlNet will follow ({used})", width=320)
+                st.image(control, caption=f"What ControlNet will follow ({used})", width=240)
             except BadInput as exc:
                 st.error(str(exc))
         else:

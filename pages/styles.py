@@ -16,7 +16,7 @@ st.title("Style library")
 
 
 def on_add() -> None:
-    files = state.get("new_style_files") or []
+    files = state.get(uploader_key()) or []
     name = state.get("new_style_name", "").strip()
     tags = [t.strip() for t in state.get("new_style_tags", "").split(",") if t.strip()]
     added, errors = [], []
@@ -27,6 +27,15 @@ def on_add() -> None:
         except EngineError as exc:
             errors.append(f"{f.name}: {exc}")
     state["styles_message"] = (added, errors)
+    if added and not errors:  # a fresh, empty form for the next one
+        state["uploader_gen"] = state.get("uploader_gen", 0) + 1
+        for key in ("new_style_name", "new_style_description", "new_style_tags"):
+            state[key] = ""
+
+
+def uploader_key() -> str:
+    # A file uploader cannot be emptied through session state; a new key gives an empty one.
+    return f"new_style_files_{state.get('uploader_gen', 0)}"
 
 
 def on_remove(name: str) -> None:
@@ -43,12 +52,12 @@ def on_hide(name: str, hidden: bool) -> None:
 
 with st.expander("Add styles"):
     st.file_uploader(
-        "Reference images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True, key="new_style_files"
+        "Reference images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True, key=uploader_key()
     )
     st.text_input("Name", key="new_style_name", help="with several images, each gets this name and a number")
     st.text_input("Description", key="new_style_description")
     st.text_input("Tags (comma-separated)", key="new_style_tags")
-    st.button("Add to library", on_click=on_add, disabled=not state.get("new_style_files"))
+    st.button("Add to library", on_click=on_add, disabled=not state.get(uploader_key()))
 
 added, errors = state.pop("styles_message", ([], []))
 if added:

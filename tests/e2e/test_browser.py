@@ -103,3 +103,22 @@ def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
     with Image.open(shot) as im:
         assert im.size[0] == 1440
     page.close()
+
+
+def test_add_a_style_by_upload_and_find_it_in_the_grid(app_url, browser, tmp_path):
+    swatch = tmp_path / "olive.png"
+    Image.new("RGB", (128, 128), (110, 120, 40)).save(swatch)
+    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    page.goto(app_url)
+    page.get_by_role("link", name="Style library").click()
+    page.wait_for_selector("h1:has-text('Style library')", timeout=60_000)
+    page.get_by_text("Add styles").click()
+    page.locator("input[type=file]").first.set_input_files(str(swatch))
+    page.get_by_label("Name", exact=True).fill("Olive drab")
+    page.get_by_label("Name", exact=True).press("Enter")
+    page.get_by_role("button", name="Add to library").click()
+    page.get_by_text("Added “Olive drab”.").wait_for(timeout=60_000)
+    page.get_by_text("Olive drab", exact=True).wait_for(timeout=60_000)
+    assert page.get_by_text("yours", exact=True).count() == 1
+    assert page.get_by_label("Name", exact=True).input_value() == ""  # the form is ready for the next one
+    page.close()

@@ -197,3 +197,23 @@ def test_missing_weights_show_one_banner_with_the_fix(tmp_path, monkeypatch):
     assert "The engine could not start" in at.error[0].value
     assert "openai/clip-vit-base-patch32" in at.error[0].value
     assert "hf download" in at.info[0].value
+
+
+def test_cancel_stops_the_run_and_says_so(app_env):
+    at = studio(prompt="a long render", steps=60, size=256, style_mode="None")
+    next(b for b in at.button if b.label == "Generate").click().run()
+    job = at.session_state["job"]
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    job.thread.join(timeout=120)
+    at.run()
+    assert any(e.value.startswith("cancelled after") and "of 60 steps" in e.value for e in at.error)
+    assert "result" not in at.session_state or at.session_state["result"] is None
+    assert next(b for b in at.button if b.label == "Generate").disabled is False
+
+
+def test_use_as_sketch_feeds_the_render_back_as_the_next_sketch(app_env):
+    at = generate(studio(prompt="a stool", steps=2, size=256, style_mode="None"))
+    next(b for b in at.button if b.label == "As sketch").click().run()
+    assert at.session_state["sketch_override"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert at.session_state["edge_mode"] == "lines"
+    assert any(b.label == "Clear this sketch" for b in at.button)
