@@ -100,6 +100,14 @@ def save_ip_adapter(unet, image_encoder, root: Path, image_embed_dim: int, dtype
 # The tiny profile in the same shape as configs/full-size.json. Attention sits at 1/2 of the latent
 # resolution (cheap on a CPU) and `up_blocks.1` is the first cross-attention up block, the style
 # block, as in SD1.5.
+TINY_VISION = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 4,
+}
 TINY_SPEC: dict = {
     "unet": {
         "block_out_channels": [4, 8, 8],
@@ -143,15 +151,7 @@ TINY_SPEC: dict = {
         "num_hidden_layers": 5,
         "max_position_embeddings": 77,
     },
-    "image_encoder": {
-        "hidden_size": 32,
-        "intermediate_size": 37,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 32,
-        "patch_size": 4,
-        "projection_dim": IMAGE_EMBED_DIM,
-    },
+    "image_encoder": {**TINY_VISION, "projection_dim": IMAGE_EMBED_DIM},
     "feature_extractor": {"size": 32, "crop_size": 32},
     "scheduler": {
         "beta_start": 0.00085,
@@ -163,14 +163,7 @@ TINY_SPEC: dict = {
     "clip": {
         "projection_dim": 32,
         "text": {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 5, "num_attention_heads": 4},
-        "vision": {
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 4,
-        },
+        "vision": TINY_VISION,
     },
 }
 FULL_SIZE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full-size.json"

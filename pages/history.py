@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.errors import EngineError
 from engine.schema import StyleHit
-from ui.shared import engine_or_stop, init_state, sidebar
+from ui.shared import FIELD_TO_PARAM, engine_or_stop, init_state, sidebar
 
 init_state()
 engine = engine_or_stop()
@@ -21,17 +21,10 @@ def on_restore(run_id: str) -> None:
     """Put a run's settings and its sketch back into the Studio's fields."""
     run = engine.run(run_id)
     meta, params = run["metadata"], run["metadata"]["params"]
+    state.update({name: params[param] for name, param in FIELD_TO_PARAM.items()})
     state.update(
         prompt=meta["prompt"],
         negative=meta.get("negative_prompt", ""),
-        steps=params["steps"],
-        guidance=params["guidance"],
-        structure=params["structure_strength"],
-        style_strength=params["style_strength"],
-        style_only=params["style_only"],
-        size=params["size"],
-        variations=params["variations"],
-        scheduler=params["scheduler"],
         seed=meta["seed"],
         seed_locked=True,
         edge_mode=meta.get("edge_mode") or "auto",

@@ -12,7 +12,7 @@ from streamlit_drawable_canvas import st_canvas
 from engine import images as imgs
 from engine.errors import BadInput, EngineError
 from engine.schema import GenerateRequest
-from ui.shared import engine_or_stop, init_state, random_seed, sidebar, start_job
+from ui.shared import FIELD_TO_PARAM, engine_or_stop, init_state, random_seed, sidebar, start_job
 
 init_state()
 engine = engine_or_stop()
@@ -63,15 +63,8 @@ def build_request() -> GenerateRequest:
         style=style,
         blend=blend,
         use_style=state["style_mode"] != "None",
-        style_only=state["style_only"],
-        steps=state["steps"],
-        guidance=state["guidance"],
-        structure_strength=state["structure"],
-        style_strength=state["style_strength"],
         seed=state["seed"],
-        size=state["size"],
-        variations=state["variations"],
-        scheduler=state["scheduler"],
+        **{param: state[name] for name, param in FIELD_TO_PARAM.items()},
     )
 
 

@@ -41,6 +41,20 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Studio fields that map one-to-one onto the request's generation parameters (and the metadata's
+# `params`), so building a request and restoring one from the history read the same table.
+FIELD_TO_PARAM: dict[str, str] = {
+    "steps": "steps",
+    "guidance": "guidance",
+    "structure": "structure_strength",
+    "style_strength": "style_strength",
+    "style_only": "style_only",
+    "size": "size",
+    "variations": "variations",
+    "scheduler": "scheduler",
+}
+
+
 @st.cache_resource(show_spinner="Loading models…")
 def get_engine() -> LocalEngine:
     engine = LocalEngine(Settings())
