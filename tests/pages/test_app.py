@@ -8,6 +8,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO, line_sketch, make_data_dir, png
+from ui.shared import get_engine
 
 APP = str(REPO / "app.py")
 
@@ -92,26 +93,44 @@ def test_vary_keeps_the_settings_with_a_new_seed(app_env):
     assert second.metadata["params"] == first.metadata["params"]
 
 
-def test_styles_search_hide_and_remove(app_env):
+def test_styles_add_search_hide_and_remove(app_env):
     at = AppTest.from_file(APP, default_timeout=120).run()
-    engine = __import__("ui.shared", fromlist=["get_engine"]).get_engine()
-    engine.add_style(png(Image.new("RGB", (64, 64), (200, 30, 30))), "Signal red", tags=["red"])
     at.switch_page("pages/styles.py").run()
-    assert "**Signal red**" in texts(at)
+    red, blue = png(Image.new("RGB", (64, 64), (200, 30, 30))), png(Image.new("RGB", (64, 64), (30, 30, 200)))
+    at.file_uploader[0].set_value([("red.png", red, "image/png"), ("blue.png", blue, "image/png")]).run()
+    at.text_input(key="new_style_name").input("Signal").run()
+    at.text_input(key="new_style_tags").input("bold, flat").run()
+    next(b for b in at.button if b.label == "Add to library").click().run()
+    assert any("Added “Signal 1”, “Signal 2”." in s.value for s in at.success)
+    shown = texts(at)
+    assert "**Signal 1**" in shown and "**Signal 2**" in shown and "#bold #flat" in shown
+    assert at.text_input(key="new_style_name").value == ""  # the form is ready for the next one
 
     at.text_input(key="style_query").input("neon night city").run()
-    ranked = [m.value for m in at.markdown if m.value.startswith("**")]
-    assert len(ranked) == 8 and all(" · " in r for r in ranked)  # name · score
+    shown = sorted(m.value for m in at.markdown if m.value.startswith("**"))
+    expected = get_engine().search_styles(text="neon night city", k=8)  # the Studio's own retrieval
+    assert shown == sorted(f"**{h.name}** · {h.score:.2f}" for h in expected)
 
     at.text_input(key="style_query").input("").run()
-    next(b for b in at.button if b.label == "Remove").click().run()
-    assert "**Signal red**" not in texts(at)
+    for _ in range(2):
+        next(b for b in at.button if b.label == "Remove").click().run()
+    assert "**Signal 1**" not in texts(at) and "**Signal 2**" not in texts(at)
     hide = next(b for b in at.button if b.label == "Hide")
-    hidden_name = hide.key
+    hidden_key = hide.key
     hide.click().run()
     assert len([b for b in at.button if b.label == "Hide"]) == 11
     at.toggle(key="show_hidden").set_value(True).run()
-    assert any(b.label == "Unhide" and b.key == hidden_name for b in at.button)
+    assert any(b.label == "Unhide" and b.key == hidden_key for b in at.button)
+
+
+def test_a_bad_style_upload_is_one_error_line(app_env):
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/styles.py").run()
+    at.file_uploader[0].set_value(("notes.png", b"shopping list", "image/png")).run()
+    at.text_input(key="new_style_name").input("Notes").run()
+    next(b for b in at.button if b.label == "Add to library").click().run()
+    assert [e.value for e in at.error] == ["notes.png: style image is not an image (PNG, JPEG or WebP expected)"]
+    assert not at.exception
 
 
 def test_history_lists_the_run_and_restore_fills_the_studio(app_env):
@@ -161,16 +180,17 @@ def test_history_search_by_meaning(app_env):
 
 
 def test_a_bad_upload_shows_one_error_and_the_page_still_works(app_env):
-    at = studio(sketch_override=b"not an image at all", prompt="a chair", steps=2, size=256)
+    at = studio(source="Upload", prompt="a chair", steps=2, size=256)
+    at.file_uploader(key="upload").set_value(("sketch.png", png(line_sketch())[:300], "image/png")).run()
     assert not at.exception
-    assert any("is not an image" in e.value for e in at.error)  # the edge preview says so at once
+    assert any("is truncated or corrupt" in e.value for e in at.error)  # the edge preview says so at once
     at = generate(at)
     assert not at.exception
-    assert any(e.value.startswith("sketch is not an image") for e in at.error)
+    assert any(e.value.startswith("sketch is truncated or corrupt") for e in at.error)
     assert at.session_state["prompt"] == "a chair"  # nothing typed is lost
-    at.session_state["sketch_override"] = png(line_sketch())
-    at = generate(at.run())
-    assert "**Render**" in texts(at)
+    at.file_uploader(key="upload").set_value(("sketch.png", png(line_sketch()), "image/png")).run()
+    at = generate(at)
+    assert "**Render**" in texts(at) and not at.error
 
 
 def test_two_sessions_generating_at_once_both_get_their_images(app_env):
