@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--image", type=Path)
     se.add_argument("-k", type=int, default=3)
 
+    sv = sub.add_parser("serve", parents=[common], help="serve the engine over HTTP")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--ngrok", action="store_true", help="open a public tunnel (needs NGROK_AUTHTOKEN)")
+
     t = sub.add_parser("prepare-tiny", parents=[common], help="build the tiny random-weight profile")
     t.add_argument("--force", action="store_true")
     return p
@@ -232,6 +237,16 @@ def _prepare_tiny(args) -> dict:
     return {"tiny_dir": str(root), "seconds": round(time.perf_counter() - start, 3)}
 
 
+def _serve(args) -> dict:
+    from .engine import LocalEngine
+    from .server import serve
+
+    engine = LocalEngine(_settings(args))
+    engine.load()
+    serve(engine, host=args.host, port=args.port, ngrok=args.ngrok)
+    return {"stopped": True}
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -247,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
     _configure_logging(args.verbose)
-    handlers = {"generate": _generate, "styles": _styles, "prepare-tiny": _prepare_tiny}
+    handlers = {"generate": _generate, "styles": _styles, "prepare-tiny": _prepare_tiny, "serve": _serve}
     try:
         out = handlers[args.command](args)
     except BadInput as exc:

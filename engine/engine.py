@@ -31,6 +31,10 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[Progress], None]
+DEFAULT_CONCEPTS = [
+    "a building", "an interior", "furniture", "a chair", "a lamp", "a product", "a person", "a landscape",
+    "a city at night", "a technical drawing", "a sketch", "a watercolor painting", "a poster", "a texture",
+]  # fmt: skip
 
 
 class Engine(ABC):
@@ -176,6 +180,22 @@ class LocalEngine(Engine):
 
     def style_image(self, name_or_id: str) -> Image.Image:
         return self.library.image(self.library.find(name_or_id).id)
+
+    def analyze(self, image: bytes, concepts: list[str] | None = None, k: int = 5) -> list[dict[str, Any]]:
+        """CLIP zero-shot: the image's most likely concepts with softmax confidences (as CLIP's own logits)."""
+        import torch
+
+        concepts = [c.strip() for c in (concepts or DEFAULT_CONCEPTS) if c.strip()]
+        if not concepts:
+            raise BadInput("analyze needs at least one concept")
+        img = imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes)
+        emb = self.library.embeddings
+        image_vec = torch.tensor(emb.embed_images([img])[0])
+        text_vecs = torch.tensor(emb.embed_documents([f"a photo of {c}" for c in concepts]))
+        scale = float(emb.model.logit_scale.exp())
+        probs = torch.softmax(scale * text_vecs @ image_vec, dim=0)
+        ranked = sorted(zip(concepts, probs.tolist(), strict=True), key=lambda x: -x[1])[:k]
+        return [{"concept": c, "confidence": round(p, 4)} for c, p in ranked]
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         return self.history.list(limit, offset)

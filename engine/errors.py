@@ -19,6 +19,14 @@ class BadInput(EngineError):
     """The request itself is wrong: a file, a prompt, a parameter."""
 
 
+class TooLarge(BadInput):
+    """An upload over the size or pixel limit."""
+
+
+class UnsupportedImage(BadInput):
+    """Not an image we can read: not an image at all, truncated, or an unsupported format."""
+
+
 class ModelUnavailable(EngineError):
     """Weights cannot be loaded (offline with nothing cached, wrong folder, unsafe format)."""
 
@@ -29,3 +37,7 @@ class Busy(EngineError):
 
 class Cancelled(EngineError):
     """The caller cancelled the run between two steps."""
+
+
+class QueueFull(Busy):
+    """Too many jobs are waiting; try again later."""

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import BadInput
+from .errors import BadInput, TooLarge, UnsupportedImage
 
 ACCEPTED = {"PNG", "JPEG", "WEBP", "MPO"}
 MAX_SIDE = 1024
@@ -25,16 +25,16 @@ def read_bytes(path: str | Path, max_bytes: int) -> bytes:
         raise BadInput(f"no such file: {path}")
     size = path.stat().st_size
     if size > max_bytes:
-        raise BadInput(f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        raise TooLarge(f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     return path.read_bytes()
 
 
 def decode(data: bytes, max_pixels: int, max_bytes: int | None = None, name: str = "image") -> Image.Image:
     """Bytes → an RGB image: alpha composited on white, EXIF orientation applied, modes normalised."""
     if not data:
-        raise BadInput(f"{name} is empty (0 bytes)")
+        raise UnsupportedImage(f"{name} is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
-        raise BadInput(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
+        raise TooLarge(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -42,9 +42,9 @@ def decode(data: bytes, max_pixels: int, max_bytes: int | None = None, name: str
             # Header only so far: refuse huge canvases before a single pixel is decoded.
             w, h = img.size
             if w * h > max_pixels:
-                raise BadInput(f"{name} is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
+                raise TooLarge(f"{name} is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
             if img.format not in ACCEPTED:
-                raise BadInput(f"{name} is {img.format}; use PNG, JPEG or WebP")
+                raise UnsupportedImage(f"{name} is {img.format}; use PNG, JPEG or WebP")
             img.load()
     except BadInput:
         raise
@@ -52,11 +52,11 @@ def decode(data: bytes, max_pixels: int, max_bytes: int | None = None, name: str
         # Pillow refuses before we see the header; its message carries the pixel count.
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
-        raise BadInput(f"{name} has {size}; the limit is {max_pixels / 1e6:.0f} megapixels") from None
+        raise TooLarge(f"{name} has {size}; the limit is {max_pixels / 1e6:.0f} megapixels") from None
     except UnidentifiedImageError:
-        raise BadInput(f"{name} is not an image (PNG, JPEG or WebP expected)") from None
+        raise UnsupportedImage(f"{name} is not an image (PNG, JPEG or WebP expected)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadInput(f"{name} is truncated or corrupt ({exc})") from None
+        raise UnsupportedImage(f"{name} is truncated or corrupt ({exc})") from None
     return to_rgb(img)
 
 

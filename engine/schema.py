@@ -29,7 +29,8 @@ class StyleWeight(BaseModel):
 class GenerateRequest(BaseModel):
     """Everything one generation needs. The sketch is raw file bytes; None means text-to-image."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # bytes travel as base64 in JSON (the job queue and the HTTP API)
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
     prompt: str
     negative_prompt: str = ""

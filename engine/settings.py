@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     chroma_host: str | None = None
     chroma_port: int = 8000
 
+    # Required by the HTTP server whenever it is reachable beyond loopback (generated if unset).
+    api_token: str | None = None
+
     max_upload_bytes: int = 20 * 1024 * 1024
     max_input_pixels: int = 64_000_000
 

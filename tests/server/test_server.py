@@ -1,0 +1,196 @@
+"""The engine over HTTP: a real uvicorn on 127.0.0.1 with the tiny profile."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image
+
+from engine.errors import Cancelled
+from engine.remote import RemoteEngine
+from engine.schema import GenerateRequest
+from engine.server import create_app
+from tests.conftest import line_sketch, make_data_dir, make_engine, png
+
+TOKEN = "test-token-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn in a thread, as `python -m engine serve` runs it."""
+
+    def __init__(self, engine, token=TOKEN, max_queued=32):
+        self.engine = engine
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(engine, token, max_queued), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server_engine(tmp_path_factory, tiny_models):
+    engine = make_engine(make_data_dir(tmp_path_factory.mktemp("server-data"), tiny_models), max_upload_bytes=300_000)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def server(server_engine):
+    with Server(server_engine) as srv:
+        yield srv
+
+
+def client(server, token=TOKEN) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+
+
+def request(**kw) -> GenerateRequest:
+    values = {"prompt": "a concrete pavilion", "sketch": png(line_sketch()), "size": 64, "steps": 2, "seed": 3}
+    return GenerateRequest.build(**{**values, **kw})
+
+
+def test_round_trip_gives_the_same_pixels_as_the_in_process_engine(server, engine):
+    remote = RemoteEngine(server.url, TOKEN, poll=0.05)
+    steps = []
+    over_http = remote.generate(request(seed=21), on_progress=steps.append)
+    local = engine.generate(request(seed=21))
+    assert np.array_equal(np.asarray(over_http.images[0]), np.asarray(local.images[0]))
+    assert over_http.seeds == [21] and over_http.metadata["prompt"] == "a concrete pavilion"
+    assert [s.name for s in over_http.styles] == [s.name for s in local.styles]
+    assert steps and steps[-1].step == steps[-1].total == 2
+
+
+def test_the_token_is_required(server):
+    for token in (None, "wrong-token"):
+        assert client(server, token).get("/health").status_code == 401
+    assert client(server).get("/health").json()["profile"] == "tiny"
+    with pytest.raises(Exception, match="refused the token"):
+        RemoteEngine(server.url, "nope").health()
+
+
+def test_the_seed_clients_request_works_unchanged(server):
+    # the seed UI: multipart `file` + form `prompt`, the ngrok header, a PNG back with the style in a header
+    resp = client(server).post(
+        "/generate",
+        files={"file": ("sketch.png", png(line_sketch()), "image/png")},
+        data={"prompt": "cyberpunk city", "options": json.dumps({"size": 64, "steps": 2, "seed": 4})},
+        headers={"ngrok-skip-browser-warning": "true"},
+    )
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
+    assert resp.headers["X-Retrieved-Style"] and resp.headers["X-Seed"] == "4"
+    with Image.open(io.BytesIO(resp.content)) as im:
+        assert im.size == (96, 64) and "Seed: 4" in im.text["parameters"]
+
+
+@pytest.mark.parametrize(
+    ("files", "data", "status", "detail"),
+    [
+        ({"file": ("big.png", b"\x89PNG" + b"0" * 400_000, "image/png")}, {"prompt": "x"}, 413, "limit"),
+        ({"file": ("notes.png", b"just some words", "image/png")}, {"prompt": "x"}, 415, "is not an image"),
+        ({"file": ("cut.png", png(line_sketch())[:300], "image/png")}, {"prompt": "x"}, 415, "truncated"),
+        (None, {"prompt": "x", "options": "{not json"}, 422, "options must be a JSON object"),
+        (None, {"prompt": "x", "options": '{"steps": 0}'}, 422, "steps: must be between 1 and 150"),
+        (None, {"prompt": "x", "options": '{"style": "Velvet"}'}, 422, "unknown style 'Velvet'"),
+        (None, {"prompt": "   "}, 422, "the prompt is empty"),
+        (None, {}, 422, None),
+    ],
+)
+def test_bad_requests_get_4xx_never_500(server, files, data, status, detail):
+    for path in ("/jobs", "/generate"):
+        resp = client(server).post(path, files=files, data=data)
+        assert resp.status_code == status, (path, resp.text)
+        if detail:
+            assert detail in resp.json()["detail"]
+
+
+def test_progress_events_arrive_in_order_and_cancel_works(server):
+    c = client(server)
+    options = json.dumps({"size": 64, "steps": 6, "seed": 1})
+    job = c.post("/jobs", data={"prompt": "a long one", "options": options}).json()
+    assert job["state"] in ("queued", "running")
+    events = []
+    with c.stream("GET", f"/jobs/{job['id']}/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    steps = [e["step"] for e in events]
+    assert steps == sorted(steps) and events[-1]["state"] == "done" and events[-1]["step"] == 6
+    result = c.get(f"/jobs/{job['id']}/result").json()
+    assert result["metadata"]["seed"] == 1 and len(result["images"]) == 1
+
+    remote = RemoteEngine(server.url, TOKEN, poll=0.05)
+    cancel = threading.Event()
+
+    def stop_early(p):
+        if p.stage == "denoise":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        remote.generate(request(steps=150, size=256), on_progress=stop_early, cancel=cancel)
+
+
+def test_a_full_queue_answers_429(server_engine):
+    with Server(server_engine, max_queued=2) as srv:
+        c = client(srv)
+        with server_engine.queue.slot():  # the GPU is busy: nothing finishes
+            ids = [
+                c.post("/jobs", data={"prompt": f"job {i}", "options": '{"size": 64, "steps": 1}'}) for i in range(2)
+            ]
+            assert [r.status_code for r in ids] == [202, 202]
+            third = c.post("/jobs", data={"prompt": "one too many"})
+            assert third.status_code == 429 and "the queue holds 2" in third.json()["detail"]
+            assert c.get(f"/jobs/{ids[1].json()['id']}").json()["position"] == 1
+        deadline = time.time() + 60
+        while time.time() < deadline and any(c.get(f"/jobs/{r.json()['id']}").json()["state"] != "done" for r in ids):
+            time.sleep(0.1)
+        assert all(c.get(f"/jobs/{r.json()['id']}").json()["state"] == "done" for r in ids)
+
+
+def test_analyze_scores_concepts(server):
+    resp = client(server).post(
+        "/analyze",
+        files={"file": ("photo.png", png(line_sketch()), "image/png")},
+        data={"concepts": "a house,a cat,a car", "k": "3"},
+    )
+    found = resp.json()["concepts"]
+    assert [set(f) for f in found] == [{"concept", "confidence"}] * 3
+    assert {f["concept"] for f in found} == {"a house", "a cat", "a car"}
+    assert sum(f["confidence"] for f in found) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_styles_over_http(server):
+    remote = RemoteEngine(server.url, TOKEN)
+    added = remote.add_style(png(Image.new("RGB", (64, 64), (90, 60, 30))), "Umber", tags=["brown"])
+    assert "Umber" in [s.name for s in remote.list_styles()]
+    assert remote.style_image("Umber").size == (64, 64)
+    assert remote.search_styles(text="umber brown", k=20)
+    assert remote.remove_style(added.id).name == "Umber"
+    assert "Umber" not in [s.name for s in remote.list_styles()]
