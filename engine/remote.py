@@ -68,7 +68,7 @@ class RemoteEngine(Engine):
         return StyleInfo(**self._json("DELETE", f"/styles/{name_or_id}"))
 
     def hide_style(self, name_or_id: str, hidden: bool = True) -> StyleInfo:
-        raise EngineError("hiding shipped styles is done on the server's own machine")
+        return StyleInfo(**self._json("POST", f"/styles/{name_or_id}/hide", params={"hidden": hidden}))
 
     def search_styles(self, text: str | None = None, image: bytes | None = None, k: int = 3) -> list[StyleHit]:
         if image is not None:

@@ -130,6 +130,10 @@ def create_app(engine, token: str | None, max_queued: int = 32) -> FastAPI:
     def remove_style(name_or_id: str) -> dict[str, Any]:
         return engine.remove_style(name_or_id).__dict__
 
+    @app.post("/styles/{name_or_id}/hide", dependencies=guarded)
+    def hide_style(name_or_id: str, hidden: bool = True) -> dict[str, Any]:
+        return engine.hide_style(name_or_id, hidden).__dict__
+
     @app.get("/styles/{name_or_id}/image", dependencies=guarded)
     def style_image(name_or_id: str) -> Response:
         from .images import png_bytes

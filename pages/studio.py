@@ -12,13 +12,12 @@ from streamlit_drawable_canvas import st_canvas
 from engine import images as imgs
 from engine.errors import BadInput, EngineError
 from engine.schema import GenerateRequest
-from ui.shared import FIELD_TO_PARAM, engine_or_stop, init_state, random_seed, sidebar, start_job
+from ui.shared import FIELD_TO_PARAM, engine_or_stop, random_seed, start_job
 
-init_state()
 engine = engine_or_stop()
-sidebar(engine)
 state = st.session_state
 CANVAS_W, CANVAS_H = 448, 336
+MAX_PREVIEW_PIXELS = 64_000_000
 
 
 def canvas_png(image_data: np.ndarray | None) -> bytes | None:
@@ -106,7 +105,7 @@ left, right = st.columns([1, 1], gap="large")
 with left:
     if state.get("sketch_override"):
         try:
-            shown = imgs.decode(state["sketch_override"], engine.settings.max_input_pixels)
+            shown = imgs.decode(state["sketch_override"], MAX_PREVIEW_PIXELS)
             st.image(shown, caption=f"Sketch: {state.get('sketch_override_label')}", width=320)
         except BadInput as exc:
             st.error(str(exc))
@@ -154,7 +153,7 @@ with left:
             c2.slider("Canny high", 0, 255, key="canny_high")
         if sketch is not None:
             try:
-                preview = imgs.fit(imgs.decode(sketch, engine.settings.max_input_pixels), 256)
+                preview = imgs.fit(imgs.decode(sketch, MAX_PREVIEW_PIXELS), 256)
                 control, used = imgs.edges(
                     preview, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"]
                 )

@@ -5,11 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import EngineError
-from ui.shared import engine_or_stop, init_state, sidebar
+from ui.shared import engine_or_stop
 
-init_state()
 engine = engine_or_stop()
-sidebar(engine)
 state = st.session_state
 
 st.title("Style library")
@@ -47,7 +45,10 @@ def on_remove(name: str) -> None:
 
 
 def on_hide(name: str, hidden: bool) -> None:
-    engine.hide_style(name, hidden)
+    try:
+        engine.hide_style(name, hidden)
+    except EngineError as exc:
+        state["styles_message"] = ([], [str(exc)])
 
 
 with st.expander("Add styles"):

@@ -10,8 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from engine.engine import LocalEngine
+from engine.engine import Engine, LocalEngine
 from engine.errors import EngineError
+from engine.remote import RemoteEngine
 from engine.schema import MAX_SEED, GenerateRequest, GenerateResult, Progress
 from engine.settings import Settings
 
@@ -38,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "pen_width": 4,
     "pen_color": "#000000",
     "draw_mode": "freedraw",
+    "engine_mode": "Local",
+    "remote_url": "http://127.0.0.1:8000",
+    "remote_token": "",
 }
 
 
@@ -57,9 +61,15 @@ FIELD_TO_PARAM: dict[str, str] = {
 
 @st.cache_resource(show_spinner="Loading models…")
 def get_engine() -> LocalEngine:
+    """The local engine, loaded once per process and shared by every session."""
     engine = LocalEngine(Settings())
     engine.load()
     return engine
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def get_remote_engine(url: str, token: str) -> RemoteEngine:
+    return RemoteEngine(url, token or None)
 
 
 def init_state() -> None:
@@ -68,23 +78,49 @@ def init_state() -> None:
         st.session_state[key] = st.session_state.get(key, value)
 
 
-def engine_or_stop() -> LocalEngine:
-    """The engine, or a banner with the fix (missing weights, unreachable store) and a stopped page."""
+def _engine_picker() -> None:
+    with st.sidebar:
+        st.segmented_control("Engine", ["Local", "Remote"], key="engine_mode")
+        if st.session_state["engine_mode"] == "Remote":
+            st.text_input("Server URL", key="remote_url", help="`python -m engine serve` or its ngrok URL")
+            st.text_input("Token", key="remote_token", type="password")
+            if st.button("Test connection"):
+                try:
+                    health = _current_engine().health()
+                    st.success(f"Connected: {health['device']} · profile {health['profile']}")
+                except EngineError as exc:
+                    st.error(str(exc))
+
+
+def _current_engine() -> Engine:
+    state = st.session_state
+    if state.get("engine_mode") == "Remote":
+        return get_remote_engine(state["remote_url"].strip(), state["remote_token"].strip())
+    return get_engine()
+
+
+def engine_or_stop() -> Engine:
+    """The engine this session uses (local or remote), with the sidebar; or a banner with the fix."""
+    init_state()
+    _engine_picker()
     try:
-        return get_engine()
+        engine = _current_engine()
+        health = engine.health()
     except EngineError as exc:
         st.error(f"**The engine could not start.** {exc.message}")
         if exc.fix:
             st.info(f"How to fix: {exc.fix}")
         st.stop()
+    _status(health, remote=st.session_state["engine_mode"] == "Remote")
+    return engine
 
 
-def sidebar(engine: LocalEngine) -> None:
-    health = engine.health()
+def _status(health: dict[str, Any], remote: bool) -> None:
     with st.sidebar:
         if health["profile"] == "tiny":
             st.warning("**Tiny profile** — random-weight demo models: images are noise, the workflow is real.")
-        st.caption(f"Device **{health['device']}** · {health['dtype']} · profile **{health['profile']}**")
+        where = "remote " if remote else ""
+        st.caption(f"{where}Device **{health['device']}** · {health['dtype']} · profile **{health['profile']}**")
         loaded = [name for name, ok in health["loaded"].items() if ok]
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))
         with st.expander("Models"):
@@ -109,7 +145,7 @@ class Job:
         return self.thread is not None and not self.thread.is_alive()
 
 
-def start_job(engine: LocalEngine, request: GenerateRequest) -> Job:
+def start_job(engine: Engine, request: GenerateRequest) -> Job:
     job = Job(request)
 
     def work() -> None:

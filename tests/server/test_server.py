@@ -194,3 +194,49 @@ def test_styles_over_http(server):
     assert remote.search_styles(text="umber brown", k=20)
     assert remote.remove_style(added.id).name == "Umber"
     assert "Umber" not in [s.name for s in remote.list_styles()]
+
+
+def test_the_studio_in_remote_mode_generates_through_the_server(server, server_engine, tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+    from tests.pages.test_app import generate
+
+    # the laptop's own engine would need weights it does not have: remote mode must not touch it
+    monkeypatch.setenv("DESIGN_STUDIO_PROFILE", "default")
+    monkeypatch.setenv("DESIGN_STUDIO_DATA_DIR", str(tmp_path / "laptop"))
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.session_state["engine_mode"] = "Remote"
+    at.session_state["remote_url"] = server.url
+    at.session_state["remote_token"] = TOKEN
+    at.run()
+    assert not at.exception and not at.error
+    assert any("remote Device" in c.value for c in at.sidebar.caption)
+    at.session_state["prompt"] = "a remote lamp"
+    for key, value in {"steps": 2, "size": 256, "seed_locked": True, "seed": 12}.items():
+        at.session_state[key] = value
+    generate(at.run())
+    st.cache_resource.clear()
+    result = at.session_state["result"]
+    assert result.seeds == [12] and result.metadata["prompt"] == "a remote lamp"
+    assert server_engine.run(result.run_id)["metadata"]["seed"] == 12  # it ran on the server
+    assert not (tmp_path / "laptop").exists()
+
+
+def test_a_wrong_server_url_is_one_banner(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import REPO
+
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.session_state["engine_mode"] = "Remote"
+    at.session_state["remote_url"] = f"http://127.0.0.1:{_free_port()}"
+    at.run()
+    st.cache_resource.clear()
+    assert not at.exception
+    assert "cannot reach the engine" in at.error[0].value
+    assert at.segmented_control(key="engine_mode").value == "Remote"  # the switch stays usable
