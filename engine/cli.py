@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--profile", choices=["default", "tiny"], help="model profile (overrides the settings)")
     common.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
     common.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    common.add_argument("--remote", metavar="URL", help="use the engine served at URL (`python -m engine serve`)")
+    common.add_argument("--token", help="the remote engine's token (or DESIGN_STUDIO_API_TOKEN)")
     common.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
 
     p = _Parser(prog="python -m engine", description="Generative Design Studio engine", parents=[common])
@@ -91,6 +93,16 @@ def _settings(args):
     return Settings(**overrides)
 
 
+def _engine(args, settings):
+    if args.remote:
+        from .remote import RemoteEngine
+
+        return RemoteEngine(args.remote, args.token or settings.api_token)
+    from .engine import LocalEngine
+
+    return LocalEngine(settings)
+
+
 def _check_writable(out: Path) -> None:
     if out.suffix.lower() != ".png":
         raise BadInput(f"--out must be a .png path (got {out})")
@@ -143,7 +155,6 @@ class _ProgressBar:
 
 
 def _generate(args) -> dict:
-    from .engine import LocalEngine
     from .images import read_bytes
     from .schema import GenerateRequest
 
@@ -172,7 +183,7 @@ def _generate(args) -> dict:
         variations=args.variations,
         scheduler=args.scheduler,
     )
-    engine = LocalEngine(settings)
+    engine = _engine(args, settings)
     bar = _ProgressBar()
     start = time.perf_counter()
     try:
@@ -180,14 +191,16 @@ def _generate(args) -> dict:
     finally:
         bar.close()
     outputs = result.paths
-    if args.out:
+    files = result.png or [Path(p).read_bytes() for p in result.paths]
+    out = args.out or (Path(f"{result.run_id}.png") if args.remote else None)  # remote: the files come here
+    if out:
         outputs = []
-        for i, src in enumerate(result.paths):
-            dst = args.out if i == 0 else args.out.with_name(f"{args.out.stem}-{i}{args.out.suffix}")
+        for i, data in enumerate(files):
+            dst = out if i == 0 else out.with_name(f"{out.stem}-{i}{out.suffix}")
             try:
-                dst.write_bytes(Path(src).read_bytes())
+                dst.write_bytes(data)
             except OSError as exc:
-                raise BadInput(f"cannot write {dst}: {exc.strerror or exc} (the image is kept at {src})") from None
+                raise BadInput(f"cannot write {dst}: {exc.strerror or exc}") from None
             outputs.append(str(dst))
     return {
         "output": outputs[0],
@@ -196,7 +209,7 @@ def _generate(args) -> dict:
         "seed": result.seeds[0],
         "seeds": result.seeds,
         "size": list(result.images[0].size),
-        "profile": settings.profile,
+        "profile": result.metadata.get("profile", settings.profile),
         "edge_mode": result.metadata.get("edge_mode"),
         "styles": [s.as_dict() for s in result.styles],
         "seconds": round(time.perf_counter() - start, 3),
@@ -209,11 +222,10 @@ def _style_dict(s) -> dict:
 
 
 def _styles(args) -> dict | list:
-    from .engine import LocalEngine
     from .images import read_bytes
 
     settings = _settings(args)
-    engine = LocalEngine(settings)
+    engine = _engine(args, settings)
     if args.action == "list":
         return [_style_dict(s) for s in engine.list_styles(include_hidden=args.all)]
     if args.action == "add":

@@ -122,11 +122,12 @@ class RemoteEngine(Engine):
             on_progress(Progress("denoise", job["total"], job["total"], time.perf_counter() - start))
         payload = self._json("GET", f"/jobs/{job['id']}/result")
         meta = payload["metadata"]
-        images = [Image.open(io.BytesIO(base64.b64decode(b))).convert("RGB") for b in payload["images"]]
+        files = [base64.b64decode(b) for b in payload["images"]]
+        images = [Image.open(io.BytesIO(f)).convert("RGB") for f in files]
         styles = [
             StyleHit(s["id"], s["name"], s["score"], source=s["source"], weight=s["weight"], used=s["used"])
             for s in meta["styles"]
         ]
         return GenerateResult(
-            images=images, seeds=meta["seeds"], metadata=meta, styles=styles, run_id=payload["run_id"]
+            images=images, seeds=meta["seeds"], metadata=meta, styles=styles, run_id=payload["run_id"], png=files
         )

@@ -151,3 +151,4 @@ class GenerateResult:
     edges: Any = None  # PIL image of the control map, None for text-to-image
     paths: list[str] = field(default_factory=list)
     run_id: str | None = None
+    png: list[bytes] = field(default_factory=list, repr=False)  # the files as saved (metadata inside)

@@ -240,3 +240,21 @@ def test_a_wrong_server_url_is_one_banner(tmp_path, monkeypatch):
     assert not at.exception
     assert "cannot reach the engine" in at.error[0].value
     assert at.segmented_control(key="engine_mode").value == "Remote"  # the switch stays usable
+
+
+def test_the_cli_generates_through_a_remote_engine(server, tmp_path, capsys):
+    from engine.cli import main
+
+    out = tmp_path / "remote.png"
+    code = main(["generate", "--remote", server.url, "--token", TOKEN, "--prompt", "a remote stool",
+                 "--size", "64", "--steps", "2", "--seed", "8", "--out", str(out)])  # fmt: skip
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["seed"] == 8 and report["output"] == str(out) and report["profile"] == "tiny"
+    with Image.open(out) as im:
+        assert "Seed: 8" in im.text["parameters"]  # the server's file, metadata and all
+
+    code = main(["styles", "list", "--remote", server.url, "--token", "wrong"])
+    _, stderr = capsys.readouterr()
+    assert code == 1 and stderr.count("\n") == 1 and "refused the token" in stderr
