@@ -171,6 +171,8 @@ class LocalEngine(Engine):
         return self.library.set_hidden(name_or_id, hidden)
 
     def search_styles(self, text: str | None = None, image: bytes | None = None, k: int = 3) -> list[StyleHit]:
+        if not 1 <= k <= 100:
+            raise BadInput(f"k must be between 1 and 100 (got {k})")
         if image is not None:
             img = imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes)
             return self.library.search_image(img, k)
@@ -215,6 +217,8 @@ class LocalEngine(Engine):
         self, text: str | None = None, like: tuple[str, int] | None = None, k: int = 12
     ) -> list[dict[str, Any]]:
         """Past outputs ranked by CLIP similarity to words, or to one output ("more like this")."""
+        if not 1 <= k <= 100:
+            raise BadInput(f"k must be between 1 and 100 (got {k})")
         if like is not None:
             vector = self.history_index.vector(*like)
             if vector is None:

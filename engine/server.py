@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
@@ -141,7 +141,7 @@ def create_app(engine, token: str | None, max_queued: int = 32) -> FastAPI:
         return Response(png_bytes(engine.style_image(name_or_id)), media_type="image/png")
 
     @app.get("/styles/search", dependencies=guarded)
-    def search_styles(text: str, k: int = 3) -> list[dict[str, Any]]:
+    def search_styles(text: str, k: Annotated[int, Query(ge=1, le=100)] = 3) -> list[dict[str, Any]]:
         return [h.as_dict() for h in engine.search_styles(text=text, k=k)]
 
     @app.post("/generate", dependencies=guarded)
