@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     total INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     run_id TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    polled_at REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 """
@@ -87,9 +88,10 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 class JobStore:
     """Jobs in SQLite: a restart or a crash loses no queued job, and finished results stay fetchable."""
 
-    def __init__(self, path: Path, max_queued: int = 32):
+    def __init__(self, path: Path, max_queued: int = 32, abandon_after: float = 600.0):
         self.path = Path(path)
         self.max_queued = max_queued
+        self.abandon_after = abandon_after
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._db()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
@@ -110,13 +112,17 @@ class JobStore:
             if waiting >= self.max_queued:
                 raise QueueFull(f"{waiting} jobs are waiting; the queue holds {self.max_queued}", fix="retry later")
             db.execute(
-                "INSERT INTO jobs (id, created_at, updated_at, state, request) VALUES (?, ?, ?, 'queued', ?)",
-                (job_id, now, now, request_json),
+                "INSERT INTO jobs (id, created_at, updated_at, state, request, polled_at)"
+                " VALUES (?, ?, ?, 'queued', ?, ?)",
+                (job_id, now, now, request_json, now),
             )
         return job_id
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        with closing(self._db()) as db:
+    def get(self, job_id: str, polled: bool = False) -> dict[str, Any] | None:
+        """A job with its queue position; `polled` records that a client is still waiting for it."""
+        with closing(self._db()) as db, db:
+            if polled:
+                db.execute("UPDATE jobs SET polled_at = ? WHERE id = ?", (time.time(), job_id))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
@@ -131,8 +137,13 @@ class JobStore:
         return job
 
     def claim_next(self) -> dict[str, Any] | None:
-        """The oldest queued job, now marked running (atomically, so two workers never share one)."""
+        """The oldest queued job, now marked running (atomically, so two workers never share one).
+        Queued jobs nobody has asked about for `abandon_after` seconds are cancelled instead."""
         with closing(self._db()) as db, db:
+            db.execute(
+                "UPDATE jobs SET state = 'cancelled', error = ? WHERE state = 'queued' AND polled_at < ?",
+                (f"cancelled: nobody asked for it for {self.abandon_after:.0f} s", time.time() - self.abandon_after),
+            )
             row = db.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1").fetchone()
             if row is None:
                 return None
@@ -140,12 +151,12 @@ class JobStore:
         return dict(row)
 
     def progress(self, job_id: str, step: int, total: int) -> bool:
-        """Record progress; True when the job has been asked to stop."""
+        """Record progress; True when the job was asked to stop, or nobody polls it any more."""
+        now = time.time()
         with closing(self._db()) as db, db:
-            db.execute(
-                "UPDATE jobs SET step = ?, total = ?, updated_at = ? WHERE id = ?", (step, total, time.time(), job_id)
-            )
-            return bool(db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+            db.execute("UPDATE jobs SET step = ?, total = ?, updated_at = ? WHERE id = ?", (step, total, now, job_id))
+            row = db.execute("SELECT cancel_requested, polled_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return bool(row[0]) or row[1] < now - self.abandon_after
 
     def finish(self, job_id: str, state: str, error: str | None = None, run_id: str | None = None) -> None:
         with closing(self._db()) as db, db:
@@ -171,7 +182,9 @@ class JobStore:
         """After a crash, jobs left 'running' run again from the start."""
         with closing(self._db()) as db, db:
             return db.execute(
-                "UPDATE jobs SET state = 'queued', step = 0, cancel_requested = 0 WHERE state = 'running'"
+                "UPDATE jobs SET state = 'queued', step = 0, cancel_requested = 0, polled_at = ?"
+                " WHERE state = 'running'",
+                (time.time(),),
             ).rowcount
 
     def queued(self) -> int:

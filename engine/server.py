@@ -41,10 +41,13 @@ def status_for(exc: EngineError) -> int:
     return 500
 
 
-def create_app(engine, token: str | None, max_queued: int = 32) -> FastAPI:
+def create_app(
+    engine, token: str | None, max_queued: int = 32, abandon_after: float = 600.0, jobs_path: Path | None = None
+) -> FastAPI:
     """An app over `engine` (a LocalEngine). `token` None means no auth (loopback only)."""
     settings = engine.settings
-    store = JobStore(Path(settings.data_dir).expanduser() / "jobs.sqlite", max_queued=max_queued)
+    jobs_path = jobs_path or Path(settings.data_dir).expanduser() / "jobs.sqlite"
+    store = JobStore(jobs_path, max_queued=max_queued, abandon_after=abandon_after)
     runner = JobRunner(engine, store)
 
     @asynccontextmanager
@@ -172,7 +175,7 @@ def create_app(engine, token: str | None, max_queued: int = 32) -> FastAPI:
         return job_view(store.get(job_id))
 
     def get_job(job_id: str) -> dict[str, Any]:
-        job = store.get(job_id)
+        job = store.get(job_id, polled=True)
         if job is None:
             raise HTTPException(404, f"no job '{job_id}'")
         return job
@@ -189,7 +192,7 @@ def create_app(engine, token: str | None, max_queued: int = 32) -> FastAPI:
         async def stream():
             last = None
             while True:
-                view = job_view(store.get(job_id))
+                view = job_view(store.get(job_id, polled=True))
                 key = (view["state"], view["step"], view["position"])
                 if key != last:
                     yield f"data: {json.dumps(view)}\n\n"
@@ -240,6 +243,25 @@ def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
+def open_tunnel(port: int) -> str:
+    """An ngrok tunnel to `port` (pyngrok, NGROK_AUTHTOKEN); its public https URL."""
+    import os
+
+    from pyngrok import conf, ngrok
+    from pyngrok.exception import PyngrokError
+
+    auth = os.environ.get("NGROK_AUTHTOKEN")
+    if not auth:
+        raise EngineError("--ngrok needs an ngrok account token", fix="set NGROK_AUTHTOKEN (dashboard.ngrok.com)")
+    conf.get_default().auth_token = auth
+    try:
+        return ngrok.connect(port, "http").public_url
+    except (PyngrokError, OSError) as exc:
+        raise EngineError(
+            f"the ngrok tunnel could not open ({exc})", fix="check NGROK_AUTHTOKEN and the network"
+        ) from None
+
+
 def serve(engine, host: str = "127.0.0.1", port: int = 8000, ngrok: bool = False, token: str | None = None) -> None:
     """Run uvicorn; a token is required whenever the server is reachable from outside this machine."""
     import uvicorn
@@ -249,12 +271,6 @@ def serve(engine, host: str = "127.0.0.1", port: int = 8000, ngrok: bool = False
         token = secrets.token_urlsafe(24)
         print(f"API token (send as 'Authorization: Bearer …'): {token}", flush=True)
     if ngrok:
-        try:
-            from pyngrok import ngrok as tunnel
-        except ImportError:
-            raise EngineError("--ngrok needs pyngrok", fix="pip install pyngrok and set NGROK_AUTHTOKEN") from None
-
-        public = tunnel.connect(port, "http").public_url
-        print(f"Public URL: {public}", flush=True)
+        print(f"Public URL: {open_tunnel(port)}", flush=True)
     app = create_app(engine, token)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=30)

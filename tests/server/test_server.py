@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -32,13 +34,14 @@ def _free_port() -> int:
 class Server:
     """uvicorn in a thread, as `python -m engine serve` runs it."""
 
-    def __init__(self, engine, token=TOKEN, max_queued=32):
+    def __init__(self, engine, token=TOKEN, max_queued=32, abandon_after=600.0):
         self.engine = engine
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(engine, token, max_queued), host="127.0.0.1", port=self.port, log_level="warning"
-        )
+        # each server its own job queue: two runners on one queue would take each other's jobs
+        jobs = Path(tempfile.mkdtemp(prefix="jobs-")) / "jobs.sqlite"
+        app = create_app(engine, token, max_queued, abandon_after, jobs_path=jobs)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -258,3 +261,21 @@ def test_the_cli_generates_through_a_remote_engine(server, tmp_path, capsys):
     code = main(["styles", "list", "--remote", server.url, "--token", "wrong"])
     _, stderr = capsys.readouterr()
     assert code == 1 and stderr.count("\n") == 1 and "refused the token" in stderr
+
+
+def test_a_job_nobody_polls_is_cancelled(server_engine):
+    with Server(server_engine, abandon_after=0.5) as srv:
+        c = client(srv)
+        with server_engine.queue.slot():  # the GPU is busy, so the second job waits in the queue
+            first = c.post("/jobs", data={"prompt": "watched", "options": '{"size": 64, "steps": 2}'}).json()
+            second = c.post("/jobs", data={"prompt": "forgotten", "options": '{"size": 64, "steps": 2}'}).json()
+            deadline = time.time() + 3
+            while time.time() < deadline:  # only the first one is polled
+                c.get(f"/jobs/{first['id']}")
+                time.sleep(0.1)
+        while c.get(f"/jobs/{first['id']}").json()["state"] not in ("done", "failed", "cancelled"):
+            time.sleep(0.1)
+        assert c.get(f"/jobs/{first['id']}").json()["state"] == "done"
+        time.sleep(1.0)  # the worker moves on to the next job (asking about it now would count as a poll)
+        forgotten = c.get(f"/jobs/{second['id']}").json()
+        assert forgotten["state"] == "cancelled" and "nobody asked for it" in forgotten["error"]
