@@ -10,9 +10,11 @@ import base64
 import json
 import logging
 import secrets
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -42,7 +44,12 @@ def status_for(exc: EngineError) -> int:
 
 
 def create_app(
-    engine, token: str | None, max_queued: int = 32, abandon_after: float = 600.0, jobs_path: Path | None = None
+    engine,
+    token: str | None,
+    max_queued: int = 32,
+    abandon_after: float = 600.0,
+    jobs_path: Path | None = None,
+    request_timeout: float = 300.0,
 ) -> FastAPI:
     """An app over `engine` (a LocalEngine). `token` None means no auth (loopback only)."""
     settings = engine.settings
@@ -156,9 +163,17 @@ def create_app(
     ) -> Response:
         """The seed client's one call: multipart `file` + `prompt` → the PNG (or JSON with base64 images)."""
         req = build_request(prompt, await read_upload(file, "sketch"), options)
-        result = await asyncio.to_thread(engine.generate, req)
-        used = [s.name for s in result.styles if s.used]
-        headers = {"X-Retrieved-Style": ", ".join(used), "X-Seed": str(result.seeds[0]), "X-Run-Id": result.run_id}
+        cancel = threading.Event()
+        try:
+            result = await asyncio.wait_for(
+                asyncio.to_thread(engine.generate, req, None, cancel), timeout=request_timeout
+            )
+        except TimeoutError:
+            cancel.set()  # the render stops at its next step
+            detail = f"the render took over {request_timeout:g} s; use POST /jobs for long runs"
+            raise HTTPException(504, detail) from None
+        used = quote(", ".join(s.name for s in result.styles if s.used), safe=" ,'&()+-.")  # headers are latin-1
+        headers = {"X-Retrieved-Style": used, "X-Seed": str(result.seeds[0]), "X-Run-Id": result.run_id}
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse(result_payload(result.run_id), headers=headers)
         return Response(Path(result.paths[0]).read_bytes(), media_type="image/png", headers=headers)

@@ -34,13 +34,13 @@ def _free_port() -> int:
 class Server:
     """uvicorn in a thread, as `python -m engine serve` runs it."""
 
-    def __init__(self, engine, token=TOKEN, max_queued=32, abandon_after=600.0):
+    def __init__(self, engine, token=TOKEN, max_queued=32, abandon_after=600.0, request_timeout=300.0):
         self.engine = engine
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # each server its own job queue: two runners on one queue would take each other's jobs
         jobs = Path(tempfile.mkdtemp(prefix="jobs-")) / "jobs.sqlite"
-        app = create_app(engine, token, max_queued, abandon_after, jobs_path=jobs)
+        app = create_app(engine, token, max_queued, abandon_after, jobs_path=jobs, request_timeout=request_timeout)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -279,3 +279,12 @@ def test_a_job_nobody_polls_is_cancelled(server_engine):
         time.sleep(1.0)  # the worker moves on to the next job (asking about it now would count as a poll)
         forgotten = c.get(f"/jobs/{second['id']}").json()
         assert forgotten["state"] == "cancelled" and "nobody asked for it" in forgotten["error"]
+
+
+def test_a_slow_one_call_render_times_out_with_504_and_the_engine_goes_on(server_engine):
+    with Server(server_engine, request_timeout=0.5) as srv:
+        c = client(srv)
+        slow = c.post("/generate", data={"prompt": "slow", "options": '{"size": 256, "steps": 150}'})
+        assert slow.status_code == 504 and "use POST /jobs" in slow.json()["detail"]
+        quick = RemoteEngine(srv.url, TOKEN, poll=0.05).generate(request())
+        assert quick.images[0].size == (96, 64)
