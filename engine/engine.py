@@ -24,6 +24,7 @@ from .history import History, HistoryIndex
 from .jobs import GpuQueue
 from .library import StyleInfo, StyleLibrary, chroma_client
 from .metadata import save_png, write_sidecar
+from .metrics import image_metrics
 from .models import ModelStore
 from .schema import MAX_SEED, GenerateRequest, GenerateResult, Progress, StyleHit
 from .settings import Settings
@@ -280,7 +281,12 @@ class LocalEngine(Engine):
                 timings["queued"] = time.perf_counter() - t_wait
                 out = generator.run(params, on_progress, cancel)
             timings.update(out.timings)
-            return GenerateResult(images=out.images, seeds=seeds, metadata={}, styles=styles, edges=control)
+            t0 = time.perf_counter()
+            metrics = image_metrics(library.embeddings, out.images, request.prompt, control, [r for r, _ in refs])
+            timings["metrics"] = time.perf_counter() - t0
+            return GenerateResult(
+                images=out.images, seeds=seeds, metadata={"metrics": metrics}, styles=styles, edges=control
+            )
 
         t_chain = time.perf_counter()
         chain = build_chain(library, generate_node)
@@ -336,6 +342,7 @@ class LocalEngine(Engine):
             "timings": {
                 k: (round(v, 4) if isinstance(v, float) else [round(s, 4) for s in v]) for k, v in timings.items()
             },
+            "metrics": result.metadata["metrics"],
         }
         if sketch is not None:
             sketch_path = self.data_dir / "sketches" / f"{sketch_hash}.png"
@@ -345,7 +352,7 @@ class LocalEngine(Engine):
         out_dir = self.data_dir / "outputs" / f"{now:%Y-%m-%d}"
         paths = []
         for i, (image, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
-            image_meta = {**meta, "seed": seed, "index": i}
+            image_meta = {**meta, "seed": seed, "index": i, "metrics": meta["metrics"][i]}
             path = out_dir / f"{run_id}-{i}.png"
             save_png(image, path, image_meta)
             write_sidecar(path.with_suffix(".json"), image_meta)

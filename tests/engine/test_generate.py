@@ -39,7 +39,20 @@ def test_sketch_and_prompt_give_an_image_of_the_requested_size_with_metadata_eve
     assert in_png["models"]["base"].endswith("stable-diffusion-v1-5")
     assert [s for s in in_png["styles"] if s["used"]], "the retrieved style is recorded"
     assert set(in_png["timings"]) >= {"edges", "retrieval", "denoise", "vae_decode", "total"}
-    assert row["metadata"] == {k: v for k, v in in_png.items() if k != "index"}
+    assert {k: v for k, v in row["metadata"].items() if k != "metrics"} == {
+        k: v for k, v in in_png.items() if k not in ("index", "metrics")
+    }
+    # how faithful it is, measured right after it was made and kept with it
+    assert row["metadata"]["metrics"] == [in_png["metrics"]]
+    assert set(in_png["metrics"]) == {
+        "clip_score",
+        "style_similarity",
+        "edge_f1",
+        "edge_precision",
+        "edge_recall",
+        "chamfer",
+    }
+    assert 0 <= in_png["metrics"]["clip_score"] <= 100 and 0 <= in_png["metrics"]["edge_f1"] <= 1
     assert row["outputs"] == result.paths
 
     # the sketch itself is kept, so a result can be restored with its sketch
