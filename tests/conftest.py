@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,13 @@ def tiny_models(tmp_path_factory) -> Path:
     from engine.tiny import prepare_tiny
 
     return prepare_tiny(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, for a server a test starts on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_data_dir(root: Path, tiny_models: Path) -> Path:

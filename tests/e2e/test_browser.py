@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,20 +12,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO, make_data_dir
+from tests.conftest import REPO, free_port, make_data_dir
 from tools.screenshot import CHROMIUM, CHROMIUM_ARGS
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, tiny_models):
     data = make_data_dir(tmp_path_factory.mktemp("e2e-data"), tiny_models)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DESIGN_STUDIO_PROFILE": "tiny",

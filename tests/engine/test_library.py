@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from engine.errors import BadInput
-from tests.conftest import REPO, make_data_dir, make_engine, png
+from tests.conftest import REPO, free_port, make_data_dir, make_engine, png
 
 MANIFEST = json.loads((REPO / "styles_kb" / "manifest.json").read_text())
 
@@ -141,17 +141,11 @@ def test_library_persists_across_processes(fresh_engine):
     assert set(s["name"] for s in MANIFEST["styles"]) <= set(names)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def chroma_server(tmp_path):
     """A real `chroma run` server on loopback, as a team would share one."""
     chroma = Path(sys.executable).with_name("chroma")
-    port = _free_port()
+    port = free_port()
     path = tmp_path / "server-store"
 
     def start():

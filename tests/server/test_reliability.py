@@ -16,8 +16,8 @@ import pytest
 
 from engine.remote import RemoteEngine
 from engine.schema import GenerateRequest
-from tests.conftest import REPO, make_data_dir
-from tests.server.test_server import TOKEN, Server, _free_port, client
+from tests.conftest import REPO, free_port, make_data_dir
+from tests.server.test_server import TOKEN, Server, client
 
 
 def test_twenty_concurrent_jobs_all_complete_each_with_its_own_seed(server_engine, engine):
@@ -61,7 +61,7 @@ def _start(data_dir, port) -> subprocess.Popen:
 
 def test_sigkill_with_jobs_queued_then_restart_runs_every_job(tmp_path, tiny_models):
     data_dir = make_data_dir(tmp_path / "data", tiny_models)
-    port = _free_port()
+    port = free_port()
     proc = _start(data_dir, port)
 
     class Srv:

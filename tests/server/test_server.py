@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import tempfile
 import threading
 import time
@@ -20,15 +19,9 @@ from engine.errors import Cancelled
 from engine.remote import RemoteEngine
 from engine.schema import GenerateRequest
 from engine.server import create_app
-from tests.conftest import line_sketch, make_data_dir, make_engine, png
+from tests.conftest import free_port, line_sketch, make_data_dir, make_engine, png
 
 TOKEN = "test-token-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -36,7 +29,7 @@ class Server:
 
     def __init__(self, engine, token=TOKEN, max_queued=32, abandon_after=600.0, request_timeout=300.0):
         self.engine = engine
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # each server its own job queue: two runners on one queue would take each other's jobs
         jobs = Path(tempfile.mkdtemp(prefix="jobs-")) / "jobs.sqlite"
@@ -237,7 +230,7 @@ def test_a_wrong_server_url_is_one_banner(tmp_path, monkeypatch):
     st.cache_resource.clear()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
     at.session_state["engine_mode"] = "Remote"
-    at.session_state["remote_url"] = f"http://127.0.0.1:{_free_port()}"
+    at.session_state["remote_url"] = f"http://127.0.0.1:{free_port()}"
     at.run()
     st.cache_resource.clear()
     assert not at.exception
