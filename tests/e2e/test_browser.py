@@ -85,8 +85,18 @@ def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
     page.get_by_label("Prompt", exact=True).fill("a timber cabin at dusk")
     page.keyboard.press("Control+Enter")
     page.wait_for_timeout(1500)
+    # a quick render, set with the keyboard as a user would: 4 steps, the smallest size
+    page.get_by_text("Advanced").click()
+    page.get_by_role("slider", name="Steps").focus()
+    page.keyboard.press("Home")
+    for _ in range(3):
+        page.keyboard.press("ArrowRight")
+    page.get_by_role("slider", name="Size (short side)").focus()
+    page.keyboard.press("Home")
+    page.wait_for_timeout(1500)
     page.get_by_role("button", name="Generate").click()
-    page.get_by_text("in all").wait_for(timeout=120_000)
+    page.get_by_text("in all").wait_for(timeout=240_000)
+    assert page.get_by_text("×256 · 4 steps").count() == 1  # the keyboard settings took
     page.wait_for_timeout(1000)
 
     shot = Path(os.environ.get("STUDIO_SCREENSHOT", tmp_path / "studio.png"))
