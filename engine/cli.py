@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--image", type=Path)
     se.add_argument("-k", type=int, default=3)
 
+    me = sub.add_parser("metrics", parents=[common], help="measure past runs again")
+    me.add_argument("--run", action="append", help="a run id (repeatable); all runs when absent")
+
     sv = sub.add_parser("serve", parents=[common], help="serve the engine over HTTP")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
@@ -249,6 +252,14 @@ def _prepare_tiny(args) -> dict:
     return {"tiny_dir": str(root), "seconds": round(time.perf_counter() - start, 3)}
 
 
+def _metrics(args) -> dict:
+    from .engine import LocalEngine
+
+    start = time.perf_counter()
+    n = LocalEngine(_settings(args)).recompute_metrics(args.run)
+    return {"recomputed": n, "seconds": round(time.perf_counter() - start, 3)}
+
+
 def _serve(args) -> dict:
     from .engine import LocalEngine
     from .server import serve
@@ -274,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, or a usage error already printed as one line
         return int(exc.code or 0)
     _configure_logging(args.verbose)
-    handlers = {"generate": _generate, "styles": _styles, "prepare-tiny": _prepare_tiny, "serve": _serve}
+    handlers = {
+        "generate": _generate,
+        "styles": _styles,
+        "prepare-tiny": _prepare_tiny,
+        "serve": _serve,
+        "metrics": _metrics,
+    }
     try:
         out = handlers[args.command](args)
     except BadInput as exc:

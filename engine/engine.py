@@ -82,6 +82,13 @@ class Engine(ABC):
     ) -> list[dict[str, Any]]: ...
 
 
+def _save_output(image: Image.Image, path: Path, meta: dict[str, Any], index: int) -> None:
+    """One output with its own view of the run's metadata, in the PNG and its sidecar alike."""
+    image_meta = {**meta, "seed": meta["seeds"][index], "index": index, "metrics": meta["metrics"][index]}
+    save_png(image, path, image_meta)
+    write_sidecar(path.with_suffix(".json"), image_meta)
+
+
 def _collection_name(settings: Settings) -> str:
     if settings.profile == "tiny":
         return "styles-tiny"
@@ -202,6 +209,32 @@ class LocalEngine(Engine):
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         return self.history.list(limit, offset)
+
+    def recompute_metrics(self, run_ids: list[str] | None = None) -> int:
+        """Measure past runs again (after a metric or model change); PNG, sidecar and history stay in step."""
+        runs = [self.run(r) for r in run_ids] if run_ids else self.history.list(limit=1_000_000)
+        done = 0
+        for run in runs:
+            meta = run["metadata"]
+            paths = [Path(p) for p in run["outputs"]]
+            if not all(p.is_file() for p in paths):
+                log.warning("run %s: an output file is missing; skipped", run["id"])
+                continue
+            images = [Image.open(p).convert("RGB") for p in paths]
+            control = None
+            sketch = self.run_sketch(run["id"])
+            if sketch is not None:
+                fitted = imgs.fit(imgs.decode(sketch, self.settings.max_input_pixels), meta["params"]["size"])
+                low, high = meta.get("canny") or (50, 150)
+                control, _ = imgs.edges(fitted, meta["edge_mode"] or "auto", low, high)
+            known = {s.id for s in self.library.list(include_hidden=True)}
+            refs = [self.library.image(s["id"]) for s in meta["styles"] if s.get("used") and s["id"] in known]
+            meta["metrics"] = image_metrics(self.library.embeddings, images, meta["prompt"], control, refs)
+            for i, image in enumerate(images):
+                _save_output(image, paths[i], meta, i)
+            self.history.update_metadata(run["id"], meta)
+            done += 1
+        return done
 
     def run(self, run_id: str) -> dict[str, Any]:
         row = self.history.get(run_id)
@@ -351,11 +384,9 @@ class LocalEngine(Engine):
                 sketch.save(sketch_path)
         out_dir = self.data_dir / "outputs" / f"{now:%Y-%m-%d}"
         paths = []
-        for i, (image, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
-            image_meta = {**meta, "seed": seed, "index": i, "metrics": meta["metrics"][i]}
+        for i, image in enumerate(result.images):
             path = out_dir / f"{run_id}-{i}.png"
-            save_png(image, path, image_meta)
-            write_sidecar(path.with_suffix(".json"), image_meta)
+            _save_output(image, path, meta, i)
             paths.append(str(path))
         self.history.add(run_id, meta, paths)
         self.history_index.add(run_id, result.images, paths, meta)

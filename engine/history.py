@@ -63,6 +63,10 @@ class History:
                 ),
             )
 
+    def update_metadata(self, run_id: str, meta: dict[str, Any]) -> None:
+        with closing(self._connect()) as db, db:
+            db.execute("UPDATE runs SET metadata = ? WHERE id = ?", (json.dumps(meta, sort_keys=True), run_id))
+
     def get(self, run_id: str) -> dict[str, Any] | None:
         with closing(self._connect()) as db:
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()

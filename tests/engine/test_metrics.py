@@ -98,3 +98,28 @@ def test_a_render_that_keeps_its_sketch_scores_higher_than_one_that_does_not():
     lost = Image.new("RGB", sketch.size, "white")
     assert edge_fidelity(control_edges, edge_map(kept))["edge_f1"] > 0.5
     assert edge_fidelity(control_edges, edge_map(lost))["edge_f1"] == 0.0
+
+
+def test_recompute_restores_the_numbers_in_history_png_and_sidecar(fresh_engine, sketch_bytes, capsys):
+    import json
+    from pathlib import Path
+
+    from engine.cli import main
+    from engine.metadata import read_png
+    from engine.schema import GenerateRequest
+
+    result = fresh_engine.generate(
+        GenerateRequest.build(prompt="a reading nook", sketch=sketch_bytes, size=64, steps=2, seed=5, variations=2)
+    )
+    measured = result.metadata["metrics"]
+    stale = {**fresh_engine.run(result.run_id)["metadata"], "metrics": [{}, {}]}
+    fresh_engine.history.update_metadata(result.run_id, stale)
+
+    code = main(["metrics", "--profile", "tiny", "--data-dir", str(fresh_engine.data_dir), "--run", result.run_id])
+    assert code == 0 and json.loads(capsys.readouterr().out)["recomputed"] == 1
+    row = fresh_engine.run(result.run_id)["metadata"]
+    assert row["metrics"] == measured
+    for i, path in enumerate(result.paths):
+        assert read_png(Path(path))["metrics"] == measured[i]
+        assert json.loads(Path(path).with_suffix(".json").read_text())["metrics"] == measured[i]
+        assert read_png(Path(path))["seed"] == 5 + i
