@@ -214,6 +214,7 @@ class LocalEngine(Engine):
         """Measure past runs again (after a metric or model change); PNG, sidecar and history stay in step."""
         runs = [self.run(r) for r in run_ids] if run_ids else self.history.list(limit=1_000_000)
         done = 0
+        known = {s.id for s in self.library.list(include_hidden=True)}
         for run in runs:
             meta = run["metadata"]
             paths = [Path(p) for p in run["outputs"]]
@@ -227,7 +228,6 @@ class LocalEngine(Engine):
                 fitted = imgs.fit(imgs.decode(sketch, self.settings.max_input_pixels), meta["params"]["size"])
                 low, high = meta.get("canny") or (50, 150)
                 control, _ = imgs.edges(fitted, meta["edge_mode"] or "auto", low, high)
-            known = {s.id for s in self.library.list(include_hidden=True)}
             refs = [self.library.image(s["id"]) for s in meta["styles"] if s.get("used") and s["id"] in known]
             meta["metrics"] = image_metrics(self.library.embeddings, images, meta["prompt"], control, refs)
             for i, image in enumerate(images):
