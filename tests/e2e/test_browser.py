@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 from tests.conftest import REPO, free_port, make_data_dir
 from tools.screenshot import CHROMIUM, CHROMIUM_ARGS
@@ -117,9 +118,12 @@ def test_add_a_style_by_upload_and_find_it_in_the_grid(app_url, browser, tmp_pat
     page.wait_for_selector("h1:has-text('Style library')", timeout=60_000)
     page.get_by_text("Add styles").click()
     page.locator("input[type=file]").first.set_input_files(str(swatch))
+    page.get_by_text("olive.png").wait_for(timeout=60_000)  # the upload has arrived
     page.get_by_label("Name", exact=True).fill("Olive drab")
     page.get_by_label("Name", exact=True).press("Enter")
-    page.get_by_role("button", name="Add to library").click()
+    add = page.get_by_role("button", name="Add to library")
+    expect(add).to_be_enabled(timeout=60_000)  # the page has rerun with the file
+    add.click()
     page.get_by_text("Added “Olive drab”.").wait_for(timeout=60_000)
     page.get_by_text("Olive drab", exact=True).wait_for(timeout=60_000)
     assert page.get_by_text("yours", exact=True).count() == 1
