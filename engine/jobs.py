@@ -3,7 +3,6 @@ server's persistent job queue in SQLite with its worker."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -102,7 +101,7 @@ class JobStore:
         db.row_factory = sqlite3.Row
         return db
 
-    def submit(self, request_json: str) -> str:
+    def submit(self, request_json: str, steps: int) -> str:
         from .errors import QueueFull
 
         job_id = uuid.uuid4().hex
@@ -112,9 +111,9 @@ class JobStore:
             if waiting >= self.max_queued:
                 raise QueueFull(f"{waiting} jobs are waiting; the queue holds {self.max_queued}", fix="retry later")
             db.execute(
-                "INSERT INTO jobs (id, created_at, updated_at, state, request, polled_at)"
-                " VALUES (?, ?, ?, 'queued', ?, ?)",
-                (job_id, now, now, request_json, now),
+                "INSERT INTO jobs (id, created_at, updated_at, state, request, total, polled_at)"
+                " VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, now, now, request_json, steps, now),
             )
         return job_id
 
@@ -254,7 +253,7 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
         "state": job["state"],
         "position": job.get("position", 0),
         "step": job["step"],
-        "total": job["total"] or json.loads(job["request"]).get("steps", 0),
+        "total": job["total"],
         "error": job["error"],
         "run_id": job["run_id"],
     }

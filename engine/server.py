@@ -185,7 +185,7 @@ def create_app(
         options: Annotated[str | None, Form()] = None,
     ) -> dict[str, Any]:
         req = build_request(prompt, await read_upload(file, "sketch"), options)
-        job_id = store.submit(req.model_dump_json())
+        job_id = store.submit(req.model_dump_json(), req.steps)
         runner.notify()
         return job_view(store.get(job_id))
 
