@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 3
+TINY_VERSION = 4
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -173,6 +173,22 @@ def full_size_spec() -> dict:
     return json.loads(FULL_SIZE_CONFIG.read_text())
 
 
+def _trained_like(controlnet):
+    """A fresh ControlNet's output convs are zero, so it changes nothing and its scale is a no-op; a trained
+    one's are not. Give them small random weights (as diffusers' multi-ControlNet fast tests do) so the
+    tiny profile reacts to the sketch and to structure strength as the real model does."""
+    blocks = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for conv in blocks:
+            torch.nn.init.normal_(conv.weight, std=0.05)
+            conv.bias.fill_(0.01)
+    return controlnet
+
+
 def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = True, device: str = "cpu") -> None:
     """Random-weight models from `spec`, saved where the real repos keep them (built on `device`)."""
     from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -219,7 +235,7 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
     )
     sd.save_pretrained(target / "stable-diffusion-v1-5", safe_serialization=True)
     del sd
-    seeded(lambda: ControlNetModel(**spec["controlnet"])).save_pretrained(
+    seeded(lambda: _trained_like(ControlNetModel(**spec["controlnet"]))).save_pretrained(
         target / "sd-controlnet-canny", safe_serialization=True
     )
     image_encoder = seeded(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec["image_encoder"])))
