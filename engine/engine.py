@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from . import images as imgs
+from .arena import Arena
 from .chain import build_chain
 from .errors import BadInput
 from .generator import Generator, Params
@@ -109,6 +110,8 @@ class LocalEngine(Engine):
         self._library: StyleLibrary | None = None
         self._history_index: HistoryIndex | None = None
         self._generator: Generator | None = None
+        self.arena = Arena(self.data_dir / "arena.sqlite")
+        self.sweeps_dir = self.data_dir / "runs" / "sweeps"
 
     # ---- parts, built once ----------------------------------------------------------------
     @property
@@ -347,6 +350,9 @@ class LocalEngine(Engine):
             "edge_mode": edge_mode,
             "canny": [request.canny_low, request.canny_high] if edge_mode == "canny" else None,
             "sketch_hash": sketch_hash,
+            "source": request.source,
+            "batch": request.batch,
+            "label": request.label,
             "params": {
                 "steps": request.steps,
                 "guidance": request.guidance,

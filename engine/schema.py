@@ -55,6 +55,12 @@ class GenerateRequest(BaseModel):
     variations: int = Field(1, ge=1, le=MAX_VARIATIONS)
     scheduler: SchedulerName = "unipc"
 
+    # Where the run came from and which set it belongs to (a sweep, a catalog run, an A/B setting),
+    # so the Dashboard and the Arena can pick and compare sets of runs.
+    source: str = Field("api", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    batch: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+    label: str = Field("", max_length=80)
+
     @field_validator("prompt")
     @classmethod
     def _prompt_not_empty(cls, value: str) -> str:
@@ -79,6 +85,12 @@ class GenerateRequest(BaseModel):
             raise BadInput(describe_validation_error(exc)) from None
 
 
+PATTERN_HINTS = {
+    "batch": "use up to 80 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    "source": "use up to 32 lowercase letters, digits, '_' or '-', starting with a letter",
+}
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """The first problem as `field: message`, in words a user reads."""
     err = exc.errors()[0]
@@ -93,6 +105,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         "greater_than": "more than {gt}",
         "less_than": "less than {lt}",
     }
+    if kind == "string_pattern_mismatch":
+        msg = PATTERN_HINTS.get(where, "has characters that are not allowed")
     if kind in limits:
         msg = "must be " + limits[kind].format(**ctx)
         if where == "steps":
