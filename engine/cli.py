@@ -37,26 +37,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     g = sub.add_parser("generate", parents=[common], help="sketch + prompt → image(s)")
-    g.add_argument("--sketch", type=Path, help="PNG/JPEG/WebP sketch or photo; omit for text-to-image")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--negative", default="", help="negative prompt")
-    g.add_argument("--style", help="use this style instead of retrieving one")
-    g.add_argument("--blend", help="blend references, e.g. 'Watercolor:0.7,Ink wash:0.3'")
-    g.add_argument("--no-style", action="store_true", help="no style reference at all")
-    g.add_argument("--style-only", action="store_true", help="apply the reference to the style blocks only")
-    g.add_argument("-k", type=int, default=3, help="styles to retrieve (the first is used)")
-    g.add_argument("--seed", type=int)
+    _generation_args(g)
     g.add_argument("--steps", type=int, default=20)
-    g.add_argument("--guidance", type=float, default=7.5)
     g.add_argument("--structure", type=float, default=1.5, help="ControlNet scale")
     g.add_argument("--style-strength", type=float, default=0.8, help="IP-Adapter scale")
-    g.add_argument("--size", type=int, default=512, help="short side in pixels (multiple of 8)")
-    g.add_argument("--variations", type=int, default=1)
-    g.add_argument("--scheduler", default="unipc", choices=["unipc", "ddim", "euler_a"])
-    g.add_argument("--edge-mode", default="auto", choices=["auto", "lines", "canny"])
-    g.add_argument("--canny-low", type=int, default=50)
-    g.add_argument("--canny-high", type=int, default=150)
     g.add_argument("--out", type=Path, help="also write the image here (.png; variations get -1, -2, ...)")
+    g.add_argument("--batch", help="group this run with others (Dashboard and Arena compare sets)")
+    g.add_argument("--label", default="", help="name this setting within the batch, e.g. 'A' or 'low structure'")
+
+    w = sub.add_parser("sweep", parents=[common], help="one sketch + prompt over a grid of settings")
+    _generation_args(w)
+    w.add_argument("--structure", default="0.5,1.0,1.5", help="structure strengths, comma-separated")
+    w.add_argument("--style-strength", default="0.2,0.6,1.0", help="style strengths, comma-separated")
+    w.add_argument("--steps", default="20", help="step counts, comma-separated (optional third axis)")
+    w.add_argument("--out", type=Path, help="folder for contact.png, table.csv, sweep.json (default: data folder)")
 
     s = sub.add_parser("styles", parents=[common], help="the style library")
     ssub = s.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -85,6 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("prepare-tiny", parents=[common], help="build the tiny random-weight profile")
     t.add_argument("--force", action="store_true")
     return p
+
+
+def _generation_args(p: argparse.ArgumentParser) -> None:
+    """What `generate` and `sweep` share: the inputs, the style, and the settings a sweep does not vary."""
+    p.add_argument("--sketch", type=Path, help="PNG/JPEG/WebP sketch or photo; omit for text-to-image")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--style", help="use this style instead of retrieving one")
+    p.add_argument("--blend", help="blend references, e.g. 'Watercolor:0.7,Ink wash:0.3'")
+    p.add_argument("--no-style", action="store_true", help="no style reference at all")
+    p.add_argument("--style-only", action="store_true", help="apply the reference to the style blocks only")
+    p.add_argument("-k", type=int, default=3, help="styles to retrieve (the first is used)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--size", type=int, default=512, help="short side in pixels (multiple of 8)")
+    p.add_argument("--variations", type=int, default=1)
+    p.add_argument("--scheduler", default="unipc", choices=["unipc", "ddim", "euler_a"])
+    p.add_argument("--edge-mode", default="auto", choices=["auto", "lines", "canny"])
+    p.add_argument("--canny-low", type=int, default=50)
+    p.add_argument("--canny-high", type=int, default=150)
 
 
 def _settings(args):
@@ -157,15 +171,10 @@ class _ProgressBar:
             sys.stderr.write("\n")
 
 
-def _generate(args) -> dict:
-    from .images import read_bytes
+def _request(args, sketch: bytes | None, **settings):
     from .schema import GenerateRequest
 
-    settings = _settings(args)
-    sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
-    if args.out:
-        _check_writable(args.out)
-    request = GenerateRequest.build(
+    return GenerateRequest.build(
         prompt=args.prompt,
         negative_prompt=args.negative,
         sketch=sketch,
@@ -177,14 +186,51 @@ def _generate(args) -> dict:
         k=args.k,
         style_only=args.style_only,
         use_style=not args.no_style,
-        steps=args.steps,
         guidance=args.guidance,
-        structure_strength=args.structure,
-        style_strength=args.style_strength,
         seed=args.seed,
         size=args.size,
         variations=args.variations,
         scheduler=args.scheduler,
+        source="cli",
+        **settings,
+    )
+
+
+def _sweep(args) -> dict:
+    from .images import read_bytes
+    from .sweep import parse_values, run_sweep
+
+    settings = _settings(args)
+    structures = parse_values(args.structure, "--structure")
+    styles = parse_values(args.style_strength, "--style-strength")
+    steps = parse_values(args.steps, "--steps", int)
+    sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
+    request = _request(args, sketch, steps=steps[0])
+    engine = _engine(args, settings)
+    out_root = args.out or (Path(".") if args.remote else engine.sweeps_dir)
+    bar = _ProgressBar()
+    try:
+        result = run_sweep(engine, request, structures, styles, steps, out_root=out_root, on_progress=bar)
+    finally:
+        bar.close()
+    return {"batch": result.batch, "style": result.style, **result.files, "cells": result.table()}
+
+
+def _generate(args) -> dict:
+    from .images import read_bytes
+
+    settings = _settings(args)
+    sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
+    if args.out:
+        _check_writable(args.out)
+    request = _request(
+        args,
+        sketch,
+        steps=args.steps,
+        structure_strength=args.structure,
+        style_strength=args.style_strength,
+        batch=args.batch,
+        label=args.label,
     )
     engine = _engine(args, settings)
     bar = _ProgressBar()
@@ -291,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         "prepare-tiny": _prepare_tiny,
         "serve": _serve,
         "metrics": _metrics,
+        "sweep": _sweep,
     }
     try:
         out = handlers[args.command](args)
