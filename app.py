@@ -4,9 +4,16 @@ import streamlit as st
 
 st.set_page_config(page_title="Generative Design Studio", page_icon=":material/draw:", layout="wide")
 
-pages = [
-    st.Page("pages/studio.py", title="Studio", icon=":material/draw:", default=True),
-    st.Page("pages/styles.py", title="Style library", icon=":material/palette:"),
-    st.Page("pages/history.py", title="History", icon=":material/history:"),
-]
+pages = {
+    "Create": [
+        st.Page("pages/studio.py", title="Studio", icon=":material/draw:", default=True),
+        st.Page("pages/styles.py", title="Style library", icon=":material/palette:"),
+    ],
+    "Review": [
+        st.Page("pages/history.py", title="History", icon=":material/history:"),
+        st.Page("pages/dashboard.py", title="Dashboard", icon=":material/monitoring:"),
+        st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:"),
+        st.Page("pages/arena.py", title="Arena", icon=":material/compare:"),
+    ],
+}
 st.navigation(pages).run()

@@ -9,7 +9,7 @@ import streamlit as st
 
 from engine.errors import EngineError
 from engine.schema import StyleHit
-from ui.shared import FIELD_TO_PARAM, engine_or_stop
+from ui.shared import FIELD_TO_PARAM, engine_or_stop, local_only
 
 engine = engine_or_stop()
 state = st.session_state
@@ -57,9 +57,7 @@ if state.pop("goto_studio", False):
     st.switch_page("pages/studio.py")
 
 st.title("History")
-if state["engine_mode"] == "Remote":
-    st.info("This session renders on a remote engine: its history is kept on that machine, in its History page.")
-    st.stop()
+local_only("its history")
 query = st.text_input("Search by meaning", key="history_query", placeholder="blue watercolor chairs")
 like = state.get("history_like")
 

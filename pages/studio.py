@@ -12,7 +12,7 @@ from streamlit_drawable_canvas import st_canvas
 from engine import images as imgs
 from engine.errors import BadInput, EngineError
 from engine.schema import GenerateRequest
-from ui.shared import FIELD_TO_PARAM, engine_or_stop, random_seed, start_job
+from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, random_seed, start_job
 
 engine = engine_or_stop()
 state = st.session_state
@@ -29,16 +29,6 @@ def canvas_png(image_data: np.ndarray | None) -> bytes | None:
     if not inked.any():
         return None
     return imgs.png_bytes(Image.fromarray(rgba, "RGBA"))
-
-
-def current_sketch() -> tuple[bytes | None, str]:
-    """The sketch the next generation uses, and where it came from."""
-    if state.get("sketch_override"):
-        return state["sketch_override"], state.get("sketch_override_label", "restored sketch")
-    if state["source"] == "Upload":
-        upload = state.get("upload")
-        return (upload.getvalue(), upload.name) if upload is not None else (None, "")
-    return state.get("drawn_png"), "drawing"
 
 
 def build_request() -> GenerateRequest:
@@ -63,6 +53,7 @@ def build_request() -> GenerateRequest:
         blend=blend,
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
+        source="studio",
         **{param: state[name] for name, param in FIELD_TO_PARAM.items()},
     )
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
+from PIL import Image
 
 from engine.engine import Engine, LocalEngine
 from engine.errors import EngineError
 from engine.remote import RemoteEngine
-from engine.schema import MAX_SEED, GenerateRequest, GenerateResult, Progress
+from engine.schema import MAX_SEED, GenerateRequest, Progress
 from engine.settings import Settings
 
 # Every Studio field, with its default. Pages read and write these keys; widgets use them as keys.
@@ -130,12 +134,12 @@ def _status(health: dict[str, Any], remote: bool) -> None:
 
 @dataclass
 class Job:
-    """A generation running in a worker thread; the page polls it."""
+    """Long work (a generation, a sweep) running in a worker thread; the page polls it."""
 
-    request: GenerateRequest
+    request: Any = None
     cancel: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
-    result: GenerateResult | None = None
+    result: Any = None
     error: str | None = None
     started: float = field(default_factory=time.time)
     thread: threading.Thread | None = None
@@ -145,20 +149,59 @@ class Job:
         return self.thread is not None and not self.thread.is_alive()
 
 
-def start_job(engine: Engine, request: GenerateRequest) -> Job:
+def start_task(work: Callable[[Callable[[Progress], None], threading.Event], Any], request: Any = None) -> Job:
+    """Run `work(on_progress, cancel)` in a thread; its return value lands in `job.result`, an engine
+    error (or any other) in `job.error` as one line, so the page stays usable."""
     job = Job(request)
 
-    def work() -> None:
+    def run() -> None:
         try:
-            job.result = engine.generate(request, on_progress=lambda p: setattr(job, "progress", p), cancel=job.cancel)
+            job.result = work(lambda p: setattr(job, "progress", p), job.cancel)
         except EngineError as exc:
             job.error = str(exc)
-        except Exception as exc:  # shown as one line; the page stays usable
+        except Exception as exc:
             job.error = f"unexpected error: {type(exc).__name__}: {exc}"
 
-    job.thread = threading.Thread(target=work, name="generate", daemon=True)
+    job.thread = threading.Thread(target=run, name="task", daemon=True)
     job.thread.start()
     return job
+
+
+def start_job(engine: Engine, request: GenerateRequest) -> Job:
+    """One generation in the background."""
+    return start_task(lambda progress, cancel: engine.generate(request, on_progress=progress, cancel=cancel), request)
+
+
+def current_sketch() -> tuple[bytes | None, str]:
+    """The sketch the Studio's next generation uses, and where it came from."""
+    state = st.session_state
+    if state.get("sketch_override"):
+        return state["sketch_override"], state.get("sketch_override_label", "restored sketch")
+    if state["source"] == "Upload":
+        upload = state.get("upload")
+        return (upload.getvalue(), upload.name) if upload is not None else (None, "")
+    return state.get("drawn_png"), "drawing"
+
+
+def local_only(what: str) -> None:
+    """Pages that read this machine's data folder say so, and stop, when the session renders remotely."""
+    if st.session_state.get("engine_mode") == "Remote":
+        st.info(f"This session renders on a remote engine: {what} is kept on that machine; open this page there.")
+        st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=5000)
+def thumbnail_uri(path: str, px: int = 96) -> str | None:
+    """A small JPEG of an output as a data URI, for image columns in tables."""
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            img.thumbnail((px, px))
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=80)
+    except OSError:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def random_seed() -> int:

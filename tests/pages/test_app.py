@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
 import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO, line_sketch, make_data_dir, png
+from tests.conftest import REPO, line_sketch, png
 from ui.shared import get_engine
 
 APP = str(REPO / "app.py")
-
-
-@pytest.fixture
-def app_env(tmp_path, tiny_models, monkeypatch):
-    monkeypatch.setenv("DESIGN_STUDIO_PROFILE", "tiny")
-    monkeypatch.setenv("DESIGN_STUDIO_DEVICE", "cpu")
-    monkeypatch.setenv("DESIGN_STUDIO_DATA_DIR", str(make_data_dir(tmp_path / "data", tiny_models)))
-    st.cache_resource.clear()
-    yield
-    st.cache_resource.clear()
 
 
 def studio(**fields) -> AppTest:

@@ -1,0 +1,131 @@
+"""Arena: blind A/B votes between two run sets over the same sketches and prompts; people, not metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.arena import match_key
+from engine.errors import EngineError
+from engine.evaluation import METRICS, image_rows
+from ui.shared import engine_or_stop, local_only
+
+engine = engine_or_stop()
+state = st.session_state
+
+st.title("Arena")
+local_only("its history and votes")
+st.caption(
+    "Two run sets over the same sketches, prompts and seeds, one pair at a time, sides drawn at random and"
+    " never named. Vote with the buttons or the keys **←** (left better), **→** (right better), **↓** (tie)."
+)
+
+rows = image_rows(engine.runs(limit=5000))
+by_set: dict[str, list[dict]] = {}
+for r in rows:
+    by_set.setdefault(r["set"], []).append(r)
+contests = engine.arena.contests()
+
+
+def on_create(a: str, b: str) -> None:
+    state.pop("arena_error", None)
+    try:
+        contest = engine.arena.create(by_set.get(a, []), by_set.get(b, []))
+    except EngineError as exc:
+        state["arena_error"] = str(exc)
+        return
+    state["arena_contest"] = contest["id"]
+
+
+def on_vote(contest_id: str, position: int, choice: str) -> None:
+    engine.arena.vote(contest_id, position, choice)
+
+
+def on_undo(contest_id: str) -> None:
+    engine.arena.undo(contest_id)
+
+
+def describe(c: dict) -> str:
+    return f"{c['a_set']}  vs  {c['b_set']} · {c['voted']}/{c['pairs']} voted · {c['created_at'][:10]}"
+
+
+with st.expander("New comparison", expanded=not contests):
+    sets = sorted(by_set, key=lambda s: max(r["created_at"] for r in by_set[s]), reverse=True)
+    if len(sets) < 2:
+        st.info(
+            "Two run sets over the same inputs are needed: render the same sketches and prompts with two settings"
+            " and a batch name (`python -m engine generate --batch NAME --label A ...`), or run a sweep."
+        )
+    else:
+        c1, c2 = st.columns(2)
+        a = c1.selectbox("Set A", sets, index=1, key="arena_a")
+        b = c2.selectbox("Set B", sets, index=0, key="arena_b")
+        shared = {match_key(r) for r in by_set[a]} & {match_key(r) for r in by_set[b]}
+        st.caption(f"{len(shared)} pairs share a sketch, prompt and seed.")
+        st.button("Start voting", type="primary", on_click=on_create, args=(a, b), disabled=a == b or not shared)
+    if state.get("arena_error"):
+        st.error(state["arena_error"])
+
+contests = engine.arena.contests()
+if not contests:
+    st.stop()
+ids = [c["id"] for c in contests]
+if state.get("arena_contest") not in ids:
+    state["arena_contest"] = ids[0]
+contest_id = st.selectbox(
+    "Comparison", ids, format_func=lambda i: describe(next(c for c in contests if c["id"] == i)), key="arena_contest"
+)
+contest = next(c for c in contests if c["id"] == contest_id)
+
+pair = engine.arena.next_pair(contest_id)
+if pair is None:
+    st.success(f"All {contest['pairs']} pairs voted.")
+else:
+    st.progress(contest["voted"] / contest["pairs"], text=f"Pair {contest['voted'] + 1} of {contest['pairs']}")
+    st.markdown(f"**{pair['match_key'].split('|')[1]}**")
+    left, right = st.columns(2)
+    for col, side in ((left, "left"), (right, "right")):
+        path = pair[side]["path"]
+        if Path(path).is_file():
+            col.image(path, width="stretch")
+        else:
+            col.warning("This image's file is missing.")
+    b1, b2, b3 = st.columns(3)
+    args = (contest_id, pair["position"])
+    b1.button("Left is better", icon=":material/arrow_back:", on_click=on_vote, args=(*args, "left"),
+              shortcut="Left", width="stretch", key="vote_left")  # fmt: skip
+    b2.button("Tie", icon=":material/arrow_downward:", on_click=on_vote, args=(*args, "tie"),
+              shortcut="Down", width="stretch", key="vote_tie")  # fmt: skip
+    b3.button("Right is better", icon=":material/arrow_forward:", on_click=on_vote, args=(*args, "right"),
+              shortcut="Right", width="stretch", key="vote_right")  # fmt: skip
+st.button("Undo last vote", on_click=on_undo, args=(contest_id,), disabled=contest["voted"] == 0, key="vote_undo")
+
+with st.expander("Results (names the sets)", expanded=pair is None):
+    s = engine.arena.stats(contest_id)
+    if not s["votes"]:
+        st.caption("No votes yet.")
+    else:
+        m = st.columns(4)
+        m[0].metric("Votes", s["votes"])
+        m[1].metric("A win rate", f"{s['win_rate_a']:.0%}" if s["win_rate_a"] is not None else "–",
+                    help="wins of A over decisive votes (ties left out)")  # fmt: skip
+        m[2].metric("Tie rate", f"{s['tie_rate']:.0%}")
+        m[3].metric("p-value", f"{s['p_value']:.3g}" if s["p_value"] is not None else "–",
+                    help="two-sided binomial test of A's wins against 50 %")  # fmt: skip
+        st.caption(
+            f"A = {contest['a_set']} · B = {contest['b_set']} · {s['a_wins']} A, {s['b_wins']} B, {s['ties']} ties"
+        )
+        agreement = [
+            {"metric": METRICS[k], "pairs compared": v["compared"], "agrees with the votes": v["rate"]}
+            for k, v in s["agreement"].items()
+        ]
+        st.dataframe(
+            pd.DataFrame(agreement),
+            hide_index=True,
+            column_config={
+                "agrees with the votes": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent")
+            },
+            key="agreement_table",
+        )

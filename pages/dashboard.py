@@ -1,0 +1,178 @@
+"""Dashboard: how faithful the renders are (prompt, style, sketch), filtered, charted, compared and exported."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from engine.errors import EngineError
+from engine.evaluation import METRICS, compare, filter_rows, image_rows, summarize, to_csv
+from ui.shared import engine_or_stop, local_only, thumbnail_uri
+
+MAX_RUNS = 5000
+
+engine = engine_or_stop()
+state = st.session_state
+
+st.title("Dashboard")
+local_only("its history")
+st.caption(
+    "Every render is measured when it is made: **prompt fidelity** (CLIP score, 0–100), **style similarity** "
+    "(CLIP cosine to its reference) and **structure fidelity** (edge F1 against the sketch, 2 px tolerance)."
+)
+
+rows = image_rows(engine.runs(limit=MAX_RUNS))
+if not rows:
+    st.info("No renders yet. Make some in the Studio, or run a sweep.")
+    st.stop()
+
+latest: dict[str, str] = {}
+for r in rows:
+    latest[r["set"]] = max(latest.get(r["set"], ""), r["created_at"])
+all_sets = sorted(latest, key=lambda s: (latest[s], s), reverse=True)  # newest first
+first_day = min(r["created_at"] for r in rows)[:10]
+last_day = max(r["created_at"] for r in rows)[:10]
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns([3, 2, 2])
+    c1.multiselect("Run sets", all_sets, key="dash_sets", placeholder="All run sets")
+    c2.multiselect("Sources", sorted({r["source"] for r in rows}), key="dash_sources", placeholder="All sources")
+    c3.multiselect("Styles", sorted({r["style"] for r in rows}), key="dash_styles", placeholder="All styles")
+    c4, c5 = st.columns([3, 4])
+    c4.text_input("Prompt contains", key="dash_text", placeholder="chair")
+    dates = c5.date_input(
+        "Dates (UTC)", value=(pd.Timestamp(first_day).date(), pd.Timestamp(last_day).date()), key="dash_dates"
+    )
+
+since, until = (tuple(dates) + (None, None))[:2] if isinstance(dates, (tuple, list)) else (dates, dates)
+shown = filter_rows(
+    rows,
+    sets=state.get("dash_sets"),
+    sources=state.get("dash_sources"),
+    styles=state.get("dash_styles"),
+    text=state.get("dash_text", ""),
+    since=since,
+    until=until,
+)
+if not shown:
+    st.warning("No image matches these filters.")
+    st.stop()
+
+df = pd.DataFrame(shown)
+cols = st.columns(4)
+cols[0].metric("Images", len(df))
+HEADLINE = {"clip_score": "{:.1f}", "style_similarity": "{:.2f}", "edge_f1": "{:.2f}"}
+for col, (metric, fmt) in zip(cols[1:], HEADLINE.items(), strict=True):
+    values = df[metric].dropna()
+    col.metric(METRICS[metric], fmt.format(values.mean()) if len(values) else "–", help=f"mean over {len(values)}")
+
+overview, table_tab, compare_tab = st.tabs(["Charts", "Images", "Compare two sets"])
+
+with overview:
+    left, right = st.columns(2)
+    fig = px.histogram(
+        df, x="clip_score", nbins=30, title="Prompt fidelity (CLIP score)", color_discrete_sequence=["#4c6ef5"]
+    )
+    fig.update_layout(xaxis_title="CLIP score", yaxis_title="images", height=340, margin=dict(t=50, b=10))
+    left.plotly_chart(fig, key="chart_hist")
+    box_metric = right.selectbox("Per style", list(METRICS), format_func=METRICS.get, key="dash_box_metric")
+    fig = px.box(
+        df.dropna(subset=[box_metric]), x="style", y=box_metric, points="all", title=f"{METRICS[box_metric]} per style"
+    )
+    fig.update_layout(xaxis_title="", yaxis_title=METRICS[box_metric], height=340, margin=dict(t=50, b=10))
+    right.plotly_chart(fig, key="chart_box")
+    left, right = st.columns(2)
+    scatter = dict(color="set", hover_data=["run_id", "prompt", "seed"], height=360)
+    fig = px.scatter(
+        df.dropna(subset=["edge_f1"]), x="structure_strength", y="edge_f1",
+        title="Structure strength → structure fidelity", **scatter,
+    )  # fmt: skip
+    fig.update_layout(
+        xaxis_title="structure strength", yaxis_title="edge F1", showlegend=False, margin=dict(t=50, b=10)
+    )
+    left.plotly_chart(fig, key="chart_structure")
+    fig = px.scatter(
+        df.dropna(subset=["style_similarity"]), x="style_strength", y="style_similarity",
+        title="Style strength → style similarity", **scatter,
+    )  # fmt: skip
+    fig.update_layout(
+        xaxis_title="style strength", yaxis_title="style similarity", showlegend=False, margin=dict(t=50, b=10)
+    )
+    right.plotly_chart(fig, key="chart_style")
+    by = st.segmented_control("Summary by", ["set", "style", "source"], key="dash_by") or "set"
+    st.dataframe(pd.DataFrame(summarize(shown, by)), hide_index=True, key="summary_table")
+
+with table_tab:
+    table = df.assign(thumbnail=[thumbnail_uri(p) for p in df["path"]])
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="images_table",
+        column_order=[
+            "thumbnail",
+            "created_at",
+            "prompt",
+            "style",
+            "clip_score",
+            "style_similarity",
+            "edge_f1",
+            "chamfer",
+            "structure_strength",
+            "style_strength",
+            "steps",
+            "seed",
+            "set",
+            "source",
+            "run_id",
+        ],  # fmt: skip
+        column_config={
+            "thumbnail": st.column_config.ImageColumn("Image", width="small"),
+            "created_at": st.column_config.TextColumn("Made (UTC)"),
+            "clip_score": st.column_config.NumberColumn("CLIP score", format="%.1f"),
+            "style_similarity": st.column_config.NumberColumn("Style sim.", format="%.3f"),
+            "edge_f1": st.column_config.NumberColumn("Edge F1", format="%.3f"),
+            "chamfer": st.column_config.NumberColumn("Chamfer px", format="%.2f"),
+        },
+        row_height=64,
+    )
+    st.download_button(
+        f"Export CSV ({len(shown)} images)",
+        to_csv(shown),
+        file_name="design-studio-metrics.csv",
+        mime="text/csv",
+        key="export",
+    )
+
+with compare_tab:
+    sizes = df["set"].value_counts()
+    sets_here = [s for s in all_sets if sizes.get(s, 0) >= 2]  # a mean and its spread need two images
+    if len(sets_here) < 2:
+        st.info(
+            "Two run sets of two or more images are needed: run a sweep with variations, or render the same"
+            " inputs twice with a batch name (`--batch NAME --label A`, then `--label B`)."
+        )
+    else:
+        c1, c2, c3 = st.columns(3)
+        a = c1.selectbox("Set A", sets_here, index=1, key="cmp_a")
+        b = c2.selectbox("Set B", sets_here, index=0, key="cmp_b")
+        metric = c3.selectbox("Metric", list(METRICS), format_func=METRICS.get, key="cmp_metric")
+        va, vb = df.loc[df["set"] == a, metric].tolist(), df.loc[df["set"] == b, metric].tolist()
+        try:
+            res = compare(va, vb)
+        except EngineError as exc:
+            st.warning(str(exc))
+        else:
+            m1, m2, m3 = st.columns(3)
+            m1.metric(f"A · {res['n_a']} images", f"{res['mean_a']:.3f}")
+            m2.metric(f"B · {res['n_b']} images", f"{res['mean_b']:.3f}")
+            m3.metric("B − A", f"{res['diff']:+.3f}", help="difference of means")
+            verdict = "a real difference" if res["significant"] else "no clear difference"
+            st.markdown(
+                f"95% bootstrap confidence interval of B − A: **[{res['ci_low']:+.3f}, {res['ci_high']:+.3f}]**"
+                f" ({verdict} at this sample size; 10,000 resamples)."
+            )
+            pair = df[df["set"].isin([a, b])].assign(side=lambda d: d["set"].map({a: "A", b: "B"}))
+            fig = px.box(pair.dropna(subset=[metric]), x="side", y=metric, points="all", height=340)
+            fig.update_layout(xaxis_title="", yaxis_title=METRICS[metric], margin=dict(t=20, b=10))
+            st.plotly_chart(fig, key="chart_compare")
