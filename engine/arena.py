@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
-from .evaluation import HIGHER_IS_BETTER, METRICS
+from .evaluation import HIGHER_IS_BETTER, METRICS, run_set
+from .schema import GenerateRequest, Progress
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS contests (
@@ -215,3 +219,35 @@ def _pair(row: sqlite3.Row) -> dict[str, Any]:
         "right": right,
         "choice": row["choice"],
     }
+
+
+def render_settings(
+    engine,
+    runs: list[dict[str, Any]],
+    settings: dict[str, dict[str, Any]],
+    batch: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, str]:
+    """Render the inputs of `runs` (sketch, prompt, seeds, style) once per named setting, e.g.
+    {"A": {"structure_strength": 0.8}, "B": {"structure_strength": 1.6}}, into one batch: two run sets
+    over the same inputs, ready for `Arena.create`. Returns each label's run set name."""
+    if not runs:
+        raise BadInput("pick the runs whose sketches and prompts both settings should render")
+    batch = batch or f"arena-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    # build (and so validate) every request before the first render
+    jobs = [
+        GenerateRequest.from_metadata(
+            run["metadata"], engine.run_sketch(run["id"]), **changes, source="arena", batch=batch, label=label
+        )
+        for run in runs
+        for label, changes in settings.items()
+    ]
+    started = time.perf_counter()
+    for i, request in enumerate(jobs):
+        if on_progress:
+            on_progress(Progress("render", i, len(jobs), time.perf_counter() - started))
+        engine.generate(request, cancel=cancel)
+    if on_progress:
+        on_progress(Progress("render", len(jobs), len(jobs), time.perf_counter() - started))
+    return {label: run_set({"batch": batch, "label": label}) for label in settings}

@@ -77,6 +77,31 @@ class GenerateRequest(BaseModel):
         return value - value % 8
 
     @classmethod
+    def from_metadata(cls, meta: dict[str, Any], sketch: bytes | None = None, **changes: Any) -> GenerateRequest:
+        """The request that made a past run (its metadata and its sketch), with `changes` applied: the same
+        prompt, seeds, style reference(s) and settings, so only what changes differs."""
+        params = meta["params"]
+        used = [s for s in meta.get("styles", []) if s.get("used")]
+        style = used[0]["id"] if len(used) == 1 else None
+        blend = [{"style": s["id"], "weight": s["weight"]} for s in used] if len(used) > 1 else []
+        values = {
+            "prompt": meta["prompt"],
+            "negative_prompt": meta.get("negative_prompt", ""),
+            "sketch": sketch,
+            "edge_mode": meta.get("edge_mode") or "auto",
+            "style": style,
+            "blend": blend,
+            "use_style": bool(used) and params.get("use_style", True),
+            "seed": meta["seeds"][0],
+            "variations": len(meta["seeds"]),
+            **{k: params[k] for k in REPEATED_PARAMS if k in params},
+            **changes,
+        }
+        if meta.get("canny"):
+            values["canny_low"], values["canny_high"] = meta["canny"]
+        return cls.build(**values)
+
+    @classmethod
     def build(cls, **values: Any) -> GenerateRequest:
         """Validate, turning pydantic's report into one BadInput line."""
         try:
@@ -84,6 +109,9 @@ class GenerateRequest(BaseModel):
         except ValidationError as exc:
             raise BadInput(describe_validation_error(exc)) from None
 
+
+# Settings a re-render takes from the run it repeats (the metadata's `params`).
+REPEATED_PARAMS = ("steps", "guidance", "structure_strength", "style_strength", "style_only", "scheduler", "size")
 
 PATTERN_HINTS = {
     "batch": "use up to 80 letters, digits, '.', '_' or '-', starting with a letter or digit",

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.arena import match_key
+from engine.arena import match_key, render_settings
 from engine.errors import EngineError
 from engine.evaluation import METRICS, image_rows
-from ui.shared import engine_or_stop, local_only
+from ui.shared import engine_or_stop, local_only, start_task
 
 engine = engine_or_stop()
 state = st.session_state
@@ -51,12 +51,59 @@ def describe(c: dict) -> str:
     return f"{c['a_set']}  vs  {c['b_set']} · {c['voted']}/{c['pairs']} voted · {c['created_at'][:10]}"
 
 
+SETTINGS = {  # what a designer tunes between two settings: field → (label, min, max, step)
+    "structure_strength": ("Structure strength", 0.0, 3.0, 0.1),
+    "style_strength": ("Style strength", 0.0, 2.0, 0.1),
+    "steps": ("Steps", 1, 150, 1),
+    "guidance": ("Guidance", 0.0, 30.0, 0.5),
+}
+
+
+def on_render(inputs: str) -> None:
+    """Render the inputs of a run set with setting A and with setting B, then open a comparison of the two."""
+    state.pop("arena_error", None)
+    settings = {
+        side: {
+            field: state[f"arena_{side}_{field}"] for field in SETTINGS if state[f"arena_{side}_{field}"] is not None
+        }
+        for side in ("A", "B")
+    }
+    if settings["A"] == settings["B"]:
+        state["arena_error"] = "settings A and B are the same; change at least one value"
+        return
+    runs = [engine.run(run_id) for run_id in dict.fromkeys(r["run_id"] for r in by_set[inputs])]
+
+    def work(progress, cancel):
+        names = render_settings(engine, runs, settings, on_progress=progress, cancel=cancel)
+        fresh = image_rows(engine.runs(limit=5000))
+        return engine.arena.create(*([r for r in fresh if r["set"] == names[side]] for side in ("A", "B")))
+
+    state["arena_job"] = start_task(work)
+
+
 with st.expander("New comparison", expanded=not contests):
     sets = sorted(by_set, key=lambda s: max(r["created_at"] for r in by_set[s]), reverse=True)
-    if len(sets) < 2:
+    mode = st.segmented_control("Compare", ["Two run sets", "Two settings"], key="arena_mode") or "Two run sets"
+    if mode == "Two settings":
+        st.caption(
+            "Render the sketches, prompts, seeds and styles of one run set again with setting A and with setting B;"
+            " the two new sets are then compared blind. Settings left empty keep each run's own value."
+        )
+        inputs = st.selectbox("Inputs from", sets, key="arena_inputs") if sets else None
+        cols = st.columns(2)
+        for col, side in zip(cols, ("A", "B"), strict=True):
+            col.markdown(f"**Setting {side}**")
+            for field, (label, low, high, step) in SETTINGS.items():
+                col.number_input(
+                    label, low, high, value=None, step=step, key=f"arena_{side}_{field}", placeholder="as the run"
+                )
+        job = state.get("arena_job")
+        st.button("Render both and start", type="primary", on_click=on_render, args=(inputs,),
+                  disabled=inputs is None or job is not None, key="arena_render")  # fmt: skip
+    elif len(sets) < 2:
         st.info(
             "Two run sets over the same inputs are needed: render the same sketches and prompts with two settings"
-            " and a batch name (`python -m engine generate --batch NAME --label A ...`), or run a sweep."
+            " (**Two settings** above, or `python -m engine generate --batch NAME --label A ...`), or run a sweep."
         )
     else:
         c1, c2 = st.columns(2)
@@ -67,6 +114,27 @@ with st.expander("New comparison", expanded=not contests):
         st.button("Start voting", type="primary", on_click=on_create, args=(a, b), disabled=a == b or not shared)
     if state.get("arena_error"):
         st.error(state["arena_error"])
+
+
+@st.fragment(run_every=0.5)
+def render_progress() -> None:
+    job = state.get("arena_job")
+    if job is None:
+        return
+    if job.done:
+        state.pop("arena_job")
+        if job.error:
+            state["arena_error"] = job.error
+        else:
+            state["arena_contest"] = job.result["id"]
+        st.rerun()
+    p = job.progress
+    done = p.step / max(p.total, 1) if p else 0.0
+    st.progress(done, text=f"Rendering {p.step + 1}/{p.total}" if p and p.step < p.total else "Preparing…")
+    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key="arena_cancel")
+
+
+render_progress()
 
 contests = engine.arena.contests()
 if not contests:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,13 +15,30 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.conftest import REPO, free_port, make_data_dir
+from engine.arena import Arena
+from tests.conftest import REPO, free_port, line_sketch, make_data_dir
 from tools.screenshot import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory, tiny_models):
+def e2e_data(tmp_path_factory, tiny_models) -> Path:
+    """A data folder with two settings (A, B) over one sketch and three seeds, made with the CLI as a user would."""
     data = make_data_dir(tmp_path_factory.mktemp("e2e-data"), tiny_models)
+    sketch = data / "chair.png"
+    line_sketch(128, 96).save(sketch)
+    for label, structure in (("A", "0.4"), ("B", "1.6")):
+        subprocess.run(
+            [sys.executable, "-m", "engine", "generate", "--profile", "tiny", "--data-dir", str(data), "--device",
+             "cpu", "--sketch", str(sketch), "--prompt", "a lounge chair", "--size", "64", "--steps", "1", "--seed",
+             "21", "--variations", "3", "--structure", structure, "--batch", "ab", "--label", label],
+            cwd=REPO, check=True, capture_output=True, timeout=180,
+        )  # fmt: skip
+    return data
+
+
+@pytest.fixture(scope="module")
+def app_url(e2e_data):
+    data = e2e_data
     port = free_port()
     env = {
         **os.environ,
@@ -128,4 +147,47 @@ def test_add_a_style_by_upload_and_find_it_in_the_grid(app_url, browser, tmp_pat
     page.get_by_text("Olive drab", exact=True).wait_for(timeout=60_000)
     assert page.get_by_text("yours", exact=True).count() == 1
     assert page.get_by_label("Name", exact=True).input_value() == ""  # the form is ready for the next one
+    page.close()
+
+
+def open_page(browser, app_url, name: str, height: int = 1400):
+    page = browser.new_page(viewport={"width": 1440, "height": height})
+    page.goto(app_url)
+    page.get_by_role("link", name=name).click()
+    page.wait_for_selector(f"h1:has-text('{name}')", timeout=120_000)
+    return page
+
+
+def test_dashboard_exports_one_csv_row_per_image(app_url, browser, tmp_path):
+    page = open_page(browser, app_url, "Dashboard")
+    page.get_by_role("tab", name="Images").click()
+    export = page.get_by_role("button", name=re.compile(r"Export CSV \(\d+ images\)"))
+    export.wait_for(timeout=60_000)
+    shown = int(re.search(r"\((\d+) images\)", export.inner_text()).group(1))
+    with page.expect_download(timeout=60_000) as info:
+        export.click()
+    path = tmp_path / "export.csv"
+    info.value.save_as(path)
+    rows = list(csv.DictReader(path.open()))
+    assert shown >= 6 and len(rows) == shown
+    assert sum(r["set"] == "ab · A" for r in rows) == 3 and all(r["clip_score"] for r in rows)
+    page.close()
+
+
+def test_arena_votes_with_the_keyboard(app_url, browser, e2e_data):
+    page = open_page(browser, app_url, "Arena")
+    for label, value in (("Set A", "ab · A"), ("Set B", "ab · B")):
+        page.get_by_label(label).click()
+        page.get_by_role("option", name=value, exact=True).click()
+    page.get_by_text("3 pairs share a sketch, prompt and seed.").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Start voting").click()
+    page.get_by_text("Pair 1 of 3").wait_for(timeout=60_000)
+    for key, next_text in (("ArrowLeft", "Pair 2 of 3"), ("ArrowRight", "Pair 3 of 3"), ("ArrowDown", "All 3 pairs")):
+        page.locator("h1").click()  # focus on the page, not on a field
+        page.keyboard.press(key)
+        page.get_by_text(next_text).wait_for(timeout=60_000)
+    arena = Arena(e2e_data / "arena.sqlite")
+    pairs = arena.pairs(arena.contests()[0]["id"])
+    flip = {"A": "B", "B": "A"}
+    assert [p["choice"] for p in pairs] == [pairs[0]["left_side"], flip[pairs[1]["left_side"]], "tie"]
     page.close()

@@ -146,3 +146,32 @@ def test_arena_votes_give_scipy_statistics_and_survive_a_restart(seeded):
     assert {m.label: m.value for m in again.metric}["Votes"] == "4"
     again.button(key="vote_undo").click().run()
     assert len(again.get("image")) == 2 and seeded.arena.contest(contest["id"])["voted"] == 3
+
+
+def test_arena_renders_two_settings_over_a_sets_inputs_and_opens_the_comparison(seeded):
+    at = open_page("pages/arena.py")
+    at.segmented_control(key="arena_mode").set_value("Two settings").run()
+    at.selectbox(key="arena_inputs").select("ab · A").run()
+    at.number_input(key="arena_A_structure_strength").set_value(0.2).run()
+    at.number_input(key="arena_B_structure_strength").set_value(2.0).run()
+    at.button(key="arena_render").click().run()
+    at.session_state["arena_job"].thread.join(timeout=120)
+    at.run()
+    assert not at.exception and not at.error
+    contest = seeded.arena.contest(at.session_state["arena_contest"])
+    assert contest["pairs"] == 4  # two sketches × two seeds, each rendered with A and with B
+    pairs = seeded.arena.pairs(contest["id"])
+    a_meta = seeded.run(pairs[0]["a"]["run_id"])["metadata"]
+    b_meta = seeded.run(pairs[0]["b"]["run_id"])["metadata"]
+    assert (a_meta["params"]["structure_strength"], b_meta["params"]["structure_strength"]) == (0.2, 2.0)
+    assert a_meta["prompt"] == b_meta["prompt"] and a_meta["seeds"] == b_meta["seeds"]
+    assert a_meta["sketch_hash"] == b_meta["sketch_hash"] and a_meta["source"] == "arena"
+    assert [s["id"] for s in a_meta["styles"] if s["used"]] == [s["id"] for s in b_meta["styles"] if s["used"]]
+    assert len(at.get("image")) == 2 and "Pair 1 of 4" in [p.proto.text for p in at.get("progress")]
+
+
+def test_arena_refuses_two_equal_settings(seeded):
+    at = open_page("pages/arena.py")
+    at.segmented_control(key="arena_mode").set_value("Two settings").run()
+    at.button(key="arena_render").click().run()
+    assert [e.value for e in at.error] == ["settings A and B are the same; change at least one value"]
