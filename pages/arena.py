@@ -157,7 +157,7 @@ else:
     for col, side in ((left, "left"), (right, "right")):
         path = pair[side]["path"]
         if Path(path).is_file():
-            col.image(path, width="stretch")
+            col.image(path, width=440)
         else:
             col.warning("This image's file is missing.")
     b1, b2, b3 = st.columns(3)

@@ -104,7 +104,9 @@ with overview:
     st.dataframe(pd.DataFrame(summarize(shown, by)), hide_index=True, key="summary_table")
 
 with table_tab:
-    table = df.assign(thumbnail=[thumbnail_uri(p) for p in df["path"]])
+    table = df.assign(
+        thumbnail=[thumbnail_uri(p) for p in df["path"]], created_at=pd.to_datetime(df["created_at"], utc=True)
+    )
     st.dataframe(
         table,
         hide_index=True,
@@ -128,7 +130,16 @@ with table_tab:
         ],  # fmt: skip
         column_config={
             "thumbnail": st.column_config.ImageColumn("Image", width="small"),
-            "created_at": st.column_config.TextColumn("Made (UTC)"),
+            "created_at": st.column_config.DatetimeColumn("Made (UTC)", format="YYYY-MM-DD HH:mm"),
+            "prompt": st.column_config.TextColumn("Prompt"),
+            "style": st.column_config.TextColumn("Style"),
+            "structure_strength": st.column_config.NumberColumn("Structure str."),
+            "style_strength": st.column_config.NumberColumn("Style str."),
+            "steps": st.column_config.NumberColumn("Steps"),
+            "seed": st.column_config.NumberColumn("Seed", format="%d"),
+            "set": st.column_config.TextColumn("Run set"),
+            "source": st.column_config.TextColumn("Source"),
+            "run_id": st.column_config.TextColumn("Run"),
             "clip_score": st.column_config.NumberColumn("CLIP score", format="%.1f"),
             "style_similarity": st.column_config.NumberColumn("Style sim.", format="%.3f"),
             "edge_f1": st.column_config.NumberColumn("Edge F1", format="%.3f"),
