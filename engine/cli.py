@@ -71,6 +71,30 @@ def _parser() -> argparse.ArgumentParser:
     me = sub.add_parser("metrics", parents=[common], help="measure past runs again")
     me.add_argument("--run", action="append", help="a run id (repeatable); all runs when absent")
 
+    c = sub.add_parser("catalog", parents=[common], help="product sheets → photos, attributes and scores")
+    csub = c.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action in ("run", "preview"):
+        ca = csub.add_parser(action, parents=[common])
+        ca.add_argument("sheet", type=Path, help=".xlsx or .csv, the first row names the columns")
+        ca.add_argument("--text-column", help="the description column (guessed when absent)")
+        ca.add_argument("--id-column", help="the product id column (guessed; else row numbers)")
+        ca.add_argument("--name-column")
+        ca.add_argument("--category-column")
+        ca.add_argument("--limit", type=int, help="only the first N rows")
+    run = csub.choices["run"]
+    run.add_argument("--out", type=Path, required=True, help="the run folder (a killed run resumes from it)")
+    run.add_argument("--source-lang", default="de", help="the sheet's language; 'en' turns translation off")
+    run.add_argument("--llm", metavar="URL", help="an OpenAI-compatible server (LM Studio, Ollama, vLLM)")
+    run.add_argument("--llm-model", default="local-model", help="the model name to ask that server for")
+    run.add_argument("--template", help="the prompt template, with {product_type}, {key_features}, ...")
+    run.add_argument("--seed", type=int, default=42, help="global seed; row i renders with seed + i")
+    run.add_argument("--steps", type=int, default=20)
+    run.add_argument("--size", type=int, default=512)
+    run.add_argument("--guidance", type=float, default=7.5)
+    run.add_argument("--style", help="a style from the library for every row (none by default)")
+    run.add_argument("--retries", type=int, default=2, help="LLM retries per row")
+    run.add_argument("--executor", choices=["local"], default="local", help="where the generation stage runs")
+
     sv = sub.add_parser("serve", parents=[common], help="serve the engine over HTTP")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
@@ -163,7 +187,9 @@ class _ProgressBar:
             width = 30
             done = int(width * p.step / max(p.total, 1))
             eta = f"ETA {p.eta:4.1f}s" if p.eta is not None else ""
-            sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] step {p.step}/{p.total} {p.elapsed:5.1f}s {eta}")
+            what = "step" if p.stage == "denoise" else p.stage
+            bar = f"[{'#' * done}{'.' * (width - done)}]"
+            sys.stderr.write(f"\r{bar} {what} {p.step}/{p.total} {p.elapsed:5.1f}s {eta}")
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -306,6 +332,67 @@ def _metrics(args) -> dict:
     return {"recomputed": n, "seconds": round(time.perf_counter() - start, 3)}
 
 
+def _catalog_columns(args, sheet) -> dict:
+    from .catalog.sheets import guess_columns
+
+    guess = guess_columns(sheet.columns)
+    text = args.text_column or guess["text"]
+    if not text:
+        shown = ", ".join(f"'{c}'" for c in sheet.columns)
+        raise BadInput(f"which column holds the descriptions? pass --text-column (the columns are {shown})")
+    return {
+        "text_column": text,
+        "id_column": args.id_column or guess["id"],
+        "name_column": args.name_column or (guess["name"] if not args.text_column else None),
+        "category_column": args.category_column or (guess["category"] if not args.text_column else None),
+    }
+
+
+def _catalog(args) -> dict:
+    from .catalog.sheets import items, load_sheet
+
+    settings = _settings(args)
+    sheet = load_sheet(args.sheet)
+    columns = _catalog_columns(args, sheet)
+    if args.action == "preview":
+        rows = items(sheet, columns["text_column"], columns["id_column"], columns["name_column"],
+                     columns["category_column"])[: args.limit or 5]  # fmt: skip
+        return {
+            "sheet": sheet.name,
+            "columns": sheet.columns,
+            "mapping": columns,
+            "rows": len(sheet.rows),
+            "preview": [{"row": r.row, "id": r.id, "text": r.text, "error": r.error} for r in rows],
+        }
+    from .catalog.prompts import DEFAULT_TEMPLATE
+    from .catalog.runner import CatalogOptions, CatalogRun
+
+    options = CatalogOptions.build(
+        **columns,
+        source_lang=args.source_lang,
+        template=args.template or DEFAULT_TEMPLATE,
+        seed=args.seed,
+        steps=args.steps,
+        size=args.size,
+        guidance=args.guidance,
+        style=args.style,
+        llm_url=args.llm,
+        llm_model=args.llm_model,
+        retries=args.retries,
+        limit=args.limit,
+    )
+    engine = _engine(args, settings)
+    if args.remote:
+        raise BadInput("catalog runs use the local engine for now; run them on the GPU machine itself")
+    run = CatalogRun.from_file(engine, args.out, args.sheet, options, engine.catalog_models)
+    bar = _ProgressBar()
+    try:
+        summary = run.run(on_progress=bar, cancel=threading.Event())
+    finally:
+        bar.close()
+    return {"folder": str(args.out), **summary}
+
+
 def _serve(args) -> dict:
     from .engine import LocalEngine
     from .server import serve
@@ -338,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": _serve,
         "metrics": _metrics,
         "sweep": _sweep,
+        "catalog": _catalog,
     }
     try:
         out = handlers[args.command](args)

@@ -77,6 +77,10 @@ class Engine(ABC):
     @abstractmethod
     def run_sketch(self, run_id: str) -> bytes | None: ...
 
+    def batch_runs(self, batch: str) -> list[dict[str, Any]]:
+        """Every run of one batch, oldest first (a remote engine keeps its history on the server)."""
+        return []
+
     @abstractmethod
     def search_runs(
         self, text: str | None = None, like: tuple[str, int] | None = None, k: int = 12
@@ -110,6 +114,7 @@ class LocalEngine(Engine):
         self._library: StyleLibrary | None = None
         self._history_index: HistoryIndex | None = None
         self._generator: Generator | None = None
+        self._catalog_models = None
         self.arena = Arena(self.data_dir / "arena.sqlite")
         self.sweeps_dir = self.data_dir / "runs" / "sweeps"
 
@@ -146,6 +151,16 @@ class LocalEngine(Engine):
             if self._generator is None:
                 self._generator = Generator(self.models.pipeline)
             return self._generator
+
+    @property
+    def catalog_models(self):
+        """The translator and attribute LLM of catalog runs, loaded on first use."""
+        with self._lock:
+            if self._catalog_models is None:
+                from .catalog.models import CatalogModels
+
+                self._catalog_models = CatalogModels(self.settings, self.models.device, self.models.dtype)
+            return self._catalog_models
 
     def load(self) -> None:
         """Load every model now (the UI and server warm up with this)."""
@@ -212,6 +227,10 @@ class LocalEngine(Engine):
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         return self.history.list(limit, offset)
+
+    def batch_runs(self, batch: str) -> list[dict[str, Any]]:
+        """Every run of one batch (a sweep, a catalog run), oldest first."""
+        return self.history.in_batch(batch)
 
     def recompute_metrics(self, run_ids: list[str] | None = None) -> int:
         """Measure past runs again (after a metric or model change); PNG, sidecar and history stay in step."""
@@ -353,6 +372,7 @@ class LocalEngine(Engine):
             "source": request.source,
             "batch": request.batch,
             "label": request.label,
+            "ref": request.ref,
             "params": {
                 "steps": request.steps,
                 "guidance": request.guidance,

@@ -79,6 +79,13 @@ class History:
             ).fetchall()
         return [_row(r) for r in rows]
 
+    def in_batch(self, batch: str) -> list[dict[str, Any]]:
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                "SELECT * FROM runs WHERE json_extract(metadata, '$.batch') = ? ORDER BY created_at, rowid", (batch,)
+            ).fetchall()
+        return [_row(r) for r in rows]
+
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)

@@ -60,6 +60,7 @@ class GenerateRequest(BaseModel):
     source: str = Field("api", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     batch: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
     label: str = Field("", max_length=80)
+    ref: str = Field("", max_length=200, description="the caller's own reference, e.g. a catalog item id")
 
     @field_validator("prompt")
     @classmethod

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     ip_adapter_image_encoder: str = "models/image_encoder"
     clip_model: str = "openai/clip-vit-base-patch32"
 
+    # Catalog runs: translation (None: Helsinki-NLP/opus-mt-<lang>-en for the sheet's language) and the
+    # attribute LLM (a local transformers model, unless a run names an OpenAI-compatible URL).
+    translation_model: str | None = None
+    llm_model: str = "microsoft/Phi-3-mini-4k-instruct"
+    llm_api_key: str | None = None
+
     # Pickled checkpoints (.bin/.pt) can run code when loaded: refused unless the user opts in.
     allow_pickle: bool = False
 
@@ -104,6 +110,16 @@ class Settings(BaseSettings):
             ip_adapter_image_encoder=self.ip_adapter_image_encoder,
             clip=self.clip_model,
         )
+
+    def translation_model_for(self, lang: str) -> str:
+        if self.profile == "tiny":
+            return str(self.tiny_dir / "opus-mt-de-en")
+        return self.translation_model or f"Helsinki-NLP/opus-mt-{lang}-en"
+
+    def llm_model_path(self) -> str:
+        if self.profile == "tiny":
+            return str(self.tiny_dir / "Phi-3-mini-4k-instruct")
+        return self.llm_model
 
     def resolve_device(self) -> str:
         if self.device != "auto":

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 4
+TINY_VERSION = 5
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -277,6 +277,12 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
     try:
         build_profile(tmp, TINY_SPEC)
+        # the catalog's models, in the layout of Helsinki-NLP/opus-mt-de-en and microsoft/Phi-3-mini-4k-instruct
+        from .catalog.llm import build_tiny_causal_lm
+        from .catalog.translate import build_tiny_marian
+
+        build_tiny_marian(tmp / "opus-mt-de-en")
+        build_tiny_causal_lm(tmp / "Phi-3-mini-4k-instruct")
         (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION}))
         if root.exists():
             shutil.rmtree(root)

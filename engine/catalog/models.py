@@ -1,0 +1,55 @@
+"""The catalog's own models (translator, attribute LLM), loaded once per process and shared by runs."""
+
+from __future__ import annotations
+
+import threading
+
+from ..settings import Settings
+
+
+class CatalogModels:
+    def __init__(self, settings: Settings, device: str, dtype):
+        self.settings = settings
+        self.device = device
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._translators: dict[str, object] = {}
+        self._backends: dict[tuple, object] = {}
+
+    def _ensure_tiny(self) -> None:
+        if self.settings.profile == "tiny":
+            from ..tiny import prepare_tiny
+
+            prepare_tiny(self.settings.tiny_dir)
+
+    def translator(self, lang: str):
+        from .translate import Translator
+
+        model_id = self.settings.translation_model_for(lang)
+        with self._lock:
+            if model_id not in self._translators:
+                self._ensure_tiny()
+                self._translators[model_id] = Translator(
+                    model_id, device=self.device, allow_pickle=self.settings.allow_pickle
+                )
+            return self._translators[model_id]
+
+    def backend(self, url: str | None, model: str):
+        from .llm import OpenAIBackend, TransformersBackend
+
+        key = (url, model if url else self.settings.llm_model_path())
+        with self._lock:
+            if key not in self._backends:
+                if url:
+                    self._backends[key] = OpenAIBackend(url, model=model, api_key=self.settings.llm_api_key)
+                else:
+                    self._ensure_tiny()
+                    self._backends[key] = TransformersBackend(
+                        key[1], device=self.device, dtype=self.dtype, allow_pickle=self.settings.allow_pickle
+                    )
+            return self._backends[key]
+
+    def extractor(self, options):
+        from .llm import AttributeExtractor
+
+        return AttributeExtractor(self.backend(options.llm_url, options.llm_model), retries=options.retries)

@@ -1,0 +1,197 @@
+"""Catalog runs end to end on the tiny profile, with an OpenAI-compatible LLM served on loopback by the test."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+from PIL import Image
+
+from engine.catalog.runner import CatalogOptions, CatalogRun
+from engine.errors import BadInput
+from engine.metrics import aggregate
+from tests.conftest import REPO, make_data_dir, make_engine
+
+SHEET = [
+    ["Artikelnummer", "Beschreibung", "Kategorie"],
+    ["A-1", "Rotes Baumwoll-T-Shirt mit Rundhalsausschnitt", "Oberteile"],
+    ["A-2", "Schwarze Lederjacke für Herren, Größe M", "Jacken"],
+    ["A-3", "", "Hosen"],  # the broken row: no description
+    ["A-4", "Weiße Sneaker aus Wildleder, bequeme Passform", "Schuhe"],
+    ["A-5", "Grüner Strickpullover aus Schurwolle, übergroß", "Oberteile"],
+]
+
+
+class FakeLLM:
+    """A small OpenAI-compatible server: answers every chat completion with attributes as JSON, built from
+    the words it was sent, after `delay` seconds."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                time.sleep(outer.delay)
+                words = body["messages"][-1]["content"].split()
+                attrs = {"product_type": f"garment {len(words)}", "key_features": "clean seams",
+                         "color_material": "cotton", "design": "minimal"}  # fmt: skip
+                reply = {"choices": [{"message": {"role": "assistant", "content": json.dumps(attrs)}}]}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def llm():
+    server = FakeLLM()
+    yield server
+    server.close()
+
+
+def write_sheet(path: Path, rows=SHEET) -> Path:
+    book = openpyxl.Workbook()
+    for r in rows:
+        book.active.append(r)
+    book.save(path)
+    return path
+
+
+def options(llm_url: str, **kw) -> CatalogOptions:
+    base = {"text_column": "Beschreibung", "id_column": "Artikelnummer", "category_column": "Kategorie",
+            "llm_url": llm_url, "steps": 2, "size": 64}  # fmt: skip
+    return CatalogOptions.build(**{**base, **kw})
+
+
+def test_a_sheet_with_umlauts_and_a_broken_row(fresh_engine, llm, tmp_path):
+    sheet = write_sheet(tmp_path / "produkte.xlsx")
+    run = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), fresh_engine.catalog_models)
+    seen = []
+    summary = run.run(on_progress=seen.append)
+
+    assert (summary["rows"], summary["done"], summary["failed"], summary["pending"]) == (5, 4, 1, 0)
+    assert summary["failures"] == [{"row": 4, "id": "A-3", "error": "row 4: the description ('Beschreibung') is empty"}]
+    out = tmp_path / "run"
+    table = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    assert [r["id"] for r in table] == ["A-1", "A-2", "A-3", "A-4", "A-5"]
+    assert table[1]["description"] == "Schwarze Lederjacke für Herren, Größe M"
+    for r in table:
+        if r["id"] == "A-3":
+            assert r["status"] == "failed" and r["image"] == ""
+            continue
+        assert r["status"] == "done" and r["method"] == "json" and r["translation"]
+        assert r["prompt"].startswith("Professional product photography of a garment")
+        with Image.open(out / r["image"]) as im:
+            assert im.size == (64, 64)
+        item = json.loads((out / "items" / f"{r['id']}.json").read_text())
+        assert item["attributes"]["color_material"] == "cotton" and item["seed"] == 42 + int(r["row"]) - 2
+    assert [r["seed"] for r in table] == ["42", "43", "44", "45", "46"]
+    # the statistics are those of the table's CLIP scores
+    scores = [float(r["clip_score"]) for r in table if r["status"] == "done"]
+    assert summary["clip_score"] == pytest.approx(aggregate(scores))
+    assert "| CLIP score |" in (out / "report.md").read_text() and "A-3: row 4" in (out / "report.md").read_text()
+    xlsx_rows = list(openpyxl.load_workbook(out / "results.xlsx").active.iter_rows(values_only=True))
+    assert len(xlsx_rows) == 6 and xlsx_rows[2][5] == "Schwarze Lederjacke für Herren, Größe M"
+    assert len(llm.requests) == 4  # the broken row never reached the LLM
+    # the run is a batch in the history: the Dashboard shows it as one set
+    runs = fresh_engine.batch_runs(summary["run_id"])
+    assert len(runs) == 4 and {r["metadata"]["source"] for r in runs} == {"catalog"}
+    assert seen[-1].stage == "rows" and seen[-1].step == seen[-1].total == 5
+
+
+def test_a_finished_run_is_not_rendered_again_and_other_options_are_refused(fresh_engine, llm, tmp_path):
+    sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
+    first = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), fresh_engine.catalog_models)
+    first.run()
+    again = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), fresh_engine.catalog_models)
+    assert again.pending() == [] and again.run()["done"] == 2
+    assert len(llm.requests) == 2 and len(fresh_engine.batch_runs(first.run_id)) == 2
+    with pytest.raises(BadInput, match=r"holds a run with other options \(steps\)"):
+        CatalogRun.from_file(
+            fresh_engine, tmp_path / "run", sheet, options(llm.url, steps=3), fresh_engine.catalog_models
+        )  # noqa: E501
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(BadInput, match="is not empty and holds no catalog run"):
+        CatalogRun.from_file(fresh_engine, tmp_path / "other", sheet, options(llm.url), fresh_engine.catalog_models)
+
+
+def cli(data: Path, sheet: Path, out: Path, url: str) -> list[str]:
+    return [sys.executable, "-m", "engine", "catalog", "run", str(sheet), "--out", str(out), "--profile", "tiny",
+            "--data-dir", str(data), "--device", "cpu", "--llm", url, "--steps", "2", "--size", "64",
+            "--text-column", "Beschreibung", "--id-column", "Artikelnummer"]  # fmt: skip
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_a_killed_run_resumes_to_the_same_outputs_without_duplicates(tmp_path, tiny_models):
+    rows = [SHEET[0]] + [[f"B-{i}", f"Produkt Nummer {i} aus Baumwolle, Größe {i}", "X"] for i in range(10)]
+    sheet = write_sheet(tmp_path / "gross.xlsx", rows)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    slow = FakeLLM(delay=0.4)
+    try:
+        # uninterrupted
+        data_a = make_data_dir(tmp_path / "data-a", tiny_models)
+        done = subprocess.run(cli(data_a, sheet, tmp_path / "whole", slow.url), env=env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        # killed after a few rows, then resumed
+        data_b = make_data_dir(tmp_path / "data-b", tiny_models)
+        out = tmp_path / "resumed"
+        proc = subprocess.Popen(cli(data_b, sheet, out, slow.url), env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list((out / "items").glob("*.json"))) < 3:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        written = len(list((out / "items").glob("*.json")))
+        assert 3 <= written < 10, "the kill should land in the middle of the run"
+        resumed = subprocess.run(cli(data_b, sheet, out, slow.url), env=env, cwd=REPO,
+                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+    finally:
+        slow.close()
+
+    def table(folder):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((folder / "results.csv").open())]
+
+    assert table(out) == table(tmp_path / "whole")
+    assert all(r["status"] == "done" for r in table(out)) and len(table(out)) == 10
+    for r in table(out):
+        assert np.array_equal(pixels(out / r["image"]), pixels(tmp_path / "whole" / r["image"]))
+    summary = json.loads(resumed.stdout)
+    engine = make_engine(data_b)
+    refs = [r["metadata"]["ref"] for r in engine.batch_runs(summary["run_id"])]
+    assert sorted(refs) == sorted(set(refs)) and len(refs) == 10  # each row rendered once
+    assert len(list((out / "images").glob("*.png"))) == 10 and not list(out.rglob(".*.json.*"))
