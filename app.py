@@ -8,6 +8,7 @@ pages = {
     "Create": [
         st.Page("pages/studio.py", title="Studio", icon=":material/draw:", default=True),
         st.Page("pages/styles.py", title="Style library", icon=":material/palette:"),
+        st.Page("pages/catalog.py", title="Catalog", icon=":material/inventory_2:"),
     ],
     "Review": [
         st.Page("pages/history.py", title="History", icon=":material/history:"),

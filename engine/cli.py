@@ -84,7 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     run = csub.choices["run"]
     run.add_argument("--out", type=Path, required=True, help="the run folder (a killed run resumes from it)")
     run.add_argument("--source-lang", default="de", help="the sheet's language; 'en' turns translation off")
-    run.add_argument("--llm", metavar="URL", help="an OpenAI-compatible server (LM Studio, Ollama, vLLM)")
+    run.add_argument(
+        "--llm",
+        metavar="URL|local|none",
+        default="local",
+        help="attributes from the local model (default), an OpenAI-compatible server URL (LM Studio, Ollama, vLLM),"
+        " or none (the description itself goes into the prompt)",
+    )
     run.add_argument("--llm-model", default="local-model", help="the model name to ask that server for")
     run.add_argument("--template", help="the prompt template, with {product_type}, {key_features}, ...")
     run.add_argument("--seed", type=int, default=42, help="global seed; row i renders with seed + i")
@@ -376,7 +382,8 @@ def _catalog(args) -> dict:
         size=args.size,
         guidance=args.guidance,
         style=args.style,
-        llm_url=args.llm,
+        llm=args.llm if args.llm in ("local", "none") else "server",
+        llm_url=None if args.llm in ("local", "none") else args.llm,
         llm_model=args.llm_model,
         retries=args.retries,
         limit=args.limit,

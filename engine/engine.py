@@ -117,6 +117,7 @@ class LocalEngine(Engine):
         self._catalog_models = None
         self.arena = Arena(self.data_dir / "arena.sqlite")
         self.sweeps_dir = self.data_dir / "runs" / "sweeps"
+        self.catalog_dir = self.data_dir / "runs" / "catalog"
 
     # ---- parts, built once ----------------------------------------------------------------
     @property

@@ -52,4 +52,5 @@ class CatalogModels:
     def extractor(self, options):
         from .llm import AttributeExtractor
 
-        return AttributeExtractor(self.backend(options.llm_url, options.llm_model), retries=options.retries)
+        url = options.llm_url if options.llm == "server" else None
+        return AttributeExtractor(self.backend(url, options.llm_model), retries=options.retries)

@@ -11,6 +11,11 @@ DEFAULT_TEMPLATE = (
     "Professional product photography of a {product_type}, featuring {key_features}, {color_material}, {design}, "
     "placed on clean white background, studio lighting, 8k, 85mm lens f/2.8"
 )
+# Without an LLM there are no attributes: the description itself goes into the prompt.
+DESCRIPTION_TEMPLATE = (
+    "Professional product photography of {description}, placed on clean white background, studio lighting, 8k, "
+    "85mm lens f/2.8"
+)
 # What a template may name: the LLM's attributes and the sheet's own columns.
 FIELDS = ("product_type", "key_features", "color_material", "design", "name", "category", "description", "id")
 

@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import BadInput, Cancelled
 from ..metrics import aggregate
 from ..schema import GenerateRequest, Progress, describe_validation_error
-from .prompts import DEFAULT_TEMPLATE, PromptTemplate
+from .prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, PromptTemplate
 from .sheets import MAX_ROWS, Item, Sheet, items, safe_name
 
 RESULT_COLUMNS = [
@@ -56,13 +56,25 @@ class CatalogOptions(BaseModel):
     size: int = Field(512, ge=64, le=1024)
     guidance: float = Field(7.5, ge=0, le=30)
     style: str | None = None
+    llm: Literal["local", "server", "none"] = "local"  # a transformers model, an OpenAI-compatible URL, or none
     llm_url: str | None = None
     llm_model: str = "local-model"
     retries: int = Field(2, ge=0, le=5)
     limit: int | None = Field(None, ge=1)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> CatalogOptions:
+        if self.llm == "server" and not self.llm_url:
+            raise ValueError("an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)")
+        if self.llm == "none" and self.template == DEFAULT_TEMPLATE:
+            self.template = DESCRIPTION_TEMPLATE  # no attributes to fill: describe with the row's own words
+        PromptTemplate(self.template)  # a bad template fails now, as one line
+        return self
+
     @classmethod
     def build(cls, **values: Any) -> CatalogOptions:
+        if values.get("llm_url") and "llm" not in values:
+            values["llm"] = "server"
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -101,8 +113,14 @@ class CatalogRun:
         self.items = items(sheet, options.text_column, options.id_column, options.name_column, options.category_column)
         if options.limit:
             self.items = self.items[: options.limit]
+        self.sheet_bytes = sheet_bytes
         self.sheet_hash = hashlib.sha256(sheet_bytes).hexdigest()
-        self.run_id = self._open()
+        self.run_id: str | None = None  # set by open(): a preview writes nothing
+
+    def open(self) -> str:
+        if self.run_id is None:
+            self.run_id = self._open()
+        return self.run_id
 
     @classmethod
     def from_file(cls, engine, folder: Path, sheet_path: Path, options: CatalogOptions, models) -> CatalogRun:
@@ -129,6 +147,7 @@ class CatalogRun:
             return meta["run_id"]
         if self.folder.exists() and any(self.folder.iterdir()):
             raise BadInput(f"{self.folder} is not empty and holds no catalog run; choose an empty or new folder")
+        write_atomic(self.folder / f"input{Path(self.sheet.name).suffix.lower()}", self.sheet_bytes)  # to resume
         run_id = f"catalog-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         write_json(
             meta_path,
@@ -202,6 +221,43 @@ class CatalogRun:
         png = result.png[0] if result.png else Path(result.paths[0]).read_bytes()
         return png, result.metadata
 
+    def _prompt(self, item: Item, translation: str | None) -> dict[str, Any]:
+        """The row's attributes (from the LLM, unless there is none) and its prompt."""
+        description = translation or item.text
+        fields = {"name": item.name, "category": item.category, "description": description, "id": item.id}
+        if self.options.llm == "none":
+            return {"attributes": {}, "method": "none", "attempts": 0, "prompt": self.template.render(fields)}
+        found = self.models.extractor(self.options).extract(description)
+        return {
+            "attributes": found.attributes.model_dump(),
+            "method": found.method,
+            "attempts": found.attempts,
+            "prompt": self.template.render({**found.attributes.as_prompt_fields(), **fields}),
+        }
+
+    def preview(self, n: int = 3) -> list[dict[str, Any]]:
+        """Translation, attributes and prompt of the first `n` rows, without rendering or writing anything."""
+        from .llm import ExtractionFailed
+
+        chosen = self.items[:n]
+        ok = [it for it in chosen if it.error is None]
+        if self.options.source_lang == "en" or not ok:
+            translated = {it.id: it.text for it in ok}
+        else:
+            texts = self.models.translator(self.options.source_lang).translate([it.text for it in ok])
+            translated = dict(zip([it.id for it in ok], texts, strict=True))
+        out = []
+        for it in chosen:
+            row = {"row": it.row, "id": it.id, "description": it.text, "translation": translated.get(it.id, "")}
+            if it.error:
+                out.append({**row, "error": it.error})
+                continue
+            try:
+                out.append({**row, **self._prompt(it, translated[it.id])})
+            except ExtractionFailed as exc:
+                out.append({**row, "error": f"row {it.row}: {exc}"})
+        return out
+
     def _do_item(self, item: Item, translation: str | None, cancel) -> dict[str, Any]:
         from .llm import ExtractionFailed
 
@@ -218,16 +274,10 @@ class CatalogRun:
         if item.error:
             return {**state, "status": "failed", "stage": "sheet", "error": item.error}
         try:
-            found = self.models.extractor(self.options).extract(translation or item.text)
+            state.update(self._prompt(item, translation))
         except ExtractionFailed as exc:
             return {**state, "status": "failed", "stage": "attributes", "error": f"row {item.row}: {exc}"}
-        fields = {**found.attributes.as_prompt_fields(), "name": item.name, "category": item.category,
-                  "description": translation or item.text, "id": item.id}  # fmt: skip
-        prompt = self.template.render(fields)
-        state.update(
-            attributes=found.attributes.model_dump(), method=found.method, attempts=found.attempts, prompt=prompt
-        )
-        png, meta = self._render(item, prompt, state["seed"], cancel)
+        png, meta = self._render(item, state["prompt"], state["seed"], cancel)
         image = self.folder / "images" / f"{safe_name(item.id)}.png"
         write_atomic(image, png)
         metrics = (meta.get("metrics") or [{}])[0]
@@ -246,6 +296,7 @@ class CatalogRun:
     ) -> dict[str, Any]:
         """Do every pending row (a row's file is written last, so a kill loses at most the row in hand), then
         write the tables and the report. Returns the summary."""
+        self.open()
         started = time.perf_counter()
         todo = self.pending()
         translations = self._translations(todo, on_progress, started) if todo else {}
@@ -348,3 +399,37 @@ def _report(s: dict[str, Any]) -> str:
     if s["failures"]:
         lines += ["## Failures", ""] + [f"- {f['id']}: {f['error']}" for f in s["failures"]] + [""]
     return "\n".join(lines)
+
+
+def resume(engine, folder: Path, models) -> CatalogRun:
+    """Open a run folder again with the sheet copy and the options it was started with."""
+    folder = Path(folder)
+    meta_path = folder / "run.json"
+    if not meta_path.is_file():
+        raise BadInput(f"{folder} holds no catalog run (no run.json)")
+    meta = json.loads(meta_path.read_text())
+    copies = sorted(folder.glob("input.*"))
+    if not copies:
+        raise BadInput(f"{folder} has lost its copy of the sheet; start the run again from the sheet")
+    from .sheets import read_sheet
+
+    data = copies[0].read_bytes()
+    sheet = read_sheet(data, meta["sheet"])
+    return CatalogRun(engine, folder, sheet, data, CatalogOptions.build(**meta["options"]), models)
+
+
+def past_runs(root: Path) -> list[dict[str, Any]]:
+    """The catalog runs under `root`, newest first: what run.json and summary.json say, and how far each got."""
+    out = []
+    for meta_path in Path(root).glob("*/run.json"):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        folder = meta_path.parent
+        summary_path = folder / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        written = len(list((folder / "items").glob("*.json")))
+        out.append({**meta, "folder": str(folder), "written": written, "summary": summary,
+                    "complete": written >= meta["rows"]})  # fmt: skip
+    return sorted(out, key=lambda r: r["created_at"], reverse=True)

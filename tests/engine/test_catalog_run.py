@@ -128,19 +128,18 @@ def test_a_sheet_with_umlauts_and_a_broken_row(fresh_engine, llm, tmp_path):
 
 def test_a_finished_run_is_not_rendered_again_and_other_options_are_refused(fresh_engine, llm, tmp_path):
     sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
-    first = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), fresh_engine.catalog_models)
+    models = fresh_engine.catalog_models
+    first = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), models)
     first.run()
-    again = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), fresh_engine.catalog_models)
+    again = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), models)
     assert again.pending() == [] and again.run()["done"] == 2
     assert len(llm.requests) == 2 and len(fresh_engine.batch_runs(first.run_id)) == 2
     with pytest.raises(BadInput, match=r"holds a run with other options \(steps\)"):
-        CatalogRun.from_file(
-            fresh_engine, tmp_path / "run", sheet, options(llm.url, steps=3), fresh_engine.catalog_models
-        )  # noqa: E501
+        CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url, steps=3), models).open()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(BadInput, match="is not empty and holds no catalog run"):
-        CatalogRun.from_file(fresh_engine, tmp_path / "other", sheet, options(llm.url), fresh_engine.catalog_models)
+        CatalogRun.from_file(fresh_engine, tmp_path / "other", sheet, options(llm.url), models).open()
 
 
 def cli(data: Path, sheet: Path, out: Path, url: str) -> list[str]:
@@ -195,3 +194,35 @@ def test_a_killed_run_resumes_to_the_same_outputs_without_duplicates(tmp_path, t
     refs = [r["metadata"]["ref"] for r in engine.batch_runs(summary["run_id"])]
     assert sorted(refs) == sorted(set(refs)) and len(refs) == 10  # each row rendered once
     assert len(list((out / "images").glob("*.png"))) == 10 and not list(out.rglob(".*.json.*"))
+
+
+def test_preview_writes_nothing_and_no_llm_uses_the_description(fresh_engine, tmp_path):
+    sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:4])
+    opts = CatalogOptions.build(text_column="Beschreibung", id_column="Artikelnummer", llm="none", source_lang="en",
+                                steps=1, size=64)  # fmt: skip
+    run = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, opts, fresh_engine.catalog_models)
+    rows = run.preview(3)
+    assert not (tmp_path / "run").exists()
+    assert rows[0]["prompt"] == (
+        "Professional product photography of Rotes Baumwoll-T-Shirt mit Rundhalsausschnitt, placed on clean white "
+        "background, studio lighting, 8k, 85mm lens f/2.8"
+    )
+    assert rows[0]["method"] == "none" and rows[2]["error"].startswith("row 4: the description")
+    assert run.run()["done"] == 2
+
+
+def test_the_local_tiny_llm_fails_rows_with_a_reason_and_the_run_goes_on(fresh_engine, tmp_path):
+    sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
+    opts = CatalogOptions.build(text_column="Beschreibung", retries=0, steps=1, size=64)
+    summary = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, opts, fresh_engine.catalog_models).run()
+    assert (summary["done"], summary["failed"]) == (0, 2)  # random weights write no JSON: recorded, not fatal
+    assert all("LLM reply" in f["error"] and "\n" not in f["error"] for f in summary["failures"])
+
+
+def test_bad_options_are_one_line():
+    with pytest.raises(BadInput, match="an LLM server needs its URL"):
+        CatalogOptions.build(text_column="x", llm="server")
+    with pytest.raises(BadInput, match="unknown field '{colour}'"):
+        CatalogOptions.build(text_column="x", template="a {colour} thing")
+    with pytest.raises(BadInput, match="steps: must be between 1 and 150"):
+        CatalogOptions.build(text_column="x", steps=0)
