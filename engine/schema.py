@@ -140,7 +140,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         msg = "must be " + limits[kind].format(**ctx)
         if where == "steps":
             msg = f"must be between 1 and {MAX_STEPS} (got {err.get('input')})"
-    return f"{where}: {msg}"
+    return f"{where}: {msg}" if err.get("loc") else msg
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.catalog.prompts import DEFAULT_TEMPLATE, FIELDS
+from engine.catalog.prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELDS
 from engine.catalog.runner import CatalogOptions, CatalogRun, past_runs, resume
 from engine.catalog.sheets import guess_columns, items, read_sheet, safe_name
 from engine.errors import EngineError
@@ -79,6 +79,14 @@ def on_start(resume_folder: str | None = None) -> None:
     state["cat_job"] = start_task(lambda progress, cancel: run.run(on_progress=progress, cancel=cancel))
 
 
+def on_llm_change() -> None:
+    """Without an LLM there are no attributes: swap the shipped template for the one that uses the description."""
+    if state["cat_llm"] == "none" and state["cat_template"] == DEFAULT_TEMPLATE:
+        state["cat_template"] = DESCRIPTION_TEMPLATE
+    elif state["cat_llm"] != "none" and state["cat_template"] == DESCRIPTION_TEMPLATE:
+        state["cat_template"] = DEFAULT_TEMPLATE
+
+
 def on_dashboard(run_id: str) -> None:
     state["dash_sets"] = [run_id]
     state["goto_dashboard"] = True
@@ -124,7 +132,9 @@ with sheet_tab:
         left, right = st.columns(2)
         with left:
             st.selectbox("Sheet language", list(LANGUAGES), format_func=LANGUAGES.get, key="cat_lang")
-            st.segmented_control("Attributes from", list(LLMS), format_func=LLMS.get, key="cat_llm")
+            st.segmented_control(
+                "Attributes from", list(LLMS), format_func=LLMS.get, key="cat_llm", on_change=on_llm_change
+            )
             if state["cat_llm"] == "server":
                 st.text_input("Server URL", key="cat_llm_url", placeholder="http://127.0.0.1:1234/v1")
                 st.text_input("Model name", key="cat_llm_model")
@@ -143,7 +153,13 @@ with sheet_tab:
         b2.button("Start run", type="primary", on_click=on_start, disabled=state.get("cat_job") is not None,
                   key="cat_start")  # fmt: skip
         if state.get("cat_preview"):
-            st.dataframe(pd.DataFrame(state["cat_preview"]), hide_index=True, key="cat_preview_table")
+            shown = [
+                {"row": p["row"], "id": p["id"], "translation": p["translation"],
+                 "product_type": (p.get("attributes") or {}).get("product_type", ""), "prompt": p.get("prompt", ""),
+                 "error": p.get("error", "")}
+                for p in state["cat_preview"]
+            ]  # fmt: skip
+            st.dataframe(pd.DataFrame(shown), hide_index=True, key="cat_preview_table")
     if state.get("cat_error"):
         st.error(state["cat_error"])
 
@@ -216,7 +232,10 @@ with sheet_tab:
 with runs_tab:
     if not runs:
         st.info("No catalog runs yet.")
-    for run in runs:
-        with st.expander(f"{run['sheet']} · {run['created_at'][:16].replace('T', ' ')} · "
-                         f"{run['written']}/{run['rows']} rows", expanded=False):  # fmt: skip
-            show_run(run, "list")
+    else:
+        picked = st.selectbox(
+            "Run", runs, key="cat_pick",
+            format_func=lambda r: f"{r['sheet']} · {r['created_at'][:16].replace('T', ' ')} · "
+            f"{r['written']}/{r['rows']} rows" + ("" if r["complete"] else " · unfinished"),
+        )  # fmt: skip
+        show_run(picked, "list")

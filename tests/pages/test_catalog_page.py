@@ -1,0 +1,73 @@
+"""The Catalog page through AppTest: a sheet in, columns mapped, prompts previewed, a run to its results."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO
+from tests.engine.test_catalog_run import FakeLLM
+
+APP = str(REPO / "app.py")
+CSV = (
+    "Artikelnummer;Beschreibung;Kategorie\n"
+    "K-1;Rotes Baumwoll-T-Shirt mit Rundhalsausschnitt;Oberteile\n"
+    "K-2;;Hosen\n"
+    "K-3;Weiße Sneaker aus Wildleder;Schuhe\n"
+).encode()
+
+
+@pytest.fixture
+def llm():
+    server = FakeLLM()
+    yield server
+    server.close()
+
+
+def catalog(sheet: tuple[str, bytes, str]) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/catalog.py").run()
+    at.file_uploader(key="cat_sheet").set_value(sheet).run()
+    return at
+
+
+def test_a_sheet_is_mapped_previewed_and_run_to_its_results(app_env, llm):
+    at = catalog(("produkte.csv", CSV, "text/csv"))
+    assert not at.exception
+    assert at.selectbox(key="cat_text").value == "Beschreibung" and at.selectbox(key="cat_id").value == "Artikelnummer"
+    assert "3 rows · 1 will be reported as failed" in [c.value for c in at.caption]
+    assert [w.value for w in at.main.warning] == ["row 3: the description ('Beschreibung') is empty"]
+
+    at.segmented_control(key="cat_llm").set_value("server").run()
+    at.text_input(key="cat_llm_url").input(llm.url).run()
+    at.number_input(key="cat_steps").set_value(2).run()
+    at.selectbox(key="cat_size").select(256).run()
+    at.button(key="cat_preview_btn").click().run()
+    preview = next(d.value for d in at.dataframe if "prompt" in d.value.columns)
+    assert list(preview["id"]) == ["K-1", "K-2", "K-3"]
+    assert preview["prompt"][0].startswith("Professional product photography of a garment")
+    assert not (app_env / "runs" / "catalog").exists()  # a preview writes nothing
+
+    at.button(key="cat_start").click().run()
+    at.session_state["cat_job"].thread.join(timeout=120)
+    at.run()
+    assert not at.exception and not at.error
+    shown = {m.label: m.value for m in at.metric}
+    assert (shown["Rows"], shown["Rendered"], shown["Failed"]) == ("3", "2", "1")
+    assert len(at.tabs[0].get("image")) == 2  # the two renders under the run (the Runs tab lists it too)
+    assert {"results.csv", "results.xlsx", "report.md"} <= {d.proto.label for d in at.get("download_button")}
+    next(b for b in at.button if b.label == "Open in the Dashboard").click().run()
+    assert at.title[0].value == "Dashboard" and at.metric[0].value == "2"
+
+
+def test_a_broken_sheet_is_one_error_line(app_env):
+    at = catalog(("produkte.xlsx", b"PK\x03\x04 not a workbook", "application/octet-stream"))
+    assert len(at.error) == 1 and "produkte.xlsx is not a readable .xlsx file" in at.error[0].value
+    assert not at.exception
+
+
+def test_a_server_without_url_is_refused_in_one_line(app_env):
+    at = catalog(("produkte.csv", CSV, "text/csv"))
+    at.segmented_control(key="cat_llm").set_value("server").run()
+    at.button(key="cat_start").click().run()
+    assert [e.value for e in at.error] == ["an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)"]
