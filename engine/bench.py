@@ -10,6 +10,7 @@ Reports; asserts nothing. One JSON document on stdout (and --json FILE), a table
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -208,6 +209,71 @@ def bench_generation(args) -> dict:
     return out
 
 
+GERMAN = [
+    "Rotes Baumwoll-T-Shirt mit Rundhalsausschnitt", "Schwarze Lederjacke für Herren, Größe M",
+    "Weiße Sneaker aus Wildleder", "Grüner Strickpullover aus Schurwolle, übergroß",
+    "Blaue Jeans mit geradem Bein", "Beiger Trenchcoat mit Gürtel", "Graue Wollmütze mit Bommel",
+    "Gelbes Sommerkleid aus Leinen",
+]  # fmt: skip
+
+
+def bench_catalog(args) -> dict:
+    """Rows per minute of a catalog run, and where the time goes: translation, the LLM, render + score."""
+    import shutil
+    import tempfile
+
+    from .catalog.llm import ExtractionFailed
+    from .catalog.runner import CatalogOptions, CatalogRun
+    from .catalog.sheets import read_sheet
+    from .engine import LocalEngine
+    from .settings import Settings
+
+    overrides: dict = {"data_dir": args.data_dir, "profile": args.profile}
+    if args.device:
+        overrides["device"] = args.device
+    engine = LocalEngine(Settings(**overrides))
+    engine.load()
+    n = args.catalog
+    rows = ["id,description"] + [f"P-{i},{GERMAN[i % len(GERMAN)]} (Modell {i})" for i in range(n)]
+    data = "\n".join(rows).encode()
+    sheet = read_sheet(data, "bench.csv")
+    models = engine.catalog_models
+    t0 = time.perf_counter()
+    texts = models.translator("de").translate([r["description"] for r in sheet.rows])
+    translate_s = time.perf_counter() - t0
+    extractor = models.extractor(CatalogOptions.build(text_column="description", retries=0))
+    llm_times = []
+    for text in texts[:3]:
+        t0 = time.perf_counter()
+        with contextlib.suppress(ExtractionFailed):  # random weights write no JSON; the time is what counts
+            extractor.extract(text)
+        llm_times.append(time.perf_counter() - t0)
+    folder = Path(tempfile.mkdtemp(prefix="bench-catalog-"))
+    try:
+        options = CatalogOptions.build(text_column="description", id_column="id", llm="none", steps=args.steps,
+                                       size=args.size)  # fmt: skip
+        run = CatalogRun(engine, folder / "run", sheet, data, options, models)
+        t0 = time.perf_counter()
+        summary = run.run()
+        run_s = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    llm_s = statistics.median(llm_times)
+    per_row_no_llm = run_s / n
+    return {
+        "rows": n,
+        "size": args.size,
+        "steps": args.steps,
+        "device": engine.models.device,
+        "done": summary["done"],
+        "translate_ms_per_row": round(translate_s / n * 1000, 2),
+        "llm_s_per_row": round(llm_s, 3),
+        "render_and_score_s_per_row": round(summary["seconds_per_item"]["mean"], 3),
+        "rows_per_minute_without_llm": round(60 / per_row_no_llm, 1),
+        "rows_per_minute_with_local_llm": round(60 / (per_row_no_llm + llm_s), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
     p.add_argument("--profile", choices=["tiny", "default"], default="tiny")
@@ -218,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--retrieval", type=int, nargs="*", default=[10_000], help="library sizes (0 to skip)")
     p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--catalog", type=int, default=0, metavar="ROWS", help="also time a catalog run of ROWS rows")
     p.add_argument(
         "--data-dir", default=os.environ.get("DESIGN_STUDIO_BENCH_DIR", str(Path.home() / ".design-studio-bench"))
     )
@@ -235,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     report["retrieval"] = [bench_retrieval(n) for n in args.retrieval if n > 0]
     if not args.skip_generation:
         report["generation"] = bench_generation(args)
+    if args.catalog:
+        report["catalog"] = bench_catalog(args)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -160,8 +160,13 @@ class LocalEngine(Engine):
             if self._catalog_models is None:
                 from .catalog.models import CatalogModels
 
-                self._catalog_models = CatalogModels(self.settings, self.models.device, self.models.dtype)
+                self._catalog_models = CatalogModels(
+                    self.settings, self.models.device, self.models.dtype, retrieval_clip=self._library_embeddings()
+                )
             return self._catalog_models
+
+    def _library_embeddings(self):
+        return self._library.embeddings if self._library is not None else None
 
     def load(self) -> None:
         """Load every model now (the UI and server warm up with this)."""

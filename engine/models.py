@@ -87,16 +87,16 @@ def load_pipeline(settings: Settings, device: str, dtype):
     return pipe
 
 
-def load_clip(settings: Settings, device: str):
-    """The retrieval CLIP (model + processor), fp32 for stable similarities."""
+def load_clip(settings: Settings, device: str, model_id: str | None = None, setting: str = "DESIGN_STUDIO_CLIP_MODEL"):
+    """A CLIP (model + processor), fp32 for stable similarities: the retrieval one unless `model_id` says."""
     from transformers import CLIPModel, CLIPProcessor
 
-    model_id = settings.models().clip
+    model_id = model_id or settings.models().clip
     try:
         model = CLIPModel.from_pretrained(model_id, **_safetensors_kw(settings))
         processor = CLIPProcessor.from_pretrained(model_id)
     except (OSError, ValueError) as exc:
-        raise _unavailable(model_id, "DESIGN_STUDIO_CLIP_MODEL", settings, exc) from None
+        raise _unavailable(model_id, setting, settings, exc) from None
     return model.to(device).eval(), processor
 
 

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     translation_model: str | None = None
     llm_model: str = "microsoft/Phi-3-mini-4k-instruct"
     llm_api_key: str | None = None
+    # The catalog scores its renders with a larger CLIP, as the seed pipeline did.
+    catalog_clip_model: str = "openai/clip-vit-large-patch14"
 
     # Pickled checkpoints (.bin/.pt) can run code when loaded: refused unless the user opts in.
     allow_pickle: bool = False
@@ -115,6 +117,9 @@ class Settings(BaseSettings):
         if self.profile == "tiny":
             return str(self.tiny_dir / "opus-mt-de-en")
         return self.translation_model or f"Helsinki-NLP/opus-mt-{lang}-en"
+
+    def catalog_clip_path(self) -> str:
+        return self.models().clip if self.profile == "tiny" else self.catalog_clip_model
 
     def llm_model_path(self) -> str:
         if self.profile == "tiny":

@@ -8,8 +8,10 @@ from ..settings import Settings
 
 
 class CatalogModels:
-    def __init__(self, settings: Settings, device: str, dtype):
+    def __init__(self, settings: Settings, device: str, dtype, retrieval_clip=None):
         self.settings = settings
+        self.retrieval_clip = retrieval_clip  # the engine's ClipEmbeddings, reused when the ids agree
+        self._scorer = None
         self.device = device
         self.dtype = dtype
         self._lock = threading.Lock()
@@ -48,6 +50,24 @@ class CatalogModels:
                         key[1], device=self.device, dtype=self.dtype, allow_pickle=self.settings.allow_pickle
                     )
             return self._backends[key]
+
+    def scorer(self):
+        """CLIP as embeddings for the catalog's prompt-fidelity score (ViT-L/14 unless set otherwise)."""
+        from ..embeddings import ClipEmbeddings
+        from ..models import load_clip
+
+        model_id = self.settings.catalog_clip_path()
+        with self._lock:
+            if self._scorer is None:
+                if self.retrieval_clip is not None and model_id == self.settings.models().clip:
+                    self._scorer = self.retrieval_clip
+                else:
+                    self._ensure_tiny()
+                    model, processor = load_clip(
+                        self.settings, self.device, model_id, "DESIGN_STUDIO_CATALOG_CLIP_MODEL"
+                    )
+                    self._scorer = ClipEmbeddings(model, processor, self.device)
+            return self._scorer
 
     def extractor(self, options):
         from .llm import AttributeExtractor

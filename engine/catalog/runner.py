@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import BadInput, Cancelled
-from ..metrics import aggregate
+from ..metrics import aggregate, clip_score
 from ..schema import GenerateRequest, Progress, describe_validation_error
 from .prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, PromptTemplate
 from .sheets import MAX_ROWS, Item, Sheet, items, safe_name
@@ -258,6 +259,11 @@ class CatalogRun:
                 out.append({**row, "error": f"row {it.row}: {exc}"})
         return out
 
+    def _score(self, image, prompt: str) -> float:
+        """Prompt fidelity with the catalog's CLIP: torchmetrics' CLIPScore definition, as the Dashboard's."""
+        scorer = self.models.scorer()
+        return round(clip_score(scorer.embed_images([image])[0], scorer.embed_query(prompt)), 4)
+
     def _do_item(self, item: Item, translation: str | None, cancel) -> dict[str, Any]:
         from .llm import ExtractionFailed
 
@@ -280,14 +286,15 @@ class CatalogRun:
         png, meta = self._render(item, state["prompt"], state["seed"], cancel)
         image = self.folder / "images" / f"{safe_name(item.id)}.png"
         write_atomic(image, png)
-        metrics = (meta.get("metrics") or [{}])[0]
+        with Image.open(image) as im:
+            clip_score = self._score(im.convert("RGB"), state["prompt"])
         return {
             **state,
             "status": "done",
             "stage": "image",
             "image": str(image.relative_to(self.folder)),
             "run": meta.get("run_id"),
-            "clip_score": metrics.get("clip_score"),
+            "clip_score": clip_score,
             "seconds": round(time.perf_counter() - started, 3),
         }
 
@@ -349,6 +356,7 @@ class CatalogRun:
         summary = {
             "run_id": self.run_id,
             "sheet": self.sheet.name,
+            "clip_model": self.models.settings.catalog_clip_path(),
             "rows": len(rows),
             "done": len(done),
             "failed": len(failed),
@@ -388,7 +396,9 @@ def _report(s: dict[str, Any]) -> str:
     clip, secs = s["clip_score"], s["seconds_per_item"]
     if clip.get("n"):
         lines += [
-            "| CLIP score | n | mean | median | std | p10 | p90 |",
+            f"CLIP score (prompt fidelity, 0–100) with {s['clip_model']}:",
+            "",
+            "| | n | mean | median | std | p10 | p90 |",
             "|---|---|---|---|---|---|---|",
             f"| | {clip['n']} | {clip['mean']:.2f} | {clip['median']:.2f} | {clip['std']:.2f} | {clip['p10']:.2f}"
             f" | {clip['p90']:.2f} |",

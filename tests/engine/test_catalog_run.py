@@ -116,7 +116,11 @@ def test_a_sheet_with_umlauts_and_a_broken_row(fresh_engine, llm, tmp_path):
     # the statistics are those of the table's CLIP scores
     scores = [float(r["clip_score"]) for r in table if r["status"] == "done"]
     assert summary["clip_score"] == pytest.approx(aggregate(scores))
-    assert "| CLIP score |" in (out / "report.md").read_text() and "A-3: row 4" in (out / "report.md").read_text()
+    assert summary["clip_model"].endswith("clip-vit-base-patch32")  # the tiny profile's CLIP stands in for ViT-L/14
+    assert (
+        "CLIP score (prompt fidelity, 0–100) with" in (out / "report.md").read_text()
+        and "A-3: row 4" in (out / "report.md").read_text()
+    )
     xlsx_rows = list(openpyxl.load_workbook(out / "results.xlsx").active.iter_rows(values_only=True))
     assert len(xlsx_rows) == 6 and xlsx_rows[2][5] == "Schwarze Lederjacke für Herren, Größe M"
     assert len(llm.requests) == 4  # the broken row never reached the LLM
@@ -226,3 +230,17 @@ def test_bad_options_are_one_line():
         CatalogOptions.build(text_column="x", template="a {colour} thing")
     with pytest.raises(BadInput, match="steps: must be between 1 and 150"):
         CatalogOptions.build(text_column="x", steps=0)
+
+
+def test_a_missing_catalog_clip_is_one_line_with_its_setting(tmp_path):
+    import torch
+
+    from engine.catalog.models import CatalogModels
+    from engine.errors import ModelUnavailable
+    from engine.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, catalog_clip_model=str(tmp_path / "no-such-clip"))
+    with pytest.raises(ModelUnavailable) as err:
+        CatalogModels(settings, "cpu", torch.float32).scorer()
+    assert "no-such-clip" in str(err.value) and "DESIGN_STUDIO_CATALOG_CLIP_MODEL" in str(err.value)
+    assert "\n" not in str(err.value)
