@@ -99,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--guidance", type=float, default=7.5)
     run.add_argument("--style", help="a style from the library for every row (none by default)")
     run.add_argument("--retries", type=int, default=2, help="LLM retries per row")
-    run.add_argument("--executor", choices=["local"], default="local", help="where the generation stage runs")
+    run.add_argument("--executor", choices=["local", "ray"], default="local", help="where the renders run")
+    run.add_argument("--ray-address", help="join this Ray cluster (`ray start --head`); default: a local one")
+    run.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else 1)")
 
     sv = sub.add_parser("serve", parents=[common], help="serve the engine over HTTP")
     sv.add_argument("--host", default="127.0.0.1")
@@ -392,12 +394,17 @@ def _catalog(args) -> dict:
     if args.remote:
         raise BadInput("catalog runs use the local engine for now; run them on the GPU machine itself")
     run = CatalogRun.from_file(engine, args.out, args.sheet, options, engine.catalog_models)
+    executor = None
+    if args.executor == "ray":
+        from .executors import RayExecutor
+
+        executor = RayExecutor(engine, address=args.ray_address, workers=args.workers)
     bar = _ProgressBar()
     try:
-        summary = run.run(on_progress=bar, cancel=threading.Event())
+        summary = run.run(on_progress=bar, cancel=threading.Event(), executor=executor)
     finally:
         bar.close()
-    return {"folder": str(args.out), **summary}
+    return {"folder": str(args.out), "executor": args.executor, **summary}
 
 
 def _serve(args) -> dict:

@@ -10,6 +10,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,21 @@ class Engine(ABC):
     def search_runs(
         self, text: str | None = None, like: tuple[str, int] | None = None, k: int = 12
     ) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Prepared:
+    """A request's inputs made ready for the pipeline (see `LocalEngine.prepare`)."""
+
+    sketch: Image.Image | None = None
+    sketch_hash: str | None = None
+    control: Image.Image | None = None
+    edge_mode: str | None = None
+    width: int = 0
+    height: int = 0
+    seeds: list[int] = field(default_factory=list)
+    timings: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
 
 
 def _save_output(image: Image.Image, path: Path, meta: dict[str, Any], index: int) -> None:
@@ -291,49 +307,78 @@ class LocalEngine(Engine):
             raise BadInput("history search needs words or an output to compare with")
         return self.history_index.search(vector, k)
 
+    def prepare(self, request: GenerateRequest) -> Prepared:
+        """The sketch decoded and turned into its control edges, the size and the seeds: all a render needs
+        besides the styles."""
+        t0 = time.perf_counter()
+        prepared = Prepared()
+        if request.sketch is not None:
+            prepared.sketch = imgs.decode(
+                request.sketch, self.settings.max_input_pixels, self.settings.max_upload_bytes, name="sketch"
+            )
+            prepared.sketch_hash = imgs.content_hash(request.sketch)
+            fitted = imgs.fit(prepared.sketch, request.size)
+            prepared.control, prepared.edge_mode = imgs.edges(
+                fitted, request.edge_mode, request.canny_low, request.canny_high
+            )
+            prepared.timings["edges"] = time.perf_counter() - t0
+        control = prepared.control
+        prepared.width, prepared.height = control.size if control is not None else (request.size, request.size)
+        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        prepared.seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.variations)]
+        return prepared
+
+    def params(self, request: GenerateRequest, prepared: Prepared, styles: list[StyleHit]) -> Params:
+        """The pipeline call for a request, its prepared inputs and its styles (the references as images)."""
+        return Params(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            control=prepared.control,
+            references=[(self.library.image(s.id), s.weight) for s in styles if s.used],
+            seeds=prepared.seeds,
+            width=prepared.width,
+            height=prepared.height,
+            steps=request.steps,
+            guidance=request.guidance,
+            structure_strength=request.structure_strength,
+            style_strength=request.style_strength,
+            style_only=request.style_only,
+            scheduler=request.scheduler,
+        )
+
+    def finish(
+        self,
+        request: GenerateRequest,
+        prepared: Prepared,
+        styles: list[StyleHit],
+        images: list[Image.Image],
+        timings: dict[str, Any],
+        references: list[Image.Image],
+    ) -> GenerateResult:
+        """Measure rendered images and keep them: outputs/, the history and its search index. The last step of
+        every render, in this process or on a worker."""
+        t0 = time.perf_counter()
+        metrics = image_metrics(self.library.embeddings, images, request.prompt, prepared.control, references)
+        timings = {**prepared.timings, **timings, "metrics": time.perf_counter() - t0}
+        result = GenerateResult(
+            images=images, seeds=prepared.seeds, metadata={"metrics": metrics}, styles=styles, edges=prepared.control
+        )
+        timings["total"] = time.perf_counter() - prepared.started
+        self._record(request, result, timings, prepared)
+        return result
+
     def generate(
         self, request: GenerateRequest, on_progress: ProgressFn | None = None, cancel: threading.Event | None = None
     ) -> GenerateResult:
         """Sketch (or none) + prompt → images with metadata, saved to outputs/ and the history."""
-        started = time.perf_counter()
-        timings: dict[str, Any] = {}
-        sketch = control = None
-        sketch_hash = edge_mode = None
-        if request.sketch is not None:
-            t0 = time.perf_counter()
-            sketch = imgs.decode(
-                request.sketch, self.settings.max_input_pixels, self.settings.max_upload_bytes, name="sketch"
-            )
-            sketch_hash = imgs.content_hash(request.sketch)
-            fitted = imgs.fit(sketch, request.size)
-            control, edge_mode = imgs.edges(fitted, request.edge_mode, request.canny_low, request.canny_high)
-            timings["edges"] = time.perf_counter() - t0
-        width, height = control.size if control is not None else (request.size, request.size)
-        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.variations)]
-
+        prepared = self.prepare(request)
         library = self.library
         generator = self.generator
 
         def generate_node(x: dict[str, Any]) -> GenerateResult:
             styles: list[StyleHit] = x["styles"]
-            timings["retrieval"] = time.perf_counter() - t_chain
-            refs = [(library.image(s.id), s.weight) for s in styles if s.used]
-            params = Params(
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                control=x["sketch"],
-                references=refs,
-                seeds=seeds,
-                width=width,
-                height=height,
-                steps=request.steps,
-                guidance=request.guidance,
-                structure_strength=request.structure_strength,
-                style_strength=request.style_strength,
-                style_only=request.style_only,
-                scheduler=request.scheduler,
-            )
+            timings: dict[str, Any] = {"retrieval": time.perf_counter() - t_chain}
+            params = self.params(request, prepared, styles)
             t_wait = time.perf_counter()
             waiting = (
                 (lambda n: on_progress(Progress("queued", n, 0, time.perf_counter() - t_wait))) if on_progress else None
@@ -342,22 +387,16 @@ class LocalEngine(Engine):
                 timings["queued"] = time.perf_counter() - t_wait
                 out = generator.run(params, on_progress, cancel)
             timings.update(out.timings)
-            t0 = time.perf_counter()
-            metrics = image_metrics(library.embeddings, out.images, request.prompt, control, [r for r, _ in refs])
-            timings["metrics"] = time.perf_counter() - t0
-            return GenerateResult(
-                images=out.images, seeds=seeds, metadata={"metrics": metrics}, styles=styles, edges=control
-            )
+            return self.finish(request, prepared, styles, out.images, timings, [r for r, _ in params.references])
 
         t_chain = time.perf_counter()
         chain = build_chain(library, generate_node)
-        result: GenerateResult = chain.invoke({"sketch": control, "prompt": request.prompt, "options": request})
-        timings["total"] = time.perf_counter() - started
-        self._record(request, result, timings, sketch, sketch_hash, edge_mode, width, height)
-        return result
+        return chain.invoke({"sketch": prepared.control, "prompt": request.prompt, "options": request})
 
     # ---- results on disk ------------------------------------------------------------------
-    def _record(self, request, result, timings, sketch, sketch_hash, edge_mode, width, height) -> None:
+    def _record(self, request, result, timings, prepared: Prepared) -> None:
+        sketch, sketch_hash, edge_mode = prepared.sketch, prepared.sketch_hash, prepared.edge_mode
+        width, height = prepared.width, prepared.height
         now = datetime.now(UTC)
         run_id = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
         ids = self.settings.models()

@@ -201,27 +201,6 @@ class CatalogRun:
                 return run
         return None
 
-    def _render(self, item: Item, prompt: str, seed: int, cancel) -> tuple[bytes, dict[str, Any]]:
-        existing = self._existing_render(item)
-        if existing is not None:
-            return Path(existing["outputs"][0]).read_bytes(), existing["metadata"]
-        request = GenerateRequest.build(
-            prompt=prompt,
-            negative_prompt=self.options.negative_prompt,
-            steps=self.options.steps,
-            size=self.options.size,
-            guidance=self.options.guidance,
-            seed=seed,
-            style=self.options.style,
-            use_style=self.options.style is not None,
-            source="catalog",
-            batch=self.run_id,
-            ref=item.id,
-        )
-        result = self.engine.generate(request, cancel=cancel)
-        png = result.png[0] if result.png else Path(result.paths[0]).read_bytes()
-        return png, result.metadata
-
     def _prompt(self, item: Item, translation: str | None) -> dict[str, Any]:
         """The row's attributes (from the LLM, unless there is none) and its prompt."""
         description = translation or item.text
@@ -264,10 +243,10 @@ class CatalogRun:
         scorer = self.models.scorer()
         return round(clip_score(scorer.embed_images([image])[0], scorer.embed_query(prompt)), 4)
 
-    def _do_item(self, item: Item, translation: str | None, cancel) -> dict[str, Any]:
+    def _prepare_item(self, item: Item, translation: str | None) -> dict[str, Any]:
+        """Everything before the render: the row's state with its prompt, or failed with the reason."""
         from .llm import ExtractionFailed
 
-        started = time.perf_counter()
         state: dict[str, Any] = {
             "row": item.row,
             "id": item.id,
@@ -283,12 +262,29 @@ class CatalogRun:
             state.update(self._prompt(item, translation))
         except ExtractionFailed as exc:
             return {**state, "status": "failed", "stage": "attributes", "error": f"row {item.row}: {exc}"}
-        png, meta = self._render(item, state["prompt"], state["seed"], cancel)
+        return {**state, "status": "prompted"}
+
+    def _request(self, item: Item, state: dict[str, Any]) -> GenerateRequest:
+        return GenerateRequest.build(
+            prompt=state["prompt"],
+            negative_prompt=self.options.negative_prompt,
+            steps=self.options.steps,
+            size=self.options.size,
+            guidance=self.options.guidance,
+            seed=state["seed"],
+            style=self.options.style,
+            use_style=self.options.style is not None,
+            source="catalog",
+            batch=self.run_id,
+            ref=item.id,
+        )
+
+    def _finish_item(self, item: Item, state: dict[str, Any], png: bytes, meta: dict[str, Any], started: float):
         image = self.folder / "images" / f"{safe_name(item.id)}.png"
         write_atomic(image, png)
         with Image.open(image) as im:
             clip_score = self._score(im.convert("RGB"), state["prompt"])
-        return {
+        done = {
             **state,
             "status": "done",
             "stage": "image",
@@ -297,9 +293,16 @@ class CatalogRun:
             "clip_score": clip_score,
             "seconds": round(time.perf_counter() - started, 3),
         }
+        write_json(self._item_path(item), done)  # last: the row counts as done only now
+
+    def _failed(self, item: Item, stage: str, error: str) -> dict[str, Any]:
+        return {"row": item.row, "id": item.id, "status": "failed", "stage": stage, "error": f"row {item.row}: {error}"}
 
     def run(
-        self, on_progress: Callable[[Progress], None] | None = None, cancel: threading.Event | None = None
+        self,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        executor=None,
     ) -> dict[str, Any]:
         """Do every pending row (a row's file is written last, so a kill loses at most the row in hand), then
         write the tables and the report. Returns the summary."""
@@ -308,19 +311,42 @@ class CatalogRun:
         todo = self.pending()
         translations = self._translations(todo, on_progress, started) if todo else {}
         total, done_before = len(self.items), len(self.items) - len(todo)
+        queued: list[tuple[Any, GenerateRequest]] = []
         for n, item in enumerate(todo):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(f"cancelled after {done_before + n} of {total} rows; run again to resume")
             if on_progress:
                 on_progress(Progress("rows", done_before + n, total, time.perf_counter() - started))
+            t0 = time.perf_counter()
+            state = self._prepare_item(item, translations.get(item.id))
+            if state["status"] == "failed":
+                write_json(self._item_path(item), state)
+                continue
+            existing = self._existing_render(item)  # rendered before a kill, not yet written
+            if existing is not None:
+                self._finish_item(item, state, Path(existing["outputs"][0]).read_bytes(), existing["metadata"], t0)
+                continue
             try:
-                state = self._do_item(item, translations.get(item.id), cancel)
-            except Cancelled:
-                raise
-            except BadInput as exc:  # e.g. a prompt the engine refuses: this row fails, the run goes on
-                state = {"row": item.row, "id": item.id, "status": "failed", "stage": "image",
-                         "error": f"row {item.row}: {exc}"}  # fmt: skip
-            write_json(self._item_path(item), state)
+                request = self._request(item, state)
+            except BadInput as exc:
+                write_json(self._item_path(item), self._failed(item, "image", str(exc)))
+                continue
+            if executor is None or executor.name == "local":  # render now: results come row by row
+                try:
+                    result = self.engine.generate(request, cancel=cancel)
+                except BadInput as exc:  # e.g. a style removed since the run began: this row fails, not the run
+                    write_json(self._item_path(item), self._failed(item, "image", str(exc)))
+                    continue
+                self._finish_item(item, state, _first_png(result), result.metadata, t0)
+            else:
+                queued.append(((item, state, t0), request))
+        if queued:  # a Ray cluster: prompts first (above), then every render at once across the workers
+            finished = total - len(queued)
+            for (item, state, t0), result in executor.render(queued, cancel):
+                self._finish_item(item, state, _first_png(result), result.metadata, t0)
+                finished += 1
+                if on_progress:
+                    on_progress(Progress("rows", finished, total, time.perf_counter() - started))
         if on_progress:
             on_progress(Progress("rows", total, total, time.perf_counter() - started))
         return self.finish()
@@ -369,6 +395,10 @@ class CatalogRun:
         write_json(self.folder / "summary.json", summary)
         write_atomic(self.folder / "report.md", _report(summary).encode())
         return summary
+
+
+def _first_png(result) -> bytes:
+    return result.png[0] if result.png else Path(result.paths[0]).read_bytes()
 
 
 def _xlsx(rows: list[dict[str, Any]]) -> bytes:
