@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--structure", type=float, default=1.5, help="ControlNet scale")
     g.add_argument("--style-strength", type=float, default=0.8, help="IP-Adapter scale")
     g.add_argument("--out", type=Path, help="also write the image here (.png; variations get -1, -2, ...)")
+    g.add_argument("--model", choices=["sd15", "flux"], default="sd15", help="flux: FLUX.1-schnell + LoRA, text only")
     g.add_argument("--batch", help="group this run with others (Dashboard and Arena compare sets)")
     g.add_argument("--label", default="", help="name this setting within the batch, e.g. 'A' or 'low structure'")
 
@@ -94,9 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--llm-model", default="local-model", help="the model name to ask that server for")
     run.add_argument("--template", help="the prompt template, with {product_type}, {key_features}, ...")
     run.add_argument("--seed", type=int, default=42, help="global seed; row i renders with seed + i")
-    run.add_argument("--steps", type=int, default=20)
+    run.add_argument("--model", choices=["sd15", "flux"], default="sd15", help="flux: FLUX.1-schnell + its LoRA")
+    run.add_argument("--steps", type=int, help="default 20 (sd15) or 4 (flux)")
     run.add_argument("--size", type=int, default=512)
-    run.add_argument("--guidance", type=float, default=7.5)
+    run.add_argument("--guidance", type=float, help="default 7.5 (sd15) or 0 (flux, as schnell is distilled)")
     run.add_argument("--style", help="a style from the library for every row (none by default)")
     run.add_argument("--retries", type=int, default=2, help="LLM retries per row")
     run.add_argument("--executor", choices=["local", "ray"], default="local", help="where the renders run")
@@ -263,6 +265,7 @@ def _generate(args) -> dict:
         steps=args.steps,
         structure_strength=args.structure,
         style_strength=args.style_strength,
+        model=args.model,
         batch=args.batch,
         label=args.label,
     )
@@ -380,9 +383,10 @@ def _catalog(args) -> dict:
         source_lang=args.source_lang,
         template=args.template or DEFAULT_TEMPLATE,
         seed=args.seed,
-        steps=args.steps,
+        model=args.model,
+        steps=args.steps or (4 if args.model == "flux" else 20),
         size=args.size,
-        guidance=args.guidance,
+        guidance=args.guidance if args.guidance is not None else (0.0 if args.model == "flux" else 7.5),
         style=args.style,
         llm=args.llm if args.llm in ("local", "none") else "server",
         llm_url=None if args.llm in ("local", "none") else args.llm,

@@ -131,6 +131,7 @@ class LocalEngine(Engine):
         self._history_index: HistoryIndex | None = None
         self._generator: Generator | None = None
         self._catalog_models = None
+        self._flux_generator = None
         self.arena = Arena(self.data_dir / "arena.sqlite")
         self.sweeps_dir = self.data_dir / "runs" / "sweeps"
         self.catalog_dir = self.data_dir / "runs" / "catalog"
@@ -184,6 +185,15 @@ class LocalEngine(Engine):
     def _library_embeddings(self):
         return self._library.embeddings if self._library is not None else None
 
+    @property
+    def flux_generator(self):
+        with self._lock:
+            if self._flux_generator is None:
+                from .flux import FluxGenerator
+
+                self._flux_generator = FluxGenerator(self.models.flux)
+            return self._flux_generator
+
     def load(self) -> None:
         """Load every model now (the UI and server warm up with this)."""
         _ = self.library, self.generator
@@ -200,6 +210,7 @@ class LocalEngine(Engine):
                 "controlnet": ids.controlnet,
                 "ip_adapter": f"{ids.ip_adapter}/{ids.ip_adapter_subfolder}/{ids.ip_adapter_weight}",
                 "clip": ids.clip,
+                "flux": " + ".join(p for p in self.settings.flux_paths() if p),
             },
             "loaded": self.models.loaded(),
             "queue": len(self.queue),
@@ -371,9 +382,15 @@ class LocalEngine(Engine):
         self, request: GenerateRequest, on_progress: ProgressFn | None = None, cancel: threading.Event | None = None
     ) -> GenerateResult:
         """Sketch (or none) + prompt → images with metadata, saved to outputs/ and the history."""
+        if request.model == "flux" and (request.sketch is not None or request.style or request.blend):
+            from .flux import TEXT_ONLY
+
+            raise BadInput(TEXT_ONLY)
+        if request.model == "flux":  # text only: no retrieval either
+            request = request.model_copy(update={"use_style": False})
         prepared = self.prepare(request)
         library = self.library
-        generator = self.generator
+        generator = self.flux_generator if request.model == "flux" else self.generator
 
         def generate_node(x: dict[str, Any]) -> GenerateResult:
             styles: list[StyleHit] = x["styles"]
@@ -425,6 +442,7 @@ class LocalEngine(Engine):
                 "style_strength": request.style_strength,
                 "style_only": request.style_only,
                 "scheduler": request.scheduler,
+                "model": request.model,
                 "size": request.size,
                 "variations": request.variations,
                 "k": request.k,
@@ -434,7 +452,8 @@ class LocalEngine(Engine):
             },
             "styles": [s.as_dict() for s in result.styles],
             "models": {
-                "base": ids.base,
+                "base": self.settings.flux_paths()[0] if request.model == "flux" else ids.base,
+                "lora": self.settings.flux_paths()[1] if request.model == "flux" else None,
                 "controlnet": ids.controlnet,
                 "ip_adapter": ids.ip_adapter,
                 "ip_adapter_weight": ids.ip_adapter_weight,

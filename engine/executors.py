@@ -57,14 +57,19 @@ class RenderWorker:
         from .settings import Settings
 
         self.models = ModelStore(Settings(**settings))
-        self._generator = None
+        self._generators: dict[str, Any] = {}
 
-    def render(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from .generator import Generator
+    def render(self, payload: dict[str, Any], model: str = "sd15") -> dict[str, Any]:
+        if model not in self._generators:
+            if model == "flux":
+                from .flux import FluxGenerator
 
-        if self._generator is None:
-            self._generator = Generator(self.models.pipeline)
-        out = self._generator.run(params_from_payload(payload))
+                self._generators[model] = FluxGenerator(self.models.flux)
+            else:
+                from .generator import Generator
+
+                self._generators[model] = Generator(self.models.pipeline)
+        out = self._generators[model].run(params_from_payload(payload))
         return {"images": [_png(im) for im in out.images], "timings": out.timings, "device": self.models.device}
 
 
@@ -133,11 +138,13 @@ class RayExecutor:
                     raise Cancelled("cancelled")
                 while todo and free:
                     key, request = todo.pop(0)
+                    if request.model == "flux":
+                        request = request.model_copy(update={"use_style": False})
                     prepared = engine.prepare(request)
                     styles = pick_styles(engine.library, request)
                     params = engine.params(request, prepared, styles)
                     worker = free.pop(0)
-                    ref = worker.render.remote(params_payload(params))
+                    ref = worker.render.remote(params_payload(params), request.model)
                     running[ref] = (key, request, prepared, styles, params, worker)
                 done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 for ref in done:

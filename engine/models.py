@@ -110,6 +110,7 @@ class ModelStore:
         self._lock = threading.Lock()
         self._pipe = None
         self._clip = None
+        self._flux = None
         quiet_libraries()
 
     def _ensure_tiny(self) -> None:
@@ -134,5 +135,17 @@ class ModelStore:
                 self._clip = load_clip(self.settings, self.device)
             return self._clip
 
+    @property
+    def flux(self):
+        """FLUX.1-schnell with its LoRA, loaded on the first FLUX request only."""
+        from .flux import load_flux
+
+        with self._lock:
+            if self._flux is None:
+                self._ensure_tiny()
+                model, lora = self.settings.flux_paths()
+                self._flux = load_flux(model, lora, self.device, self.dtype, self.settings.allow_pickle, self.settings)
+            return self._flux
+
     def loaded(self) -> dict[str, bool]:
-        return {"pipeline": self._pipe is not None, "clip": self._clip is not None}
+        return {"pipeline": self._pipe is not None, "clip": self._clip is not None, "flux": self._flux is not None}

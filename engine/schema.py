@@ -54,6 +54,8 @@ class GenerateRequest(BaseModel):
     size: int = Field(512, ge=64, le=1024, description="short side in pixels")
     variations: int = Field(1, ge=1, le=MAX_VARIATIONS)
     scheduler: SchedulerName = "unipc"
+    # sd15: SD 1.5 + ControlNet + IP-Adapter (sketches, styles); flux: FLUX.1-schnell + LoRA, text only
+    model: Literal["sd15", "flux"] = "sd15"
 
     # Where the run came from and which set it belongs to (a sweep, a catalog run, an A/B setting),
     # so the Dashboard and the Arena can pick and compare sets of runs.

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     ip_adapter_image_encoder: str = "models/image_encoder"
     clip_model: str = "openai/clip-vit-base-patch32"
 
+    # FLUX.1-schnell (+ a LoRA) for text-to-image, chosen per request (`model: flux`) where the GPU holds it.
+    flux_model: str = "black-forest-labs/FLUX.1-schnell"
+    flux_lora: str | None = "aihpi/flux-fashion-lora"
+
     # Catalog runs: translation (None: Helsinki-NLP/opus-mt-<lang>-en for the sheet's language) and the
     # attribute LLM (a local transformers model, unless a run names an OpenAI-compatible URL).
     translation_model: str | None = None
@@ -117,6 +121,12 @@ class Settings(BaseSettings):
         if self.profile == "tiny":
             return str(self.tiny_dir / "opus-mt-de-en")
         return self.translation_model or f"Helsinki-NLP/opus-mt-{lang}-en"
+
+    def flux_paths(self) -> tuple[str, str | None]:
+        """The FLUX model and its LoRA: the configured ids, or the tiny profile's folders."""
+        if self.profile == "tiny":
+            return str(self.tiny_dir / "FLUX.1-schnell"), str(self.tiny_dir / "flux-lora")
+        return self.flux_model, self.flux_lora or None
 
     def catalog_clip_path(self) -> str:
         return self.models().clip if self.profile == "tiny" else self.catalog_clip_model

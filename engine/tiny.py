@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 5
+TINY_VERSION = 6
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -282,6 +282,10 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
         from .catalog.translate import build_tiny_marian
 
         build_tiny_marian(tmp / "opus-mt-de-en")
+        from .flux import TINY_FLUX_SPEC, build_tiny_flux, build_tiny_flux_lora
+
+        build_tiny_flux(tmp / "FLUX.1-schnell")
+        build_tiny_flux_lora(tmp / "flux-lora", TINY_FLUX_SPEC["transformer"])
         build_tiny_causal_lm(tmp / "Phi-3-mini-4k-instruct")
         (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION}))
         if root.exists():

@@ -45,6 +45,8 @@ def options() -> CatalogOptions:
         steps=state["cat_steps"],
         size=state["cat_size"],
         style=None if state["cat_style"] == NONE else state["cat_style"],
+        model=state["cat_model"],
+        guidance=0.0 if state["cat_model"] == "flux" else 7.5,
         limit=state["cat_limit"] or None,
     )
 
@@ -87,6 +89,13 @@ def on_llm_change() -> None:
         state["cat_template"] = DEFAULT_TEMPLATE
 
 
+def on_model_change() -> None:
+    """FLUX.1-schnell is distilled for a few steps; SD 1.5 wants about 20."""
+    state["cat_steps"] = 4 if state["cat_model"] == "flux" else 20
+    if state["cat_model"] == "flux":
+        state["cat_style"] = NONE
+
+
 def on_dashboard(run_id: str) -> None:
     state["dash_sets"] = [run_id]
     state["goto_dashboard"] = True
@@ -97,7 +106,7 @@ if state.pop("goto_dashboard", False):
 
 for key, value in {"cat_lang": "de", "cat_llm": "local", "cat_llm_url": "", "cat_llm_model": "local-model",
                    "cat_template": DEFAULT_TEMPLATE, "cat_seed": 42, "cat_steps": 20, "cat_size": 512,
-                   "cat_style": NONE, "cat_limit": 0}.items():  # fmt: skip
+                   "cat_style": NONE, "cat_limit": 0, "cat_model": "sd15"}.items():  # fmt: skip
     state.setdefault(key, value)
 
 sheet_tab, runs_tab = st.tabs(["New run", "Runs"])
@@ -145,8 +154,11 @@ with sheet_tab:
             g[0].number_input("Seed", 0, 2**31, key="cat_seed", help="row i renders with seed + i")
             g[1].number_input("Steps", 1, 150, key="cat_steps")
             g[2].selectbox("Size", [256, 384, 512, 768], key="cat_size")
+            st.segmented_control("Model", ["sd15", "flux"], key="cat_model", on_change=on_model_change,
+                                 format_func={"sd15": "SD 1.5", "flux": "FLUX.1-schnell + LoRA"}.get)  # fmt: skip
             names = [s.name for s in engine.list_styles()]
-            st.selectbox("Style for every row", [NONE, *names], key="cat_style")
+            st.selectbox("Style for every row", [NONE, *names], key="cat_style", disabled=state["cat_model"] == "flux",
+                         help="SD 1.5 only: FLUX renders from the prompt alone")  # fmt: skip
             st.number_input("Only the first rows (0: all)", 0, 10_000, key="cat_limit")
         b1, b2, _ = st.columns([1, 1, 3])
         b1.button("Preview prompts", on_click=on_preview, key="cat_preview_btn", help="the first 3 rows, no images")

@@ -57,6 +57,7 @@ class CatalogOptions(BaseModel):
     size: int = Field(512, ge=64, le=1024)
     guidance: float = Field(7.5, ge=0, le=30)
     style: str | None = None
+    model: Literal["sd15", "flux"] = "sd15"  # flux: FLUX.1-schnell + LoRA (4 steps, guidance 0 suit it)
     llm: Literal["local", "server", "none"] = "local"  # a transformers model, an OpenAI-compatible URL, or none
     llm_url: str | None = None
     llm_model: str = "local-model"
@@ -65,6 +66,8 @@ class CatalogOptions(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogOptions:
+        if self.model == "flux" and self.style:
+            raise ValueError("FLUX renders from text only here: choose no style, or the SD 1.5 model")
         if self.llm == "server" and not self.llm_url:
             raise ValueError("an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)")
         if self.llm == "none" and self.template == DEFAULT_TEMPLATE:
@@ -274,6 +277,7 @@ class CatalogRun:
             seed=state["seed"],
             style=self.options.style,
             use_style=self.options.style is not None,
+            model=self.options.model,
             source="catalog",
             batch=self.run_id,
             ref=item.id,

@@ -275,3 +275,20 @@ def test_the_ray_executor_renders_the_same_images_as_local(fresh_engine, llm, tm
     kept = fresh_engine.batch_runs(distributed.run_id)
     assert sorted(r["metadata"]["ref"] for r in kept) == ["A-1", "A-2", "A-4", "A-5"]
     assert all(r["metadata"]["metrics"][0]["clip_score"] is not None for r in kept)
+
+
+def test_a_catalog_run_with_flux_through_the_cli(tmp_path, tiny_models, capsys):
+    from engine.cli import main
+
+    data = make_data_dir(tmp_path / "data", tiny_models)
+    sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
+    args = ["catalog", "run", str(sheet), "--out", str(tmp_path / "run"), "--profile", "tiny", "--data-dir", str(data),
+            "--device", "cpu", "--llm", "none", "--model", "flux", "--size", "64", "--text-column", "Beschreibung",
+            "--id-column", "Artikelnummer"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["done"] == 2
+    meta = make_engine(data).batch_runs(report["run_id"])[0]["metadata"]
+    assert meta["params"]["model"] == "flux" and meta["params"]["steps"] == 4 and meta["params"]["guidance"] == 0.0
+    assert main([*args[:-4], "--style", "Terrazzo", "--out", str(tmp_path / "run2")]) == 2
+    assert "FLUX renders from text only" in capsys.readouterr().err
