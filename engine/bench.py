@@ -134,17 +134,14 @@ def build_real(root: Path, device: str) -> Path:
     return root
 
 
-def bench_generation(args) -> dict:
-    import torch
-
-    from .engine import LocalEngine
-    from .images import png_bytes
-    from .schema import GenerateRequest
+def engine_overrides(args) -> tuple[dict, float]:
+    """Settings for the benchmark's engine: the profile asked for, or (--real) full-size random architectures."""
     from .settings import Settings
 
     overrides: dict = {"data_dir": args.data_dir, "profile": "tiny" if args.profile == "tiny" else "default"}
     if args.device:
         overrides["device"] = args.device
+    build_s = 0.0
     if args.real:
         device = Settings(**overrides).resolve_device()
         t0 = time.perf_counter()
@@ -156,7 +153,20 @@ def bench_generation(args) -> dict:
             controlnet_model=str(root / "sd-controlnet-canny"),
             ip_adapter_model=str(root / "IP-Adapter"),
             clip_model=str(root / "clip-vit-base-patch32"),
+            catalog_clip_model=str(root / "clip-vit-base-patch32"),
         )
+    return overrides, build_s
+
+
+def bench_generation(args) -> dict:
+    import torch
+
+    from .engine import LocalEngine
+    from .images import png_bytes
+    from .schema import GenerateRequest
+    from .settings import Settings
+
+    overrides, build_s = engine_overrides(args)
     engine = LocalEngine(Settings(**overrides))
     cuda = engine.models.device.startswith("cuda")
     t0 = time.perf_counter()
@@ -228,9 +238,13 @@ def bench_catalog(args) -> dict:
     from .engine import LocalEngine
     from .settings import Settings
 
-    overrides: dict = {"data_dir": args.data_dir, "profile": args.profile}
-    if args.device:
-        overrides["device"] = args.device
+    overrides, _ = engine_overrides(args)
+    if args.real:  # the catalog's own models (Marian, the LLM) are not part of the full-size build: tiny ones
+        tiny = Path(args.data_dir) / "models" / "tiny"
+        from .tiny import prepare_tiny
+
+        prepare_tiny(tiny)
+        overrides.update(translation_model=str(tiny / "opus-mt-de-en"), llm_model=str(tiny / "Phi-3-mini-4k-instruct"))
     engine = LocalEngine(Settings(**overrides))
     engine.load()
     n = args.catalog
