@@ -105,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="join this Ray cluster (`ray start --head`); default: a local one")
     run.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else 1)")
 
+    tg = csub.add_parser("tag", parents=[common], help="product photos → attributes, listings, a table")
+    tg.add_argument("source", type=Path, help="a folder of images or a .zip")
+    tg.add_argument("--out", type=Path, required=True, help="the table: .csv or .xlsx (the other is written beside)")
+    tg.add_argument("--vocab", type=Path, help="a YAML vocabulary (default: the shipped apparel one)")
+    tg.add_argument("--llm", metavar="URL|local|none", default="local", help="who writes the listings")
+    tg.add_argument("--llm-model", default="local-model")
+    tg.add_argument("--concurrency", type=int, default=4, help="listing requests at once")
+    tg.add_argument("--retries", type=int, default=2)
+    si = csub.add_parser("similar", parents=[common], help="tagged products like a photo or like words")
+    si.add_argument("text", nargs="?")
+    si.add_argument("--image", type=Path)
+    si.add_argument("-k", type=int, default=8)
+
     sv = sub.add_parser("serve", parents=[common], help="serve the engine over HTTP")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
@@ -359,10 +372,53 @@ def _catalog_columns(args, sheet) -> dict:
     }
 
 
+def _catalog_tag(args, settings) -> dict:
+    from .catalog.listing import ListingWriter
+    from .catalog.tag_run import tag_images, write_table
+    from .catalog.tagging import load_vocabulary
+    from .engine import LocalEngine
+
+    if args.out.suffix.lower() not in (".csv", ".xlsx"):
+        raise BadInput(f"--out must end in .csv or .xlsx (got {args.out.name})")
+    if not args.out.parent.is_dir():
+        raise BadInput(f"cannot write {args.out}: folder {args.out.parent} does not exist")
+    if not 1 <= args.concurrency <= 32:
+        raise BadInput(f"--concurrency must be between 1 and 32 (got {args.concurrency})")
+    vocab = load_vocabulary(args.vocab)
+    engine = LocalEngine(settings)
+    writer = None
+    if args.llm != "none":
+        backend = engine.catalog_models.backend(None if args.llm == "local" else args.llm, args.llm_model)
+        writer = ListingWriter(backend, retries=args.retries, concurrency=args.concurrency)
+    bar = _ProgressBar()
+    try:
+        report = tag_images(engine, args.source, vocab, writer, on_progress=bar)
+    finally:
+        bar.close()
+    files = write_table(report["rows"], report["columns"], args.out)
+    statuses = [r["status"] for r in report["rows"]]
+    return {
+        "images": report["images"],
+        "files": [str(f) for f in files],
+        "skipped": report["skipped"],
+        "listed": statuses.count("listed"),
+        "listing_failed": statuses.count("listing failed"),
+        "seconds": report["seconds"],
+    }
+
+
 def _catalog(args) -> dict:
     from .catalog.sheets import items, load_sheet
 
     settings = _settings(args)
+    if args.action == "tag":
+        return _catalog_tag(args, settings)
+    if args.action == "similar":
+        from .engine import LocalEngine
+        from .images import read_bytes
+
+        image = read_bytes(args.image, settings.max_upload_bytes) if args.image else None
+        return {"results": LocalEngine(settings).similar_products(image=image, text=args.text, k=args.k)}
     sheet = load_sheet(args.sheet)
     columns = _catalog_columns(args, sheet)
     if args.action == "preview":

@@ -132,6 +132,7 @@ class LocalEngine(Engine):
         self._generator: Generator | None = None
         self._catalog_models = None
         self._flux_generator = None
+        self._products = None
         self.arena = Arena(self.data_dir / "arena.sqlite")
         self.sweeps_dir = self.data_dir / "runs" / "sweeps"
         self.catalog_dir = self.data_dir / "runs" / "catalog"
@@ -184,6 +185,30 @@ class LocalEngine(Engine):
 
     def _library_embeddings(self):
         return self._library.embeddings if self._library is not None else None
+
+    @property
+    def products(self):
+        """The product photos tagged so far, for similar-product search (same CLIP space as the styles)."""
+        from .catalog.tag_run import ProductIndex
+
+        library = self.library
+        with self._lock:
+            if self._products is None:
+                self._products = ProductIndex(
+                    library.client, library.embeddings, f"products-{_collection_name(self.settings)}"
+                )
+            return self._products
+
+    def similar_products(self, image: bytes | None = None, text: str | None = None, k: int = 8) -> list[dict[str, Any]]:
+        """Tagged products ranked by CLIP similarity to a photo or to words."""
+        if image is not None:
+            img = imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes)
+            vector = self.library.embeddings.embed_images([img])[0]
+        elif text and text.strip():
+            vector = self.library.embeddings.embed_query(text.strip())
+        else:
+            raise BadInput("similar-product search needs a photo or words")
+        return self.products.search(vector, k)
 
     @property
     def flux_generator(self):

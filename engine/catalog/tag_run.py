@@ -1,0 +1,149 @@
+"""A tagging run: a folder or zip of product photos → CLIP attributes with confidences → LLM listings → one
+table row per image (CSV and .xlsx), every image indexed for similar-product search."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput, Cancelled
+from ..schema import Progress
+from .listing import ListingFailed, ListingWriter, listing_row
+from .runner import write_atomic
+from .tagging import Skipped, Tagger, Vocabulary, load_vocabulary, read_images, tag_rows
+
+LISTING_COLUMNS = ["title", "bullet_points", "description", "style_summary", "seo_tags"]
+
+
+class ProductIndex:
+    """Product photos' CLIP vectors in a Chroma collection: similar products for an image or for words."""
+
+    def __init__(self, client, embeddings, collection: str):
+        from ..library import HNSW
+
+        self.embeddings = embeddings
+        self.col = client.get_or_create_collection(collection, configuration={"hnsw": HNSW})
+
+    def add(self, ids: list[str], vectors: list[list[float]], metadatas: list[dict[str, Any]]) -> None:
+        if ids:
+            self.col.upsert(ids=ids, embeddings=vectors, metadatas=metadatas)
+
+    def count(self) -> int:
+        return self.col.count()
+
+    def search(self, vector: list[float], k: int = 8) -> list[dict[str, Any]]:
+        """The k nearest products by cosine similarity (1 − distance), best first."""
+        if not 1 <= k <= 100:
+            raise BadInput(f"k must be between 1 and 100 (got {k})")
+        n = self.count()
+        if n == 0:
+            raise BadInput("no products are indexed yet; tag a folder first")
+        got = self.col.query(query_embeddings=[vector], n_results=min(k, n), include=["metadatas", "distances"])
+        return [
+            {"id": i, **m, "score": round(1.0 - float(d), 4)}
+            for i, m, d in zip(got["ids"][0], got["metadatas"][0], got["distances"][0], strict=True)
+        ]
+
+
+def write_table(rows: list[dict[str, Any]], columns: list[str], out: Path) -> list[Path]:
+    """`out` as .csv or .xlsx (by its suffix), and the other format beside it, both one row per image."""
+    import openpyxl
+
+    if out.suffix.lower() not in (".csv", ".xlsx"):
+        raise BadInput(f"--out must end in .csv or .xlsx (got {out.name})")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "tags"
+    sheet.append(columns)
+    for r in rows:
+        sheet.append([r.get(c, "") for c in columns])
+    xbuf = io.BytesIO()
+    book.save(xbuf)
+    csv_path, xlsx_path = out.with_suffix(".csv"), out.with_suffix(".xlsx")
+    write_atomic(csv_path, buf.getvalue().encode("utf-8-sig"))  # with a BOM, so Excel reads the umlauts
+    write_atomic(xlsx_path, xbuf.getvalue())
+    return [csv_path, xlsx_path]
+
+
+def tag_images(
+    engine,
+    source: Path,
+    vocab: Vocabulary | None = None,
+    writer: ListingWriter | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Tag every readable image under `source` (a folder or a .zip); write listings when `writer` is given.
+    Returns rows (one per image: attributes, confidences, listing fields, status), skipped files with their
+    reasons, the column order and timings. Every image is also added to the engine's product index."""
+    vocab = vocab or load_vocabulary()
+    started = time.perf_counter()
+    items, skipped = read_images(Path(source), engine.settings.max_input_pixels, engine.settings.max_upload_bytes)
+    t_read = time.perf_counter() - started
+    if not items:
+        raise BadInput(
+            f"{Path(source).name} holds no readable image" + (f" ({len(skipped)} skipped)" if skipped else "")
+        )
+    tagger = Tagger(engine.library.embeddings, vocab)
+    vectors: list[list[float]] = []
+    for i in range(0, len(items), 16):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled while tagging")
+        vectors += tagger.embed([it.image for it in items[i : i + 16]])
+        if on_progress:
+            on_progress(Progress("tag", min(i + 16, len(items)), len(items), time.perf_counter() - started))
+    guesses = tagger.tag_vectors(vectors)
+    rows = tag_rows(items, guesses)
+    t_tag = time.perf_counter() - started - t_read
+    engine.products.add(
+        [it.sha256 for it in items],
+        vectors,
+        [
+            {"name": it.name, "source": str(Path(source).resolve()), **_certain(g)}
+            for it, g in zip(items, guesses, strict=True)
+        ],
+    )
+    for row in rows:
+        row.update({c: "" for c in LISTING_COLUMNS}, status="tagged", error="")
+    t0 = time.perf_counter()
+    if writer is not None:
+        jobs = [(i, {a: g.value for a, g in guess.items()}, items[i].name) for i, guess in enumerate(guesses)]
+
+        def done(key, result, count, total):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled while writing listings")
+            if on_progress:
+                on_progress(Progress("listings", count, total, time.perf_counter() - started))
+
+        for i, result in writer.write_many(jobs, on_done=done).items():
+            if isinstance(result, ListingFailed):
+                rows[i].update(status="listing failed", error=str(result))
+            else:
+                rows[i].update(listing_row(result.listing), status="listed")
+    columns = [*vocab.columns(), *(LISTING_COLUMNS if writer is not None else []), "status", "error"]
+    return {
+        "rows": rows,
+        "columns": columns,
+        "skipped": [{"name": s.name, "reason": s.reason} for s in skipped],
+        "seconds": {"read": round(t_read, 3), "tag": round(t_tag, 3), "listings": round(time.perf_counter() - t0, 3)},
+        "images": len(items),
+    }
+
+
+def _certain(guesses) -> dict[str, str]:
+    """Attribute values as index metadata (Chroma keeps flat str/number values)."""
+    return {f"attr_{a}": g.value for a, g in guesses.items()}
+
+
+def skipped_lines(skipped: list[Skipped] | list[dict[str, str]]) -> list[str]:
+    return [f"{s['name'] if isinstance(s, dict) else s.name}: {s['reason'] if isinstance(s, dict) else s.reason}"
+            for s in skipped]  # fmt: skip
