@@ -13,6 +13,7 @@ from engine.catalog.runner import CatalogOptions, CatalogRun, past_runs, resume
 from engine.catalog.sheets import guess_columns, items, read_sheet, safe_name
 from engine.errors import EngineError
 from ui.shared import engine_or_stop, local_only, start_task
+from ui.tagging import render as render_tagging
 
 engine = engine_or_stop()
 state = st.session_state
@@ -109,7 +110,7 @@ for key, value in {"cat_lang": "de", "cat_llm": "local", "cat_llm_url": "", "cat
                    "cat_style": NONE, "cat_limit": 0, "cat_model": "sd15"}.items():  # fmt: skip
     state.setdefault(key, value)
 
-sheet_tab, runs_tab = st.tabs(["New run", "Runs"])
+sheet_tab, runs_tab, tag_tab = st.tabs(["New run", "Runs", "Tag photos"])
 with sheet_tab:
     st.file_uploader("Product sheet (.xlsx or .csv)", type=["xlsx", "csv"], key="cat_sheet")
     upload = state.get("cat_sheet")
@@ -251,3 +252,6 @@ with runs_tab:
             f"{r['written']}/{r['rows']} rows" + ("" if r["complete"] else " · unfinished"),
         )  # fmt: skip
         show_run(picked, "list")
+
+with tag_tab:
+    render_tagging(engine)

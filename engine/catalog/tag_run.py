@@ -103,13 +103,16 @@ def tag_images(
             on_progress(Progress("tag", min(i + 16, len(items)), len(items), time.perf_counter() - started))
     guesses = tagger.tag_vectors(vectors)
     rows = tag_rows(items, guesses)
+    thumbs = _thumbnails(engine.data_dir / "products", items)
+    for row, thumb in zip(rows, thumbs, strict=True):
+        row["thumbnail"] = str(thumb)
     t_tag = time.perf_counter() - started - t_read
     engine.products.add(
         [it.sha256 for it in items],
         vectors,
         [
-            {"name": it.name, "source": str(Path(source).resolve()), **_certain(g)}
-            for it, g in zip(items, guesses, strict=True)
+            {"name": it.name, "source": str(Path(source).resolve()), "thumbnail": str(th), **_certain(g)}
+            for it, g, th in zip(items, guesses, thumbs, strict=True)
         ],
     )
     for row in rows:
@@ -137,6 +140,23 @@ def tag_images(
         "seconds": {"read": round(t_read, 3), "tag": round(t_tag, 3), "listings": round(time.perf_counter() - t0, 3)},
         "images": len(items),
     }
+
+
+def _thumbnails(folder: Path, items) -> list[Path]:
+    """A 256-px JPEG of every product, named by its content hash (kept once however often it is tagged), so
+    tables and search results can show photos that came in a zip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for it in items:
+        path = folder / f"{it.sha256[:32]}.jpg"
+        if not path.is_file():
+            thumb = it.image.copy()
+            thumb.thumbnail((256, 256))
+            buf = io.BytesIO()
+            thumb.save(buf, "JPEG", quality=85)
+            write_atomic(path, buf.getvalue())
+        out.append(path)
+    return out
 
 
 def _certain(guesses) -> dict[str, str]:

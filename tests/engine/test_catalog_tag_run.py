@@ -69,6 +69,7 @@ def test_tag_a_folder_into_a_table_with_listings(photos, server, tmp_path, tiny_
     code = main(["catalog", "similar", "--image", str(photos / "red.jpg"), "-k", "3", *base(data)])
     found = json.loads(capsys.readouterr().out)["results"]
     assert code == 0 and found[0]["name"] == "red.jpg" and found[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert Path(found[0]["thumbnail"]).is_file()  # a photo to show, even when it came in a zip
     assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
     code = main(["catalog", "similar", "a blue top", *base(data)])
     assert code == 0 and len(json.loads(capsys.readouterr().out)["results"]) == 3

@@ -1,0 +1,152 @@
+"""The Catalog page's "Tag photos" tab: a zip of product photos → attributes, listings, review, export, and
+similar-product search."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from engine.catalog.listing import ListingWriter
+from engine.catalog.tag_run import tag_images, write_table
+from engine.catalog.tagging import DEFAULT_VOCAB, parse_vocabulary
+from engine.errors import EngineError
+from ui.shared import start_task, thumbnail_uri
+
+LLMS = {"local": "Local model", "server": "OpenAI-compatible server", "none": "None (attributes only)"}
+
+
+def _start(engine) -> None:
+    state = st.session_state
+    state.pop("tag_error", None)
+    upload = state.get("tag_zip")
+    try:
+        if upload is None:
+            raise EngineError("upload a .zip of product photos first")
+        vocab = parse_vocabulary(state["tag_vocab"], "the vocabulary")
+        writer = None
+        if state["tag_llm"] != "none":
+            url = state["tag_llm_url"].strip() if state["tag_llm"] == "server" else None
+            if state["tag_llm"] == "server" and not url:
+                raise EngineError("an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)")
+            backend = engine.catalog_models.backend(url, state["tag_llm_model"].strip() or "local-model")
+            writer = ListingWriter(backend, concurrency=4)
+    except EngineError as exc:
+        state["tag_error"] = str(exc)
+        return
+    folder = engine.data_dir / "runs" / "tags" / f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "upload.zip"
+    source.write_bytes(upload.getvalue())
+    state["tag_job"] = start_task(
+        lambda progress, cancel: tag_images(engine, source, vocab, writer, on_progress=progress, cancel=cancel)
+    )
+
+
+@st.fragment(run_every=0.5)
+def _progress() -> None:
+    state = st.session_state
+    job = state.get("tag_job")
+    if job is None:
+        return
+    if job.done:
+        state.pop("tag_job")
+        if job.error:
+            state["tag_error"] = job.error
+        else:
+            state["tag_result"] = job.result
+            state["tag_table"] = pd.DataFrame(job.result["rows"]).assign(approved=False)
+        st.rerun()
+    p = job.progress
+    what = {"tag": "Tagging", "listings": "Writing listings"}.get(p.stage, p.stage) if p else "Reading the photos…"
+    st.progress(p.step / max(p.total, 1) if p else 0.0, text=f"{what} {p.step}/{p.total}" if p else what)
+    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key="tag_cancel")
+
+
+def render(engine) -> None:
+    state = st.session_state
+    state.setdefault("tag_vocab", DEFAULT_VOCAB.read_text())
+    for key, value in {"tag_llm": "none", "tag_llm_url": "", "tag_llm_model": "local-model"}.items():
+        state.setdefault(key, value)
+    left, right = st.columns([3, 2])
+    with left:
+        st.file_uploader("Product photos (.zip)", type=["zip"], key="tag_zip",
+                         help="png, jpg or webp inside; unreadable files are listed and skipped")  # fmt: skip
+        st.segmented_control("Listings from", list(LLMS), format_func=LLMS.get, key="tag_llm")
+        if state["tag_llm"] == "server":
+            st.text_input("Server URL", key="tag_llm_url", placeholder="http://127.0.0.1:1234/v1")
+            st.text_input("Model name", key="tag_llm_model")
+        st.button("Tag photos", type="primary", on_click=_start, args=(engine,), key="tag_start",
+                  disabled=state.get("tag_job") is not None)  # fmt: skip
+    with right:
+        hint = "attributes and their values; add a family by copying the file and changing `item`"
+        st.text_area("Vocabulary (YAML)", key="tag_vocab", height=260, help=hint)
+    if state.get("tag_error"):
+        st.error(state["tag_error"])
+    _progress()
+
+    result = state.get("tag_result")
+    if result is None:
+        return
+    st.subheader(f"{result['images']} photos tagged")
+    for s in result["skipped"]:
+        st.warning(f"Skipped {s['name']}: {s['reason']}")
+    table = state["tag_table"]
+    shown = table.assign(photo=[thumbnail_uri(p) for p in table["thumbnail"]])
+    columns = ["approved", "photo", *[c for c in result["columns"] if c in table.columns]]
+    edited = st.data_editor(
+        shown,
+        column_order=columns,
+        column_config={
+            "photo": st.column_config.ImageColumn("Photo", width="small"),
+            "approved": st.column_config.CheckboxColumn("Approve"),
+            **{
+                c: st.column_config.NumberColumn(c, format="%.2f", disabled=True)
+                for c in result["columns"]
+                if c.endswith("_confidence")
+            },  # fmt: skip
+        },
+        disabled=["photo", "image", "status", "error"],
+        hide_index=True,
+        key="tag_editor",
+        row_height=56,
+    )
+    approved = edited[edited["approved"]]
+    rows = (approved if len(approved) else edited).drop(columns=["photo"]).to_dict("records")
+    label = f"{len(approved)} approved" if len(approved) else f"all {len(edited)}"
+    c1, c2 = st.columns(2)
+    csv_bytes, xlsx_bytes = _export(rows, ["approved", *result["columns"]])
+    c1.download_button(f"Export CSV ({label})", csv_bytes, "product-tags.csv", "text/csv", key="tag_csv")
+    c2.download_button(f"Export .xlsx ({label})", xlsx_bytes, "product-tags.xlsx", key="tag_xlsx")
+
+    st.subheader("Similar products")
+    s1, s2 = st.columns([2, 3])
+    pick = s1.selectbox("Like this photo", [None, *table["image"]], key="tag_like")
+    words = s2.text_input("Or describe it", key="tag_words", placeholder="red floral midi dress")
+    try:
+        if pick:
+            row = table[table["image"] == pick].iloc[0]
+            found = engine.similar_products(image=Path(row["thumbnail"]).read_bytes(), k=6)
+        elif words.strip():
+            found = engine.similar_products(text=words, k=6)
+        else:
+            found = []
+    except EngineError as exc:
+        st.error(str(exc))
+        found = []
+    cols = st.columns(6)
+    for i, hit in enumerate(found):
+        with cols[i % 6]:
+            st.image(hit["thumbnail"], width="stretch")
+            st.caption(f"{hit['name']} · {hit['score']:.2f}")
+
+
+def _export(rows: list[dict], columns: list[str]) -> tuple[bytes, bytes]:
+    """The reviewed rows as CSV and .xlsx bytes (through the same writer as the CLI)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv_path, xlsx_path = write_table(rows, columns, Path(tmp) / "tags.csv")
+        return csv_path.read_bytes(), xlsx_path.read_bytes()
