@@ -288,6 +288,69 @@ def bench_catalog(args) -> dict:
     }
 
 
+def bench_tag(args) -> dict:
+    """Product photos tagged per minute (decoding included, the LLM excluded): the tiny CLIP, or (--real) the
+    full-size ViT-B/32 architecture from configs/full-size.json with random weights and a 224-px processor."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from .catalog.tagging import bench_tagging
+    from .embeddings import ClipEmbeddings
+    from .tiny import full_size_spec, tiny_tokenizer
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.real:
+        c = full_size_spec()["clip"]
+        tok = tiny_tokenizer(Path(args.data_dir) / "models" / "clip-tokenizer")
+        torch.manual_seed(0)
+        config = CLIPConfig(
+            text_config={"vocab_size": len(tok), **c["text"]},
+            vision_config=c["vision"],
+            projection_dim=c["projection_dim"],
+        )
+        model = CLIPModel(config).to(device).eval()
+
+        class Processor:  # the tiny tokenizer for words, CLIP's own 224-px preprocessing for photos
+            image = CLIPImageProcessor()
+
+            def __call__(self, text=None, images=None, **kw):
+                if images is not None:
+                    return self.image(images=images, return_tensors="pt")
+                return tok(text, return_tensors="pt", padding=True, truncation=True)
+
+        embeddings = ClipEmbeddings(model, Processor(), device)
+        what = "ViT-B/32 (full size, random weights)"
+    else:
+        from .engine import LocalEngine
+        from .settings import Settings
+
+        engine = LocalEngine(Settings(profile="tiny", data_dir=args.data_dir, device=device))
+        embeddings, what = engine.library.embeddings, "tiny CLIP"
+    out = bench_tagging(embeddings, n=args.tagging)
+    return {"model": what, "device": device, "threads": torch.get_num_threads(), **out}
+
+
+def bench_listings(args) -> dict:
+    """Listings per minute from an OpenAI-compatible server, one request at a time and 4 at once."""
+    from .catalog.listing import ListingWriter
+    from .catalog.llm import OpenAIBackend
+
+    if not args.llm:
+        raise SystemExit("--listings needs --llm URL (an OpenAI-compatible server: LM Studio, Ollama, vLLM)")
+    backend = OpenAIBackend(args.llm, model=args.llm_model)
+    attrs = {"color": "red", "neckline": "v-neck", "sleeve": "short sleeve", "pattern": "floral", "fabric": "cotton"}
+    out = {}
+    for concurrency in (1, 4):
+        writer = ListingWriter(backend, retries=1, concurrency=concurrency)
+        t0 = time.perf_counter()
+        results = writer.write_many([(i, attrs, f"item {i}") for i in range(args.listings)])
+        seconds = time.perf_counter() - t0
+        ok = sum(not isinstance(r, Exception) for r in results.values())
+        out[f"concurrency_{concurrency}"] = {"listings": ok, "seconds": round(seconds, 2),
+                                             "per_minute": round(60 * args.listings / seconds, 1)}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
     p.add_argument("--profile", choices=["tiny", "default"], default="tiny")
@@ -299,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrieval", type=int, nargs="*", default=[10_000], help="library sizes (0 to skip)")
     p.add_argument("--skip-generation", action="store_true")
     p.add_argument("--catalog", type=int, default=0, metavar="ROWS", help="also time a catalog run of ROWS rows")
+    p.add_argument("--tagging", type=int, default=0, metavar="IMAGES", help="also time tagging IMAGES photos")
+    p.add_argument("--listings", type=int, default=0, metavar="N", help="time N listings against --llm")
+    p.add_argument("--llm", metavar="URL", help="an OpenAI-compatible server for --listings")
+    p.add_argument("--llm-model", default="local-model")
     p.add_argument(
         "--data-dir", default=os.environ.get("DESIGN_STUDIO_BENCH_DIR", str(Path.home() / ".design-studio-bench"))
     )
@@ -318,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         report["generation"] = bench_generation(args)
     if args.catalog:
         report["catalog"] = bench_catalog(args)
+    if args.tagging:
+        report["tagging"] = bench_tag(args)
+    if args.listings:
+        report["listings"] = bench_listings(args)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
