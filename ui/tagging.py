@@ -79,7 +79,7 @@ def render(engine) -> None:
             st.text_input("Server URL", key="tag_llm_url", placeholder="http://127.0.0.1:1234/v1")
             st.text_input("Model name", key="tag_llm_model")
         st.button("Tag photos", type="primary", on_click=_start, args=(engine,), key="tag_start",
-                  disabled=state.get("tag_job") is not None)  # fmt: skip
+                  disabled=state.get("tag_job") is not None or state.get("tag_zip") is None)  # fmt: skip
     with right:
         hint = "attributes and their values; add a family by copying the file and changing `item`"
         st.text_area("Vocabulary (YAML)", key="tag_vocab", height=260, help=hint)
@@ -123,7 +123,7 @@ def render(engine) -> None:
 
     st.subheader("Similar products")
     s1, s2 = st.columns([2, 3])
-    pick = s1.selectbox("Like this photo", [None, *table["image"]], key="tag_like")
+    pick = s1.selectbox("Like this photo", [None, *table["image"]], key="tag_like", format_func=lambda n: n or "—")
     words = s2.text_input("Or describe it", key="tag_words", placeholder="red floral midi dress")
     try:
         if pick:
