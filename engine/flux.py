@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .errors import BadInput, Busy, Cancelled, ModelUnavailable
-from .generator import Output, Params
+from .generator import Output, Params, StepClock
 from .models import PICKLE_SUFFIXES, _safetensors_kw, _unavailable, quiet_libraries
 from .schema import Progress
 
@@ -174,20 +174,8 @@ class FluxGenerator:
         width, height = self.size(p.width, p.height)
         timings: dict[str, float | list[float]] = {"style_encode": 0.0}
         try:
-            step_times: list[float] = []
-            start = time.perf_counter()
-            last = [start]
-
-            def on_step_end(pipeline, i, t, kwargs):
-                self._sync()
-                now = time.perf_counter()
-                step_times.append(now - last[0])
-                last[0] = now
-                if on_progress:
-                    on_progress(Progress("denoise", i + 1, p.steps, now - start))
-                if cancel is not None and cancel.is_set():
-                    pipeline._interrupt = True
-                return kwargs
+            clock = StepClock(p.steps, self._sync, on_progress, cancel)
+            on_step_end = clock.on_step_end
 
             latents = self.pipe(
                 prompt=p.prompt,
@@ -201,10 +189,10 @@ class FluxGenerator:
                 output_type="latent",
                 callback_on_step_end=on_step_end,
             ).images
-            timings["denoise"] = time.perf_counter() - start
-            timings["steps"] = step_times
+            timings["denoise"] = time.perf_counter() - clock.start
+            timings["steps"] = clock.steps
             if cancel is not None and cancel.is_set():
-                raise Cancelled(f"cancelled after {len(step_times)} of {p.steps} steps")
+                raise Cancelled(f"cancelled after {len(clock.steps)} of {p.steps} steps")
 
             t0 = time.perf_counter()
             images = self._decode(latents, width, height)

@@ -48,6 +48,27 @@ class Params:
     scheduler: str = "unipc"
 
 
+class StepClock:
+    """The `callback_on_step_end` every pipeline call uses: time per step (after a device sync), progress
+    reports, and cancel between steps (the pipeline stops at its next step)."""
+
+    def __init__(self, total: int, sync: Callable[[], None], on_progress=None, cancel: threading.Event | None = None):
+        self.total, self.sync, self.on_progress, self.cancel = total, sync, on_progress, cancel
+        self.steps: list[float] = []
+        self.start = self._last = time.perf_counter()
+
+    def on_step_end(self, pipeline, i, t, kwargs):
+        self.sync()
+        now = time.perf_counter()
+        self.steps.append(now - self._last)
+        self._last = now
+        if self.on_progress:
+            self.on_progress(Progress("denoise", i + 1, self.total, now - self.start))
+        if self.cancel is not None and self.cancel.is_set():
+            pipeline._interrupt = True
+        return kwargs
+
+
 @dataclass
 class Output:
     images: list[Image.Image]
@@ -128,20 +149,8 @@ class Generator:
             self._set_style_scale(p.style_strength, p.style_only, bool(p.references))
             pipe = self.pipe if p.control is not None else self.text_pipe()
             pipe.scheduler = self._scheduler(p.scheduler)
-            step_times: list[float] = []
-            start = time.perf_counter()
-            last = [start]
-
-            def on_step_end(pipeline, i, t, kwargs):
-                self._sync()
-                now = time.perf_counter()
-                step_times.append(now - last[0])
-                last[0] = now
-                if on_progress:
-                    on_progress(Progress("denoise", i + 1, p.steps, now - start))
-                if cancel is not None and cancel.is_set():
-                    pipeline._interrupt = True
-                return kwargs
+            clock = StepClock(p.steps, self._sync, on_progress, cancel)
+            on_step_end = clock.on_step_end
 
             call = dict(
                 prompt=p.prompt,
@@ -159,10 +168,10 @@ class Generator:
             if p.control is not None:
                 call.update(image=p.control, controlnet_conditioning_scale=p.structure_strength)
             latents = pipe(**call).images
-            timings["denoise"] = time.perf_counter() - start
-            timings["steps"] = step_times
+            timings["denoise"] = time.perf_counter() - clock.start
+            timings["steps"] = clock.steps
             if cancel is not None and cancel.is_set():
-                raise Cancelled(f"cancelled after {len(step_times)} of {p.steps} steps")
+                raise Cancelled(f"cancelled after {len(clock.steps)} of {p.steps} steps")
 
             t0 = time.perf_counter()
             with torch.inference_mode():
