@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
 from .evaluation import HIGHER_IS_BETTER, METRICS, run_set
+from .history import SqliteStore
 from .schema import GenerateRequest, Progress
 
 SCHEMA = """
@@ -51,20 +51,10 @@ def match_key(row: dict[str, Any]) -> str:
     return f"{row['sketch_hash'] or 'text'}|{row['prompt']}|{row['seed']}"
 
 
-class Arena:
-    """One SQLite file; each call opens its own connection (sessions run in threads)."""
+class Arena(SqliteStore):
+    """Contests, their pairs and the votes, in `arena.sqlite`."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        return db
+    SCHEMA = SCHEMA
 
     def create(
         self, a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]], rng: random.Random | None = None

@@ -27,20 +27,29 @@ CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 """
 
 
-class History:
-    """Each call opens its own connection, so threads (UI sessions, server workers) never share one."""
+class SqliteStore:
+    """One SQLite file in WAL mode with `SCHEMA` applied. Each call opens its own connection, so threads (UI
+    sessions, server workers) never share one."""
+
+    SCHEMA = ""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db, db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            db.executescript(self.SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
         db.row_factory = sqlite3.Row
         return db
+
+
+class History(SqliteStore):
+    """The runs, newest first by default."""
+
+    SCHEMA = SCHEMA
 
     def add(self, run_id: str, meta: dict[str, Any], outputs: list[str]) -> None:
         used = [s["id"] for s in meta.get("styles", []) if s.get("used")]
