@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from engine.catalog.listing import (
 )
 from engine.catalog.llm import RETRY_MESSAGE, LLMTimeout, OpenAIBackend, TransformersBackend, build_tiny_causal_lm
 from engine.errors import EngineError, ModelUnavailable
-from tests.engine.test_catalog_llm import Reply, ScriptedServer, completion
+from tests.engine.test_catalog_llm import Reply, completion
 
 ATTRIBUTES = {
     "product_type": "rain jacket",
@@ -46,19 +45,6 @@ VALID = json.dumps(LISTING)
 
 def listing_json(**changes) -> str:
     return json.dumps({**LISTING, **changes})
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-
-    def start(script: Callable[[int, dict], Reply], delay: float = 0.0) -> ScriptedServer:
-        servers.append(ScriptedServer(script, delay))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def user_message(request: dict) -> str:

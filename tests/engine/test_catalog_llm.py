@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -195,19 +195,6 @@ class ScriptedServer:
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-
-    def start(script: Callable[[int, dict], Reply], delay: float = 0.0) -> ScriptedServer:
-        servers.append(ScriptedServer(script, delay))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 def test_openai_valid_json(serve) -> None:
