@@ -1,4 +1,4 @@
-"""The LCEL chain: {sketch, prompt, options} → attach the styles → generate."""
+"""The LCEL chain: {sketch, prompt, options} → attach the styles (global and per region) → generate."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
+from .errors import BadInput
 from .library import StyleLibrary
 from .schema import GenerateRequest, StyleHit
+
+
+def chosen_style(library: StyleLibrary, name: str, query: list[float], weight: float = 1.0) -> StyleHit:
+    """A style the user named, scored against the words it was chosen for."""
+    info = library.find(name)
+    score = float(sum(a * b for a, b in zip(query, library.vector(info.id), strict=True)))
+    return StyleHit(info.id, info.name, score, info.description, info.tags, info.source, weight, True)
 
 
 def pick_styles(library: StyleLibrary, request: GenerateRequest) -> list[StyleHit]:
@@ -18,19 +26,34 @@ def pick_styles(library: StyleLibrary, request: GenerateRequest) -> list[StyleHi
     query = library.embeddings.embed_query(request.prompt)
     if request.blend or request.style:
         wanted = [(b.style, b.weight) for b in request.blend] or [(request.style, 1.0)]
-        hits = []
-        for name, weight in wanted:
-            info = library.find(name)
-            score = float(sum(a * b for a, b in zip(query, library.vector(info.id), strict=True)))
-            hits.append(StyleHit(info.id, info.name, score, info.description, info.tags, info.source, weight, True))
-        return hits
+        return [chosen_style(library, name, query, weight) for name, weight in wanted]
     hits = library.search_vector(query, k=request.k)
     if hits:
         hits[0].used = True
     return hits
 
 
+def pick_region_styles(library: StyleLibrary, request: GenerateRequest) -> list[StyleHit]:
+    """One reference per region: its explicit style, or the nearest style to its own words."""
+    hits = []
+    for i, region in enumerate(request.regions, start=1):
+        query = library.embeddings.embed_query(region.words or request.prompt)
+        if region.style:
+            hit = chosen_style(library, region.style, query)
+        else:
+            found = library.search_vector(query, k=1)
+            if not found:
+                raise BadInput(f"region {i}: the style library is empty; add a style, or turn regions off")
+            hit = found[0]
+        hit.used = True
+        hits.append(hit)
+    return hits
+
+
 def build_chain(library: StyleLibrary, generate: Callable[[dict[str, Any]], Any]) -> Runnable:
     """The seed's shape: `RunnablePassthrough.assign(styles=...) | RunnableLambda(generate)`."""
     retrieve = RunnableLambda(lambda x: pick_styles(library, x["options"]), name="retrieve_styles")
-    return RunnablePassthrough.assign(styles=retrieve) | RunnableLambda(generate, name="generate")
+    regions = RunnableLambda(lambda x: pick_region_styles(library, x["options"]), name="retrieve_region_styles")
+    return RunnablePassthrough.assign(styles=retrieve, region_styles=regions) | RunnableLambda(
+        generate, name="generate"
+    )

@@ -45,6 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=["sd15", "flux"], default="sd15", help="flux: FLUX.1-schnell + LoRA, text only")
     g.add_argument("--batch", help="group this run with others (Dashboard and Arena compare sets)")
     g.add_argument("--label", default="", help="name this setting within the batch, e.g. 'A' or 'low structure'")
+    g.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="MASK.png=WORDS",
+        help="a region with its own style, retrieved by WORDS (or MASK.png=style:NAME); repeatable, up to 4",
+    )
+
+    sg = sub.add_parser("segment", parents=[common], help="SAM2: the object at a point or in a box → mask + polygon")
+    sg.add_argument("image", type=Path)
+    sg.add_argument("--point", action="append", default=[], metavar="X,Y", help="inside the object (repeatable)")
+    sg.add_argument("--negative-point", action="append", default=[], metavar="X,Y", help="outside it (repeatable)")
+    sg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object")
+    sg.add_argument("--out", type=Path, help="write the mask here (.png, white inside)")
 
     w = sub.add_parser("sweep", parents=[common], help="one sketch + prompt over a grid of settings")
     _generation_args(w)
@@ -118,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     si.add_argument("--image", type=Path)
     si.add_argument("-k", type=int, default=8)
 
+    tu = sub.add_parser("tune", parents=[common], help="tune retrieval (CLIP LoRA) on your own image–text pairs")
+    from .tune.cli import add_parsers as add_tune_parsers
+
+    add_tune_parsers(tu, common, _Parser)
+
     sv = sub.add_parser("serve", parents=[common], help="serve the engine over HTTP")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
@@ -180,6 +199,56 @@ def _check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise BadInput(f"cannot write to {parent}: {exc.strerror or exc}") from None
+
+
+def _numbers(text: str, flag: str, count: int) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        example = "120,80" if count == 2 else "10,20,200,180"
+        raise BadInput(f"{flag} takes {count} comma-separated numbers, e.g. {flag} {example} (got '{text}')")
+    return values
+
+
+def _parse_regions(specs: list[str], max_bytes: int) -> list[dict]:
+    """`MASK.png=WORDS` or `MASK.png=style:NAME` → the request's regions (mask files read with the limits)."""
+    from .images import read_bytes
+
+    regions = []
+    for spec in specs:
+        path, sep, what = spec.partition("=")
+        if not sep or not path or not what.strip():
+            raise BadInput(f"--region takes MASK.png=WORDS or MASK.png=style:NAME (got '{spec}')")
+        region = {"mask": read_bytes(Path(path), max_bytes)}
+        if what.startswith("style:"):
+            region["style"] = what.removeprefix("style:").strip()
+        else:
+            region["words"] = what
+        regions.append(region)
+    return regions
+
+
+def _segment(args) -> dict:
+    from .images import read_bytes
+
+    settings = _settings(args)
+    if args.out:
+        _check_writable(args.out)
+    points = [_numbers(p, "--point", 2) for p in args.point] + [
+        _numbers(p, "--negative-point", 2) for p in args.negative_point
+    ]
+    labels = [1] * len(args.point) + [0] * len(args.negative_point)
+    box = _numbers(args.box, "--box", 4) if args.box else None
+    image = read_bytes(args.image, settings.max_upload_bytes)
+    found = _engine(args, settings).segment(image, points or None, labels or None, box)
+    if args.out:
+        from .regions import mask_png
+
+        args.out.write_bytes(mask_png(found.mask))
+    h, w = found.mask.shape
+    return {"mask": str(args.out) if args.out else None, "width": w, "height": h, **found.as_dict("none")}
 
 
 def _parse_blend(text: str | None) -> list[dict]:
@@ -281,6 +350,7 @@ def _generate(args) -> dict:
         model=args.model,
         batch=args.batch,
         label=args.label,
+        regions=_parse_regions(args.region, settings.max_upload_bytes),
     )
     engine = _engine(args, settings)
     bar = _ProgressBar()
@@ -311,6 +381,7 @@ def _generate(args) -> dict:
         "profile": result.metadata.get("profile", settings.profile),
         "edge_mode": result.metadata.get("edge_mode"),
         "styles": [s.as_dict() for s in result.styles],
+        "regions": [{k: r[k] for k in ("index", "words", "style", "area", "style_similarity")} for r in result.regions],
         "seconds": round(time.perf_counter() - start, 3),
         "timings": result.metadata["timings"],
     }
@@ -467,6 +538,12 @@ def _catalog(args) -> dict:
     return {"folder": str(args.out), "executor": args.executor, **summary}
 
 
+def _tune(args) -> dict:
+    from .tune.cli import run
+
+    return run(args, _settings(args))
+
+
 def _serve(args) -> dict:
     from .engine import LocalEngine
     from .server import serve
@@ -500,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": _metrics,
         "sweep": _sweep,
         "catalog": _catalog,
+        "tune": _tune,
+        "segment": _segment,
     }
     try:
         out = handlers[args.command](args)

@@ -87,6 +87,16 @@ class Engine(ABC):
         self, text: str | None = None, like: tuple[str, int] | None = None, k: int = 12
     ) -> list[dict[str, Any]]: ...
 
+    @abstractmethod
+    def segment(
+        self,
+        image: bytes,
+        points: list[tuple[float, float]] | None = None,
+        labels: list[int] | None = None,
+        box: list[float] | None = None,
+    ):
+        """SAM2: the object at the points and/or in the box, as a `regions.Segment`."""
+
 
 @dataclass
 class Prepared:
@@ -99,6 +109,7 @@ class Prepared:
     width: int = 0
     height: int = 0
     seeds: list[int] = field(default_factory=list)
+    region_masks: list[Any] = field(default_factory=list)  # bool H×W at the render's size, one per region
     timings: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -267,21 +278,62 @@ class LocalEngine(Engine):
     def style_image(self, name_or_id: str) -> Image.Image:
         return self.library.image(self.library.find(name_or_id).id)
 
-    def analyze(self, image: bytes, concepts: list[str] | None = None, k: int = 5) -> list[dict[str, Any]]:
-        """CLIP zero-shot: the image's most likely concepts with softmax confidences (as CLIP's own logits)."""
+    def _concepts(self, images: list[Image.Image], concepts: list[str], k: int) -> list[list[dict[str, Any]]]:
+        """CLIP zero-shot per image: the most likely concepts with softmax confidences (as CLIP's own logits)."""
         import torch
 
+        emb = self.library.embeddings
+        image_vecs = torch.tensor(emb.embed_images(images))
+        text_vecs = torch.tensor(emb.embed_documents([f"a photo of {c}" for c in concepts]))
+        scale = float(emb.model.logit_scale.detach().exp())
+        probs = torch.softmax(scale * image_vecs @ text_vecs.T, dim=-1)
+        out = []
+        for row in probs.tolist():
+            ranked = sorted(zip(concepts, row, strict=True), key=lambda x: -x[1])[:k]
+            out.append([{"concept": c, "confidence": round(p, 4)} for c, p in ranked])
+        return out
+
+    def analyze(self, image: bytes, concepts: list[str] | None = None, k: int = 5) -> list[dict[str, Any]]:
+        """CLIP zero-shot: the image's most likely concepts."""
         concepts = [c.strip() for c in (concepts or DEFAULT_CONCEPTS) if c.strip()]
         if not concepts:
             raise BadInput("analyze needs at least one concept")
         img = imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes)
-        emb = self.library.embeddings
-        image_vec = torch.tensor(emb.embed_images([img])[0])
-        text_vecs = torch.tensor(emb.embed_documents([f"a photo of {c}" for c in concepts]))
-        scale = float(emb.model.logit_scale.exp())
-        probs = torch.softmax(scale * text_vecs @ image_vec, dim=0)
-        ranked = sorted(zip(concepts, probs.tolist(), strict=True), key=lambda x: -x[1])[:k]
-        return [{"concept": c, "confidence": round(p, 4)} for c, p in ranked]
+        return self._concepts([img], concepts, k)[0]
+
+    def segment(
+        self,
+        image: bytes,
+        points: list[tuple[float, float]] | None = None,
+        labels: list[int] | None = None,
+        box: list[float] | None = None,
+    ):
+        """SAM2: the object at the points (label 1 inside, 0 outside) and/or in the box → a `Segment`."""
+        img = imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes)
+        return self.models.segmenter.segment(img, points, labels, box)
+
+    def segment_all(
+        self,
+        image: bytes,
+        concepts: list[str] | None = None,
+        k: int = 3,
+        grid: int = 8,
+        score_threshold: float = 0.5,
+        max_masks: int = 16,
+    ) -> dict[str, Any]:
+        """Automatic masks (a grid of point prompts, thresholded, de-duplicated), each with its own CLIP
+        concepts: the region-wise analysis."""
+        from .regions import cutout
+
+        concepts = [c.strip() for c in (concepts or DEFAULT_CONCEPTS) if c.strip()]
+        img = imgs.decode(image, self.settings.max_input_pixels, self.settings.max_upload_bytes)
+        segments = self.models.segmenter.automatic(img, grid, score_threshold, max_masks=max_masks)
+        if segments and concepts:
+            for seg, found in zip(
+                segments, self._concepts([cutout(img, s.mask) for s in segments], concepts, k), strict=True
+            ):
+                seg.concepts = found
+        return {"width": img.width, "height": img.height, "segments": segments}
 
     def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         return self.history.list(limit, offset)
@@ -362,10 +414,50 @@ class LocalEngine(Engine):
         prepared.width, prepared.height = control.size if control is not None else (request.size, request.size)
         seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
         prepared.seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.variations)]
+        prepared.region_masks = self._region_masks(request, prepared)
         return prepared
 
-    def params(self, request: GenerateRequest, prepared: Prepared, styles: list[StyleHit]) -> Params:
+    def _region_masks(self, request: GenerateRequest, prepared: Prepared) -> list[Any]:
+        """Each region's mask, checked (an image, not empty, the sketch's or the render's size), scaled to the
+        render's size and layered (where regions overlap, the later one wins)."""
+        import numpy as np
+
+        from .regions import exclusive, read_mask
+
+        render = (prepared.width, prepared.height)
+        sizes = [prepared.sketch.size, render] if prepared.sketch is not None else [render]
+        masks = []
+        for i, region in enumerate(request.regions, start=1):
+            name = f"region {i}'s mask"
+            mask = read_mask(region.mask, None, name, self.settings.max_input_pixels, self.settings.max_upload_bytes)
+            size = (mask.shape[1], mask.shape[0])
+            if size not in sizes:
+                expected = " or ".join(f"{w}×{h}" for w, h in dict.fromkeys(sizes))
+                raise BadInput(
+                    f"{name} is {size[0]}×{size[1]} but must be {expected} (the sketch's size); "
+                    "segment the same sketch, or export the mask at its size"
+                )
+            if size != render:
+                scaled = Image.fromarray(mask.astype(np.uint8) * 255).resize(render, Image.NEAREST)
+                mask = np.asarray(scaled) > 127
+            if not mask.any():
+                raise BadInput(f"{name} vanishes at {render[0]}×{render[1]}; make the region larger")
+            masks.append(mask)
+        layered = exclusive(masks)  # where regions overlap, the later one wins
+        for i, mask in enumerate(layered, start=1):
+            if not mask.any():
+                raise BadInput(f"region {i} is entirely covered by a later region; remove one of them")
+        return layered
+
+    def params(
+        self,
+        request: GenerateRequest,
+        prepared: Prepared,
+        styles: list[StyleHit],
+        region_styles: list[StyleHit] | None = None,
+    ) -> Params:
         """The pipeline call for a request, its prepared inputs and its styles (the references as images)."""
+        region_styles = region_styles or []
         return Params(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -380,6 +472,10 @@ class LocalEngine(Engine):
             style_strength=request.style_strength,
             style_only=request.style_only,
             scheduler=request.scheduler,
+            regions=[
+                (mask, self.library.image(hit.id))
+                for mask, hit in zip(prepared.region_masks, region_styles, strict=True)
+            ],
         )
 
     def finish(
@@ -390,6 +486,7 @@ class LocalEngine(Engine):
         images: list[Image.Image],
         timings: dict[str, Any],
         references: list[Image.Image],
+        region_styles: list[StyleHit] | None = None,
     ) -> GenerateResult:
         """Measure rendered images and keep them: outputs/, the history and its search index. The last step of
         every render, in this process or on a worker."""
@@ -397,16 +494,49 @@ class LocalEngine(Engine):
         metrics = image_metrics(self.library.embeddings, images, request.prompt, prepared.control, references)
         timings = {**prepared.timings, **timings, "metrics": time.perf_counter() - t0}
         result = GenerateResult(
-            images=images, seeds=prepared.seeds, metadata={"metrics": metrics}, styles=styles, edges=prepared.control
+            images=images,
+            seeds=prepared.seeds,
+            metadata={"metrics": metrics},
+            styles=styles,
+            edges=prepared.control,
+            regions=self._region_records(request, prepared, region_styles or [], images),
         )
         timings["total"] = time.perf_counter() - prepared.started
         self._record(request, result, timings, prepared)
         return result
 
+    def _region_records(
+        self, request: GenerateRequest, prepared: Prepared, hits: list[StyleHit], images: list[Image.Image]
+    ) -> list[dict[str, Any]]:
+        """What the metadata keeps of each region: its mask (RLE at the render's size), words, colour, the
+        style it got and how close each output's region came to that style (CLIP cosine)."""
+        from .regions import REGION_COLORS, cutout, rle_encode
+
+        records = []
+        emb = self.library.embeddings
+        for i, (region, mask, hit) in enumerate(zip(request.regions, prepared.region_masks, hits, strict=True)):
+            ref = emb.embed_images([self.library.image(hit.id)])[0]
+            crops = emb.embed_images([cutout(img, mask) for img in images])
+            similarity = [round(float(sum(a * b for a, b in zip(c, ref, strict=True))), 4) for c in crops]
+            records.append(
+                {
+                    "index": i,
+                    "color": REGION_COLORS[i % len(REGION_COLORS)],
+                    "words": region.words,
+                    "style": hit.as_dict(),
+                    "area": round(float(mask.mean()), 4),
+                    "style_similarity": similarity,
+                    "mask": rle_encode(mask),
+                }
+            )
+        return records
+
     def generate(
         self, request: GenerateRequest, on_progress: ProgressFn | None = None, cancel: threading.Event | None = None
     ) -> GenerateResult:
         """Sketch (or none) + prompt → images with metadata, saved to outputs/ and the history."""
+        if request.model == "flux" and request.regions:
+            raise BadInput("regions need SD 1.5 (IP-Adapter masks); FLUX renders text only")
         if request.model == "flux" and (request.sketch is not None or request.style or request.blend):
             from .flux import TEXT_ONLY
 
@@ -419,8 +549,9 @@ class LocalEngine(Engine):
 
         def generate_node(x: dict[str, Any]) -> GenerateResult:
             styles: list[StyleHit] = x["styles"]
+            region_styles: list[StyleHit] = x["region_styles"]
             timings: dict[str, Any] = {"retrieval": time.perf_counter() - t_chain}
-            params = self.params(request, prepared, styles)
+            params = self.params(request, prepared, styles, region_styles)
             t_wait = time.perf_counter()
             waiting = (
                 (lambda n: on_progress(Progress("queued", n, 0, time.perf_counter() - t_wait))) if on_progress else None
@@ -429,7 +560,8 @@ class LocalEngine(Engine):
                 timings["queued"] = time.perf_counter() - t_wait
                 out = generator.run(params, on_progress, cancel)
             timings.update(out.timings)
-            return self.finish(request, prepared, styles, out.images, timings, [r for r, _ in params.references])
+            references = [r for r, _ in params.references]
+            return self.finish(request, prepared, styles, out.images, timings, references, region_styles)
 
         t_chain = time.perf_counter()
         chain = build_chain(library, generate_node)
@@ -476,6 +608,7 @@ class LocalEngine(Engine):
                 "use_style": request.use_style,
             },
             "styles": [s.as_dict() for s in result.styles],
+            "regions": result.regions,
             "models": {
                 "base": self.settings.flux_paths()[0] if request.model == "flux" else ids.base,
                 "lora": self.settings.flux_paths()[1] if request.model == "flux" else None,
@@ -483,6 +616,7 @@ class LocalEngine(Engine):
                 "ip_adapter": ids.ip_adapter,
                 "ip_adapter_weight": ids.ip_adapter_weight,
                 "clip": ids.clip,
+                "sam2": ids.sam2 if request.regions else None,
             },
             "profile": self.settings.profile,
             "device": self.models.device,

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers import (
@@ -46,6 +47,8 @@ class Params:
     style_strength: float = 0.8
     style_only: bool = False
     scheduler: str = "unipc"
+    # (mask at the render's size, bool H×W; its reference image), one per region, in order
+    regions: list[tuple[Any, Image.Image]] = field(default_factory=list)
 
 
 class StepClock:
@@ -118,6 +121,27 @@ class Generator:
         # Unconditional image embedding is zeros, as diffusers' own encode_image makes it.
         return torch.cat([torch.zeros_like(positive), positive]) if cfg else positive
 
+    @torch.inference_mode()
+    def region_inputs(self, p: Params, cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image embeddings (cfg·1, n, dim) for the global style (if any) and each region, and their masks
+        (1, n, H, W) as IP-Adapter attention masks: each region's reference acts only inside its mask (the
+        masks do not overlap) and the global reference on the rest of the image."""
+        import numpy as np
+        from diffusers.image_processor import IPAdapterMaskProcessor
+
+        masks = [m for m, _ in p.regions]
+        embeds, _ = self.pipe.encode_image([ref for _, ref in p.regions], self.device, 1)  # (regions, dim)
+        parts = [embeds]
+        if p.references:
+            rest = ~np.logical_or.reduce(masks)
+            masks = [rest, *masks]
+            parts.insert(0, self.style_embeds(p.references, cfg=False)[0])  # (1, dim)
+        positive = torch.cat(parts)[None].to(self.pipe.unet.dtype)
+        images = [Image.fromarray(m.astype("uint8") * 255, "L") for m in masks]
+        processed = IPAdapterMaskProcessor().preprocess(images, height=p.height, width=p.width)
+        mask_tensor = processed.reshape(1, len(images), *processed.shape[-2:])
+        return (torch.cat([torch.zeros_like(positive), positive]) if cfg else positive), mask_tensor
+
     def _set_style_scale(self, strength: float, style_only: bool, has_refs: bool) -> None:
         if not has_refs:
             self.pipe.set_ip_adapter_scale(0.0)
@@ -142,11 +166,16 @@ class Generator:
         cfg = p.guidance > 1.0
         try:
             t0 = time.perf_counter()
-            embeds = self.style_embeds(p.references, cfg)
+            attention: dict[str, Any] = {}
+            if p.regions:
+                embeds, masks = self.region_inputs(p, cfg)
+                attention["ip_adapter_masks"] = [masks.to(self.device)]
+            else:
+                embeds = self.style_embeds(p.references, cfg)
             self._sync()
             timings["style_encode"] = time.perf_counter() - t0
 
-            self._set_style_scale(p.style_strength, p.style_only, bool(p.references))
+            self._set_style_scale(p.style_strength, p.style_only, bool(p.references or p.regions))
             pipe = self.pipe if p.control is not None else self.text_pipe()
             pipe.scheduler = self._scheduler(p.scheduler)
             clock = StepClock(p.steps, self._sync, on_progress, cancel)
@@ -164,6 +193,7 @@ class Generator:
                 ip_adapter_image_embeds=[embeds],
                 output_type="latent",
                 callback_on_step_end=on_step_end,
+                cross_attention_kwargs=attention or None,
             )
             if p.control is not None:
                 call.update(image=p.control, controlnet_conditioning_scale=p.structure_strength)

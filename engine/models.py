@@ -100,6 +100,17 @@ def load_clip(settings: Settings, device: str, model_id: str | None = None, sett
     return model.to(device).eval(), processor
 
 
+def load_segmenter(settings: Settings, device: str, dtype):
+    """SAM2 for regions (point and box prompts, automatic masks)."""
+    from .regions import load_sam2
+
+    model_id = settings.models().sam2
+    try:
+        return load_sam2(model_id, device, dtype, _safetensors_kw(settings)["use_safetensors"])
+    except (OSError, ValueError) as exc:
+        raise _unavailable(model_id, "DESIGN_STUDIO_SAM2_MODEL", settings, exc) from None
+
+
 class ModelStore:
     """Loads lazily, once, thread-safely; the tiny profile is built on first use if missing."""
 
@@ -111,6 +122,7 @@ class ModelStore:
         self._pipe = None
         self._clip = None
         self._flux = None
+        self._segmenter = None
         quiet_libraries()
 
     def _ensure_tiny(self) -> None:
@@ -147,5 +159,19 @@ class ModelStore:
                 self._flux = load_flux(model, lora, self.device, self.dtype, self.settings.allow_pickle, self.settings)
             return self._flux
 
+    @property
+    def segmenter(self):
+        """SAM2, loaded on the first region click only."""
+        with self._lock:
+            if self._segmenter is None:
+                self._ensure_tiny()
+                self._segmenter = load_segmenter(self.settings, self.device, self.dtype)
+            return self._segmenter
+
     def loaded(self) -> dict[str, bool]:
-        return {"pipeline": self._pipe is not None, "clip": self._clip is not None, "flux": self._flux is not None}
+        return {
+            "pipeline": self._pipe is not None,
+            "clip": self._clip is not None,
+            "flux": self._flux is not None,
+            "sam2": self._segmenter is not None,
+        }

@@ -88,6 +88,20 @@ class RemoteEngine(Engine):
     def run_sketch(self, run_id: str) -> bytes | None:
         return None
 
+    def segment(self, image: bytes, points=None, labels=None, box=None):
+        import numpy as np
+
+        from .regions import Segment
+
+        form = {"mask_format": "png"}
+        for key, value in (("points", points), ("labels", labels), ("box", box)):
+            if value is not None:
+                form[key] = json.dumps([list(p) for p in value] if key == "points" else list(value))
+        out = self._json("POST", "/segment", data=form, files={"file": ("image.png", image)})
+        with Image.open(io.BytesIO(base64.b64decode(out["mask_png"]))) as im:
+            mask = np.asarray(im.convert("L")) > 127
+        return Segment(mask, out["score"], out["polygons"])
+
     def search_runs(self, text=None, like=None, k: int = 12) -> list[dict[str, Any]]:
         return []
 
@@ -129,5 +143,11 @@ class RemoteEngine(Engine):
             for s in meta["styles"]
         ]
         return GenerateResult(
-            images=images, seeds=meta["seeds"], metadata=meta, styles=styles, run_id=payload["run_id"], png=files
+            images=images,
+            seeds=meta["seeds"],
+            metadata=meta,
+            styles=styles,
+            run_id=payload["run_id"],
+            png=files,
+            regions=meta.get("regions", []),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadInput
 
@@ -24,6 +24,27 @@ class StyleWeight(BaseModel):
 
     style: str = Field(min_length=1)
     weight: float = Field(1.0, gt=0, le=10)
+
+
+MAX_REGIONS = 4
+
+
+class Region(BaseModel):
+    """One region of the image with its own style: a mask (white inside; the sketch's size or the render's)
+    and the words its reference is retrieved by, or an explicit style."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    mask: bytes = Field(repr=False)
+    words: str = Field("", max_length=300)
+    style: str | None = None
+
+    @model_validator(mode="after")
+    def _words_or_style(self) -> Region:
+        self.words = self.words.strip()
+        if not self.words and not self.style:
+            raise ValueError("a region needs words (e.g. 'walnut veneer') or a style from the library")
+        return self
 
 
 class GenerateRequest(BaseModel):
@@ -45,6 +66,8 @@ class GenerateRequest(BaseModel):
     k: int = Field(3, ge=1, le=20)
     style_only: bool = False
     use_style: bool = True
+    # Per-region styles (IP-Adapter masks): each region gets its own reference; the rest takes the global one.
+    regions: list[Region] = Field(default_factory=list, max_length=MAX_REGIONS)
 
     steps: int = Field(20, ge=1, le=MAX_STEPS)
     guidance: float = Field(7.5, ge=0, le=30)
@@ -102,6 +125,13 @@ class GenerateRequest(BaseModel):
         }
         if meta.get("canny"):
             values["canny_low"], values["canny_high"] = meta["canny"]
+        if meta.get("regions") and "regions" not in changes:
+            from .regions import mask_png, rle_decode
+
+            values["regions"] = [
+                {"mask": mask_png(rle_decode(r["mask"])), "words": r["words"], "style": r["style"]["id"]}
+                for r in meta["regions"]
+            ]
         return cls.build(**values)
 
     @classmethod
@@ -196,4 +226,5 @@ class GenerateResult:
     edges: Any = None  # PIL image of the control map, None for text-to-image
     paths: list[str] = field(default_factory=list)
     run_id: str | None = None
+    regions: list[dict[str, Any]] = field(default_factory=list)  # per-region masks, words, styles (metadata's)
     png: list[bytes] = field(default_factory=list, repr=False)  # the files as saved (metadata inside)

@@ -109,11 +109,9 @@ def create_app(
             raise BadInput("options must be a JSON object")
         extra = {k: v for k, v in extra.items() if k not in ("prompt", "sketch")}
         request = GenerateRequest.build(prompt=prompt, sketch=sketch, **extra)
-        # refuse what would fail anyway now, not minutes later in the queue
-        if sketch is not None:
-            from .images import decode
-
-            decode(sketch, settings.max_input_pixels, settings.max_upload_bytes, name="sketch")
+        # refuse what would fail anyway now, not minutes later in the queue: the sketch, the region masks
+        if sketch is not None or request.regions:
+            engine.prepare(request)
         for name in [request.style] if request.style else [b.style for b in request.blend]:
             engine.library.find(name)
         return request
@@ -242,10 +240,44 @@ def create_app(
         file: Annotated[UploadFile, File()],
         concepts: Annotated[str | None, Form()] = None,
         k: Annotated[int, Form()] = 5,
+        segment: Annotated[bool, Form()] = True,
+        grid: Annotated[int, Form()] = 8,
+        mask_format: Annotated[str, Form(pattern="^(rle|png)$")] = "rle",
     ) -> dict[str, Any]:
+        """CLIP concepts for the image and, as the seed's service did, its SAM2 segmentation: masks (RLE or
+        PNG), polygons and scores, each region with its own concepts."""
         data = await read_upload(file, "image")
         wanted = [c for c in concepts.split(",")] if concepts else None
-        return {"concepts": engine.analyze(data, wanted, k=max(1, min(k, 50)))}
+        k = max(1, min(k, 50))
+        out: dict[str, Any] = {"concepts": await asyncio.to_thread(engine.analyze, data, wanted, k)}
+        if segment:
+            found = await asyncio.to_thread(engine.segment_all, data, wanted, min(k, 5), grid)
+            out["segmentation"] = {
+                "width": found["width"],
+                "height": found["height"],
+                "masks": [s.as_dict(mask_format) for s in found["segments"]],
+            }
+        return out
+
+    @app.post("/segment", dependencies=guarded)
+    async def segment(
+        file: Annotated[UploadFile, File()],
+        points: Annotated[str | None, Form(description="JSON [[x, y], ...] in image pixels")] = None,
+        labels: Annotated[str | None, Form(description="JSON [1, 0, ...]: 1 inside, 0 outside")] = None,
+        box: Annotated[str | None, Form(description="JSON [x0, y0, x1, y1]")] = None,
+        mask_format: Annotated[str, Form(pattern="^(rle|png)$")] = "png",
+    ) -> dict[str, Any]:
+        """SAM2 point and box prompts → one mask (PNG or RLE), its polygons and its score."""
+        from .regions import parse_json_list
+
+        data = await read_upload(file, "image")
+        pts = parse_json_list(points, "points")
+        if pts is not None and not all(isinstance(p, list) and len(p) == 2 for p in pts):
+            raise BadInput("points must be a JSON list of [x, y] pairs, e.g. [[120, 80], [200, 90]]")
+        found = await asyncio.to_thread(
+            engine.segment, data, pts, parse_json_list(labels, "labels"), parse_json_list(box, "box", 4)
+        )
+        return found.as_dict(mask_format)
 
     @app.exception_handler(ValidationError)
     async def _validation(request: Request, exc: ValidationError) -> JSONResponse:

@@ -30,6 +30,7 @@ class ModelIds:
     ip_adapter_weight: str
     ip_adapter_image_encoder: str
     clip: str
+    sam2: str = "facebook/sam2.1-hiera-tiny"
 
 
 class Settings(BaseSettings):
@@ -49,6 +50,8 @@ class Settings(BaseSettings):
     ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
     ip_adapter_image_encoder: str = "models/image_encoder"
     clip_model: str = "openai/clip-vit-base-patch32"
+    # Regions: SAM2 point/box prompts (the larger facebook/sam2.1-hiera-small / -base-plus / -large work too).
+    sam2_model: str = "facebook/sam2.1-hiera-tiny"
 
     # FLUX.1-schnell (+ a LoRA) for text-to-image, chosen per request (`model: flux`) where the GPU holds it.
     flux_model: str = "black-forest-labs/FLUX.1-schnell"
@@ -106,6 +109,7 @@ class Settings(BaseSettings):
                 ip_adapter_weight=self.ip_adapter_weight,
                 ip_adapter_image_encoder=self.ip_adapter_image_encoder,
                 clip=str(root / "clip-vit-base-patch32"),
+                sam2=str(root / "sam2.1-hiera-tiny"),
             )
         return ModelIds(
             base=self.base_model,
@@ -115,6 +119,7 @@ class Settings(BaseSettings):
             ip_adapter_weight=self.ip_adapter_weight,
             ip_adapter_image_encoder=self.ip_adapter_image_encoder,
             clip=self.clip_model,
+            sam2=self.sam2_model,
         )
 
     def translation_model_for(self, lang: str) -> str:

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 6
+TINY_VERSION = 7
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -287,6 +287,9 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
         build_tiny_flux(tmp / "FLUX.1-schnell")
         build_tiny_flux_lora(tmp / "flux-lora", TINY_FLUX_SPEC["transformer"])
         build_tiny_causal_lm(tmp / "Phi-3-mini-4k-instruct")
+        from .regions import build_tiny_sam2
+
+        build_tiny_sam2(tmp / "sam2.1-hiera-tiny")
         (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION}))
         if root.exists():
             shutil.rmtree(root)

@@ -281,3 +281,87 @@ def test_a_slow_one_call_render_times_out_with_504_and_the_engine_goes_on(server
         assert slow.status_code == 504 and "use POST /jobs" in slow.json()["detail"]
         quick = RemoteEngine(srv.url, TOKEN, poll=0.05).generate(request())
         assert quick.images[0].size == (96, 64)
+
+
+def test_analyze_adds_the_segmentation_as_the_seed_service_did(server):
+    resp = client(server).post(
+        "/analyze",
+        files={"file": ("photo.png", png(line_sketch(200, 150)), "image/png")},
+        data={"concepts": "a house,a tree", "k": "2", "grid": "4"},
+    )
+    assert resp.status_code == 200, resp.text
+    seg = resp.json()["segmentation"]
+    assert (seg["width"], seg["height"]) == (200, 150)
+    for m in seg["masks"]:
+        assert {"score", "area", "bbox", "polygons", "rle", "concepts"} <= set(m)
+        assert m["rle"]["size"] == [150, 200] and sum(m["rle"]["counts"]) == 150 * 200
+    off = client(server).post(
+        "/analyze", files={"file": ("p.png", png(line_sketch()), "image/png")}, data={"segment": "false"}
+    )
+    assert "segmentation" not in off.json()
+
+
+def test_segment_endpoint_returns_a_png_mask_and_polygons(server):
+    import base64
+
+    resp = client(server).post(
+        "/segment",
+        files={"file": ("sketch.png", png(line_sketch(200, 150)), "image/png")},
+        data={"points": "[[60, 80]]", "labels": "[1]"},
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    with Image.open(io.BytesIO(base64.b64decode(body["mask_png"]))) as im:
+        assert im.size == (200, 150)
+    assert body["polygons"] and 0 < body["area"] <= 1
+    # the remote engine gives the Studio the same mask as the local one
+    remote = RemoteEngine(server.url, TOKEN).segment(png(line_sketch(200, 150)), [(60, 80)])
+    local = server.engine.segment(png(line_sketch(200, 150)), [(60, 80)])
+    assert np.array_equal(remote.mask, local.mask)
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        ({"points": "[[900, 10]]"}, "the point (900, 10) is outside the image, which is 200×150; click inside it"),
+        ({"points": "[[1, 2, 3]]"}, "points must be a JSON list of [x, y] pairs, e.g. [[120, 80], [200, 90]]"),
+        ({"points": "not json"}, "points must be JSON, e.g. [[120, 80], [200, 90]]"),
+        ({"box": "[1, 2]"}, "box must be a JSON list, e.g. [10, 20, 200, 180]"),
+        ({}, "segmenting needs a point or a box on the image"),
+    ],
+)
+def test_segment_bad_prompts_are_422_with_one_line(server, data, detail):
+    resp = client(server).post(
+        "/segment", files={"file": ("s.png", png(line_sketch(200, 150)), "image/png")}, data=data
+    )
+    assert resp.status_code == 422
+    assert resp.json()["detail"] == detail
+
+
+def test_segment_needs_the_token_and_an_image(server):
+    files = {"file": ("s.png", png(line_sketch(200, 150)), "image/png")}
+    assert client(server, token=None).post("/segment", files=files, data={"points": "[[5, 5]]"}).status_code == 401
+    bad = client(server).post(
+        "/segment", files={"file": ("s.png", b"plain text", "image/png")}, data={"points": "[[5, 5]]"}
+    )
+    assert bad.status_code in (415, 422) and "\n" not in bad.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/generate", "/jobs"])
+def test_a_region_mask_of_the_wrong_size_is_422_before_any_queue(server, path):
+    options = {"regions": [{"mask": base64_png(np.ones((5, 5), bool)), "words": "oak"}], "steps": 1, "size": 64}
+    resp = client(server).post(
+        path,
+        files={"file": ("s.png", png(line_sketch()), "image/png")},
+        data={"prompt": "a chair", "options": json.dumps(options)},
+    )
+    assert resp.status_code == 422
+    assert resp.json()["detail"].startswith("region 1's mask is 5×5 but must be")
+
+
+def base64_png(mask) -> str:
+    import base64
+
+    from engine.regions import mask_png
+
+    return base64.b64encode(mask_png(mask)).decode()
