@@ -351,6 +351,57 @@ def bench_listings(args) -> dict:
     return out
 
 
+def bench_segment(args) -> dict:
+    """SAM2 regions: the image embedding (a new image's first click), each further point prompt (the embedding
+    cached), and an automatic analysis (8×8 point grid + NMS). Tiny profile, or (--real) the full-size
+    hiera-tiny architecture (`Sam2Config()`, 1024² input) with random weights."""
+    import statistics
+
+    import torch
+    from transformers import Sam2Config, Sam2Model
+
+    from .regions import PREPROCESS_DEFAULTS, Segmenter, build_tiny_sam2, load_sam2
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.real:
+        torch.manual_seed(0)
+        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        segmenter = Segmenter(Sam2Model(Sam2Config()).to(device, dtype).eval(), PREPROCESS_DEFAULTS, device)
+        what = "SAM2.1 hiera-tiny (full size, random weights, 1024² input)"
+    else:
+        folder = Path(args.data_dir) / "models" / "sam2-tiny"
+        if not (folder / "config.json").is_file():
+            build_tiny_sam2(folder)
+        segmenter, what = load_sam2(str(folder), device, None), "tiny SAM2 (256² input)"
+
+    def timed(fn) -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) * 1000
+
+    sketches = [bench_sketch(768).rotate(90 * i) for i in range(4)]
+    segmenter.embeddings(sketches[0])  # warm-up
+    embed = [timed(lambda im=im: segmenter._cache.clear() or segmenter.embeddings(im)) for im in sketches]
+    w, h = sketches[0].size
+    points = [((i * 37) % w, (i * 53) % h) for i in range(args.segment)]
+    prompt = [timed(lambda p=p: segmenter.segment(sketches[0], [p])) for p in points]
+    automatic = [timed(lambda im=im: segmenter.automatic(im, score_threshold=0.0)) for im in sketches[:2]]
+    return {
+        "model": what,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "image": f"{w}×{h}",
+        "embedding_ms": round(statistics.median(embed), 1),
+        "point_prompt_ms": round(statistics.median(prompt), 1),
+        "automatic_8x8_ms_with_embedding": round(statistics.median(automatic), 1),
+        "first_click_ms": round(statistics.median(embed) + statistics.median(prompt), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m engine.bench", description=__doc__.splitlines()[0])
     p.add_argument("--profile", choices=["tiny", "default"], default="tiny")
@@ -365,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tagging", type=int, default=0, metavar="IMAGES", help="also time tagging IMAGES photos")
     p.add_argument("--listings", type=int, default=0, metavar="N", help="time N listings against --llm")
     p.add_argument("--llm", metavar="URL", help="an OpenAI-compatible server for --listings")
+    p.add_argument("--segment", type=int, default=0, metavar="N", help="time SAM2: N point prompts + analysis")
     p.add_argument("--llm-model", default="local-model")
     p.add_argument(
         "--data-dir", default=os.environ.get("DESIGN_STUDIO_BENCH_DIR", str(Path.home() / ".design-studio-bench"))
@@ -389,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         report["tagging"] = bench_tag(args)
     if args.listings:
         report["listings"] = bench_listings(args)
+    if args.segment:
+        report["segmentation"] = bench_segment(args)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:

@@ -43,7 +43,7 @@ class Region(BaseModel):
     def _words_or_style(self) -> Region:
         self.words = self.words.strip()
         if not self.words and not self.style:
-            raise ValueError("a region needs words (e.g. 'walnut veneer') or a style from the library")
+            raise ValueError("needs words (e.g. 'walnut veneer') or a style from the library")
         return self
 
 
@@ -155,7 +155,10 @@ PATTERN_HINTS = {
 def describe_validation_error(exc: ValidationError) -> str:
     """The first problem as `field: message`, in words a user reads."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+    loc = list(err.get("loc", ()))
+    if len(loc) >= 2 and loc[0] == "regions" and isinstance(loc[1], int):  # regions.0.words → region 1 words
+        loc = [f"region {loc[1] + 1}" + (f" {loc[2]}" if len(loc) > 2 else ""), *loc[3:]]
+    where = ".".join(str(p) for p in loc) or "request"
     msg = err.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ")
     ctx = err.get("ctx") or {}

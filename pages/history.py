@@ -9,6 +9,7 @@ import streamlit as st
 
 from engine.errors import EngineError
 from engine.schema import StyleHit
+from ui import regions as regions_ui
 from ui.shared import FIELD_TO_PARAM, engine_or_stop, local_only
 
 engine = engine_or_stop()
@@ -45,6 +46,7 @@ def on_restore(run_id: str) -> None:
         state.update(sketch_override=sketch, sketch_override_label=f"sketch of {run_id}")
     else:
         state.pop("sketch_override", None)
+    regions_ui.restore(meta, sketch)
     state["goto_studio"] = True
 
 

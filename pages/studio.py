@@ -12,6 +12,7 @@ from streamlit_drawable_canvas import st_canvas
 from engine import images as imgs
 from engine.errors import BadInput, EngineError
 from engine.schema import GenerateRequest
+from ui import regions as regions_ui
 from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, random_seed, start_job
 
 engine = engine_or_stop()
@@ -53,6 +54,7 @@ def build_request() -> GenerateRequest:
         blend=blend,
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
+        regions=regions_ui.request_regions(),
         source="studio",
         **{param: state[name] for name, param in FIELD_TO_PARAM.items()},
     )
@@ -153,6 +155,12 @@ with left:
                 st.error(str(exc))
         else:
             st.caption("No sketch yet: the render will come from the words alone.")
+
+    last = state.get("result")
+    last_render = None
+    if last is not None and (last.png or last.paths):
+        last_render = last.png[0] if last.png else Path(last.paths[0]).read_bytes()
+    regions_ui.panel(engine, sketch, last_render)
 
 
 # ---- progress ---------------------------------------------------------------------------------
@@ -260,9 +268,11 @@ else:
         for s in used:
             st.image(engine.style_image(s.id), width="stretch")
             weight = f" · weight {s.weight:g}" if len(used) > 1 else ""
-            st.caption(f"{s.name} · similarity {s.score:.2f}{weight}")
+            where = " · outside the regions" if result.regions else ""
+            st.caption(f"{s.name} · similarity {s.score:.2f}{weight}{where}")
         if not used:
-            st.caption("no style reference")
+            st.caption("no style reference" + (" outside the regions" if result.regions else ""))
+        regions_ui.result_regions(engine, result)
     with c3:
         st.markdown("**Render**")
         for path, seed in zip(result.paths, result.seeds, strict=True):

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "engine_mode": "Local",
     "remote_url": "http://127.0.0.1:8000",
     "remote_token": "",
+    "regions_on": False,
 }
 
 

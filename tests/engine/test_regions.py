@@ -225,7 +225,7 @@ def test_bad_region_masks_are_clean_errors(engine, two_regions, mask, message):
 
 def test_a_region_without_words_or_style_and_a_covered_region_are_refused(engine, two_regions):
     sketch, left, _ = two_regions
-    with pytest.raises(BadInput, match="a region needs words"):
+    with pytest.raises(BadInput, match=r"^region 1: needs words \(e.g. .walnut veneer.\) or a style"):
         GenerateRequest.build(prompt="a chair", regions=[{"mask": mask_png(left), "words": "  "}])
     covered = GenerateRequest.build(
         prompt="a chair", sketch=png(sketch), steps=1, size=64,
