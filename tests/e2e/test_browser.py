@@ -191,3 +191,39 @@ def test_arena_votes_with_the_keyboard(app_url, browser, e2e_data):
     flip = {"A": "B", "B": "A"}
     assert [p["choice"] for p in pairs] == [pairs[0]["left_side"], flip[pairs[1]["left_side"]], "tie"]
     page.close()
+
+
+def test_regions_click_an_object_name_its_look_and_render(app_url, browser, tmp_path):
+    """Regions mode as a designer uses it: click on the sketch, see the region's row, type its words, render,
+    and read each region's style beside the result."""
+    page = browser.new_page(viewport={"width": 1440, "height": 3000})
+    page.goto(app_url)
+    page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
+    page.get_by_text("Upload", exact=True).first.click()
+    sketch = tmp_path / "room.png"
+    line_sketch(192, 128).save(sketch)
+    page.locator("[data-testid=stFileUploader]").filter(has_text="Sketch or photo").locator(
+        "input[type=file]"
+    ).set_input_files(str(sketch))
+    page.get_by_label("Prompt", exact=True).fill("a living room")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Regions: a different style").click()
+    page.get_by_text("Click an object to add it as a region").wait_for(timeout=60_000)
+    canvas = page.locator("canvas").last
+    box = canvas.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
+    page.get_by_label("Region 1").wait_for(timeout=60_000)
+    page.get_by_label("Region 1").fill("walnut")
+    page.keyboard.press("Enter")
+    page.get_by_text("retrieves").wait_for(timeout=30_000)
+    page.get_by_text("Advanced").click()
+    page.get_by_role("slider", name="Steps").focus()
+    page.keyboard.press("Home")
+    page.get_by_role("slider", name="Size (short side)").focus()
+    page.keyboard.press("Home")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("regions over the render").wait_for(timeout=240_000)
+    expect(page.get_by_text(re.compile("Region 1: “walnut” →"))).to_be_visible()
+    page.screenshot(path=str(tmp_path / "regions.png"), full_page=True)
+    page.close()
