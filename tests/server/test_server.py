@@ -348,15 +348,22 @@ def test_segment_needs_the_token_and_an_image(server):
 
 
 @pytest.mark.parametrize("path", ["/generate", "/jobs"])
-def test_a_region_mask_of_the_wrong_size_is_422_before_any_queue(server, path):
-    options = {"regions": [{"mask": base64_png(np.ones((5, 5), bool)), "words": "oak"}], "steps": 1, "size": 64}
+@pytest.mark.parametrize(
+    ("mask", "detail"),
+    [
+        (np.ones((5, 5), bool), "region 1's mask is 5×5 but must be"),
+        (np.zeros((64, 96), bool), "region 1's mask is empty (no white pixels)"),
+    ],
+)
+def test_bad_region_masks_are_422_before_any_queue(server, path, mask, detail):
+    options = {"regions": [{"mask": base64_png(mask), "words": "oak"}], "steps": 1, "size": 64}
     resp = client(server).post(
         path,
         files={"file": ("s.png", png(line_sketch()), "image/png")},
         data={"prompt": "a chair", "options": json.dumps(options)},
     )
     assert resp.status_code == 422
-    assert resp.json()["detail"].startswith("region 1's mask is 5×5 but must be")
+    assert resp.json()["detail"].startswith(detail)
 
 
 def base64_png(mask) -> str:
