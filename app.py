@@ -9,6 +9,7 @@ pages = {
         st.Page("pages/studio.py", title="Studio", icon=":material/draw:", default=True),
         st.Page("pages/styles.py", title="Style library", icon=":material/palette:"),
         st.Page("pages/catalog.py", title="Catalog", icon=":material/inventory_2:"),
+        st.Page("pages/tune.py", title="Tune retrieval", icon=":material/tune:"),
     ],
     "Review": [
         st.Page("pages/history.py", title="History", icon=":material/history:"),

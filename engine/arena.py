@@ -75,7 +75,28 @@ class Arena(SqliteStore):
             raise BadInput(
                 f"'{a_set}' and '{b_set}' share no sketch, prompt and seed; render both settings over the same inputs"
             )
+        return self._insert(a_set, b_set, [(key, _image(a), _image(b)) for key, a, b in pairs], rng)
+
+    def create_retrieval(
+        self,
+        a_set: str,
+        b_set: str,
+        results: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]],
+        rng: random.Random | None = None,
+    ) -> dict[str, Any]:
+        """A blind contest of two retrieval models: per query, each model's top styles (id, name, score)."""
+        results = [(q, a, b) for q, a, b in results if a and b]
+        if not results:
+            raise BadInput("no query retrieved any style; add styles to the library or type other queries")
+        pairs = [
+            (f"retrieval|{q}|top{len(a)}", {"query": q, "styles": a}, {"query": q, "styles": b}) for q, a, b in results
+        ]
+        return self._insert(a_set, b_set, pairs, rng)
+
+    def _insert(self, a_set: str, b_set: str, pairs: list[tuple[str, dict, dict]], rng) -> dict[str, Any]:
+        """Store a contest: the pairs shuffled once, and per pair the side A is shown on, drawn once."""
         rng = rng or random.SystemRandom()
+        pairs = list(pairs)
         rng.shuffle(pairs)
         contest_id = uuid.uuid4().hex[:12]
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -84,7 +105,7 @@ class Arena(SqliteStore):
             db.executemany(
                 "INSERT INTO pairs VALUES (?,?,?,?,?,?)",
                 [
-                    (contest_id, i, key, json.dumps(_image(a)), json.dumps(_image(b)), rng.choice("AB"))
+                    (contest_id, i, key, json.dumps(a), json.dumps(b), rng.choice("AB"))
                     for i, (key, a, b) in enumerate(pairs)
                 ],
             )
@@ -177,7 +198,7 @@ class Arena(SqliteStore):
             for p in pairs:
                 if p["choice"] == "tie":
                     continue
-                va, vb = p["a"]["metrics"].get(metric), p["b"]["metrics"].get(metric)
+                va, vb = p["a"].get("metrics", {}).get(metric), p["b"].get("metrics", {}).get(metric)
                 if va is None or vb is None or va == vb:
                     continue
                 metric_pick = "A" if (va > vb) == HIGHER_IS_BETTER[metric] else "B"

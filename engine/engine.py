@@ -144,30 +144,108 @@ class LocalEngine(Engine):
         self._catalog_models = None
         self._flux_generator = None
         self._products = None
+        self._client = None
+        self.retrieval: dict[str, Any] | None = None  # the active tuned adapter, None for the base CLIP
         self.arena = Arena(self.data_dir / "arena.sqlite")
         self.sweeps_dir = self.data_dir / "runs" / "sweeps"
         self.catalog_dir = self.data_dir / "runs" / "catalog"
+        self.tune_dir = self.data_dir / "runs" / "tune"
 
     # ---- parts, built once ----------------------------------------------------------------
+    def _retrieval_parts(self, info: dict[str, Any] | None):
+        """The style library and the history index of one retrieval model (the base CLIP, or a tuned adapter
+        merged into it), each model in its own collections."""
+        from . import retrieval
+        from .embeddings import ClipEmbeddings
+
+        if info is None:
+            model, processor = self.models.clip
+        else:
+            from .tune.train import load_tuned
+
+            model, processor = load_tuned(Path(info["run_dir"]), self.settings, self.models.device)
+        embeddings = ClipEmbeddings(model, processor, self.models.device)
+        client = self._chroma()
+        name = _collection_name(self.settings) + retrieval.suffix(info)
+        lib = StyleLibrary(
+            client,
+            embeddings,
+            collection=name,
+            max_pixels=self.settings.max_input_pixels,
+            max_bytes=self.settings.max_upload_bytes,
+        )
+        return lib, HistoryIndex(client, embeddings, f"history-{name}")
+
+    def _chroma(self):
+        if self._client is None:
+            self._client = chroma_client(self.data_dir / "chroma", self.settings.chroma_host, self.settings.chroma_port)
+        return self._client
+
     @property
     def library(self) -> StyleLibrary:
         with self._lock:
             if self._library is None:
-                from .embeddings import ClipEmbeddings
+                from .retrieval import read_active
 
-                model, processor = self.models.clip
-                client = chroma_client(self.data_dir / "chroma", self.settings.chroma_host, self.settings.chroma_port)
-                lib = StyleLibrary(
-                    client,
-                    ClipEmbeddings(model, processor, self.models.device),
-                    collection=_collection_name(self.settings),
-                    max_pixels=self.settings.max_input_pixels,
-                    max_bytes=self.settings.max_upload_bytes,
-                )
+                self.retrieval = read_active(self.data_dir)
+                lib, index = self._retrieval_parts(self.retrieval)
                 lib.ingest()
-                self._library = lib
-                self._history_index = HistoryIndex(client, lib.embeddings, f"history-{_collection_name(self.settings)}")
+                self._library, self._history_index = lib, index
             return self._library
+
+    def use_retrieval(self, run_dir: Path | None, on_progress: ProgressFn | None = None) -> dict[str, Any]:
+        """Point retrieval at a tuned adapter (`run_dir`) or back at the base CLIP (None). The target model's
+        collections are brought in step with the active ones first (styles, history, products), so search,
+        "more like this" and similar products keep every item; the other model's collections stay."""
+        from . import retrieval
+
+        retrieval.check_run(run_dir)
+        target = retrieval.adapter_info(run_dir) if run_dir is not None else None
+        source_lib, source_index, source_products = self.library, self.history_index, self.products
+        t0 = time.perf_counter()
+        if (target or {}).get("id") == (self.retrieval or {}).get("id"):
+            return {"retrieval": target, "changed": False, "seconds": 0.0}
+        lib, index = self._retrieval_parts(target)
+        stats = {"styles": retrieval.sync_library(source_lib, lib, on_progress)}
+        stats["history"] = retrieval.sync_index(
+            source_index.col, index.col, lib.embeddings, "path", "history", on_progress
+        )
+        from .catalog.tag_run import ProductIndex
+
+        products = ProductIndex(lib.client, lib.embeddings, f"products-{lib.vectors.name}")
+        stats["products"] = retrieval.sync_index(
+            source_products.col, products.col, lib.embeddings, "thumbnail", "products", on_progress
+        )
+        retrieval.write_active(self.data_dir, target)
+        with self._lock:
+            self._library, self._history_index, self._products = lib, index, products
+            self.retrieval = target
+        return {"retrieval": target, "changed": True, **stats, "seconds": round(time.perf_counter() - t0, 2)}
+
+    def retrieval_library(self, info: dict[str, Any] | None) -> StyleLibrary:
+        """The style library of a retrieval model: the active one, or another brought in step with it."""
+        from . import retrieval
+
+        if (info or {}).get("id") == (self.retrieval or {}).get("id"):
+            return self.library
+        lib, _ = self._retrieval_parts(info)
+        retrieval.sync_library(self.library, lib)
+        return lib
+
+    def retrieval_contest(self, run_dir: Path, queries: list[str], k: int = 4) -> dict[str, Any]:
+        """A blind Arena contest: for each query, the base CLIP's top k styles against the tuned adapter's."""
+        from . import retrieval
+
+        tuned = retrieval.adapter_info(run_dir)
+        queries = list(dict.fromkeys(q.strip() for q in queries if q.strip()))[:100]
+        if not queries:
+            raise BadInput("type at least one query (one per line)")
+        base_lib, tuned_lib = self.retrieval_library(None), self.retrieval_library(tuned)
+        results = [
+            (q, [h.as_dict() for h in base_lib.search_text(q, k)], [h.as_dict() for h in tuned_lib.search_text(q, k)])
+            for q in queries
+        ]
+        return self.arena.create_retrieval("base CLIP", f"tuned: {tuned['name']}", results)
 
     @property
     def history_index(self) -> HistoryIndex:
@@ -205,9 +283,7 @@ class LocalEngine(Engine):
         library = self.library
         with self._lock:
             if self._products is None:
-                self._products = ProductIndex(
-                    library.client, library.embeddings, f"products-{_collection_name(self.settings)}"
-                )
+                self._products = ProductIndex(library.client, library.embeddings, f"products-{library.vectors.name}")
             return self._products
 
     def similar_products(self, image: bytes | None = None, text: str | None = None, k: int = 8) -> list[dict[str, Any]]:
@@ -249,9 +325,19 @@ class LocalEngine(Engine):
                 "flux": " + ".join(p for p in self.settings.flux_paths() if p),
             },
             "loaded": self.models.loaded(),
+            "retrieval": self._retrieval_label(),
             "queue": len(self.queue),
             "data_dir": str(self.data_dir),
         }
+
+    def _retrieval_label(self) -> str:
+        if self._library is None:
+            from .retrieval import read_active
+
+            info = read_active(self.data_dir)
+        else:
+            info = self.retrieval
+        return f"tuned: {info['name']} ({info['scenario']})" if info else "base CLIP"
 
     def list_styles(self, include_hidden: bool = False) -> list[StyleInfo]:
         return self.library.list(include_hidden)
@@ -617,6 +703,7 @@ class LocalEngine(Engine):
                 "ip_adapter_weight": ids.ip_adapter_weight,
                 "clip": ids.clip,
                 "sam2": ids.sam2 if request.regions else None,
+                "retrieval_adapter": dict(self.retrieval) if self.retrieval else None,
             },
             "profile": self.settings.profile,
             "device": self.models.device,

@@ -10,7 +10,7 @@ import streamlit as st
 from engine.arena import match_key, render_settings
 from engine.errors import EngineError
 from engine.evaluation import METRICS, image_rows
-from ui.shared import engine_or_stop, local_only, start_task
+from ui.shared import engine_or_stop, job_panel, local_only, start_task
 
 engine = engine_or_stop()
 state = st.session_state
@@ -81,10 +81,62 @@ def on_render(inputs: str) -> None:
     state["arena_job"] = start_task(work)
 
 
+def on_retrieval(run_dir: str, queries: str) -> None:
+    state.pop("arena_error", None)
+    try:
+        contest = engine.retrieval_contest(Path(run_dir), queries.splitlines())
+    except EngineError as exc:
+        state["arena_error"] = str(exc)
+        return
+    state["arena_contest"] = contest["id"]
+
+
+def retrieval_form() -> None:
+    """Base CLIP against a tuned adapter: each model's top 4 styles for the same words, shown blind."""
+    from engine.retrieval import find_runs
+
+    st.caption(
+        "For each query, the base CLIP's top 4 styles against a tuned adapter's (**Tune retrieval**), sides drawn"
+        " at random. Which retrieves the looks you meant?"
+    )
+    runs = find_runs(engine.tune_dir)
+    if not runs:
+        st.info("No tuned adapter yet: train one on the **Tune retrieval** page or with `python -m engine tune`.")
+        return
+    names = {r["run_dir"]: f"{r['name']} ({r['scenario']})" for r in runs}
+    run = st.selectbox("Tuned adapter", list(names), key="arena_tuned", format_func=names.get)
+    if "arena_queries" not in state:
+        prompts = [r["metadata"]["prompt"] for r in engine.runs(limit=200)]
+        state["arena_queries"] = "\n".join(list(dict.fromkeys(prompts))[:12])
+    st.text_area("Queries, one per line", key="arena_queries", height=160,
+                 placeholder="mid-century walnut sideboard\nterrazzo floor\nneon street at night")  # fmt: skip
+    st.button("Start voting", type="primary", on_click=on_retrieval, args=(run, state["arena_queries"]),
+              disabled=not state["arena_queries"].strip(), key="arena_retrieval_start")  # fmt: skip
+
+
+def show_side(col, side: dict) -> None:
+    """One side of a pair: a rendered image, or a retrieval model's top styles."""
+    if "styles" in side:
+        cells = col.columns(len(side["styles"]))
+        for cell, s in zip(cells, side["styles"], strict=True):
+            try:
+                cell.image(engine.style_image(s["id"]), width="stretch")
+            except EngineError:
+                cell.caption("(removed)")
+            cell.caption(s["name"])
+    elif Path(side["path"]).is_file():
+        col.image(side["path"], width=440)
+    else:
+        col.warning("This image's file is missing.")
+
+
 with st.expander("New comparison", expanded=not contests):
     sets = sorted(by_set, key=lambda s: max(r["created_at"] for r in by_set[s]), reverse=True)
-    mode = st.segmented_control("Compare", ["Two run sets", "Two settings"], key="arena_mode") or "Two run sets"
-    if mode == "Two settings":
+    modes = ["Two run sets", "Two settings", "Retrieval: base vs tuned"]
+    mode = st.segmented_control("Compare", modes, key="arena_mode") or "Two run sets"
+    if mode == "Retrieval: base vs tuned":
+        retrieval_form()
+    elif mode == "Two settings":
         st.caption(
             "Render the sketches, prompts, seeds and styles of one run set again with setting A and with setting B;"
             " the two new sets are then compared blind. Settings left empty keep each run's own value."
@@ -116,25 +168,17 @@ with st.expander("New comparison", expanded=not contests):
         st.error(state["arena_error"])
 
 
-@st.fragment(run_every=0.5)
-def render_progress() -> None:
-    job = state.get("arena_job")
-    if job is None:
-        return
-    if job.done:
-        state.pop("arena_job")
-        if job.error:
-            state["arena_error"] = job.error
-        else:
-            state["arena_contest"] = job.result["id"]
-        st.rerun()
-    p = job.progress
-    done = p.step / max(p.total, 1) if p else 0.0
-    st.progress(done, text=f"Rendering {p.step + 1}/{p.total}" if p and p.step < p.total else "Preparing…")
-    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key="arena_cancel")
+def on_rendered(job) -> None:
+    if job.result is not None:
+        state["arena_contest"] = job.result["id"]
 
 
-render_progress()
+job_panel(
+    "arena_job",
+    lambda p: f"Rendering {p.step + 1}/{p.total}" if p and p.step < p.total else "Preparing…",
+    on_done=on_rendered,
+    error_key="arena_error",
+)
 
 contests = engine.arena.contests()
 if not contests:
@@ -155,11 +199,7 @@ else:
     st.markdown(f"**{pair['match_key'].split('|')[1]}**")
     left, right = st.columns(2)
     for col, side in ((left, "left"), (right, "right")):
-        path = pair[side]["path"]
-        if Path(path).is_file():
-            col.image(path, width=440)
-        else:
-            col.warning("This image's file is missing.")
+        show_side(col, pair[side])
     b1, b2, b3 = st.columns(3)
     args = (contest_id, pair["position"])
     b1.button("Left is better", icon=":material/arrow_back:", on_click=on_vote, args=(*args, "left"),

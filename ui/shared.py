@@ -126,6 +126,8 @@ def _status(health: dict[str, Any], remote: bool) -> None:
             st.warning("**Tiny profile** — random-weight demo models: images are noise, the workflow is real.")
         where = "remote " if remote else ""
         st.caption(f"{where}Device **{health['device']}** · {health['dtype']} · profile **{health['profile']}**")
+        if health.get("retrieval"):
+            st.caption(f"Retrieval: **{health['retrieval']}**")
         loaded = [name for name, ok in health["loaded"].items() if ok]
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))
         with st.expander("Models"):
@@ -166,6 +168,36 @@ def start_task(work: Callable[[Callable[[Progress], None], threading.Event], Any
     job.thread = threading.Thread(target=run, name="task", daemon=True)
     job.thread.start()
     return job
+
+
+def job_panel(
+    key: str,
+    describe: Callable[[Progress | None], str],
+    on_done: Callable[[Job], None] | None = None,
+    error_key: str | None = None,
+) -> None:
+    """The background job in `st.session_state[key]`, polled every half second: a bar with `describe(progress)`
+    and Cancel. When it ends (done, failed or cancelled) its error goes to `error_key`, `on_done(job)` runs (its
+    `result` is None unless it succeeded) and the page redraws."""
+    state = st.session_state
+
+    @st.fragment(run_every=0.5)
+    def panel() -> None:
+        job = state.get(key)
+        if job is None:
+            return
+        if job.done:
+            state.pop(key)
+            if job.error and error_key:
+                state[error_key] = job.error
+            if on_done:
+                on_done(job)
+            st.rerun()
+        p = job.progress
+        st.progress(min(p.step / max(p.total, 1), 1.0) if p else 0.0, text=describe(p))
+        st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key=f"{key}_cancel")
+
+    panel()
 
 
 def start_job(engine: Engine, request: GenerateRequest) -> Job:
