@@ -12,7 +12,7 @@ from engine.catalog.prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELD
 from engine.catalog.runner import CatalogOptions, CatalogRun, past_runs, resume
 from engine.catalog.sheets import guess_columns, items, read_sheet, safe_name
 from engine.errors import EngineError
-from ui.shared import engine_or_stop, local_only, start_task
+from ui.shared import engine_or_stop, job_panel, local_only, start_task
 from ui.tagging import render as render_tagging
 
 engine = engine_or_stop()
@@ -177,29 +177,17 @@ with sheet_tab:
         st.error(state["cat_error"])
 
 
-@st.fragment(run_every=0.5)
-def progress_panel() -> None:
-    job = state.get("cat_job")
-    if job is None:
-        return
-    if job.done:
-        state.pop("cat_job")
-        if job.error:
-            state["cat_error"] = job.error
-        state["cat_shown"] = state.get("cat_folder")
-        st.rerun()
-    p = job.progress
+def describe_run(p) -> str:
     if p is None:
-        st.progress(0.0, text="Loading the models…")
-    else:
-        what = "Translating" if p.stage == "translate" else "Rows"
-        eta = f" · about {p.eta:.0f}s left" if p.eta else ""
-        st.progress(p.step / max(p.total, 1), text=f"{what} {p.step}/{p.total} · {p.elapsed:.1f}s{eta}")
-    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key="cat_cancel")
+        return "Loading the models…"
+    what = "Translating" if p.stage == "translate" else "Rows"
+    eta = f" · about {p.eta:.0f}s left" if p.eta else ""
+    return f"{what} {p.step}/{p.total} · {p.elapsed:.1f}s{eta}"
 
 
 with sheet_tab:
-    progress_panel()
+    job_panel("cat_job", describe_run, on_done=lambda job: state.update(cat_shown=state.get("cat_folder")),
+              error_key="cat_error")  # fmt: skip
 
 
 def show_run(run: dict, where: str) -> None:

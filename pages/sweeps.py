@@ -10,7 +10,7 @@ import streamlit as st
 from engine.errors import EngineError
 from engine.schema import GenerateRequest
 from engine.sweep import MAX_CELLS, parse_values, past_sweeps, run_sweep
-from ui.shared import current_sketch, engine_or_stop, local_only, random_seed, start_task
+from ui.shared import current_sketch, engine_or_stop, job_panel, local_only, random_seed, start_task
 
 engine = engine_or_stop()
 state = st.session_state
@@ -128,28 +128,19 @@ if state.get("sweep_error"):
     st.error(state["sweep_error"])
 
 
-@st.fragment(run_every=0.5)
-def progress_panel() -> None:
-    job = state.get("sweep_job")
-    if job is None:
-        return
-    if job.done:
-        state.pop("sweep_job")
-        if job.result is not None:
-            state["sweep_result"] = job.result
-        elif job.error:
-            state["sweep_error"] = job.error
-        st.rerun()
-    p = job.progress
+def describe_sweep(p) -> str:
     if p is None:
-        st.progress(0.0, text="Preparing…")
-    else:
-        eta = f" · about {p.eta:.0f}s left" if p.eta else ""
-        st.progress(p.step / max(p.total, 1), text=f"Cell {p.step + 1}/{p.total} · {p.elapsed:.1f}s{eta}")
-    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key="cancel_sweep")
+        return "Preparing…"
+    eta = f" · about {p.eta:.0f}s left" if p.eta else ""
+    return f"Cell {p.step + 1}/{p.total} · {p.elapsed:.1f}s{eta}"
 
 
-progress_panel()
+def on_sweep_done(job) -> None:
+    if job.result is not None:
+        state["sweep_result"] = job.result
+
+
+job_panel("sweep_job", describe_sweep, on_done=on_sweep_done, error_key="sweep_error")
 
 result = state.get("sweep_result")
 if result is not None:

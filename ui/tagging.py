@@ -13,7 +13,7 @@ from engine.catalog.listing import ListingWriter
 from engine.catalog.tag_run import tag_images, write_table
 from engine.catalog.tagging import DEFAULT_VOCAB, parse_vocabulary
 from engine.errors import EngineError
-from ui.shared import start_task, thumbnail_uri
+from ui.shared import job_panel, start_task, thumbnail_uri
 
 LLMS = {"local": "Local model", "server": "OpenAI-compatible server", "none": "None (attributes only)"}
 
@@ -45,24 +45,17 @@ def _start(engine) -> None:
     )
 
 
-@st.fragment(run_every=0.5)
-def _progress() -> None:
-    state = st.session_state
-    job = state.get("tag_job")
-    if job is None:
+def _describe(p) -> str:
+    if p is None:
+        return "Reading the photos…"
+    return f"{ {'tag': 'Tagging', 'listings': 'Writing listings'}.get(p.stage, p.stage) } {p.step}/{p.total}"
+
+
+def _tagged(job) -> None:
+    if job.result is None:
         return
-    if job.done:
-        state.pop("tag_job")
-        if job.error:
-            state["tag_error"] = job.error
-        else:
-            state["tag_result"] = job.result
-            state["tag_table"] = pd.DataFrame(job.result["rows"]).assign(approved=False)
-        st.rerun()
-    p = job.progress
-    what = {"tag": "Tagging", "listings": "Writing listings"}.get(p.stage, p.stage) if p else "Reading the photos…"
-    st.progress(p.step / max(p.total, 1) if p else 0.0, text=f"{what} {p.step}/{p.total}" if p else what)
-    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key="tag_cancel")
+    st.session_state["tag_result"] = job.result
+    st.session_state["tag_table"] = pd.DataFrame(job.result["rows"]).assign(approved=False)
 
 
 def render(engine) -> None:
@@ -85,7 +78,7 @@ def render(engine) -> None:
         st.text_area("Vocabulary (YAML)", key="tag_vocab", height=260, help=hint)
     if state.get("tag_error"):
         st.error(state["tag_error"])
-    _progress()
+    job_panel("tag_job", _describe, on_done=_tagged, error_key="tag_error")
 
     result = state.get("tag_result")
     if result is None:

@@ -90,6 +90,4 @@ def test_generating_with_two_regions_shows_their_styles_beside_the_render(app_en
 def test_a_region_without_words_or_style_is_one_error_line(app_env):
     at = click(regions_studio(app_env), 15, 20)
     at = generate(at)
-    assert [e.value for e in at.error] == [
-        "region 1: needs words (e.g. 'walnut veneer') or a style from the library"
-    ]
+    assert [e.value for e in at.error] == ["region 1: needs words (e.g. 'walnut veneer') or a style from the library"]
