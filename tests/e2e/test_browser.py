@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from engine.arena import Arena
@@ -90,8 +91,15 @@ def browser():
         b.close()
 
 
+def new_page(browser, **kw):
+    """A page whose waits allow for a busy 2-core machine (a render and a rerun can take a while there)."""
+    page = browser.new_page(**kw)
+    page.set_default_timeout(90_000)
+    return page
+
+
 def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
-    page = browser.new_page(viewport={"width": 1440, "height": 1700})
+    page = new_page(browser, viewport={"width": 1440, "height": 1700})
     page.goto(app_url)
     page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
     canvas = page.locator("canvas").last
@@ -131,7 +139,7 @@ def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
 def test_add_a_style_by_upload_and_find_it_in_the_grid(app_url, browser, tmp_path):
     swatch = tmp_path / "olive.png"
     Image.new("RGB", (128, 128), (110, 120, 40)).save(swatch)
-    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    page = new_page(browser, viewport={"width": 1440, "height": 1400})
     page.goto(app_url)
     page.get_by_role("link", name="Style library").click()
     page.wait_for_selector("h1:has-text('Style library')", timeout=60_000)
@@ -151,7 +159,7 @@ def test_add_a_style_by_upload_and_find_it_in_the_grid(app_url, browser, tmp_pat
 
 
 def open_page(browser, app_url, name: str, height: int = 1400):
-    page = browser.new_page(viewport={"width": 1440, "height": height})
+    page = new_page(browser, viewport={"width": 1440, "height": height})
     page.goto(app_url)
     page.get_by_role("link", name=name).click()
     page.wait_for_selector(f"h1:has-text('{name}')", timeout=120_000)
@@ -196,23 +204,37 @@ def test_arena_votes_with_the_keyboard(app_url, browser, e2e_data):
 def test_regions_click_an_object_name_its_look_and_render(app_url, browser, tmp_path):
     """Regions mode as a designer uses it: click on the sketch, see the region's row, type its words, render,
     and read each region's style beside the result."""
-    page = browser.new_page(viewport={"width": 1440, "height": 3000})
+    page = new_page(browser, viewport={"width": 1440, "height": 3000})
     page.goto(app_url)
     page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
     page.get_by_text("Upload", exact=True).first.click()
     sketch = tmp_path / "room.png"
     line_sketch(192, 128).save(sketch)
-    page.locator("[data-testid=stFileUploader]").filter(has_text="Sketch or photo").locator(
-        "input[type=file]"
-    ).set_input_files(str(sketch))
+    uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Sketch or photo")
+    uploader.wait_for()
+    for _ in range(4):  # a rerun that replaces the uploader as the file goes in loses the file: give it again
+        page.wait_for_timeout(1000)
+        uploader.locator("input[type=file]").set_input_files(str(sketch))
+        try:
+            page.get_by_text("What ControlNet will follow").wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            continue
     page.get_by_label("Prompt", exact=True).fill("a living room")
     page.keyboard.press("Control+Enter")
     page.get_by_text("Regions: a different style").click()
-    page.get_by_text("Click an object to add it as a region").wait_for(timeout=60_000)
-    canvas = page.locator("canvas").last
-    box = canvas.bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
-    page.get_by_label("Region 1").wait_for(timeout=60_000)
+    page.get_by_text("Click an object to add it as a region").wait_for()
+    region = page.get_by_label("Region 1")
+    for _ in range(6):  # the canvas takes its clicks once its component has mounted; a click before is lost
+        page.wait_for_timeout(2000)
+        box = page.locator("canvas").last.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.6)
+        try:
+            region.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    region.wait_for(timeout=10_000)
     page.get_by_label("Region 1").fill("walnut")
     page.keyboard.press("Enter")
     page.get_by_text("retrieves").wait_for(timeout=30_000)
