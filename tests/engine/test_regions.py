@@ -300,3 +300,27 @@ def test_cli_generate_region_errors_exit_2(cli_data, tmp_path, capsys):
         code = main([*base, "--region", region])
         _, err = capsys.readouterr()
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_regions_work_with_variations_style_only_and_text_to_image(engine):
+    left = _mask(96, 64, (slice(None), slice(0, 40)))
+    varied = engine.generate(
+        GenerateRequest.build(
+            prompt="a sofa",
+            sketch=png(line_sketch()),
+            steps=1,
+            size=64,
+            variations=2,
+            style_only=True,
+            regions=[{"mask": mask_png(left), "words": "walnut"}],
+        )  # fmt: skip
+    )
+    assert len(varied.images) == 2 and len(varied.regions[0]["style_similarity"]) == 2
+    square = _mask(64, 64, (slice(10, 40), slice(10, 40)))
+    text_only = engine.generate(
+        GenerateRequest.build(
+            prompt="a sofa", steps=1, size=64, use_style=False, regions=[{"mask": mask_png(square), "words": "walnut"}]
+        )  # fmt: skip
+    )
+    assert text_only.images[0].size == (64, 64) and text_only.metadata["styles"] == []
+    assert text_only.regions[0]["style"]["name"] == engine.search_styles(text="walnut", k=1)[0].name
