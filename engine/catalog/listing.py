@@ -29,15 +29,14 @@ from ..errors import EngineError
 # the generic reply helpers of llm.py (private there, shared on purpose: one JSON extraction and repair for both)
 from .llm import (
     _FENCE,
-    RETRY_MESSAGE,
     LLMBackend,
-    LLMTimeout,
     _as_text,
     _load_lenient,
     _norm_key,
     _objects,
     _one_line,
     _repair,
+    ask_until_parsed,
 )
 
 log = logging.getLogger(__name__)
@@ -338,33 +337,15 @@ class ListingWriter:
         self.concurrency = concurrency
 
     def write(self, attributes: Mapping[str, Any], name: str = "") -> ListingResult:
-        messages = listing_messages(attributes, name)
-        attempts = self.retries + 1
-        raw = ""
-        for attempt in range(1, attempts + 1):
-            try:
-                raw = self.backend.complete(messages)
-            except LLMTimeout as exc:
-                log.info("listing attempt %d/%d: %s", attempt, attempts, exc)
-                if attempt == attempts:
-                    raise ListingFailed(f"the LLM timed out after {attempts} attempts") from None
-                continue
-            try:
-                listing = parse_listing(raw)
-            except ListingFailed as exc:
-                log.info("listing attempt %d/%d: %s", attempt, attempts, exc)
-                if attempt == attempts:
-                    raise ListingFailed(f"{exc.message} (after {attempts} attempts)") from None
-                # the bad reply and the reminder; a later one replaces them, so the chat stays short
-                base = messages[:-2] if messages[-1]["content"] == RETRY_MESSAGE else messages
-                messages = [
-                    *base,
-                    {"role": "assistant", "content": raw[:MAX_RETRY_ECHO_CHARS]},
-                    {"role": "user", "content": RETRY_MESSAGE},
-                ]
-                continue
-            return ListingResult(listing=listing, attempts=attempt, raw=raw)
-        raise AssertionError("unreachable")  # pragma: no cover
+        listing, attempt, raw = ask_until_parsed(
+            self.backend,
+            listing_messages(attributes, name),
+            parse_listing,
+            ListingFailed,
+            self.retries,
+            echo_chars=MAX_RETRY_ECHO_CHARS,
+        )
+        return ListingResult(listing=listing, attempts=attempt, raw=raw)
 
     def write_many(
         self,

@@ -636,6 +636,36 @@ class ExtractionResult:
     raw: str  # the last reply
 
 
+def ask_until_parsed(backend, messages, parse, failure: type[EngineError], retries: int, echo_chars: int = 500):
+    """Ask `backend` until `parse` accepts a reply, at most `retries` + 1 times → (parsed, attempts, last reply).
+
+    After a timeout the same chat is sent again; after a reply `parse` refuses (raising `failure`), the chat gets
+    that reply (its first `echo_chars`) and "Answer with one JSON object only.", replacing the previous such pair
+    so the chat stays short. The last attempt's reason is raised as `failure`."""
+    attempts = retries + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            raw = backend.complete(messages)
+        except LLMTimeout as exc:
+            log.info("attempt %d/%d: %s", attempt, attempts, exc)
+            if attempt == attempts:
+                raise failure(f"the LLM timed out after {attempts} attempts") from None
+            continue
+        try:
+            return parse(raw), attempt, raw
+        except failure as exc:
+            log.info("attempt %d/%d: %s", attempt, attempts, exc)
+            if attempt == attempts:
+                raise failure(f"{exc.message} (after {attempts} attempts)") from None
+            base = messages[:-2] if messages[-1]["content"] == RETRY_MESSAGE else messages
+            messages = [
+                *base,
+                {"role": "assistant", "content": raw[:echo_chars]},
+                {"role": "user", "content": RETRY_MESSAGE},
+            ]
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class AttributeExtractor:
     """Description → `Attributes`, asking again (up to `retries` more times) after an unusable reply or a timeout.
 
@@ -653,33 +683,10 @@ class AttributeExtractor:
     def extract(self, text: str) -> ExtractionResult:
         if not (text or "").strip():  # a row's problem, not the run's: ExtractionFailed, not BadInput
             raise ExtractionFailed("the product description is empty")
-        messages = extraction_messages(text)
-        attempts = self.retries + 1
-        raw = ""
-        for attempt in range(1, attempts + 1):
-            try:
-                raw = self.backend.complete(messages)
-            except LLMTimeout as exc:
-                log.info("attempt %d/%d: %s", attempt, attempts, exc)
-                if attempt == attempts:
-                    raise ExtractionFailed(f"the LLM timed out after {attempts} attempts") from None
-                continue
-            try:
-                attrs, method = parse_attributes(raw)
-            except ExtractionFailed as exc:
-                log.info("attempt %d/%d: %s", attempt, attempts, exc)
-                if attempt == attempts:
-                    raise ExtractionFailed(f"{exc.message} (after {attempts} attempts)") from None
-                # the bad reply and the reminder; a later one replaces them, so the chat stays short
-                base = messages[:-2] if messages[-1]["content"] == RETRY_MESSAGE else messages
-                messages = [
-                    *base,
-                    {"role": "assistant", "content": raw[:500]},
-                    {"role": "user", "content": RETRY_MESSAGE},
-                ]
-                continue
-            return ExtractionResult(attributes=attrs, method=method, attempts=attempt, raw=raw)
-        raise AssertionError("unreachable")  # pragma: no cover
+        (attrs, method), attempt, raw = ask_until_parsed(
+            self.backend, extraction_messages(text), parse_attributes, ExtractionFailed, self.retries, echo_chars=500
+        )
+        return ExtractionResult(attributes=attrs, method=method, attempts=attempt, raw=raw)
 
 
 # ---- tiny causal LM ------------------------------------------------------------------------------------------------
