@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from .errors import BadInput
+from .files import write_atomic
 from .schema import Progress
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,8 @@ def read_active(data_dir: Path) -> dict[str, Any] | None:
 
 
 def write_active(data_dir: Path, info: dict[str, Any] | None) -> None:
-    path = Path(data_dir) / ACTIVE_FILE
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"adapter": info, "switched_at": time.time()}, indent=2))
-    os.replace(tmp, path)
+    record = {"adapter": info, "switched_at": time.time()}
+    write_atomic(Path(data_dir) / ACTIVE_FILE, json.dumps(record, indent=2).encode())
 
 
 def suffix(info: dict[str, Any] | None) -> str:

@@ -15,9 +15,7 @@ import csv
 import hashlib
 import io
 import json
-import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import BadInput, Cancelled
+from ..files import write_atomic
 from ..metrics import aggregate, clip_score
 from ..schema import GenerateRequest, Progress, describe_validation_error
 from .prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, PromptTemplate
@@ -83,21 +82,6 @@ class CatalogOptions(BaseModel):
             return cls(**values)
         except ValidationError as exc:
             raise BadInput(describe_validation_error(exc)) from None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: Any) -> None:

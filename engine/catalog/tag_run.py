@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, Cancelled
+from ..files import write_atomic
 from ..schema import Progress
 from .listing import ListingFailed, ListingWriter, listing_row
-from .runner import write_atomic
 from .tagging import Skipped, Tagger, Vocabulary, load_vocabulary, read_images, tag_rows
 
 LISTING_COLUMNS = ["title", "bullet_points", "description", "style_summary", "seo_tags"]

@@ -35,7 +35,6 @@ import random
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -46,6 +45,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import BadInput, EngineError
+from ..files import atomic_writer, write_atomic
 from ..images import decode
 from ..schema import Progress
 
@@ -484,51 +484,30 @@ def _plan(splits: dict[str, list[Pair]], shard_size: int, max_side: int) -> dict
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(data, indent=1, ensure_ascii=False).encode("utf-8"))
 
 
 def _write_shard(path: Path, pairs: list[Pair], max_side: int, max_pixels: int, max_bytes: int) -> None:
     import webdataset as wds
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with wds.TarWriter(fh, encoder=False, mtime=0.0) as sink:
-                for p in pairs:
-                    try:
-                        data, img = _load(p, max_pixels, max_bytes)
-                    except BadInput as exc:
-                        raise BadInput(f"{p.name} can no longer be read ({exc.message}); run prepare again") from None
-                    if hashlib.sha256(data).hexdigest()[:32] != p.key:
-                        raise BadInput(f"{p.name} changed while preparing; run prepare again")
-                    stored, ext = _encode_for_shard(data, img, max_side)
-                    meta = {"name": p.name, "label": p.label, **p.meta}
-                    sink.write(
-                        {
-                            "__key__": p.key,
-                            ext: stored,
-                            "txt": p.text.encode("utf-8"),
-                            "json": json.dumps(meta, ensure_ascii=False).encode("utf-8"),
-                        }
-                    )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path, suffix=".partial") as fh, wds.TarWriter(fh, encoder=False, mtime=0.0) as sink:
+        for p in pairs:
+            try:
+                data, img = _load(p, max_pixels, max_bytes)
+            except BadInput as exc:
+                raise BadInput(f"{p.name} can no longer be read ({exc.message}); run prepare again") from None
+            if hashlib.sha256(data).hexdigest()[:32] != p.key:
+                raise BadInput(f"{p.name} changed while preparing; run prepare again")
+            stored, ext = _encode_for_shard(data, img, max_side)
+            meta = {"name": p.name, "label": p.label, **p.meta}
+            sink.write(
+                {
+                    "__key__": p.key,
+                    ext: stored,
+                    "txt": p.text.encode("utf-8"),
+                    "json": json.dumps(meta, ensure_ascii=False).encode("utf-8"),
+                }
+            )
 
 
 def write_shards(
