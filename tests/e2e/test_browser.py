@@ -98,6 +98,18 @@ def new_page(browser, **kw):
     return page
 
 
+def quick_settings(page, steps: int) -> None:
+    """Open Advanced and set, with the keyboard as a user would, `steps` steps and the smallest size."""
+    page.get_by_text("Advanced").click()
+    page.get_by_role("slider", name="Steps").focus()
+    page.keyboard.press("Home")
+    for _ in range(steps - 1):
+        page.keyboard.press("ArrowRight")
+    page.get_by_role("slider", name="Size (short side)").focus()
+    page.keyboard.press("Home")
+    page.wait_for_timeout(1000)
+
+
 def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
     page = new_page(browser, viewport={"width": 1440, "height": 1700})
     page.goto(app_url)
@@ -114,14 +126,8 @@ def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
     page.keyboard.press("Control+Enter")
     page.wait_for_timeout(1500)
     # a quick render, set with the keyboard as a user would: 4 steps, the smallest size
-    page.get_by_text("Advanced").click()
-    page.get_by_role("slider", name="Steps").focus()
-    page.keyboard.press("Home")
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    page.get_by_role("slider", name="Size (short side)").focus()
-    page.keyboard.press("Home")
-    page.wait_for_timeout(1500)
+    quick_settings(page, steps=4)
+    page.wait_for_timeout(500)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("in all").wait_for(timeout=240_000)
     assert page.get_by_text("×256 · 4 steps").count() == 1  # the keyboard settings took
@@ -238,12 +244,7 @@ def test_regions_click_an_object_name_its_look_and_render(app_url, browser, tmp_
     page.get_by_label("Region 1").fill("walnut")
     page.keyboard.press("Enter")
     page.get_by_text("retrieves").wait_for(timeout=30_000)
-    page.get_by_text("Advanced").click()
-    page.get_by_role("slider", name="Steps").focus()
-    page.keyboard.press("Home")
-    page.get_by_role("slider", name="Size (short side)").focus()
-    page.keyboard.press("Home")
-    page.wait_for_timeout(1000)
+    quick_settings(page, steps=1)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("regions over the render").wait_for(timeout=240_000)
     expect(page.get_by_text(re.compile("Region 1: “walnut” →"))).to_be_visible()
