@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test setup setup-dev lint format bench tiny clean
+.PHONY: run test setup setup-dev lint format bench bench-ui tiny clean
 
 $(VENV)/.app: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ format: setup-dev
 
 bench: setup
 	$(PY) -m engine.bench --profile tiny
+
+bench-ui: setup-dev  # the Studio in headless Chromium against the CLI's engine, side by side
+	$(PY) tools/ui_bench.py
 
 tiny: setup
 	$(PY) -m engine prepare-tiny --profile tiny

@@ -2,6 +2,8 @@
 
 import streamlit as st
 
+from ui.jobs import begin_run, follow_jobs
+
 st.set_page_config(page_title="Generative Design Studio", page_icon=":material/draw:", layout="wide")
 
 pages = {
@@ -18,4 +20,6 @@ pages = {
         st.Page("pages/arena.py", title="Arena", icon=":material/compare:"),
     ],
 }
+begin_run()
 st.navigation(pages).run()
+follow_jobs()  # while a job the page shows runs, keep its progress line current; returns at once otherwise

@@ -66,7 +66,10 @@ class StepClock:
         self.steps.append(now - self._last)
         self._last = now
         if self.on_progress:
-            self.on_progress(Progress("denoise", i + 1, self.total, now - self.start))
+            # the first step also pays the prompt encoding and the pipeline's set-up: the rate comes from the rest
+            recent = self.steps[1:][-5:]
+            per_step = sorted(recent)[len(recent) // 2] if recent else None
+            self.on_progress(Progress("denoise", i + 1, self.total, now - self.start, per_step))
         if self.cancel is not None and self.cancel.is_set():
             pipeline._interrupt = True
         return kwargs

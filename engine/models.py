@@ -111,6 +111,34 @@ def load_segmenter(settings: Settings, device: str, dtype):
         raise _unavailable(model_id, "DESIGN_STUDIO_SAM2_MODEL", settings, exc) from None
 
 
+def physical_cores() -> int:
+    """The physical cores among the CPUs this process may run on (Linux topology; elsewhere the logical count)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+_threads_set = False
+
+
+def configure_threads(threads: int = 0) -> int:
+    """Give PyTorch one thread per physical core (or `threads`), once per process, before any model runs."""
+    global _threads_set
+    import torch
+
+    if not _threads_set:
+        torch.set_num_threads(threads or physical_cores())
+        _threads_set = True
+        log.info("PyTorch uses %d CPU threads", torch.get_num_threads())
+    return torch.get_num_threads()
+
+
 class ModelStore:
     """Loads lazily, once, thread-safely; the tiny profile is built on first use if missing."""
 
@@ -123,6 +151,7 @@ class ModelStore:
         self._clip = None
         self._flux = None
         self._segmenter = None
+        configure_threads(settings.threads)
         quiet_libraries()
 
     def _ensure_tiny(self) -> None:

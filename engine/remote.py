@@ -115,16 +115,25 @@ class RemoteEngine(Engine):
         start = time.perf_counter()
         last = None
         cancelled = False
+        running_since = first_step = None  # when this client first saw it running, and its first step (time, step)
         while job["state"] not in ("done", "failed", "cancelled"):
             if cancel is not None and cancel.is_set() and not cancelled:
                 job = self._json("DELETE", f"/jobs/{job['id']}")
                 cancelled = True
+            now = time.perf_counter()
+            if job["state"] == "running" and running_since is None:
+                running_since = now
             key = (job["state"], job["step"], job["position"])
             if on_progress and key != last:
                 if job["state"] == "queued":
-                    on_progress(Progress("queued", job["position"], 0, time.perf_counter() - start))
+                    on_progress(Progress("queued", job["position"], 0, now - start))
                 elif job["step"]:
-                    on_progress(Progress("denoise", job["step"], job["total"], time.perf_counter() - start))
+                    # the rate from the steps seen here, so time spent queued or uploading never inflates the ETA
+                    first_step = first_step or (now, job["step"])
+                    done = job["step"] - first_step[1]
+                    per_step = (now - first_step[0]) / done if done else None
+                    elapsed = now - (running_since or start)
+                    on_progress(Progress("denoise", job["step"], job["total"], elapsed, per_step))
                 last = key
             time.sleep(self.poll)
             job = self._json("GET", f"/jobs/{job['id']}")

@@ -210,12 +210,17 @@ class Progress:
     step: int
     total: int
     elapsed: float
+    seconds_per_step: float | None = None  # as the producer measured it, when it knows better than elapsed/step
 
     @property
     def eta(self) -> float | None:
-        if self.step <= 0:
+        """Seconds left: 0 at the end; None until there is a rate to go by (the first step also pays the set-up)."""
+        if self.step >= self.total:
+            return 0.0
+        if self.seconds_per_step is None and self.step < 2:
             return None
-        return self.elapsed / self.step * (self.total - self.step)
+        per_step = self.seconds_per_step if self.seconds_per_step is not None else self.elapsed / self.step
+        return per_step * (self.total - self.step)
 
 
 @dataclass

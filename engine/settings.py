@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # Required by the HTTP server whenever it is reachable beyond loopback (generated if unset).
     api_token: str | None = None
 
+    # PyTorch's CPU threads; 0: one per physical core this process may use (hyper-threads only add contention).
+    threads: int = Field(0, ge=0, le=1024)
+
     max_upload_bytes: int = 20 * 1024 * 1024
     max_input_pixels: int = 64_000_000
 

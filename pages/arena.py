@@ -10,7 +10,8 @@ import streamlit as st
 from engine.arena import match_key, render_settings
 from engine.errors import EngineError
 from engine.evaluation import METRICS, image_rows
-from ui.shared import engine_or_stop, job_panel, local_only, start_task
+from ui.jobs import job_panel, start_task
+from ui.shared import engine_or_stop, local_only
 
 engine = engine_or_stop()
 state = st.session_state

@@ -12,7 +12,8 @@ from engine.catalog.prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELD
 from engine.catalog.runner import CatalogOptions, CatalogRun, past_runs, resume
 from engine.catalog.sheets import guess_columns, items, read_sheet, safe_name
 from engine.errors import EngineError
-from ui.shared import engine_or_stop, job_panel, local_only, start_task
+from ui.jobs import job_panel, start_task, timing
+from ui.shared import engine_or_stop, local_only
 from ui.tagging import render as render_tagging
 
 engine = engine_or_stop()
@@ -181,8 +182,7 @@ def describe_run(p) -> str:
     if p is None:
         return "Loading the models…"
     what = "Translating" if p.stage == "translate" else "Rows"
-    eta = f" · about {p.eta:.0f}s left" if p.eta else ""
-    return f"{what} {p.step}/{p.total} · {p.elapsed:.1f}s{eta}"
+    return f"{what} {p.step}/{p.total}{timing(p)}"
 
 
 with sheet_tab:

@@ -11,8 +11,9 @@ from streamlit_drawable_canvas import st_canvas
 
 from engine import images as imgs
 from engine.errors import BadInput, EngineError
-from engine.schema import GenerateRequest
+from engine.schema import GenerateRequest, Progress
 from ui import regions as regions_ui
+from ui.jobs import Job, job_panel, timing
 from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, random_seed, start_job
 
 engine = engine_or_stop()
@@ -164,28 +165,18 @@ with left:
 
 
 # ---- progress ---------------------------------------------------------------------------------
-@st.fragment(run_every=0.5)
-def progress_panel() -> None:
-    job = state.get("job")
-    if job is None:
-        return
-    if job.done:
-        state.pop("job")
-        if job.result is not None:
-            state["result"] = job.result
-            state["result_request"] = job.request
-        elif job.error:
-            state["error"] = job.error
-        st.rerun()
-    p = job.progress
-    if p is not None and p.stage == "queued":
-        st.progress(0.0, text=f"Waiting for the GPU (position {p.step})")
-    elif p is not None:
-        eta = f" · about {p.eta:.0f}s left" if p.eta else ""
-        st.progress(p.step / max(p.total, 1), text=f"Step {p.step}/{p.total} · {p.elapsed:.1f}s{eta}")
-    else:
-        st.progress(0.0, text="Preparing…")
-    st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set())
+def describe_render(p: Progress | None) -> str:
+    if p is None:
+        return "Preparing…"
+    if p.stage == "queued":
+        return f"Waiting for the GPU (position {p.step})"
+    return f"Step {p.step}/{p.total}{timing(p)}"
+
+
+def on_render_done(job: Job) -> None:
+    if job.result is not None:
+        state["result"] = job.result
+        state["result_request"] = job.request
 
 
 with right:
@@ -242,7 +233,7 @@ with right:
     )
     if state.get("error"):
         st.error(state["error"])
-    progress_panel()
+    job_panel("job", describe_render, on_done=on_render_done, error_key="error")
 
 # ---- result -----------------------------------------------------------------------------------
 result = state.get("result")

@@ -10,7 +10,8 @@ import streamlit as st
 from engine.errors import EngineError
 from engine.schema import GenerateRequest
 from engine.sweep import MAX_CELLS, parse_values, past_sweeps, run_sweep
-from ui.shared import current_sketch, engine_or_stop, job_panel, local_only, random_seed, start_task
+from ui.jobs import job_panel, start_task, timing
+from ui.shared import current_sketch, engine_or_stop, local_only, random_seed
 
 engine = engine_or_stop()
 state = st.session_state
@@ -131,8 +132,7 @@ if state.get("sweep_error"):
 def describe_sweep(p) -> str:
     if p is None:
         return "Preparing…"
-    eta = f" · about {p.eta:.0f}s left" if p.eta else ""
-    return f"Cell {p.step + 1}/{p.total} · {p.elapsed:.1f}s{eta}"
+    return f"Cell {min(p.step + 1, p.total)}/{p.total}{timing(p)}"
 
 
 def on_sweep_done(job) -> None:

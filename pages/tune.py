@@ -12,7 +12,8 @@ import streamlit as st
 
 from engine.errors import Cancelled, EngineError
 from engine.retrieval import find_runs
-from ui.shared import engine_or_stop, job_panel, local_only, start_task
+from ui.jobs import job_panel, start_task, timing
+from ui.shared import engine_or_stop, local_only
 
 engine = engine_or_stop()
 state = st.session_state
@@ -149,8 +150,7 @@ def describe_training(p) -> str:
         return f"Measuring recall {p.step}/{p.total}"
     loss_value = getattr(p, "loss", None)
     loss = f" · loss {loss_value:.3f}" if loss_value is not None and loss_value == loss_value else ""
-    eta = f" · about {p.eta:.0f}s left" if p.eta else ""
-    return f"{p.stage} step {p.step}/{p.total}{loss} · {p.elapsed:.1f}s{eta}"
+    return f"{p.stage} step {p.step}/{p.total}{loss}{timing(p)}"
 
 
 with st.expander("2 · Train an adapter", expanded=bool(found)):

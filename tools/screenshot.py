@@ -9,17 +9,10 @@ import argparse
 
 from playwright.sync_api import sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+try:
+    from tools.studio_driver import CHROMIUM, CHROMIUM_ARGS
+except ModuleNotFoundError:  # run as a script: tools/ is this file's folder
+    from studio_driver import CHROMIUM, CHROMIUM_ARGS
 
 
 def main() -> None:

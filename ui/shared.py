@@ -5,10 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import secrets
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
@@ -17,8 +13,9 @@ from PIL import Image
 from engine.engine import Engine, LocalEngine
 from engine.errors import EngineError
 from engine.remote import RemoteEngine
-from engine.schema import MAX_SEED, GenerateRequest, Progress
+from engine.schema import MAX_SEED, GenerateRequest
 from engine.settings import Settings
+from ui.jobs import Job, start_task
 
 # Every Studio field, with its default. Pages read and write these keys; widgets use them as keys.
 DEFAULTS: dict[str, Any] = {
@@ -133,71 +130,6 @@ def _status(health: dict[str, Any], remote: bool) -> None:
         with st.expander("Models"):
             for role, model_id in health["models"].items():
                 st.caption(f"{role}: `{model_id}`")
-
-
-@dataclass
-class Job:
-    """Long work (a generation, a sweep) running in a worker thread; the page polls it."""
-
-    request: Any = None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    progress: Progress | None = None
-    result: Any = None
-    error: str | None = None
-    started: float = field(default_factory=time.time)
-    thread: threading.Thread | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.thread is not None and not self.thread.is_alive()
-
-
-def start_task(work: Callable[[Callable[[Progress], None], threading.Event], Any], request: Any = None) -> Job:
-    """Run `work(on_progress, cancel)` in a thread; its return value lands in `job.result`, an engine
-    error (or any other) in `job.error` as one line, so the page stays usable."""
-    job = Job(request)
-
-    def run() -> None:
-        try:
-            job.result = work(lambda p: setattr(job, "progress", p), job.cancel)
-        except EngineError as exc:
-            job.error = str(exc)
-        except Exception as exc:
-            job.error = f"unexpected error: {type(exc).__name__}: {exc}"
-
-    job.thread = threading.Thread(target=run, name="task", daemon=True)
-    job.thread.start()
-    return job
-
-
-def job_panel(
-    key: str,
-    describe: Callable[[Progress | None], str],
-    on_done: Callable[[Job], None] | None = None,
-    error_key: str | None = None,
-) -> None:
-    """The background job in `st.session_state[key]`, polled every half second: a bar with `describe(progress)`
-    and Cancel. When it ends (done, failed or cancelled) its error goes to `error_key`, `on_done(job)` runs (its
-    `result` is None unless it succeeded) and the page redraws."""
-    state = st.session_state
-
-    @st.fragment(run_every=0.5)
-    def panel() -> None:
-        job = state.get(key)
-        if job is None:
-            return
-        if job.done:
-            state.pop(key)
-            if job.error and error_key:
-                state[error_key] = job.error
-            if on_done:
-                on_done(job)
-            st.rerun()
-        p = job.progress
-        st.progress(min(p.step / max(p.total, 1), 1.0) if p else 0.0, text=describe(p))
-        st.button("Cancel", on_click=job.cancel.set, disabled=job.cancel.is_set(), key=f"{key}_cancel")
-
-    panel()
 
 
 def start_job(engine: Engine, request: GenerateRequest) -> Job:

@@ -13,7 +13,8 @@ from engine.catalog.listing import ListingWriter
 from engine.catalog.tag_run import tag_images, write_table
 from engine.catalog.tagging import DEFAULT_VOCAB, parse_vocabulary
 from engine.errors import EngineError
-from ui.shared import job_panel, start_task, thumbnail_uri
+from ui.jobs import job_panel, start_task
+from ui.shared import thumbnail_uri
 
 LLMS = {"local": "Local model", "server": "OpenAI-compatible server", "none": "None (attributes only)"}
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,19 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from engine.arena import Arena
-from tests.conftest import REPO, free_port, line_sketch, make_data_dir
-from tools.screenshot import CHROMIUM, CHROMIUM_ARGS
+from engine.history import History
+from tests.conftest import REPO, line_sketch, make_data_dir
+from tools.studio_driver import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    draw_house,
+    generate_and_watch,
+    open_studio,
+    set_slider,
+    streamlit_app,
+    tiny_env,
+    watch_messages,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,46 +48,15 @@ def e2e_data(tmp_path_factory, tiny_models) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(e2e_data):
-    data = e2e_data
-    port = free_port()
-    env = {
-        **os.environ,
-        "DESIGN_STUDIO_PROFILE": "tiny",
-        "DESIGN_STUDIO_DEVICE": "cpu",
-        "DESIGN_STUDIO_DATA_DIR": str(data),
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+def app_server(e2e_data):
+    """`streamlit run app.py` on loopback over the module's data folder: (URL, process id)."""
+    with streamlit_app(tiny_env(e2e_data)) as (url, pid):
+        yield url, pid
+
+
+@pytest.fixture(scope="module")
+def app_url(app_server):
+    return app_server[0]
 
 
 @pytest.fixture(scope="module")
@@ -98,30 +77,17 @@ def new_page(browser, **kw):
     return page
 
 
-def quick_settings(page, steps: int) -> None:
-    """Open Advanced and set, with the keyboard as a user would, `steps` steps and the smallest size."""
+def quick_settings(page, steps: int, size: int = 256) -> None:
+    """Open Advanced and set, with the keyboard as a user would, `steps` steps and the size."""
     page.get_by_text("Advanced").click()
-    page.get_by_role("slider", name="Steps").focus()
-    page.keyboard.press("Home")
-    for _ in range(steps - 1):
-        page.keyboard.press("ArrowRight")
-    page.get_by_role("slider", name="Size (short side)").focus()
-    page.keyboard.press("Home")
+    set_slider(page, "Steps", steps)
+    set_slider(page, "Size (short side)", size)
     page.wait_for_timeout(1000)
 
 
 def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
-    page = new_page(browser, viewport={"width": 1440, "height": 1700})
-    page.goto(app_url)
-    page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
-    canvas = page.locator("canvas").last
-    canvas.wait_for(timeout=60_000)
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + 80, box["y"] + 260)
-    page.mouse.down()
-    for x, y in [(80, 140), (220, 50), (360, 140), (360, 260), (80, 260)]:
-        page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
-    page.mouse.up()
+    page = open_studio(browser, app_url)
+    draw_house(page)
     page.get_by_label("Prompt", exact=True).fill("a timber cabin at dusk")
     page.keyboard.press("Control+Enter")
     page.wait_for_timeout(1500)
@@ -249,4 +215,80 @@ def test_regions_click_an_object_name_its_look_and_render(app_url, browser, tmp_
     page.get_by_text("regions over the render").wait_for(timeout=240_000)
     expect(page.get_by_text(re.compile("Region 1: “walnut” →"))).to_be_visible()
     page.screenshot(path=str(tmp_path / "regions.png"), full_page=True)
+    page.close()
+
+
+def test_an_open_page_asks_nothing_of_the_server_while_nothing_runs(app_server, browser):
+    """An idle Studio, Sweeps or Catalog tab sends the server nothing: no timer reruns it (the old progress panels
+    reran twice a second and cost the server ~0.8 CPU-seconds per second, starving renders)."""
+    url, _ = app_server
+    page = browser.new_page(viewport={"width": 1440, "height": 1400})
+    page.set_default_timeout(90_000)
+    sent = watch_messages(page)
+    page.goto(url)
+    page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
+    for name in ("Studio", "Sweeps", "Catalog"):
+        if name != "Studio":
+            page.get_by_role("link", name=name).click()
+            page.wait_for_selector(f"h1:has-text('{name}')", timeout=120_000)
+        page.wait_for_timeout(3000)  # the page's first run and its components settle
+        before = len(sent)
+        page.wait_for_timeout(4000)
+        assert len(sent) == before, f"the idle {name} page sent {len(sent) - before} messages in 4 s"
+    page.close()
+
+
+def test_a_render_with_the_page_open_steps_as_fast_as_a_headless_one(app_server, e2e_data, browser, tiny_models):
+    """The designer's wait: a Studio render with the tab open, its steps timed by the engine, against the same
+    request rendered headless here. They must be of the same order (the old page made steps 20–60× slower); the
+    progress line shows step n/N with the time and, from the first steps on, a sane ETA."""
+    page = open_studio(browser, app_server[0])
+    draw_house(page)
+    page.get_by_label("Prompt", exact=True).fill("a timber cabin at dusk")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Retrieved from your library").wait_for()
+    quick_settings(page, steps=12, size=512)
+    history = History(e2e_data / "history.sqlite")
+    known = {r["id"] for r in history.list(limit=1000)}
+    shown = generate_and_watch(page, timeout=300)
+    page.close()
+    (run,) = [r for r in history.list(limit=1000) if r["id"] not in known]
+    meta = run["metadata"]
+    assert meta["params"]["steps"] == 12 and meta["source"] == "studio"
+
+    steps = [int(m.group(1)) for _, text in shown["progress"] if (m := re.search(r"Step (\d+)/12 · [\d.]+s", text))]
+    assert steps and steps == sorted(steps), shown["progress"]  # the line followed the render, in order
+    for _, text in shown["progress"]:
+        if m := re.search(r"about (\d+)s left", text):
+            assert int(m.group(1)) <= 10 * shown["wall"] + 5, text  # never an absurd estimate
+
+    from engine.schema import GenerateRequest
+    from tests.conftest import make_engine
+
+    sketch = (e2e_data / "sketches" / f"{meta['sketch_hash']}.png").read_bytes()
+    headless = make_engine(make_data_dir(e2e_data.parent / "headless", tiny_models))
+    headless.load()
+    again = headless.generate(GenerateRequest.from_metadata(meta, sketch, source="cli"))
+    studio_step = statistics.median(meta["timings"]["steps"][1:])
+    headless_step = statistics.median(again.metadata["timings"]["steps"][1:])
+    assert studio_step < 3 * headless_step, (studio_step, headless_step)
+    with Image.open(run["outputs"][0]) as im:
+        assert im.convert("RGB").tobytes() == again.images[0].tobytes()  # and the same pixels
+
+
+def test_cancel_in_the_browser_stops_the_render_between_steps(app_url, browser):
+    page = open_studio(browser, app_url)
+    page.get_by_label("Prompt", exact=True).fill("a very long render")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Retrieved from your library").wait_for()
+    quick_settings(page, steps=100, size=256)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text(re.compile(r"Step [3-9]\d?/100")).wait_for(timeout=120_000)
+    page.get_by_role("button", name="Cancel").click()
+    error = page.get_by_text(re.compile(r"cancelled after \d+ of 100 steps"))
+    error.wait_for(timeout=60_000)
+    done = int(re.search(r"after (\d+) of", error.inner_text()).group(1))
+    assert 3 <= done < 100
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
+    assert page.locator("[data-testid=stProgress]").count() == 0
     page.close()

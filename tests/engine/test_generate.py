@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
@@ -208,3 +209,48 @@ def test_out_of_gpu_memory_is_one_clear_error_and_the_engine_recovers(engine, sk
     monkeypatch.undo()
     assert len(engine.queue) == 0
     assert engine.generate(request(sketch_bytes)).images
+
+
+def test_the_step_rate_leaves_out_the_first_steps_set_up(monkeypatch):
+    """The first step also pays the prompt encoding: the ETA comes from the steps after it."""
+    from engine import generator
+
+    clock = iter([0.0, 2.0, 2.5, 3.0, 3.5])  # start; step 1 took 2 s, the next ones 0.5 s
+    monkeypatch.setattr(generator.time, "perf_counter", lambda: next(clock))
+    seen = []
+    step_clock = generator.StepClock(10, lambda: None, seen.append)
+
+    class Pipe:
+        _interrupt = False
+
+    for i in range(4):
+        step_clock.on_step_end(Pipe(), i, None, {})
+    assert [p.step for p in seen] == [1, 2, 3, 4]
+    assert seen[0].eta is None  # one step seen, its set-up included: no estimate yet
+    assert seen[3].eta == 3.0  # 0.5 s × 6 steps to go
+    assert step_clock.steps == [2.0, 0.5, 0.5, 0.5]
+
+
+def test_what_a_page_asks_never_waits_for_a_running_render(engine, sketch_bytes):
+    """A page rerun (health, styles, retrieval, history) is answered while a render runs: no lock is shared."""
+    started, cancel = threading.Event(), threading.Event()
+
+    def render():
+        with contextlib.suppress(Cancelled):
+            engine.generate(
+                request(sketch_bytes, steps=150),
+                on_progress=lambda p: p.stage == "denoise" and started.set(),
+                cancel=cancel,
+            )
+
+    worker = threading.Thread(target=render)
+    worker.start()
+    assert started.wait(120)
+    try:
+        assert engine.health()["profile"] == "tiny"
+        assert engine.list_styles() and engine.search_styles(text="warm wood", k=2)
+        engine.runs(limit=5)
+        assert worker.is_alive()  # all answered while the render was still running
+    finally:
+        cancel.set()
+        worker.join(timeout=120)

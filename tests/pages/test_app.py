@@ -226,3 +226,44 @@ def test_use_as_sketch_feeds_the_render_back_as_the_next_sketch(app_env):
     assert at.session_state["sketch_override"][:8] == b"\x89PNG\r\n\x1a\n"
     assert at.session_state["edge_mode"] == "lines"
     assert any(b.label == "Clear this sketch" for b in at.button)
+
+
+def test_no_page_sets_a_rerun_timer_with_or_without_a_job(app_env, monkeypatch):
+    """An open page costs nothing while nothing runs, and a running job is followed without reruns: no page ever
+    asks the browser to rerun it on a timer (the old progress panels did, twice a second, on every Studio, Sweeps
+    and Catalog tab, which starved renders on a small machine)."""
+    from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
+
+    timers: list[float] = []
+    enqueue = ForwardMsgQueue.enqueue
+
+    def spy(self, msg):
+        if msg.WhichOneof("type") == "auto_rerun":
+            timers.append(msg.auto_rerun.interval)
+        return enqueue(self, msg)
+
+    monkeypatch.setattr(ForwardMsgQueue, "enqueue", spy)
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    for page in ("pages/sweeps.py", "pages/catalog.py", "pages/tune.py", "pages/arena.py", "pages/studio.py"):
+        at.switch_page(page).run()
+        assert not at.exception, page
+    assert timers == []
+
+    at = studio(prompt="a long render", steps=40, size=256, style_mode="None")
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert "job" in at.session_state and any(b.label == "Cancel" for b in at.button)
+    assert not at.exception and timers == []
+    at.session_state["job"].thread.join(timeout=120)
+    assert not at.run().exception and "result" in at.session_state and timers == []
+
+
+def test_progress_reads_step_time_and_a_sane_eta():
+    from engine.schema import Progress
+    from ui.jobs import timing
+
+    assert Progress("denoise", 0, 20, 0.0).eta is None
+    assert Progress("denoise", 20, 20, 9.0).eta == 0  # finished: nothing left
+    assert Progress("denoise", 4, 20, 8.0).eta == 32.0  # 2 s a step, 16 steps to go
+    assert Progress("denoise", 4, 20, 8.0, seconds_per_step=0.5).eta == 8.0  # the producer's own rate wins
+    assert timing(Progress("rows", 3, 10, 12.4)) == " · 12s · about 29s left"
+    assert timing(Progress("rows", 1, 10, 5.0)) == " · 5s"  # the first row also paid the set-up: no estimate yet
