@@ -24,7 +24,7 @@ run: setup
 	$(VENV)/bin/streamlit run app.py
 
 test: setup-dev
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests  # two workers, one test file each at a time
 
 lint: setup-dev
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .

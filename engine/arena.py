@@ -212,7 +212,7 @@ def _image(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": row["run_id"],
         "index": row["index"],
-        "path": row["path"],
+        "image": row["image"],
         "metrics": {m: row.get(m) for m in METRICS},
     }
 
@@ -233,9 +233,10 @@ def _pair(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def render_settings(
-    engine,
+    pipeline,
     runs: list[dict[str, Any]],
     settings: dict[str, dict[str, Any]],
+    sketch_of: Callable[[str], bytes | None],
     batch: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
@@ -249,7 +250,7 @@ def render_settings(
     # build (and so validate) every request before the first render
     jobs = [
         GenerateRequest.from_metadata(
-            run["metadata"], engine.run_sketch(run["id"]), **changes, source="arena", batch=batch, label=label
+            run["metadata"], sketch_of(run["id"]), **changes, source="arena", batch=batch, label=label
         )
         for run in runs
         for label, changes in settings.items()
@@ -258,7 +259,7 @@ def render_settings(
     for i, request in enumerate(jobs):
         if on_progress:
             on_progress(Progress("render", i, len(jobs), time.perf_counter() - started))
-        engine.generate(request, cancel=cancel)
+        pipeline.generate(request, cancel=cancel)
     if on_progress:
         on_progress(Progress("render", len(jobs), len(jobs), time.perf_counter() - started))
     return {label: run_set({"batch": batch, "label": label}) for label in settings}

@@ -161,8 +161,8 @@ def engine_overrides(args) -> tuple[dict, float]:
 def bench_generation(args) -> dict:
     import torch
 
-    from .engine import LocalEngine
     from .images import png_bytes
+    from .local import LocalEngine
     from .schema import GenerateRequest
     from .settings import Settings
 
@@ -177,13 +177,13 @@ def bench_generation(args) -> dict:
     request = GenerateRequest.build(
         prompt="a cosy reading corner, warm light", sketch=sketch, size=args.size, steps=args.steps, seed=0
     )
-    engine.generate(request)  # warm-up: kernels, allocator, caches
+    engine.pipeline.generate(request)  # warm-up: kernels, allocator, caches
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     runs = []
     for i in range(args.runs):
         t0 = time.perf_counter()
-        result = engine.generate(request.model_copy(update={"seed": i}))
+        result = engine.pipeline.generate(request.model_copy(update={"seed": i}))
         runs.append((time.perf_counter() - t0, result.metadata["timings"]))
     totals = [r[0] for r in runs]
     steps = [s for _, t in runs for s in t["steps"]]
@@ -208,7 +208,7 @@ def bench_generation(args) -> dict:
     }
     if args.real:
         out["build_s"] = round(build_s, 1)
-        pipe = engine.generator.pipe
+        pipe = engine.executor.generator("sd15").pipe
         out["parameters"] = {
             name: sum(p.numel() for p in getattr(pipe, name).parameters())
             for name in ("unet", "controlnet", "vae", "text_encoder", "image_encoder")
@@ -233,9 +233,11 @@ def bench_catalog(args) -> dict:
     import tempfile
 
     from .catalog.llm import ExtractionFailed
-    from .catalog.runner import CatalogOptions, CatalogRun
+    from .catalog.options import CatalogOptions
+    from .catalog.runner import CatalogRun
     from .catalog.sheets import read_sheet
-    from .engine import LocalEngine
+    from .local import LocalEngine
+    from .services.catalog import Renderer
     from .settings import Settings
 
     overrides, _ = engine_overrides(args)
@@ -251,7 +253,7 @@ def bench_catalog(args) -> dict:
     rows = ["id,description"] + [f"P-{i},{GERMAN[i % len(GERMAN)]} (Modell {i})" for i in range(n)]
     data = "\n".join(rows).encode()
     sheet = read_sheet(data, "bench.csv")
-    models = engine.catalog_models
+    models = engine.catalog_models()
     t0 = time.perf_counter()
     texts = models.translator("de").translate([r["description"] for r in sheet.rows])
     translate_s = time.perf_counter() - t0
@@ -266,7 +268,7 @@ def bench_catalog(args) -> dict:
     try:
         options = CatalogOptions.build(text_column="description", id_column="id", llm="none", steps=args.steps,
                                        size=args.size)  # fmt: skip
-        run = CatalogRun(engine, folder / "run", sheet, data, options, models)
+        run = CatalogRun(Renderer(engine.core), folder / "run", sheet, data, options, models)
         t0 = time.perf_counter()
         summary = run.run()
         run_s = time.perf_counter() - t0
@@ -296,7 +298,8 @@ def bench_tag(args) -> dict:
 
     from .catalog.tagging import bench_tagging
     from .embeddings import ClipEmbeddings
-    from .tiny import full_size_spec, tiny_tokenizer
+    from .tiny import full_size_spec
+    from .tokenizer import tiny_tokenizer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.real:
@@ -321,11 +324,11 @@ def bench_tag(args) -> dict:
         embeddings = ClipEmbeddings(model, Processor(), device)
         what = "ViT-B/32 (full size, random weights)"
     else:
-        from .engine import LocalEngine
+        from .local import LocalEngine
         from .settings import Settings
 
         engine = LocalEngine(Settings(profile="tiny", data_dir=args.data_dir, device=device))
-        embeddings, what = engine.library.embeddings, "tiny CLIP"
+        embeddings, what = engine.retrieval.library.embeddings, "tiny CLIP"
     out = bench_tagging(embeddings, n=args.tagging)
     return {"model": what, "device": device, "threads": torch.get_num_threads(), **out}
 
@@ -409,7 +412,8 @@ def bench_tune(args) -> dict:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     from .settings import Settings
-    from .tiny import full_size_spec, tiny_tokenizer
+    from .tiny import full_size_spec
+    from .tokenizer import tiny_tokenizer
     from .tune.bench import bench_train
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,13 +8,12 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
 
 from .errors import BadInput, EngineError
-from .schema import Progress
+from .progress import ProgressBar
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -65,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--structure", default="0.5,1.0,1.5", help="structure strengths, comma-separated")
     w.add_argument("--style-strength", default="0.2,0.6,1.0", help="style strengths, comma-separated")
     w.add_argument("--steps", default="20", help="step counts, comma-separated (optional third axis)")
-    w.add_argument("--out", type=Path, help="folder for contact.png, table.csv, sweep.json (default: data folder)")
+    w.add_argument("--out", type=Path, help="put BATCH/contact.png, table.csv, sweep.json here (default: .)")
 
     s = sub.add_parser("styles", parents=[common], help="the style library")
     ssub = s.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -97,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         ca.add_argument("--category-column")
         ca.add_argument("--limit", type=int, help="only the first N rows")
     run = csub.choices["run"]
-    run.add_argument("--out", type=Path, required=True, help="the run folder (a killed run resumes from it)")
+    run.add_argument("--out", type=Path, help="copy the tables, the report and the images here when done")
     run.add_argument("--source-lang", default="de", help="the sheet's language; 'en' turns translation off")
     run.add_argument(
         "--llm",
@@ -141,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--ngrok", action="store_true", help="open a public tunnel (needs NGROK_AUTHTOKEN)")
+    sv.add_argument("--executor", choices=["local", "ray"], default="local", help="where renders run")
+    sv.add_argument("--ray-address", help="join this Ray cluster (`ray start --head`); default: a local one")
+    sv.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else 1)")
 
     t = sub.add_parser("prepare-tiny", parents=[common], help="build the tiny random-weight profile")
     t.add_argument("--force", action="store_true")
@@ -176,14 +178,27 @@ def _settings(args):
     return Settings(**overrides)
 
 
-def _engine(args, settings):
+def _engine(args, settings, **local):
+    """The engine the command talks to: the one served at --remote, or one in this process."""
     if args.remote:
         from .remote import RemoteEngine
 
         return RemoteEngine(args.remote, args.token or settings.api_token)
-    from .engine import LocalEngine
+    from .local import LocalEngine
 
-    return LocalEngine(settings)
+    return LocalEngine(settings, adopt_jobs=False, **local)
+
+
+def _follow(engine, job):
+    """Wait for a job with the progress bar; Ctrl-C cancels it (a queued job at once, a running one between steps)."""
+    bar = ProgressBar()
+    try:
+        return engine.follow(job, bar)
+    except KeyboardInterrupt:
+        engine.jobs.cancel(job.id)
+        raise
+    finally:
+        bar.close()
 
 
 def _check_writable(out: Path) -> None:
@@ -199,6 +214,14 @@ def _check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise BadInput(f"cannot write to {parent}: {exc.strerror or exc}") from None
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _numbers(text: str, flag: str, count: int) -> list[float]:
@@ -242,13 +265,12 @@ def _segment(args) -> dict:
     labels = [1] * len(args.point) + [0] * len(args.negative_point)
     box = _numbers(args.box, "--box", 4) if args.box else None
     image = read_bytes(args.image, settings.max_upload_bytes)
-    found = _engine(args, settings).segment(image, points or None, labels or None, box)
+    found = _engine(args, settings).renders.segment(image, points or None, labels or None, box)
     if args.out:
-        from .regions import mask_png
-
-        args.out.write_bytes(mask_png(found.mask))
-    h, w = found.mask.shape
-    return {"mask": str(args.out) if args.out else None, "width": w, "height": h, **found.as_dict("none")}
+        _write(args.out, found.mask_png)
+    h, w = found.mask().shape
+    return {"mask": str(args.out) if args.out else None, "width": w, "height": h,
+            **found.model_dump(exclude={"mask_png"})}  # fmt: skip
 
 
 def _parse_blend(text: str | None) -> list[dict]:
@@ -262,31 +284,6 @@ def _parse_blend(text: str | None) -> list[dict]:
         except ValueError:
             raise BadInput(f"--blend: '{part}' is not NAME:WEIGHT") from None
     return items
-
-
-class _ProgressBar:
-    """Step n/N with elapsed time and ETA on stderr, only when stderr is a terminal."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, p: Progress) -> None:
-        if not self.enabled:
-            return
-        if p.stage == "queued":
-            sys.stderr.write(f"\rwaiting for the GPU (position {p.step})          ")
-        else:
-            width = 30
-            done = int(width * p.step / max(p.total, 1))
-            eta = f"ETA {p.eta:4.1f}s" if p.eta is not None else ""
-            what = "step" if p.stage == "denoise" else p.stage
-            bar = f"[{'#' * done}{'.' * (width - done)}]"
-            sys.stderr.write(f"\r{bar} {what} {p.step}/{p.total} {p.elapsed:5.1f}s {eta}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 def _request(args, sketch: bytes | None, **settings):
@@ -316,7 +313,7 @@ def _request(args, sketch: bytes | None, **settings):
 
 def _sweep(args) -> dict:
     from .images import read_bytes
-    from .sweep import parse_values, run_sweep
+    from .sweep import parse_values
 
     settings = _settings(args)
     structures = parse_values(args.structure, "--structure")
@@ -325,13 +322,15 @@ def _sweep(args) -> dict:
     sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
     request = _request(args, sketch, steps=steps[0])
     engine = _engine(args, settings)
-    out_root = args.out or (Path(".") if args.remote else engine.sweeps_dir)
-    bar = _ProgressBar()
-    try:
-        result = run_sweep(engine, request, structures, styles, steps, out_root=out_root, on_progress=bar)
-    finally:
-        bar.close()
-    return {"batch": result.batch, "style": result.style, **result.files, "cells": result.table()}
+    job = _follow(engine, engine.sweeps.start(request, structures, styles, steps))
+    batch = job.result["batch"]
+    sweep = engine.sweeps.get(batch)
+    out = {"batch": batch, "style": sweep["style"]}
+    folder = args.out / batch if args.out else Path(batch)
+    for key, name in (("contact_sheet", "contact.png"), ("table", "table.csv"), ("summary", "sweep.json")):
+        _write(folder / name, engine.sweeps.file(batch, name))
+        out[key] = str(folder / name)
+    return {**out, "cells": sweep["table"]}
 
 
 def _generate(args) -> dict:
@@ -353,31 +352,25 @@ def _generate(args) -> dict:
         regions=_parse_regions(args.region, settings.max_upload_bytes),
     )
     engine = _engine(args, settings)
-    bar = _ProgressBar()
     start = time.perf_counter()
-    try:
-        result = engine.generate(request, on_progress=bar, cancel=threading.Event())
-    finally:
-        bar.close()
+    job = _follow(engine, engine.renders.submit(request))
+    result = engine.renders.result(job.id)
     outputs = result.paths
-    files = result.png or [Path(p).read_bytes() for p in result.paths]
     out = args.out or (Path(f"{result.run_id}.png") if args.remote else None)  # remote: the files come here
     if out:
         outputs = []
-        for i, data in enumerate(files):
+        for i, data in enumerate(result.png):
             dst = out if i == 0 else out.with_name(f"{out.stem}-{i}{out.suffix}")
-            try:
-                dst.write_bytes(data)
-            except OSError as exc:
-                raise BadInput(f"cannot write {dst}: {exc.strerror or exc}") from None
+            _write(dst, data)
             outputs.append(str(dst))
+    images = result.images()
     return {
         "output": outputs[0],
         "outputs": outputs,
         "run_id": result.run_id,
         "seed": result.seeds[0],
         "seeds": result.seeds,
-        "size": list(result.images[0].size),
+        "size": list(images[0].size),
         "profile": result.metadata.get("profile", settings.profile),
         "edge_mode": result.metadata.get("edge_mode"),
         "styles": [s.as_dict() for s in result.styles],
@@ -395,19 +388,19 @@ def _styles(args) -> dict | list:
     from .images import read_bytes
 
     settings = _settings(args)
-    engine = _engine(args, settings)
+    styles = _engine(args, settings).styles
     if args.action == "list":
-        return [_style_dict(s) for s in engine.list_styles(include_hidden=args.all)]
+        return [_style_dict(s) for s in styles.list(include_hidden=args.all)]
     if args.action == "add":
         tags = [t for t in args.tags.split(",") if t.strip()]
         data = read_bytes(args.image, settings.max_upload_bytes)
-        return _style_dict(engine.add_style(data, args.name, args.description, tags))
+        return _style_dict(styles.add(data, args.name, args.description, tags))
     if args.action == "remove":
-        return {"removed": _style_dict(engine.remove_style(args.name))}
+        return {"removed": _style_dict(styles.remove(args.name))}
     if args.action in ("hide", "unhide"):
-        return _style_dict(engine.hide_style(args.name, args.action == "hide"))
+        return _style_dict(styles.hide(args.name, args.action == "hide"))
     image = read_bytes(args.image, settings.max_upload_bytes) if args.image else None
-    return [s.as_dict() for s in engine.search_styles(text=args.text, image=image, k=args.k)]
+    return [s.as_dict() for s in styles.search(text=args.text, image=image, k=args.k)]
 
 
 def _prepare_tiny(args) -> dict:
@@ -420,10 +413,8 @@ def _prepare_tiny(args) -> dict:
 
 
 def _metrics(args) -> dict:
-    from .engine import LocalEngine
-
     start = time.perf_counter()
-    n = LocalEngine(_settings(args)).recompute_metrics(args.run)
+    n = _engine(args, _settings(args)).history.remeasure(args.run)
     return {"recomputed": n, "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -443,38 +434,59 @@ def _catalog_columns(args, sheet) -> dict:
     }
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def _zip_folder(folder: Path, max_bytes: int) -> bytes:
+    """A folder's images as one zip, for the engine (which takes uploads, never paths)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                zf.write(path, path.relative_to(folder).as_posix())
+            if buf.tell() > max_bytes:
+                raise BadInput(f"{folder} holds over {max_bytes / 1e6:.0f} MB of images; tag it in parts")
+    return buf.getvalue()
+
+
 def _catalog_tag(args, settings) -> dict:
-    from .catalog.listing import ListingWriter
-    from .catalog.tag_run import tag_images, write_table
-    from .catalog.tagging import load_vocabulary
-    from .engine import LocalEngine
+    from .catalog.tagging import DEFAULT_VOCAB
+    from .images import read_bytes
 
     if args.out.suffix.lower() not in (".csv", ".xlsx"):
         raise BadInput(f"--out must end in .csv or .xlsx (got {args.out.name})")
     if not args.out.parent.is_dir():
         raise BadInput(f"cannot write {args.out}: folder {args.out.parent} does not exist")
-    if not 1 <= args.concurrency <= 32:
-        raise BadInput(f"--concurrency must be between 1 and 32 (got {args.concurrency})")
-    vocab = load_vocabulary(args.vocab)
-    engine = LocalEngine(settings)
-    writer = None
-    if args.llm != "none":
-        backend = engine.catalog_models.backend(None if args.llm == "local" else args.llm, args.llm_model)
-        writer = ListingWriter(backend, retries=args.retries, concurrency=args.concurrency)
-    bar = _ProgressBar()
-    try:
-        report = tag_images(engine, args.source, vocab, writer, on_progress=bar)
-    finally:
-        bar.close()
-    files = write_table(report["rows"], report["columns"], args.out)
-    statuses = [r["status"] for r in report["rows"]]
+    if not args.source.exists():
+        raise BadInput(f"{args.source} does not exist")
+    vocab_path = args.vocab or DEFAULT_VOCAB
+    if not vocab_path.is_file():
+        raise BadInput(f"no vocabulary at {vocab_path}")
+    photos = (_zip_folder(args.source, settings.max_upload_bytes) if args.source.is_dir()
+              else read_bytes(args.source, settings.max_upload_bytes))  # fmt: skip
+    llm = args.llm if args.llm in ("local", "none") else "server"
+    engine = _engine(args, settings)
+    job = _follow(engine, engine.catalog.tag(photos, vocab_path.read_text(), llm, args.llm if llm == "server" else None,
+                                             args.llm_model))  # fmt: skip
+    run = job.result["run"]
+    table = engine.catalog.tagged(run)
+    files = []
+    for suffix in (".csv", ".xlsx"):
+        dst = args.out.with_suffix(suffix)
+        _write(dst, engine.catalog.tagged_file(run, f"results{suffix}"))
+        files.append(str(dst))
+    statuses = [r["status"] for r in table["rows"]]
     return {
-        "images": report["images"],
-        "files": [str(f) for f in files],
-        "skipped": report["skipped"],
+        "run": run,
+        "images": table["images"],
+        "files": files,
+        "skipped": table["skipped"],
         "listed": statuses.count("listed"),
         "listing_failed": statuses.count("listing failed"),
-        "seconds": report["seconds"],
+        "seconds": table["seconds"],
     }
 
 
@@ -485,11 +497,10 @@ def _catalog(args) -> dict:
     if args.action == "tag":
         return _catalog_tag(args, settings)
     if args.action == "similar":
-        from .engine import LocalEngine
         from .images import read_bytes
 
         image = read_bytes(args.image, settings.max_upload_bytes) if args.image else None
-        return {"results": LocalEngine(settings).similar_products(image=image, text=args.text, k=args.k)}
+        return {"results": _engine(args, settings).catalog.similar(image=image, text=args.text, k=args.k)}
     sheet = load_sheet(args.sheet)
     columns = _catalog_columns(args, sheet)
     if args.action == "preview":
@@ -502,18 +513,20 @@ def _catalog(args) -> dict:
             "rows": len(sheet.rows),
             "preview": [{"row": r.row, "id": r.id, "text": r.text, "error": r.error} for r in rows],
         }
+    from .catalog.options import CatalogOptions
     from .catalog.prompts import DEFAULT_TEMPLATE
-    from .catalog.runner import CatalogOptions, CatalogRun
+    from .render.capabilities import rules
 
+    model = rules(args.model)
     options = CatalogOptions.build(
         **columns,
         source_lang=args.source_lang,
         template=args.template or DEFAULT_TEMPLATE,
         seed=args.seed,
         model=args.model,
-        steps=args.steps or (4 if args.model == "flux" else 20),
+        steps=args.steps or model.steps,
         size=args.size,
-        guidance=args.guidance if args.guidance is not None else (0.0 if args.model == "flux" else 7.5),
+        guidance=args.guidance if args.guidance is not None else model.guidance,
         style=args.style,
         llm=args.llm if args.llm in ("local", "none") else "server",
         llm_url=None if args.llm in ("local", "none") else args.llm,
@@ -521,21 +534,18 @@ def _catalog(args) -> dict:
         retries=args.retries,
         limit=args.limit,
     )
-    engine = _engine(args, settings)
-    if args.remote:
-        raise BadInput("catalog runs use the local engine for now; run them on the GPU machine itself")
-    run = CatalogRun.from_file(engine, args.out, args.sheet, options, engine.catalog_models)
-    executor = None
-    if args.executor == "ray":
-        from .executors import RayExecutor
-
-        executor = RayExecutor(engine, address=args.ray_address, workers=args.workers)
-    bar = _ProgressBar()
-    try:
-        summary = run.run(on_progress=bar, cancel=threading.Event(), executor=executor)
-    finally:
-        bar.close()
-    return {"folder": str(args.out), "executor": args.executor, **summary}
+    local = {"executor": args.executor, "ray_address": args.ray_address, "workers": args.workers}
+    engine = _engine(args, settings, **local)
+    job = _follow(engine, engine.catalog.start(args.sheet.read_bytes(), args.sheet.name, options))
+    run = job.result["run"]
+    found = engine.catalog.run(run)
+    if args.out:  # a copy of the results here: the tables, the report and the images
+        for name in ("results.csv", "results.xlsx", "report.md"):
+            _write(args.out / name, engine.catalog.file(run, name))
+        for row in found["results"]:
+            if row["status"] == "done":
+                _write(args.out / row["image"], engine.catalog.image(run, row["id"]))
+    return {"run": run, "folder": str(args.out) if args.out else None, "executor": args.executor, **found["summary"]}
 
 
 def _tune(args) -> dict:
@@ -545,12 +555,16 @@ def _tune(args) -> dict:
 
 
 def _serve(args) -> dict:
-    from .engine import LocalEngine
+    from .local import LocalEngine
     from .server import serve
+    from .server.app import check_token
 
-    engine = LocalEngine(_settings(args))
-    engine.load()
-    serve(engine, host=args.host, port=args.port, ngrok=args.ngrok)
+    settings = _settings(args)
+    token = check_token(args.token if args.token is not None else settings.api_token)  # refused now, not later
+    engine = LocalEngine(settings, executor=args.executor, ray_address=args.ray_address, workers=args.workers,
+                         max_queued=32, abandon_after=600.0)  # fmt: skip
+    engine.load(freeze=True)
+    serve(engine, host=args.host, port=args.port, ngrok=args.ngrok, token=token)
     return {"stopped": True}
 
 

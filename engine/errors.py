@@ -19,6 +19,10 @@ class BadInput(EngineError):
     """The request itself is wrong: a file, a prompt, a parameter."""
 
 
+class NotFound(BadInput):
+    """A run, style, job, sweep or catalog run that does not exist (any more)."""
+
+
 class TooLarge(BadInput):
     """An upload over the size or pixel limit."""
 
@@ -41,3 +45,37 @@ class Cancelled(EngineError):
 
 class QueueFull(Busy):
     """Too many jobs are waiting; try again later."""
+
+
+# The one table between errors and HTTP statuses: the server answers with these, the remote engine raises them back.
+STATUS: dict[type[EngineError], int] = {
+    NotFound: 404,
+    TooLarge: 413,
+    UnsupportedImage: 415,
+    BadInput: 422,
+    QueueFull: 429,
+    Cancelled: 409,
+    Busy: 503,
+    ModelUnavailable: 503,
+    EngineError: 500,
+}
+
+
+def status_for(exc: EngineError) -> int:
+    """The HTTP status of an error: its own class's, or its nearest parent's."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_class(name: str | None, status: int | None = None) -> type[EngineError]:
+    """The error class a server named (or, failing that, the one its status stands for)."""
+    for cls in STATUS:
+        if cls.__name__ == name:
+            return cls
+    if status is not None:
+        for cls, code in STATUS.items():
+            if code == status:
+                return cls
+    return EngineError

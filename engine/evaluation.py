@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -32,13 +30,13 @@ def run_set(meta: dict[str, Any]) -> str:
 
 
 def image_rows(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every output of every run as one flat row: what made it, where it is, and how it measures."""
+    """Every output of every run as one flat row: what made it, which it is, and how it measures."""
     rows = []
     for run in runs:
         meta = run["metadata"]
         params = meta.get("params", {})
         used = [s["name"] for s in meta.get("styles", []) if s.get("used")]
-        for i, path in enumerate(run["outputs"]):
+        for i in range(len(run["outputs"])):
             metrics = (meta.get("metrics") or [{}] * len(run["outputs"]))[i] or {}
             rows.append(
                 {
@@ -58,7 +56,7 @@ def image_rows(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                     "scheduler": params.get("scheduler"),
                     "seed": meta["seeds"][i] if i < len(meta.get("seeds", [])) else None,
                     "sketch_hash": meta.get("sketch_hash") or "",
-                    "path": path,
+                    "image": f"{run['id']}#{i}",  # the output, as the engine's history.image names it
                     **{m: metrics.get(m) for m in METRICS},
                 }
             )
@@ -161,14 +159,12 @@ def compare(
 
 CSV_COLUMNS = [
     "run_id", "index", "created_at", "prompt", "style", *METRICS, "structure_strength", "style_strength", "steps",
-    "guidance", "scheduler", "seed", "set", "batch", "label", "source", "sketch_hash", "path",
+    "guidance", "scheduler", "seed", "set", "batch", "label", "source", "sketch_hash", "image",
 ]  # fmt: skip
 
 
 def to_csv(rows: list[dict[str, Any]]) -> bytes:
     """One CSV line per image (the Dashboard's export): metrics, settings and the output's file."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
+    from .tables import csv_bytes
+
+    return csv_bytes(rows, CSV_COLUMNS)

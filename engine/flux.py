@@ -18,7 +18,8 @@ import torch
 
 from .errors import BadInput, Busy, Cancelled, ModelUnavailable
 from .generator import Output, Params, StepClock
-from .models import PICKLE_SUFFIXES, _safetensors_kw, _unavailable, quiet_libraries
+from .hub import PICKLE_SUFFIXES, quiet_libraries, safetensors_kw, unavailable
+from .render.capabilities import TEXT_ONLY
 from .schema import Progress
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ DEFAULT_FLUX_MODEL = "black-forest-labs/FLUX.1-schnell"
 DEFAULT_FLUX_LORA = "aihpi/flux-fashion-lora"
 MODEL_SETTING = "DESIGN_STUDIO_FLUX_MODEL"
 LORA_SETTING = "DESIGN_STUDIO_FLUX_LORA"
-TEXT_ONLY = "FLUX renders from text only here: no sketch and no style reference (use the SD 1.5 model for those)"
 # FLUX.1-schnell was distilled with 256 T5 tokens (dev: 512); the T5 prompt is always padded to this length.
 SCHNELL_MAX_SEQUENCE_LENGTH = 256
 LORA_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers' own LoRA loader looks for first
@@ -73,10 +73,10 @@ def _resolve_lora(lora: str, settings) -> tuple[str, str | None]:
         # but it can pick it from the cached snapshot's folder.
         return snapshot_download(lora, local_files_only=True), None
     except HFValidationError as exc:  # neither a local path nor a hub id
-        raise _unavailable(lora, LORA_SETTING, settings, exc) from None
+        raise unavailable(lora, LORA_SETTING, settings, exc) from None
     except OSError as exc:
         if constants.HF_HUB_OFFLINE:
-            raise _unavailable(lora, LORA_SETTING, settings, exc) from None
+            raise unavailable(lora, LORA_SETTING, settings, exc) from None
         return lora, None  # not cached yet: diffusers downloads it
 
 
@@ -95,17 +95,17 @@ def load_flux(model_id: str, lora: str | None, device: str, dtype, allow_pickle:
     model_id, lora = str(model_id), str(lora) if lora else None
     cfg = _settings_for(settings, allow_pickle)
     source = _resolve_lora(lora, cfg) if lora else None
-    kw = _safetensors_kw(cfg)
+    kw = safetensors_kw(cfg)
     try:
         pipe = FluxPipeline.from_pretrained(model_id, dtype=dtype, **kw)
     except (OSError, ValueError) as exc:
-        raise _unavailable(model_id, MODEL_SETTING, cfg, exc) from None
+        raise unavailable(model_id, MODEL_SETTING, cfg, exc) from None
     if source is not None:
         where, weight_name = source
         try:
             pipe.load_lora_weights(where, weight_name=weight_name, **kw)
         except (OSError, SafetensorError) as exc:
-            raise _unavailable(lora, LORA_SETTING, cfg, exc) from None
+            raise unavailable(lora, LORA_SETTING, cfg, exc) from None
         except ValueError as exc:
             log.debug("applying the LoRA %s failed", lora, exc_info=exc)
             raise ModelUnavailable(
@@ -335,7 +335,7 @@ def build_tiny_flux(folder: Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from .tiny import tiny_tokenizer
+    from .tokenizer import tiny_tokenizer
 
     quiet_libraries()
     folder = Path(folder)

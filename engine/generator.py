@@ -79,6 +79,7 @@ class StepClock:
 class Output:
     images: list[Image.Image]
     timings: dict[str, float | list[float]] = field(default_factory=dict)
+    worker: int = 0  # which executor worker rendered it (always 0 in this process)
 
 
 def style_block(unet) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -29,18 +30,28 @@ CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 
 class SqliteStore:
     """One SQLite file in WAL mode with `SCHEMA` applied. Each call opens its own connection, so threads (UI
-    sessions, server workers) never share one."""
+    sessions, server workers) never share one. The file is made on first use, not before: an engine that never
+    runs (its models missing) leaves no trace in the data folder."""
 
     SCHEMA = ""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(self.SCHEMA)
+        self._ready = False
+        self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
+        if not self._ready:
+            with self._lock:
+                if not self._ready:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    with closing(self._open()) as db, db:
+                        db.execute("PRAGMA journal_mode=WAL")
+                        db.executescript(self.SCHEMA)
+                    self._ready = True
+        return self._open()
+
+    def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
         db.row_factory = sqlite3.Row
         return db

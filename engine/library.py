@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from PIL import Image
 from .embeddings import ClipEmbeddings
 from .errors import BadInput, EngineError
 from .images import decode, fit, png_bytes
-from .schema import StyleHit
+from .schema import StyleHit, StyleInfo
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +36,6 @@ log = logging.getLogger(__name__)
 HNSW = {"space": "cosine", "ef_search": 200, "ef_construction": 200, "max_neighbors": 32}
 SHIPPED_DIR = Path(os.environ.get("DESIGN_STUDIO_STYLES_KB", Path(__file__).resolve().parent.parent / "styles_kb"))
 NAME_RE = re.compile(r"^[\w .,'&()+-]{1,60}$")
-
-
-@dataclass
-class StyleInfo:
-    id: str
-    name: str
-    description: str = ""
-    tags: list[str] = field(default_factory=list)
-    source: str = "shipped"
-    hidden: bool = False
-    created_at: float = 0.0
 
 
 def chroma_client(path: Path | None = None, host: str | None = None, port: int = 8000):

@@ -8,46 +8,10 @@ import threading
 from pathlib import Path
 
 from .errors import ModelUnavailable
+from .hub import PICKLE_SUFFIXES, quiet_libraries, safetensors_kw, unavailable
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-
-
-def _fix_for(model_id: str, setting: str, settings: Settings) -> str:
-    if settings.profile == "tiny":
-        return "run `python -m engine prepare-tiny` to build the tiny profile"
-    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    return (
-        f"download it once where the hub is reachable (`hf download {model_id}`, cached under HF_HOME={hf_home}), "
-        f"or set {setting} to a local folder, or use --profile tiny for a demo"
-    )
-
-
-def _unavailable(model_id: str, setting: str, settings: Settings, exc: Exception) -> ModelUnavailable:
-    log.debug("loading %s failed", model_id, exc_info=exc)
-    where = "the folder" if Path(model_id).exists() else "the local cache, and the hub is unreachable"
-    return ModelUnavailable(
-        f"model '{model_id}' cannot be loaded: not found in {where}",
-        fix=_fix_for(model_id, setting, settings),
-    )
-
-
-def quiet_libraries() -> None:
-    """Model loading prints progress bars and advice; the engine reports through its own logging."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-
-def _safetensors_kw(settings: Settings) -> dict:
-    # use_safetensors=True refuses pickled weights; None prefers safetensors but may fall back.
-    return {"use_safetensors": None if settings.allow_pickle else True}
 
 
 def load_pipeline(settings: Settings, device: str, dtype):
@@ -55,17 +19,17 @@ def load_pipeline(settings: Settings, device: str, dtype):
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
     ids = settings.models()
-    kw = {"dtype": dtype, **_safetensors_kw(settings)}
+    kw = {"dtype": dtype, **safetensors_kw(settings)}
     try:
         controlnet = ControlNetModel.from_pretrained(ids.controlnet, **kw)
     except (OSError, ValueError) as exc:
-        raise _unavailable(ids.controlnet, "DESIGN_STUDIO_CONTROLNET_MODEL", settings, exc) from None
+        raise unavailable(ids.controlnet, "DESIGN_STUDIO_CONTROLNET_MODEL", settings, exc) from None
     try:
         pipe = StableDiffusionControlNetPipeline.from_pretrained(
             ids.base, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **kw
         )
     except (OSError, ValueError) as exc:
-        raise _unavailable(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings, exc) from None
+        raise unavailable(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings, exc) from None
 
     if ids.ip_adapter_weight.endswith(PICKLE_SUFFIXES) and not settings.allow_pickle:
         raise ModelUnavailable(
@@ -80,7 +44,7 @@ def load_pipeline(settings: Settings, device: str, dtype):
             image_encoder_folder=ids.ip_adapter_image_encoder,
         )
     except (OSError, ValueError) as exc:
-        raise _unavailable(ids.ip_adapter, "DESIGN_STUDIO_IP_ADAPTER_MODEL", settings, exc) from None
+        raise unavailable(ids.ip_adapter, "DESIGN_STUDIO_IP_ADAPTER_MODEL", settings, exc) from None
 
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -93,10 +57,10 @@ def load_clip(settings: Settings, device: str, model_id: str | None = None, sett
 
     model_id = model_id or settings.models().clip
     try:
-        model = CLIPModel.from_pretrained(model_id, **_safetensors_kw(settings))
+        model = CLIPModel.from_pretrained(model_id, **safetensors_kw(settings))
         processor = CLIPProcessor.from_pretrained(model_id)
     except (OSError, ValueError) as exc:
-        raise _unavailable(model_id, setting, settings, exc) from None
+        raise unavailable(model_id, setting, settings, exc) from None
     return model.to(device).eval(), processor
 
 
@@ -106,9 +70,9 @@ def load_segmenter(settings: Settings, device: str, dtype):
 
     model_id = settings.models().sam2
     try:
-        return load_sam2(model_id, device, dtype, _safetensors_kw(settings)["use_safetensors"])
+        return load_sam2(model_id, device, dtype, safetensors_kw(settings)["use_safetensors"])
     except (OSError, ValueError) as exc:
-        raise _unavailable(model_id, "DESIGN_STUDIO_SAM2_MODEL", settings, exc) from None
+        raise unavailable(model_id, "DESIGN_STUDIO_SAM2_MODEL", settings, exc) from None
 
 
 def physical_cores() -> int:

@@ -1,38 +1,34 @@
-"""`RemoteEngine`: the same interface as `LocalEngine`, over the HTTP server (jobs, so tunnels never time out)."""
+"""`RemoteEngine`: the engine interface over HTTP, against `python -m engine serve` on a GPU box or behind a tunnel.
+
+Every operation of every service is implemented, from the same declarations the server makes its routes of
+(engine/rpc.py): the arguments go out as the interface types them, files as file parts, and the result comes back
+as the same type (files as bytes). Errors come back as the `EngineError` the server raised. No call is held open
+longer than ~20 s, so tunnels that cut long requests do no harm: long work is a job, followed by short waits.
+"""
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import threading
-import time
 from typing import Any
 
 import httpx
-from PIL import Image
 
-from .engine import Engine, ProgressFn
-from .errors import BadInput, Busy, Cancelled, EngineError, ModelUnavailable, QueueFull, TooLarge, UnsupportedImage
-from .library import StyleInfo
-from .schema import GenerateRequest, GenerateResult, Progress, StyleHit
-
-ERRORS = {413: TooLarge, 415: UnsupportedImage, 422: BadInput, 429: QueueFull, 503: Busy}
+from . import api
+from .api import Capabilities, Engine
+from .errors import EngineError, ModelUnavailable, error_class
+from .rpc import Operation, operations
 
 
-class RemoteEngine(Engine):
-    """Talks to `python -m engine serve`; TLS verification stays on."""
+class Transport:
+    """One HTTP client per engine: the base URL, the token, TLS verification on, errors as `EngineError`s."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0, poll: float = 0.25):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
         self.url = url.rstrip("/")
         headers = {"ngrok-skip-browser-warning": "true"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=True)
-        self.poll = poll
 
-    # ---- plumbing ---------------------------------------------------------------------------
-    def _call(self, method: str, path: str, **kw) -> httpx.Response:
+    def request(self, method: str, path: str, **kw) -> httpx.Response:
         try:
             resp = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -44,119 +40,57 @@ class RemoteEngine(Engine):
             raise EngineError("the engine refused the token (401)", fix="paste the token the server printed")
         if resp.status_code >= 400:
             try:
-                detail = resp.json().get("detail", resp.text)
+                body = resp.json()
+                detail, kind = body.get("detail", resp.text), body.get("error")
             except ValueError:
-                detail = resp.text[:200]
-            raise ERRORS.get(resp.status_code, EngineError)(f"{detail}")
+                detail, kind = resp.text[:200], None
+            if not isinstance(detail, str):  # FastAPI's own validation errors: a list of problems
+                detail = "; ".join(str(d.get("msg", d)) for d in detail) if isinstance(detail, list) else str(detail)
+            raise error_class(kind, resp.status_code)(detail)
         return resp
 
-    def _json(self, method: str, path: str, **kw) -> Any:
-        return self._call(method, path, **kw).json()
+    def call(self, op: Operation, *args: Any, **kwargs: Any) -> Any:
+        plain, files = op.bind(*args, **kwargs)
+        body = op.args(**plain).model_dump_json()
+        if files:
+            parts = {name: (name, data, "application/octet-stream") for name, data in files.items()}
+            resp = self.request("POST", op.path, data={"args": body}, files=parts)
+        else:
+            resp = self.request("POST", op.path, content=body, headers={"content-type": "application/json"})
+        if op.returns_bytes:
+            return None if resp.status_code == 204 else resp.content
+        return op.result.validate_json(resp.content)
 
-    # ---- engine interface -----------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        return self._json("GET", "/health")
 
-    def list_styles(self, include_hidden: bool = False) -> list[StyleInfo]:
-        return [StyleInfo(**s) for s in self._json("GET", "/styles", params={"include_hidden": include_hidden})]
+def _method(transport: Transport, op: Operation):
+    def method(self, *args, **kwargs):
+        return transport.call(op, *args, **kwargs)
 
-    def add_style(self, image: bytes, name: str, description: str = "", tags: list[str] | None = None) -> StyleInfo:
-        data = {"name": name, "description": description, "tags": ",".join(tags or [])}
-        return StyleInfo(**self._json("POST", "/styles", data=data, files={"file": ("style.png", image)}))
+    method.__name__ = op.name
+    method.__doc__ = op.doc
+    return method
 
-    def remove_style(self, name_or_id: str) -> StyleInfo:
-        return StyleInfo(**self._json("DELETE", f"/styles/{name_or_id}"))
 
-    def hide_style(self, name_or_id: str, hidden: bool = True) -> StyleInfo:
-        return StyleInfo(**self._json("POST", f"/styles/{name_or_id}/hide", params={"hidden": hidden}))
+def remote_service(transport: Transport, name: str):
+    """An implementation of service `name` whose every operation is an HTTP call."""
+    base = api.SERVICES[name]
+    methods = {op_name: _method(transport, op) for op_name, op in operations()[name].items()}
+    return type(f"Remote{base.__name__}", (base,), methods)()
 
-    def search_styles(self, text: str | None = None, image: bytes | None = None, k: int = 3) -> list[StyleHit]:
-        if image is not None:
-            raise BadInput("image search is not offered by the remote engine yet; search by words")
-        hits = self._json("GET", "/styles/search", params={"text": text or "", "k": k})
-        return [StyleHit(h["id"], h["name"], h["score"], source=h["source"]) for h in hits]
 
-    def style_image(self, name_or_id: str) -> Image.Image:
-        return Image.open(io.BytesIO(self._call("GET", f"/styles/{name_or_id}/image").content)).convert("RGB")
+class RemoteEngine(Engine):
+    """Talks to `python -m engine serve`; TLS verification stays on."""
 
-    def runs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        return []  # the history lives with the server; its pages read it there
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0, poll: float | None = None):
+        self.transport = Transport(url, token, timeout)
+        self.url = self.transport.url
+        self.poll = poll
+        for name in api.SERVICES:
+            setattr(self, name, remote_service(self.transport, name))
 
-    def run(self, run_id: str) -> dict[str, Any]:
-        raise BadInput("the remote engine's history is on the server")
+    def capabilities(self) -> Capabilities:
+        info = self.transport.request("GET", "/health").json()
+        return Capabilities(**{**info, "remote": True})
 
-    def run_sketch(self, run_id: str) -> bytes | None:
-        return None
-
-    def segment(self, image: bytes, points=None, labels=None, box=None):
-        import numpy as np
-
-        from .regions import Segment
-
-        form = {"mask_format": "png"}
-        for key, value in (("points", points), ("labels", labels), ("box", box)):
-            if value is not None:
-                form[key] = json.dumps([list(p) for p in value] if key == "points" else list(value))
-        out = self._json("POST", "/segment", data=form, files={"file": ("image.png", image)})
-        with Image.open(io.BytesIO(base64.b64decode(out["mask_png"]))) as im:
-            mask = np.asarray(im.convert("L")) > 127
-        return Segment(mask, out["score"], out["polygons"])
-
-    def search_runs(self, text=None, like=None, k: int = 12) -> list[dict[str, Any]]:
-        return []
-
-    def generate(
-        self, request: GenerateRequest, on_progress: ProgressFn | None = None, cancel: threading.Event | None = None
-    ) -> GenerateResult:
-        """Submit a job, follow it until it ends, fetch its result; cancel is forwarded to the server."""
-        options = request.model_dump(mode="json", exclude={"prompt", "sketch"})
-        files = {"file": ("sketch.png", request.sketch)} if request.sketch is not None else None
-        job = self._json("POST", "/jobs", data={"prompt": request.prompt, "options": json.dumps(options)}, files=files)
-        start = time.perf_counter()
-        last = None
-        cancelled = False
-        running_since = first_step = None  # when this client first saw it running, and its first step (time, step)
-        while job["state"] not in ("done", "failed", "cancelled"):
-            if cancel is not None and cancel.is_set() and not cancelled:
-                job = self._json("DELETE", f"/jobs/{job['id']}")
-                cancelled = True
-            now = time.perf_counter()
-            if job["state"] == "running" and running_since is None:
-                running_since = now
-            key = (job["state"], job["step"], job["position"])
-            if on_progress and key != last:
-                if job["state"] == "queued":
-                    on_progress(Progress("queued", job["position"], 0, now - start))
-                elif job["step"]:
-                    # the rate from the steps seen here, so time spent queued or uploading never inflates the ETA
-                    first_step = first_step or (now, job["step"])
-                    done = job["step"] - first_step[1]
-                    per_step = (now - first_step[0]) / done if done else None
-                    elapsed = now - (running_since or start)
-                    on_progress(Progress("denoise", job["step"], job["total"], elapsed, per_step))
-                last = key
-            time.sleep(self.poll)
-            job = self._json("GET", f"/jobs/{job['id']}")
-        if job["state"] == "cancelled":
-            raise Cancelled(job["error"] or "cancelled")
-        if job["state"] == "failed":
-            raise EngineError(job["error"] or "the job failed")
-        if on_progress and job["total"]:
-            on_progress(Progress("denoise", job["total"], job["total"], time.perf_counter() - start))
-        payload = self._json("GET", f"/jobs/{job['id']}/result")
-        meta = payload["metadata"]
-        files = [base64.b64decode(b) for b in payload["images"]]
-        images = [Image.open(io.BytesIO(f)).convert("RGB") for f in files]
-        styles = [
-            StyleHit(s["id"], s["name"], s["score"], source=s["source"], weight=s["weight"], used=s["used"])
-            for s in meta["styles"]
-        ]
-        return GenerateResult(
-            images=images,
-            seeds=meta["seeds"],
-            metadata=meta,
-            styles=styles,
-            run_id=payload["run_id"],
-            png=files,
-            regions=meta.get("regions", []),
-        )
+    def follow(self, job, on_progress=None, cancel=None, every: float | None = None):
+        return super().follow(job, on_progress, cancel, every=self.poll if every is None else every)

@@ -126,7 +126,7 @@ class GenerateRequest(BaseModel):
         if meta.get("canny"):
             values["canny_low"], values["canny_high"] = meta["canny"]
         if meta.get("regions") and "regions" not in changes:
-            from .regions import mask_png, rle_decode
+            from .masks import mask_png, rle_decode
 
             values["regions"] = [
                 {"mask": mask_png(rle_decode(r["mask"])), "words": r["words"], "style": r["style"]["id"]}
@@ -176,6 +176,17 @@ def describe_validation_error(exc: ValidationError) -> str:
         if where == "steps":
             msg = f"must be between 1 and {MAX_STEPS} (got {err.get('input')})"
     return f"{where}: {msg}" if err.get("loc") else msg
+
+
+@dataclass
+class StyleInfo:
+    id: str
+    name: str
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    source: str = "shipped"
+    hidden: bool = False
+    created_at: float = 0.0
 
 
 @dataclass

@@ -50,24 +50,36 @@ class SweepResult:
 
     def sets(self) -> list[str]:
         """The run sets (one per cell) as the Dashboard names them."""
-        return [
-            run_set({"batch": self.batch, "label": cell_label(c.structure_strength, c.style_strength, c.steps)})
-            for c in self.cells
-        ]
+        return sweep_sets({"batch": self.batch, "cells": [asdict(c) for c in self.cells]})
 
     def table(self) -> list[dict[str, Any]]:
         """One row per cell: its setting, its run, and its numbers."""
-        return [
-            {
-                "structure_strength": c.structure_strength,
-                "style_strength": c.style_strength,
-                "steps": c.steps,
-                **{m: c.metrics.get(m) for m in METRICS},
-                "run_id": c.run_id,
-                "seconds": round(c.seconds, 3),
-            }
-            for c in self.cells
-        ]
+        return cell_rows([asdict(c) for c in self.cells])
+
+
+def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A sweep's table: one row per cell with its setting, its run, and its numbers (its metrics' means)."""
+    return [
+        {
+            "structure_strength": c["structure_strength"],
+            "style_strength": c["style_strength"],
+            "steps": c["steps"],
+            **{m: c["metrics"].get(m) for m in METRICS},
+            "run_id": c["run_id"],
+            "seconds": round(c["seconds"], 3),
+        }
+        for c in cells
+    ]
+
+
+def sweep_sets(summary: dict[str, Any]) -> list[str]:
+    """The run sets (one per cell) of a sweep's summary (sweep.json), as the Dashboard names them."""
+    return [
+        run_set(
+            {"batch": summary["batch"], "label": cell_label(c["structure_strength"], c["style_strength"], c["steps"])}
+        )
+        for c in summary["cells"]
+    ]
 
 
 def cell_label(structure: float, style: float, steps: int) -> str:

@@ -15,47 +15,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .tokenizer import tiny_tokenizer
+
 log = logging.getLogger(__name__)
 
 TINY_VERSION = 7
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
-
-
-def _byte_vocab() -> list[str]:
-    """CLIP's byte→unicode table: every byte is a printable character the BPE can spell with."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-def write_tokenizer_files(folder: Path) -> None:
-    """A character-level CLIP BPE vocabulary (no merges), written locally instead of fetched."""
-    chars = _byte_vocab()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-
-
-def tiny_tokenizer(folder: Path):
-    from transformers import CLIPTokenizer
-
-    write_tokenizer_files(folder)
-    tok = CLIPTokenizer(
-        str(folder / "vocab.json"),
-        str(folder / "merges.txt"),
-        model_max_length=77,  # without it encode_prompt overflows
-    )
-    tok.save_pretrained(folder)
-    return tok
 
 
 def _token_ids(tok) -> dict[str, int]:
@@ -203,7 +170,7 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
         CLIPVisionModelWithProjection,
     )
 
-    from .models import quiet_libraries
+    from .hub import quiet_libraries
 
     quiet_libraries()
     target.mkdir(parents=True, exist_ok=True)

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from engine.arena import match_key, render_settings
+from engine.arena import match_key
 from engine.errors import EngineError
-from engine.evaluation import METRICS, image_rows
-from ui.jobs import job_panel, start_task
-from ui.shared import engine_or_stop, local_only
+from engine.evaluation import METRICS
+from ui import jobs
+from ui.jobs import job_panel
+from ui.shared import engine_or_stop, output_thumbs, style_thumb
 
 engine = engine_or_stop()
 state = st.session_state
 
 st.title("Arena")
-local_only("its history and votes")
 st.caption(
     "Two run sets over the same sketches, prompts and seeds, one pair at a time, sides drawn at random and"
     " never named. Vote with the buttons or the keys **←** (left better), **→** (right better), **↓** (tie)."
 )
 
-rows = image_rows(engine.runs(limit=5000))
+rows = engine.history.rows(limit=5000)
 by_set: dict[str, list[dict]] = {}
 for r in rows:
     by_set.setdefault(r["set"], []).append(r)
@@ -33,7 +31,7 @@ contests = engine.arena.contests()
 def on_create(a: str, b: str) -> None:
     state.pop("arena_error", None)
     try:
-        contest = engine.arena.create(by_set.get(a, []), by_set.get(b, []))
+        contest = engine.arena.create(a, b)
     except EngineError as exc:
         state["arena_error"] = str(exc)
         return
@@ -69,23 +67,16 @@ def on_render(inputs: str) -> None:
         }
         for side in ("A", "B")
     }
-    if settings["A"] == settings["B"]:
-        state["arena_error"] = "settings A and B are the same; change at least one value"
-        return
-    runs = [engine.run(run_id) for run_id in dict.fromkeys(r["run_id"] for r in by_set[inputs])]
-
-    def work(progress, cancel):
-        names = render_settings(engine, runs, settings, on_progress=progress, cancel=cancel)
-        fresh = image_rows(engine.runs(limit=5000))
-        return engine.arena.create(*([r for r in fresh if r["set"] == names[side]] for side in ("A", "B")))
-
-    state["arena_job"] = start_task(work)
+    try:
+        jobs.start("arena_job", engine.arena.render(inputs, settings))
+    except EngineError as exc:
+        state["arena_error"] = str(exc)
 
 
-def on_retrieval(run_dir: str, queries: str) -> None:
+def on_retrieval(adapter: str, queries: str) -> None:
     state.pop("arena_error", None)
     try:
-        contest = engine.retrieval_contest(Path(run_dir), queries.splitlines())
+        contest = engine.arena.retrieval_contest(adapter, queries.splitlines())
     except EngineError as exc:
         state["arena_error"] = str(exc)
         return
@@ -94,20 +85,18 @@ def on_retrieval(run_dir: str, queries: str) -> None:
 
 def retrieval_form() -> None:
     """Base CLIP against a tuned adapter: each model's top 4 styles for the same words, shown blind."""
-    from engine.retrieval import find_runs
-
     st.caption(
         "For each query, the base CLIP's top 4 styles against a tuned adapter's (**Tune retrieval**), sides drawn"
         " at random. Which retrieves the looks you meant?"
     )
-    runs = find_runs(engine.tune_dir)
+    runs = engine.tuning.adapters()
     if not runs:
         st.info("No tuned adapter yet: train one on the **Tune retrieval** page or with `python -m engine tune`.")
         return
-    names = {r["run_dir"]: f"{r['name']} ({r['scenario']})" for r in runs}
+    names = {r["name"]: f"{r['name']} ({r['scenario']})" for r in runs}
     run = st.selectbox("Tuned adapter", list(names), key="arena_tuned", format_func=names.get)
     if "arena_queries" not in state:
-        prompts = [r["metadata"]["prompt"] for r in engine.runs(limit=200)]
+        prompts = [r["prompt"] for r in rows[:200]]
         state["arena_queries"] = "\n".join(list(dict.fromkeys(prompts))[:12])
     st.text_area("Queries, one per line", key="arena_queries", height=160,
                  placeholder="mid-century walnut sideboard\nterrazzo floor\nneon street at night")  # fmt: skip
@@ -120,15 +109,19 @@ def show_side(col, side: dict) -> None:
     if "styles" in side:
         cells = col.columns(len(side["styles"]))
         for cell, s in zip(cells, side["styles"], strict=True):
-            try:
-                cell.image(engine.style_image(s["id"]), width="stretch")
-            except EngineError:
+            thumb = style_thumb(engine, s["id"])
+            if thumb:
+                cell.image(thumb, width="stretch")
+            else:
                 cell.caption("(removed)")
             cell.caption(s["name"])
-    elif Path(side["path"]).is_file():
-        col.image(side["path"], width=440)
     else:
-        col.warning("This image's file is missing.")
+        ref = side.get("image") or f"{side['run_id']}#{side['index']}"
+        thumb = output_thumbs(engine, [ref], 512)[ref]
+        if thumb:
+            col.image(thumb, width=440)
+        else:
+            col.warning("This image's file is missing.")
 
 
 with st.expander("New comparison", expanded=not contests):
@@ -170,11 +163,12 @@ with st.expander("New comparison", expanded=not contests):
 
 
 def on_rendered(job) -> None:
-    if job.result is not None:
-        state["arena_contest"] = job.result["id"]
+    if job.state == "done":
+        state["arena_contest"] = job.result["contest"]
 
 
 job_panel(
+    engine,
     "arena_job",
     lambda p: f"Rendering {p.step + 1}/{p.total}" if p and p.step < p.total else "Preparing…",
     on_done=on_rendered,

@@ -7,8 +7,8 @@ import plotly.express as px
 import streamlit as st
 
 from engine.errors import EngineError
-from engine.evaluation import METRICS, compare, filter_rows, image_rows, summarize, to_csv
-from ui.shared import engine_or_stop, local_only, thumbnail_uri
+from engine.evaluation import METRICS, compare, filter_rows, summarize, to_csv
+from ui.shared import data_uri, engine_or_stop, output_thumbs
 
 MAX_RUNS = 5000
 
@@ -16,13 +16,16 @@ engine = engine_or_stop()
 state = st.session_state
 
 st.title("Dashboard")
-local_only("its history")
 st.caption(
     "Every render is measured when it is made: **prompt fidelity** (CLIP score, 0–100), **style similarity** "
     "(CLIP cosine to its reference) and **structure fidelity** (edge F1 against the sketch, 2 px tolerance)."
 )
 
-rows = image_rows(engine.runs(limit=MAX_RUNS))
+try:
+    rows = engine.history.rows(limit=MAX_RUNS)
+except EngineError as exc:
+    st.error(str(exc))
+    st.stop()
 if not rows:
     st.info("No renders yet. Make some in the Studio, or run a sweep.")
     st.stop()
@@ -104,8 +107,10 @@ with overview:
     st.dataframe(pd.DataFrame(summarize(shown, by)), hide_index=True, key="summary_table")
 
 with table_tab:
+    thumbs = output_thumbs(engine, list(df["image"]))
     table = df.assign(
-        thumbnail=[thumbnail_uri(p) for p in df["path"]], created_at=pd.to_datetime(df["created_at"], utc=True)
+        thumbnail=[data_uri(thumbs[ref]) for ref in df["image"]],
+        created_at=pd.to_datetime(df["created_at"], utc=True),
     )
     st.dataframe(
         table,

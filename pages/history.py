@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import streamlit as st
 
 from engine.errors import EngineError
 from engine.schema import StyleHit
 from ui import regions as regions_ui
-from ui.shared import FIELD_TO_PARAM, engine_or_stop, local_only
+from ui.shared import FIELD_TO_PARAM, engine_or_stop, output_thumbs
 
 engine = engine_or_stop()
 state = st.session_state
@@ -18,8 +17,8 @@ state = st.session_state
 
 def on_restore(run_id: str) -> None:
     """Put a run's settings and its sketch back into the Studio's fields."""
-    run = engine.run(run_id)
-    meta, params = run["metadata"], run["metadata"]["params"]
+    meta = engine.history.get(run_id).metadata
+    params = meta["params"]
     state.update({name: params[param] for name, param in FIELD_TO_PARAM.items()})
     state.update(
         prompt=meta["prompt"],
@@ -41,7 +40,7 @@ def on_restore(run_id: str) -> None:
         for h in hits:
             state[f"use_{h.id}"] = True
             state[f"w_{h.id}"] = h.weight
-    sketch = engine.run_sketch(run_id)
+    sketch = engine.history.sketch(run_id)
     if sketch:
         state.update(sketch_override=sketch, sketch_override_label=f"sketch of {run_id}")
     else:
@@ -59,16 +58,15 @@ if state.pop("goto_studio", False):
     st.switch_page("pages/studio.py")
 
 st.title("History")
-local_only("its history")
 query = st.text_input("Search by meaning", key="history_query", placeholder="blue watercolor chairs")
 like = state.get("history_like")
 
 try:
     if query.strip():
         state.pop("history_like", None)
-        found = engine.search_runs(text=query, k=12)
+        found = engine.history.search(text=query, k=12)
     elif like:
-        found = engine.search_runs(like=tuple(like), k=12)
+        found = engine.history.search(like_run=like[0], like_index=like[1], k=12)
         st.caption(f"More like {like[0]} #{like[1]}")
         st.button("Show all", on_click=lambda: state.pop("history_like", None))
     else:
@@ -78,40 +76,49 @@ except EngineError as exc:
     found = []
 
 if found is not None:
+    thumbs = output_thumbs(engine, [f"{h['run_id']}#{h['index']}" for h in found], 256)
     cols = st.columns(4)
     for i, hit in enumerate(found):
         with cols[i % 4], st.container(border=True):
-            st.image(hit["path"], width="stretch")
-            st.caption(f"{hit['run_id']} · similarity {hit['score']:.2f}")
+            thumb = thumbs.get(f"{hit['run_id']}#{hit['index']}")
+            if thumb:
+                st.image(thumb, width="stretch")
+            st.markdown(f"**{hit['prompt'][:80]}**")
+            st.caption(f"{hit['created_at'].replace('T', ' ')[:16]} · similarity {hit['score']:.2f}")
             st.button("Restore", key=f"hr_{hit['run_id']}_{hit['index']}", on_click=on_restore, args=(hit["run_id"],))
     if not found:
         st.info("Nothing found.")
 else:
-    runs = engine.runs(limit=40)
+    try:
+        runs = engine.history.list(limit=40)
+    except EngineError as exc:
+        st.error(str(exc))
+        runs = []
     if not runs:
         st.info("No renders yet. Make one in the Studio.")
+    thumbs = output_thumbs(engine, [f"{run.id}#0" for run in runs], 256)
     for run in runs:
-        meta = run["metadata"]
+        meta = run.metadata
         used = ", ".join(s["name"] for s in meta["styles"] if s.get("used")) or "no style"
         with st.container(border=True):
             thumb, text, actions = st.columns([1, 4, 2], vertical_alignment="center")
-            if run["outputs"] and Path(run["outputs"][0]).is_file():
-                thumb.image(run["outputs"][0], width="stretch")
+            if thumbs.get(f"{run.id}#0"):
+                thumb.image(thumbs[f"{run.id}#0"], width="stretch")
             text.markdown(f"**{meta['prompt']}**")
             text.caption(
                 f"{used} · seed {meta['seed']} · {meta['width']}×{meta['height']} · {meta['params']['steps']} steps"
-                f" · {run['created_at'].replace('T', ' ')[:16]} UTC · {run['seconds']:.1f}s"
+                f" · {run.created_at.replace('T', ' ')[:16]} UTC · {run.seconds:.1f}s"
             )
-            actions.button("Restore", key=f"restore_{run['id']}", on_click=on_restore, args=(run["id"],))
-            actions.button("More like this", key=f"like_{run['id']}", on_click=on_like, args=(run["id"], 0))
+            actions.button("Restore", key=f"restore_{run.id}", on_click=on_restore, args=(run.id,))
+            actions.button("More like this", key=f"like_{run.id}", on_click=on_like, args=(run.id, 0))
             with text.expander("Details"):
                 st.code(json.dumps(meta, indent=2), language="json")
-                for path in run["outputs"]:
-                    if Path(path).is_file():
-                        st.download_button(
-                            f"Download {Path(path).name}",
-                            Path(path).read_bytes(),
-                            file_name=Path(path).name,
-                            mime="image/png",
-                            key=f"dl_{path}",
-                        )
+                for i in range(run.images):
+                    st.download_button(
+                        f"Download {run.id}-{i}.png",
+                        lambda run_id=run.id, i=i: engine.history.image(run_id, i),
+                        file_name=f"{run.id}-{i}.png",
+                        mime="image/png",
+                        key=f"dl_{run.id}_{i}",
+                        on_click="ignore",
+                    )

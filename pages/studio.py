@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 from engine import images as imgs
+from engine.api import JobInfo
 from engine.errors import BadInput, EngineError
 from engine.schema import GenerateRequest, Progress
+from ui import jobs
 from ui import regions as regions_ui
-from ui.jobs import Job, job_panel, timing
-from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, random_seed, start_job
+from ui.jobs import job_panel, timing
+from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, random_seed, remote, style_thumb
 
 engine = engine_or_stop()
 state = st.session_state
@@ -61,15 +61,27 @@ def build_request() -> GenerateRequest:
     )
 
 
+def submit(request: GenerateRequest) -> None:
+    """Queue the render on the engine; a request the engine refuses is one line beside Generate."""
+    state.pop("error", None)
+    try:
+        jobs.start("job", engine.renders.submit(request))
+        state["pending_request"] = request
+    except EngineError as exc:
+        state["error"] = str(exc)
+
+
 def on_generate(new_seed: bool = False) -> None:
     """Button callback: runs before the page redraws, so it may set widget values (the seed)."""
     state.pop("error", None)
     if new_seed or not state["seed_locked"]:
         state["seed"] = random_seed()
     try:
-        state["job"] = start_job(engine, build_request())
+        request = build_request()
     except EngineError as exc:
         state["error"] = str(exc)
+        return
+    submit(request)
 
 
 def on_vary() -> None:
@@ -77,14 +89,14 @@ def on_vary() -> None:
     last = state.get("result_request")
     if last is None:
         return on_generate(new_seed=True)
-    state.pop("error", None)
-    state["job"] = start_job(engine, last.model_copy(update={"seed": random_seed(), "variations": 1}))
+    submit(last.model_copy(update={"seed": random_seed(), "variations": 1}))
 
 
-def on_use_as_sketch(path: str) -> None:
-    control, _ = imgs.edges(Image.open(path).convert("RGB"), "canny")
+def on_use_as_sketch(index: int) -> None:
+    result = state["result"]
+    control, _ = imgs.edges(result.images()[index], "canny")
     state["sketch_override"] = imgs.png_bytes(Image.eval(control, lambda v: 255 - v))  # dark lines on white
-    state["sketch_override_label"] = f"edges of {Path(path).name}"
+    state["sketch_override_label"] = f"edges of {result.run_id} #{index}"
     state["edge_mode"] = "lines"
 
 
@@ -158,10 +170,7 @@ with left:
             st.caption("No sketch yet: the render will come from the words alone.")
 
     last = state.get("result")
-    last_render = None
-    if last is not None and (last.png or last.paths):
-        last_render = last.png[0] if last.png else Path(last.paths[0]).read_bytes()
-    regions_ui.panel(engine, sketch, last_render)
+    regions_ui.panel(engine, sketch, last.png[0] if last is not None and last.png else None)
 
 
 # ---- progress ---------------------------------------------------------------------------------
@@ -173,10 +182,13 @@ def describe_render(p: Progress | None) -> str:
     return f"Step {p.step}/{p.total}{timing(p)}"
 
 
-def on_render_done(job: Job) -> None:
-    if job.result is not None:
-        state["result"] = job.result
-        state["result_request"] = job.request
+def on_render_done(job: JobInfo) -> None:
+    if job.state == "done":
+        try:
+            state["result"] = engine.renders.result(job.id)
+            state["result_request"] = state.get("pending_request")
+        except EngineError as exc:
+            state["error"] = str(exc)
 
 
 with right:
@@ -187,14 +199,20 @@ with right:
     if state["style_mode"] == "Auto":
         if state["prompt"].strip():
             if state.get("auto_for") != state["prompt"]:
-                state["auto_hits"] = engine.search_styles(text=state["prompt"], k=3)
+                try:
+                    state["auto_hits"] = engine.styles.search(text=state["prompt"], k=3)
+                except EngineError as exc:
+                    state["auto_hits"] = []
+                    st.error(str(exc))
                 state["auto_for"] = state["prompt"]
                 for i, hit in enumerate(state["auto_hits"]):
                     state[f"use_{hit.id}"] = i == 0
             cols = st.columns(3)
             for col, hit in zip(cols, state.get("auto_hits", []), strict=False):
                 with col:
-                    st.image(engine.style_image(hit.id), width="stretch")
+                    thumb = style_thumb(engine, hit.id)
+                    if thumb:
+                        st.image(thumb, width="stretch")
                     st.checkbox(f"{hit.name} · {hit.score:.2f}", key=f"use_{hit.id}")
                     if sum(bool(state.get(f"use_{h.id}")) for h in state["auto_hits"]) > 1:
                         state.setdefault(f"w_{hit.id}", 1.0)
@@ -203,7 +221,7 @@ with right:
         else:
             st.caption("Type a prompt to see the styles it retrieves.")
     elif state["style_mode"] == "From library":
-        names = [s.name for s in engine.list_styles()]
+        names = [s.name for s in engine.styles.list()]
         if state["library_style"] not in names:
             state["library_style"] = names[0] if names else None
         st.selectbox("Library style", names, key="library_style")
@@ -224,16 +242,10 @@ with right:
         s3.button("Randomise", on_click=lambda: state.update(seed=random_seed()))
 
     job = state.get("job")
-    st.button(
-        "Generate",
-        type="primary",
-        on_click=on_generate,
-        disabled=job is not None or not state["prompt"].strip(),
-        width="stretch",
-    )
+    st.button("Generate", type="primary", on_click=on_generate, disabled=job is not None, width="stretch")
     if state.get("error"):
         st.error(state["error"])
-    job_panel("job", describe_render, on_done=on_render_done, error_key="error")
+    job_panel(engine, "job", describe_render, on_done=on_render_done, error_key="error")
 
 # ---- result -----------------------------------------------------------------------------------
 result = state.get("result")
@@ -247,9 +259,15 @@ else:
         st.markdown("**Sketch**")
         if result.edges is not None:
             k1, k2 = st.columns(2)
-            restored = engine.run_sketch(result.run_id)
-            if restored:
-                k1.image(restored, caption="sketch", width="stretch")
+            restored = state.get("result_sketch")
+            if restored is None or restored[0] != result.run_id:
+                try:
+                    restored = (result.run_id, engine.history.sketch(result.run_id))
+                except EngineError:
+                    restored = (result.run_id, None)
+                state["result_sketch"] = restored
+            if restored[1]:
+                k1.image(restored[1], caption="sketch", width="stretch")
             k2.image(result.edges, caption=f"edges ({meta['edge_mode']})", width="stretch")
         else:
             st.caption("text only")
@@ -257,7 +275,9 @@ else:
         st.markdown("**Style**")
         used = [s for s in result.styles if s.used]
         for s in used:
-            st.image(engine.style_image(s.id), width="stretch")
+            thumb = style_thumb(engine, s.id)
+            if thumb:
+                st.image(thumb, width="stretch")
             weight = f" · weight {s.weight:g}" if len(used) > 1 else ""
             where = " · outside the regions" if result.regions else ""
             st.caption(f"{s.name} · similarity {s.score:.2f}{weight}{where}")
@@ -266,23 +286,23 @@ else:
         regions_ui.result_regions(engine, result)
     with c3:
         st.markdown("**Render**")
-        for path, seed in zip(result.paths, result.seeds, strict=True):
-            st.image(path, width="stretch")
+        for i, (png, seed) in enumerate(zip(result.png, result.seeds, strict=True)):
+            st.image(png, width="stretch")
             st.caption(f"seed {seed}")
             b1, b2, b3 = st.columns(3)
-            b1.download_button(
-                "PNG", Path(path).read_bytes(), file_name=Path(path).name, mime="image/png", key=f"dl_{path}"
-            )
-            b2.button("Vary", key=f"vary_{path}", on_click=on_vary, help="same settings, new seed")
+            name = f"{result.run_id}-{i}.png"
+            b1.download_button("PNG", png, file_name=name, mime="image/png", key=f"dl_{result.run_id}_{i}")
+            b2.button("Vary", key=f"vary_{result.run_id}_{i}", on_click=on_vary, help="same settings, new seed")
             b3.button(
                 "As sketch",
-                key=f"use_{path}",
+                key=f"use_{result.run_id}_{i}",
                 on_click=on_use_as_sketch,
-                args=(path,),
+                args=(i,),
                 help="its edges become the next sketch",
             )
     t = meta["timings"]
+    where = "on the remote engine" if remote() else "in the History"
     st.caption(
         f"{t['total']:.1f}s in all · denoise {t.get('denoise', 0):.1f}s · {meta['width']}×{meta['height']} · "
-        f"{meta['params']['steps']} steps · saved to `{Path(result.paths[0]).parent}`"
+        f"{meta['params']['steps']} steps · run `{result.run_id}`, kept {where}"
     )

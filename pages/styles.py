@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import EngineError
-from ui.shared import engine_or_stop
+from ui.shared import engine_or_stop, style_thumb
 
 engine = engine_or_stop()
 state = st.session_state
@@ -21,7 +21,7 @@ def on_add() -> None:
     for i, f in enumerate(files):
         style_name = name if len(files) == 1 and name else (f"{name} {i + 1}" if name else f.name.rsplit(".", 1)[0])
         try:
-            added.append(engine.add_style(f.getvalue(), style_name, state.get("new_style_description", ""), tags).name)
+            added.append(engine.styles.add(f.getvalue(), style_name, state.get("new_style_description", ""), tags).name)
         except EngineError as exc:
             errors.append(f"{f.name}: {exc}")
     state["styles_message"] = (added, errors)
@@ -38,7 +38,7 @@ def uploader_key() -> str:
 
 def on_remove(name: str) -> None:
     try:
-        engine.remove_style(name)
+        engine.styles.remove(name)
         state["styles_message"] = ([], [])
     except EngineError as exc:
         state["styles_message"] = ([], [str(exc)])
@@ -46,7 +46,7 @@ def on_remove(name: str) -> None:
 
 def on_hide(name: str, hidden: bool) -> None:
     try:
-        engine.hide_style(name, hidden)
+        engine.styles.hide(name, hidden)
     except EngineError as exc:
         state["styles_message"] = ([], [str(exc)])
 
@@ -70,18 +70,24 @@ query = st.text_input("Search by words", key="style_query", placeholder="warm wo
 show_hidden = st.toggle("Show hidden styles", key="show_hidden")
 
 if query.strip():
-    hits = engine.search_styles(text=query, k=8)
+    try:
+        hits = engine.styles.search(text=query, k=8)
+    except EngineError as exc:
+        st.error(str(exc))
+        hits = []
     st.caption("Ranked by CLIP similarity to your words — the same retrieval the Studio's Auto style uses.")
-    by_id = {s.id: s for s in engine.list_styles(include_hidden=True)}
+    by_id = {s.id: s for s in engine.styles.list(include_hidden=True)}
     styles = [by_id[h.id] for h in hits if h.id in by_id]
     scores = {h.id: h.score for h in hits}
 else:
-    styles, scores = engine.list_styles(include_hidden=show_hidden), {}
+    styles, scores = engine.styles.list(include_hidden=show_hidden), {}
 
 cols = st.columns(4)
 for i, style in enumerate(styles):
     with cols[i % 4], st.container(border=True):
-        st.image(engine.style_image(style.id), width="stretch")
+        thumb = style_thumb(engine, style.id, 384)
+        if thumb:
+            st.image(thumb, width="stretch")
         score = f" · {scores[style.id]:.2f}" if style.id in scores else ""
         st.markdown(f"**{style.name}**{score}")
         st.caption(("yours" if style.source == "user" else "shipped") + (" · hidden" if style.hidden else ""))

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from engine.errors import EngineError
 from engine.schema import GenerateRequest
-from engine.sweep import MAX_CELLS, parse_values, past_sweeps, run_sweep
-from ui.jobs import job_panel, start_task, timing
-from ui.shared import current_sketch, engine_or_stop, local_only, random_seed
+from engine.sweep import MAX_CELLS, parse_values
+from ui import jobs
+from ui.jobs import job_panel, timing
+from ui.shared import current_sketch, engine_or_stop, random_seed
 
 engine = engine_or_stop()
 state = st.session_state
 AUTO, NO_STYLE = "Auto (retrieved for the prompt)", "No style"
 
 st.title("Sweeps")
-local_only("the sweep's runs and files")
 st.caption(
     "One sketch and one prompt over a grid of **structure strength** (how closely the render follows the sketch)"
     " × **style strength** (how much of the reference's look it takes), with the same seed and style in every"
@@ -61,11 +59,10 @@ def on_run() -> None:
     except EngineError as exc:
         state["sweep_error"] = str(exc)
         return
-    state["sweep_job"] = start_task(
-        lambda progress, cancel: run_sweep(
-            engine, request, structures, styles, steps, engine.sweeps_dir, on_progress=progress, cancel=cancel
-        )
-    )
+    try:
+        jobs.start("sweep_job", engine.sweeps.start(request, structures, styles, steps))
+    except EngineError as exc:
+        state["sweep_error"] = str(exc)
 
 
 def on_open_dashboard(sets: list[str]) -> None:
@@ -97,7 +94,7 @@ with inputs:
     if state.get("sweep_upload") is None:
         st.caption(f"Using the Studio's sketch ({where})." if sketch else "No sketch: the grid is text-to-image.")
     try:
-        names = [s.name for s in engine.list_styles()]
+        names = [s.name for s in engine.styles.list()]
     except EngineError as exc:
         names = []
         st.error(str(exc))
@@ -136,17 +133,37 @@ def describe_sweep(p) -> str:
 
 
 def on_sweep_done(job) -> None:
-    if job.result is not None:
-        state["sweep_result"] = job.result
+    if job.state == "done":
+        state["sweep_result"] = job.result["batch"]
 
 
-job_panel("sweep_job", describe_sweep, on_done=on_sweep_done, error_key="sweep_error")
+job_panel(engine, "sweep_job", describe_sweep, on_done=on_sweep_done, error_key="sweep_error")
 
-result = state.get("sweep_result")
+
+def sweep_file(batch: str, name: str) -> bytes | None:
+    """A sweep's file, fetched once per session."""
+    cache = state.setdefault("_sweep_files", {})
+    if (id(engine), batch, name) not in cache:
+        try:
+            cache[(id(engine), batch, name)] = engine.sweeps.file(batch, name)
+        except EngineError:
+            return None
+    return cache[(id(engine), batch, name)]
+
+
+batch = state.get("sweep_result")
+result = None
+if batch:
+    try:
+        result = engine.sweeps.get(batch)
+    except EngineError as exc:
+        st.error(str(exc))
 if result is not None:
-    st.subheader(f"{result.prompt} · {result.style}")
-    st.image(result.files["contact_sheet"], caption=f"Contact sheet of {result.batch}", width="content")
-    table = pd.DataFrame(result.table())
+    st.subheader(f"{result['prompt']} · {result['style']}")
+    sheet = sweep_file(batch, "contact.png")
+    if sheet:
+        st.image(sheet, caption=f"Contact sheet of {batch}", width="content")
+    table = pd.DataFrame(result["table"])
     best = table.loc[table["edge_f1"].idxmax()] if table["edge_f1"].notna().any() else None
     if best is not None:
         st.caption(
@@ -155,21 +172,20 @@ if result is not None:
         )
     st.dataframe(table, hide_index=True, key="sweep_table")
     d1, d2, d3 = st.columns([1, 1, 2])
-    d1.download_button(
-        "Contact sheet (PNG)", Path(result.files["contact_sheet"]).read_bytes(), f"{result.batch}.png", "image/png"
-    )
-    d2.download_button("Table (CSV)", Path(result.files["table"]).read_bytes(), f"{result.batch}.csv", "text/csv")
-    d3.button(
-        "Open in the Dashboard",
-        on_click=on_open_dashboard,
-        args=(result.sets(),),
-    )
+    d1.download_button("Contact sheet (PNG)", sheet or b"", f"{batch}.png", "image/png", disabled=not sheet)
+    d2.download_button("Table (CSV)", lambda: sweep_file(batch, "table.csv") or b"", f"{batch}.csv", "text/csv",
+                       on_click="ignore")  # fmt: skip
+    d3.button("Open in the Dashboard", on_click=on_open_dashboard, args=(result["sets"],))
 
-earlier = [s for s in past_sweeps(engine.sweeps_dir) if result is None or s["batch"] != result.batch]
+try:
+    earlier = [s for s in engine.sweeps.list() if s["batch"] != batch]
+except EngineError:
+    earlier = []
 if earlier:
     with st.expander(f"Earlier sweeps ({len(earlier)})"):
         pick = st.selectbox(
             "Sweep", earlier, format_func=lambda s: f"{s['batch']} · {s['prompt'][:60]}", key="sweep_past"
         )
-        if Path(pick["contact_sheet"]).is_file():
-            st.image(pick["contact_sheet"], width="content")
+        sheet = sweep_file(pick["batch"], "contact.png")
+        if sheet:
+            st.image(sheet, width="content")

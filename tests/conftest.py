@@ -6,6 +6,8 @@ import io
 import os
 import shutil
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,9 @@ def tiny_models(tmp_path_factory) -> Path:
     return prepare_tiny(tmp_path_factory.mktemp("models") / "tiny")
 
 
+TOKEN = "test-token-0123456789"
+
+
 def free_port() -> int:
     """A TCP port nobody listens on, for a server a test starts on loopback."""
     with socket.socket() as s:
@@ -31,26 +36,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_data_dir(root: Path, tiny_models: Path) -> Path:
-    """A fresh data folder that reuses the session's tiny models."""
+def make_data_dir(root: Path, tiny_models: Path, warm: bool = False) -> Path:
+    """A fresh data folder that reuses the session's tiny models. `warm`: its style store already holds the shipped
+    styles, as after an app's first start (the embedding and indexing that ingest does cost ~1.5 s a folder)."""
     (root / "models").mkdir(parents=True, exist_ok=True)
     link = root / "models" / "tiny"
     if not link.exists():
         link.symlink_to(tiny_models, target_is_directory=True)
+    if warm and not (root / "chroma").exists():
+        shutil.copytree(warm_store(tiny_models), root / "chroma")
     return root
 
 
-def make_engine(data_dir: Path, **overrides):
-    from engine.engine import LocalEngine
+def warm_store(tiny_models: Path) -> Path:
+    """A style store with the shipped styles ingested by the tiny CLIP, made once per test run."""
+    store = tiny_models.parent / "warm-chroma"
+    if not store.exists():
+        data = make_data_dir(tiny_models.parent / "warm-data", tiny_models)
+        engine = make_engine(data)
+        engine.retrieval.library.ingest()  # the first look ingests; this one finds everything in place
+        shutil.copytree(data / "chroma", store)
+    return store
+
+
+def make_engine(data_dir: Path, engine_options: dict | None = None, **overrides):
+    from engine.local import LocalEngine
     from engine.settings import Settings
 
-    return LocalEngine(Settings(profile="tiny", data_dir=data_dir, device="cpu", **overrides))
+    settings = Settings(profile="tiny", data_dir=data_dir, device="cpu", **overrides)
+    return LocalEngine(settings, **(engine_options or {}))
 
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory, tiny_models):
     """One engine for read-mostly tests (the UI keeps one per process the same way)."""
-    eng = make_engine(make_data_dir(tmp_path_factory.mktemp("data"), tiny_models))
+    eng = make_engine(make_data_dir(tmp_path_factory.mktemp("data"), tiny_models, warm=True))
     eng.load()
     return eng
 
@@ -58,7 +78,7 @@ def engine(tmp_path_factory, tiny_models):
 @pytest.fixture
 def fresh_engine(tmp_path, tiny_models):
     """An engine with its own data folder, for tests that change the library or history."""
-    return make_engine(make_data_dir(tmp_path / "data", tiny_models))
+    return make_engine(make_data_dir(tmp_path / "data", tiny_models, warm=True))
 
 
 def png(img: Image.Image, **kw) -> bytes:
@@ -88,3 +108,38 @@ def kb_copy(tmp_path) -> Path:
     dst = tmp_path / "styles_kb"
     shutil.copytree(REPO / "styles_kb", dst, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     return dst
+
+
+class Server:
+    """uvicorn in a thread, as `python -m engine serve` runs it (the queue's size and how long a job nobody asks
+    about waits are the engine's: set here for the server's lifetime)."""
+
+    def __init__(self, engine, token=TOKEN, max_queued=32, abandon_after=600.0, request_timeout=300.0):
+        import uvicorn
+
+        from engine.server import create_app
+
+        self.engine = engine
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.limits = {"max_queued": max_queued, "abandon_after": abandon_after}
+        app = create_app(engine, token, request_timeout=request_timeout)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.before = {k: getattr(self.engine.jobs, k) for k in self.limits}
+        for k, v in self.limits.items():
+            setattr(self.engine.jobs, k, v)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        for k, v in self.before.items():
+            setattr(self.engine.jobs, k, v)

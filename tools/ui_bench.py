@@ -18,7 +18,6 @@ import re
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -73,8 +72,8 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from engine.engine import LocalEngine
     from engine.history import History
+    from engine.local import LocalEngine
     from engine.schema import GenerateRequest
     from engine.settings import Settings
     from engine.tiny import prepare_tiny
@@ -147,12 +146,12 @@ def main() -> None:
             sketch = (app_data / "sketches" / f"{sketch_hash}.png").read_bytes() if sketch_hash else None
             request = GenerateRequest.from_metadata(meta, sketch, source="bench")
             t0 = time.perf_counter()
-            out = cli_engine.generate(request, cancel=threading.Event())
+            out = cli_engine.generate(request)
             cli_wall = time.perf_counter() - t0
             if i == 0:
                 print(f"warm-up: Studio {shown['wall']:.2f}s, CLI engine {cli_wall:.2f}s", file=sys.stderr)
                 continue
-            same = out.images[0].tobytes() == _first_image(run).tobytes()
+            same = out.images()[0].tobytes() == _first_image(run).tobytes()
             studio.append({"wall": shown["wall"], "engine_total": meta["timings"]["total"],
                            "steps": meta["timings"].get("steps", []), "same_pixels": same})  # fmt: skip
             cli.append({"wall": cli_wall, "steps": out.metadata["timings"].get("steps", [])})

@@ -4,6 +4,7 @@ see its overlay; the request then carries each region's mask and its words."""
 from __future__ import annotations
 
 import hashlib
+import html
 import uuid
 from typing import Any
 
@@ -13,8 +14,9 @@ from streamlit_drawable_canvas import st_canvas
 
 from engine import images as imgs
 from engine.errors import EngineError
-from engine.regions import REGION_COLORS, mask_png, overlay, rle_decode
+from engine.masks import REGION_COLORS, mask_png, overlay, rle_decode
 from engine.schema import MAX_REGIONS
+from ui.shared import style_thumb
 
 RETRIEVE = "Retrieve by words"
 MAX_CANVAS = 448
@@ -54,13 +56,13 @@ def add_region(engine, image: bytes, x: float, y: float) -> None:
         state["regions_error"] = f"at most {MAX_REGIONS} regions; remove one to add another"
         return
     try:
-        found = engine.segment(image, [(x, y)])
+        found = engine.renders.segment(image, [[x, y]], [1])
     except EngineError as exc:
         state["regions_error"] = str(exc)
         return
     state["regions"] = [
         *state["regions"],
-        {"id": uuid.uuid4().hex[:8], "mask": found.mask, "point": (round(x), round(y)), "score": found.score,
+        {"id": uuid.uuid4().hex[:8], "mask": found.mask(), "point": (round(x), round(y)), "score": found.score,
          "words": "", "style": None},
     ]  # fmt: skip
     state["regions_rev"] = state.get("regions_rev", 0) + 1
@@ -163,7 +165,7 @@ def panel(engine, sketch: bytes | None, last_render: bytes | None) -> None:
     if state.get("regions_error"):
         st.error(state["regions_error"])
 
-    names = [s.name for s in engine.list_styles()]
+    names = [s.name for s in engine.styles.list()]
     for i, r in enumerate(regions):
         cols = st.columns(2, vertical_alignment="bottom")
         wkey, skey = f"region_words_{r['id']}", f"region_style_{r['id']}"
@@ -183,14 +185,14 @@ def panel(engine, sketch: bytes | None, last_render: bytes | None) -> None:
         if r["style"]:
             note += f" · style **{r['style']}**"
         elif r["words"]:
-            hit = engine.search_styles(text=r["words"], k=1)
-            note += f" · retrieves **{hit[0].name}** ({hit[0].score:.2f})" if hit else " · the library is empty"
+            hit = retrieved(engine, r["words"])
+            note += f" · retrieves **{hit.name}** ({hit.score:.2f})" if hit else " · the library is empty"
         else:
             note += " · type words or pick a style"
         info, remove = st.columns([4, 1], vertical_alignment="center")
         remove.button("Remove", key=f"region_remove_{r['id']}", on_click=remove_region, args=(r["id"],))
         with info:
-            st.markdown(swatch(i) + note, unsafe_allow_html=True)
+            st.markdown(swatch(i) + html.escape(note, quote=False), unsafe_allow_html=True)
 
 
 def result_regions(engine, result) -> None:
@@ -200,19 +202,30 @@ def result_regions(engine, result) -> None:
         return
     st.markdown("**Regions**")
     masks = [rle_decode(r["mask"]) for r in regions]
-    st.image(overlay(result.images[0], masks), caption="regions over the render", width="stretch")
+    st.image(overlay(result.images()[0], masks), caption="regions over the render", width="stretch")
     for r in regions:
         style = r["style"]
         c1, c2 = st.columns([1, 3], vertical_alignment="center")
-        try:
-            c1.image(engine.style_image(style["id"]), width="stretch")
-        except EngineError:
+        thumb = style_thumb(engine, style["id"])
+        if thumb:
+            c1.image(thumb, width="stretch")
+        else:
             c1.caption("(removed)")
         label = f"“{r['words']}” → " if r["words"] else ""
         match = np.mean(r["style_similarity"]) if r.get("style_similarity") else None
         extra = f" · region match {match:.2f}" if match is not None else ""
-        c2.markdown(
-            swatch(r["index"]) + f"Region {r['index'] + 1}: {label}**{style['name']}** · similarity "
-            f"{style['score']:.2f}{extra}",
-            unsafe_allow_html=True,
-        )
+        text = f"Region {r['index'] + 1}: {label}**{style['name']}** · similarity {style['score']:.2f}{extra}"
+        c2.markdown(swatch(r["index"]) + html.escape(text, quote=False), unsafe_allow_html=True)
+
+
+def retrieved(engine, words: str):
+    """The style a region's words retrieve, asked once per words in a session."""
+    cache = st.session_state.setdefault("_region_hits", {})
+    key = (id(engine), words)
+    if key not in cache:
+        try:
+            hits = engine.styles.search(text=words, k=1)
+        except EngineError:
+            return None
+        cache[key] = hits[0] if hits else None
+    return cache[key]

@@ -1,21 +1,17 @@
-"""One engine per process, the session's fields, background generation jobs and the sidebar."""
+"""One engine per process (local, or remote per the sidebar), the session's fields and the sidebar."""
 
 from __future__ import annotations
 
 import base64
-import io
+import os
 import secrets
 from typing import Any
 
 import streamlit as st
-from PIL import Image
 
-from engine.engine import Engine, LocalEngine
+from engine.api import Capabilities, Engine
 from engine.errors import EngineError
-from engine.remote import RemoteEngine
-from engine.schema import MAX_SEED, GenerateRequest
-from engine.settings import Settings
-from ui.jobs import Job, start_task
+from engine.schema import MAX_SEED
 
 # Every Studio field, with its default. Pages read and write these keys; widgets use them as keys.
 DEFAULTS: dict[str, Any] = {
@@ -62,22 +58,34 @@ FIELD_TO_PARAM: dict[str, str] = {
 
 
 @st.cache_resource(show_spinner="Loading models…")
-def get_engine() -> LocalEngine:
+def get_engine() -> Engine:
     """The local engine, loaded once per process and shared by every session."""
+    from engine.local import LocalEngine
+    from engine.settings import Settings
+
     engine = LocalEngine(Settings())
-    engine.load()
+    engine.load(freeze=True)
     return engine
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def get_remote_engine(url: str, token: str) -> RemoteEngine:
+def get_remote_engine(url: str, token: str) -> Engine:
+    from engine.remote import RemoteEngine
+
     return RemoteEngine(url, token or None)
 
 
 def init_state() -> None:
-    """Keep every field alive across pages and reruns (Streamlit drops keys of widgets not drawn)."""
+    """Keep every field alive across pages and reruns (Streamlit drops keys of widgets not drawn). A laptop that
+    always renders on one server says so once (DESIGN_STUDIO_REMOTE_URL, _REMOTE_TOKEN): every session starts in
+    Remote mode there, and the laptop never tries to load models it may not have."""
+    state = st.session_state
+    if "engine_mode" not in state and os.environ.get("DESIGN_STUDIO_REMOTE_URL", "").strip():
+        state["engine_mode"] = "Remote"
+        state["remote_url"] = os.environ["DESIGN_STUDIO_REMOTE_URL"].strip()
+        state["remote_token"] = os.environ.get("DESIGN_STUDIO_REMOTE_TOKEN", "").strip()
     for key, value in DEFAULTS.items():
-        st.session_state[key] = st.session_state.get(key, value)
+        state[key] = state.get(key, value)
 
 
 def _engine_picker() -> None:
@@ -88,15 +96,19 @@ def _engine_picker() -> None:
             st.text_input("Token", key="remote_token", type="password")
             if st.button("Test connection"):
                 try:
-                    health = _current_engine().health()
-                    st.success(f"Connected: {health['device']} · profile {health['profile']}")
+                    found = current_engine().capabilities()
+                    st.success(f"Connected: {found.device} · profile {found.profile}")
                 except EngineError as exc:
                     st.error(str(exc))
 
 
-def _current_engine() -> Engine:
+def remote() -> bool:
+    return st.session_state.get("engine_mode") == "Remote"
+
+
+def current_engine() -> Engine:
     state = st.session_state
-    if state.get("engine_mode") == "Remote":
+    if remote():
         return get_remote_engine(state["remote_url"].strip(), state["remote_token"].strip())
     return get_engine()
 
@@ -106,35 +118,31 @@ def engine_or_stop() -> Engine:
     init_state()
     _engine_picker()
     try:
-        engine = _current_engine()
-        health = engine.health()
+        engine = current_engine()
+        found = engine.capabilities()
     except EngineError as exc:
         st.error(f"**The engine could not start.** {exc.message}")
         if exc.fix:
             st.info(f"How to fix: {exc.fix}")
         st.stop()
-    _status(health, remote=st.session_state["engine_mode"] == "Remote")
+    st.session_state["capabilities"] = found
+    _status(found)
     return engine
 
 
-def _status(health: dict[str, Any], remote: bool) -> None:
+def _status(found: Capabilities) -> None:
     with st.sidebar:
-        if health["profile"] == "tiny":
+        if found.profile == "tiny":
             st.warning("**Tiny profile** — random-weight demo models: images are noise, the workflow is real.")
-        where = "remote " if remote else ""
-        st.caption(f"{where}Device **{health['device']}** · {health['dtype']} · profile **{health['profile']}**")
-        if health.get("retrieval"):
-            st.caption(f"Retrieval: **{health['retrieval']}**")
-        loaded = [name for name, ok in health["loaded"].items() if ok]
+        where = "remote " if found.remote else ""
+        workers = f" · {found.workers} {found.executor} workers" if found.executor != "local" else ""
+        st.caption(f"{where}Device **{found.device}** · {found.dtype} · profile **{found.profile}**{workers}")
+        st.caption(f"Retrieval: **{found.retrieval}**")
+        loaded = [name for name, ok in found.loaded.items() if ok]
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))
         with st.expander("Models"):
-            for role, model_id in health["models"].items():
+            for role, model_id in found.models.items():
                 st.caption(f"{role}: `{model_id}`")
-
-
-def start_job(engine: Engine, request: GenerateRequest) -> Job:
-    """One generation in the background."""
-    return start_task(lambda progress, cancel: engine.generate(request, on_progress=progress, cancel=cancel), request)
 
 
 def current_sketch() -> tuple[bytes | None, str]:
@@ -148,25 +156,35 @@ def current_sketch() -> tuple[bytes | None, str]:
     return state.get("drawn_png"), "drawing"
 
 
-def local_only(what: str) -> None:
-    """Pages that read this machine's data folder say so, and stop, when the session renders remotely."""
-    if st.session_state.get("engine_mode") == "Remote":
-        st.info(f"This session renders on a remote engine: {what} is kept on that machine; open this page there.")
-        st.stop()
+def data_uri(jpeg: bytes | None) -> str | None:
+    """A small JPEG as a data URI, for image columns in tables."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode() if jpeg else None
 
 
-@st.cache_data(show_spinner=False, max_entries=5000)
-def thumbnail_uri(path: str, px: int = 96) -> str | None:
-    """A small JPEG of an output as a data URI, for image columns in tables."""
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            img.thumbnail((px, px))
-            buf = io.BytesIO()
-            img.save(buf, "JPEG", quality=80)
-    except OSError:
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+def output_thumbs(engine: Engine, refs: list[str], px: int = 96) -> dict[str, bytes | None]:
+    """JPEG thumbnails of outputs ("RUN_ID#INDEX"), fetched once each per session, many in one call."""
+    cache: dict[tuple, bytes] = st.session_state.setdefault("_thumbs", {})
+    wanted = [r for r in dict.fromkeys(refs) if (id(engine), r, px) not in cache]
+    for start in range(0, len(wanted), 500):
+        try:
+            found = engine.history.thumbnails(wanted[start : start + 500], px)
+        except EngineError:
+            break
+        for ref, jpeg in found.items():
+            cache[(id(engine), ref, px)] = jpeg
+    return {r: cache.get((id(engine), r, px)) for r in refs}
+
+
+def style_thumb(engine: Engine, style_id: str, px: int = 256) -> bytes | None:
+    """A style's picture for the page, fetched once per session (None when the style is gone)."""
+    cache: dict[tuple, bytes | None] = st.session_state.setdefault("_style_thumbs", {})
+    key = (id(engine), style_id, px)
+    if key not in cache:
+        try:
+            cache[key] = engine.styles.image(style_id, px)
+        except EngineError:
+            return None
+    return cache[key]
 
 
 def random_seed() -> int:

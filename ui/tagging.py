@@ -3,18 +3,15 @@ similar-product search."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from engine.catalog.listing import ListingWriter
-from engine.catalog.tag_run import tag_images, write_table
 from engine.catalog.tagging import DEFAULT_VOCAB, parse_vocabulary
 from engine.errors import EngineError
-from ui.jobs import job_panel, start_task
-from ui.shared import thumbnail_uri
+from engine.tables import csv_bytes, xlsx_bytes
+from ui import jobs
+from ui.jobs import job_panel
+from ui.shared import data_uri
 
 LLMS = {"local": "Local model", "server": "OpenAI-compatible server", "none": "None (attributes only)"}
 
@@ -26,24 +23,12 @@ def _start(engine) -> None:
     try:
         if upload is None:
             raise EngineError("upload a .zip of product photos first")
-        vocab = parse_vocabulary(state["tag_vocab"], "the vocabulary")
-        writer = None
-        if state["tag_llm"] != "none":
-            url = state["tag_llm_url"].strip() if state["tag_llm"] == "server" else None
-            if state["tag_llm"] == "server" and not url:
-                raise EngineError("an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)")
-            backend = engine.catalog_models.backend(url, state["tag_llm_model"].strip() or "local-model")
-            writer = ListingWriter(backend, concurrency=4)
+        parse_vocabulary(state["tag_vocab"], "the vocabulary")
+        url = state["tag_llm_url"].strip() if state["tag_llm"] == "server" else None
+        model = state["tag_llm_model"].strip() or "local-model"
+        jobs.start("tag_job", engine.catalog.tag(upload.getvalue(), state["tag_vocab"], state["tag_llm"], url, model))
     except EngineError as exc:
         state["tag_error"] = str(exc)
-        return
-    folder = engine.data_dir / "runs" / "tags" / f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    folder.mkdir(parents=True, exist_ok=True)
-    source = folder / "upload.zip"
-    source.write_bytes(upload.getvalue())
-    state["tag_job"] = start_task(
-        lambda progress, cancel: tag_images(engine, source, vocab, writer, on_progress=progress, cancel=cancel)
-    )
 
 
 def _describe(p) -> str:
@@ -52,11 +37,26 @@ def _describe(p) -> str:
     return f"{ {'tag': 'Tagging', 'listings': 'Writing listings'}.get(p.stage, p.stage) } {p.step}/{p.total}"
 
 
-def _tagged(job) -> None:
-    if job.result is None:
-        return
-    st.session_state["tag_result"] = job.result
-    st.session_state["tag_table"] = pd.DataFrame(job.result["rows"]).assign(approved=False)
+def _tagged(engine):
+    def done(job) -> None:
+        if job.state != "done":
+            return
+        result = engine.catalog.tagged(job.result["run"])
+        st.session_state["tag_result"] = result
+        st.session_state["tag_table"] = pd.DataFrame(result["rows"]).assign(approved=False)
+
+    return done
+
+
+def photo(engine, key: str) -> bytes | None:
+    """A tagged photo's thumbnail, fetched once per session."""
+    cache = st.session_state.setdefault("_product_thumbs", {})
+    if (id(engine), key) not in cache:
+        try:
+            cache[(id(engine), key)] = engine.catalog.product_image(key, 96)
+        except EngineError:
+            return None
+    return cache[(id(engine), key)]
 
 
 def render(engine) -> None:
@@ -79,7 +79,7 @@ def render(engine) -> None:
         st.text_area("Vocabulary (YAML)", key="tag_vocab", height=260, help=hint)
     if state.get("tag_error"):
         st.error(state["tag_error"])
-    job_panel("tag_job", _describe, on_done=_tagged, error_key="tag_error")
+    job_panel(engine, "tag_job", _describe, on_done=_tagged(engine), error_key="tag_error")
 
     result = state.get("tag_result")
     if result is None:
@@ -88,7 +88,7 @@ def render(engine) -> None:
     for s in result["skipped"]:
         st.warning(f"Skipped {s['name']}: {s['reason']}")
     table = state["tag_table"]
-    shown = table.assign(photo=[thumbnail_uri(p) for p in table["thumbnail"]])
+    shown = table.assign(photo=[data_uri(photo(engine, key)) for key in table["thumbnail"]])
     columns = ["approved", "photo", *[c for c in result["columns"] if c in table.columns]]
     edited = st.data_editor(
         shown,
@@ -122,9 +122,9 @@ def render(engine) -> None:
     try:
         if pick:
             row = table[table["image"] == pick].iloc[0]
-            found = engine.similar_products(image=Path(row["thumbnail"]).read_bytes(), k=6)
+            found = engine.catalog.similar(image=engine.catalog.product_image(row["thumbnail"], 0), k=6)
         elif words.strip():
-            found = engine.similar_products(text=words, k=6)
+            found = engine.catalog.similar(text=words, k=6)
         else:
             found = []
     except EngineError as exc:
@@ -133,14 +133,12 @@ def render(engine) -> None:
     cols = st.columns(6)
     for i, hit in enumerate(found):
         with cols[i % 6]:
-            st.image(hit["thumbnail"], width="stretch")
+            picture = photo(engine, hit["thumbnail"])
+            if picture:
+                st.image(picture, width="stretch")
             st.caption(f"{hit['name']} · {hit['score']:.2f}")
 
 
 def _export(rows: list[dict], columns: list[str]) -> tuple[bytes, bytes]:
-    """The reviewed rows as CSV and .xlsx bytes (through the same writer as the CLI)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        csv_path, xlsx_path = write_table(rows, columns, Path(tmp) / "tags.csv")
-        return csv_path.read_bytes(), xlsx_path.read_bytes()
+    """The reviewed rows as CSV and .xlsx bytes (the engine's own table writer: formulas stay text)."""
+    return csv_bytes(rows, columns, bom=True), xlsx_bytes(rows, columns, "tags")

@@ -26,17 +26,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import EngineError
 
-# the generic reply helpers of llm.py (private there, shared on purpose: one JSON extraction and repair for both)
+# the generic reply helpers of llm.py, shared on purpose: one JSON extraction and repair for both
 from .llm import (
-    _FENCE,
+    FENCE,
     LLMBackend,
-    _as_text,
-    _load_lenient,
-    _norm_key,
-    _objects,
-    _one_line,
-    _repair,
+    as_text,
     ask_until_parsed,
+    json_objects,
+    load_lenient,
+    norm_key,
+    one_line,
+    repair_json,
 )
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ _INLINE_BULLET = re.compile(r"\s*[•·]\s*")
 
 def _one_item(value: Any) -> str:
     """One bullet or tag: a string with its bullet mark ("- ", "• ", "1. ") dropped and whitespace collapsed."""
-    return " ".join(_ITEM_MARK.sub("", _as_text(value)).split())
+    return " ".join(_ITEM_MARK.sub("", as_text(value)).split())
 
 
 def _split_bullets(value: Any) -> list[str]:
@@ -104,7 +104,7 @@ class Listing(BaseModel):
     @field_validator("title", "style_summary", mode="before")
     @classmethod
     def _line(cls, value: Any) -> str:
-        return _as_text(value)  # one line, whitespace collapsed
+        return as_text(value)  # one line, whitespace collapsed
 
     @field_validator("title")
     @classmethod
@@ -123,7 +123,7 @@ class Listing(BaseModel):
             text = "\n".join(lines)
             value = re.sub(r"\n{3,}", "\n\n", text)
         else:
-            value = _as_text(value)
+            value = as_text(value)
         if not value:
             raise ValueError("must not be empty")
         return value
@@ -176,7 +176,7 @@ EXAMPLE_LISTING = {
 
 
 def _is_certain(value: Any) -> bool:
-    return value is not None and _as_text(value).strip().lower() not in UNCERTAIN_VALUES
+    return value is not None and as_text(value).strip().lower() not in UNCERTAIN_VALUES
 
 
 def certain_attributes(attributes: Mapping[str, Any]) -> dict[str, str]:
@@ -185,7 +185,7 @@ def certain_attributes(attributes: Mapping[str, Any]) -> dict[str, str]:
     for key, value in (attributes or {}).items():
         label = " ".join(str(key).replace("_", " ").split())
         if label and _is_certain(value):
-            out[label] = _as_text(value)[:MAX_VALUE_CHARS]
+            out[label] = as_text(value)[:MAX_VALUE_CHARS]
     return out
 
 
@@ -235,7 +235,7 @@ def _listing_fields(data: Any) -> dict[str, Any] | None:
     """The listing's keys from a parsed object (keys normalised, aliases mapped, one wrapper level unwrapped)."""
     if not isinstance(data, dict):
         return None
-    normalised = {_norm_key(k): v for k, v in data.items()}
+    normalised = {norm_key(k): v for k, v in data.items()}
     if not any(k in KEY_ALIASES for k in normalised):
         nested = [v for v in data.values() if isinstance(v, dict)]  # {"listing": {...}}
         return _listing_fields(nested[0]) if len(nested) == 1 else None
@@ -268,10 +268,10 @@ def _load(obj: str) -> Any:
 
 def _load_repaired(obj: str) -> Any:
     """llm.py's lenient reading (Python literal, then repaired JSON), then repaired JSON with raw newlines."""
-    data = _load_lenient(obj)
+    data = load_lenient(obj)
     if data is None:
         try:
-            data = json.loads(_repair(obj), strict=False)
+            data = json.loads(repair_json(obj), strict=False)
         except (ValueError, RecursionError):
             return None
     return data
@@ -281,8 +281,8 @@ def parse_listing(reply: str) -> Listing:
     """The `Listing` in an LLM reply: a JSON object, possibly in code fences or between prose, or slightly broken
     (single quotes, trailing commas, bare keys, cut off by the token limit). Raises `ListingFailed` with one line.
     """
-    text = _FENCE.sub("", reply or "")
-    objects = _objects(text)
+    text = FENCE.sub("", reply or "")
+    objects = json_objects(text)
     first_error: str | None = None
     candidates = [(obj, True) for obj, closed in objects if closed] + [(obj, False) for obj, _ in objects]
     for obj, strict in candidates:
@@ -296,7 +296,7 @@ def parse_listing(reply: str) -> Listing:
             first_error = first_error or _reason(exc)
     if not (reply or "").strip():
         raise ListingFailed("the LLM answered with nothing")
-    quoted = _one_line(reply.strip())
+    quoted = one_line(reply.strip())
     if first_error:
         raise ListingFailed(f"the listing in the LLM reply is invalid ({first_error}): {quoted}")
     what = "no JSON object with listing keys" if objects else "no JSON object"

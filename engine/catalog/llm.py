@@ -47,23 +47,23 @@ class LLMTimeout(ModelUnavailable):
     """The LLM did not answer in time; worth a retry, unlike a server that is down."""
 
 
-def _one_line(text: str, limit: int = QUOTE_CHARS) -> str:
+def one_line(text: str, limit: int = QUOTE_CHARS) -> str:
     """`text` cut to `limit` characters and quoted so that newlines stay on one line (umlauts stay as they are)."""
     cut = text[:limit]
     return json.dumps(cut, ensure_ascii=False) + ("…" if len(text) > limit else "")
 
 
 # ---- attributes ----------------------------------------------------------------------------------------------------
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     """An LLM's value as one string: lists joined with ", ", dicts as "key: value", None as ""."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
-        return ", ".join(s for s in (_as_text(v) for v in value) if s)
+        return ", ".join(s for s in (as_text(v) for v in value) if s)
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {s}" if s else str(k) for k, s in ((k, _as_text(v)) for k, v in value.items()))
+        return ", ".join(f"{k}: {s}" if s else str(k) for k, s in ((k, as_text(v)) for k, v in value.items()))
     return " ".join(str(value).split())  # collapse whitespace and newlines: every field is one line
 
 
@@ -83,12 +83,12 @@ class Attributes(BaseModel):
     @field_validator("key_features", "color_material", "design", "name", "category", mode="before")
     @classmethod
     def _text(cls, value: Any) -> str:
-        return _as_text(value)
+        return as_text(value)
 
     @field_validator("product_type", mode="before")
     @classmethod
     def _product_type(cls, value: Any) -> str:
-        text = _as_text(value)
+        text = as_text(value)
         if not text:
             raise ValueError("product_type must not be empty")
         return text
@@ -100,7 +100,7 @@ class Attributes(BaseModel):
             return {}
         if not isinstance(value, dict):
             raise ValueError("extra must be a mapping")
-        return {str(k).strip(): _as_text(v) for k, v in value.items() if str(k).strip()}
+        return {str(k).strip(): as_text(v) for k, v in value.items() if str(k).strip()}
 
     def as_prompt_fields(self) -> dict[str, str]:
         """The named fields, for `template.format(**fields)`; `extra` stays out so the keys never vary."""
@@ -148,7 +148,7 @@ def extraction_messages(text: str) -> list[dict[str, str]]:
 
 
 # ---- parsing -------------------------------------------------------------------------------------------------------
-_FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*")
+FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*")
 
 KEY_ALIASES = {
     "product_type": "product_type",
@@ -180,7 +180,7 @@ KEY_ALIASES = {
 }
 
 
-def _norm_key(key: Any) -> str:
+def norm_key(key: Any) -> str:
     return re.sub(r"[^a-z0-9]+", "_", str(key).strip().lower()).strip("_")
 
 
@@ -188,7 +188,7 @@ def _attributes_from_dict(data: Any) -> Attributes | None:
     """`Attributes` from a parsed object (keys normalised, aliases merged, unknown keys kept in `extra`)."""
     if not isinstance(data, dict):
         return None
-    normalised = {_norm_key(k): v for k, v in data.items()}
+    normalised = {norm_key(k): v for k, v in data.items()}
     if not any(KEY_ALIASES.get(k) == "product_type" for k in normalised):
         # {"attributes": {...}} or {"product": {...}}: unwrap one level when exactly one value is an object
         nested = [v for v in data.values() if isinstance(v, dict)]
@@ -198,12 +198,12 @@ def _attributes_from_dict(data: Any) -> Attributes | None:
     extra: dict[str, str] = {}
     for key, value in normalised.items():
         target = KEY_ALIASES.get(key)
-        text = _as_text(value)
+        text = as_text(value)
         if target is None:
             if key and text and key != "extra":
                 extra[key] = text
             elif key == "extra" and isinstance(value, dict):
-                extra.update({_norm_key(k): _as_text(v) for k, v in value.items() if _as_text(v)})
+                extra.update({norm_key(k): as_text(v) for k, v in value.items() if as_text(v)})
             continue
         if text and text not in fields.setdefault(target, []):
             fields[target].append(text)
@@ -213,7 +213,7 @@ def _attributes_from_dict(data: Any) -> Attributes | None:
         return None
 
 
-def _objects(text: str) -> list[tuple[str, bool]]:
+def json_objects(text: str) -> list[tuple[str, bool]]:
     """Every top-level `{...}` in `text`, in order, with whether the reply closed it; strings may hold braces.
 
     An object the reply never closes (the LLM ran out of tokens) is returned closed, flagged False: the open
@@ -263,7 +263,7 @@ _BARE = {"True": "true", "False": "false", "None": "null"}
 _WORD = re.compile(r"[^\W\d][\w-]*(?:[ \t]+[^\W\d][\w-]*)*")
 
 
-def _repair(obj: str) -> str:
+def repair_json(obj: str) -> str:
     """Light repairs towards JSON: '...' → "...", trailing commas dropped, bare keys quoted, True/False/None."""
     out: list[str] = []
     i, n = 0, len(obj)
@@ -314,7 +314,7 @@ def _repair(obj: str) -> str:
     return "".join(out)
 
 
-def _load_lenient(obj: str) -> Any:
+def load_lenient(obj: str) -> Any:
     """The repaired object, or None: a Python literal first (safe `literal_eval`), then repaired JSON."""
     if len(obj) <= 20_000:
         try:
@@ -322,7 +322,7 @@ def _load_lenient(obj: str) -> Any:
         except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
             pass
     try:
-        return json.loads(_repair(obj))
+        return json.loads(repair_json(obj))
     except (ValueError, RecursionError):
         return None
 
@@ -379,8 +379,8 @@ def parse_attributes(reply: str) -> tuple[Attributes, str]:
     "repaired": the same after light repairs (single quotes, trailing commas, bare keys, True/False/None, an object
     cut off by the token limit); "regex": `key: value` lines. Raises `ExtractionFailed` when none gives a product_type.
     """
-    text = _FENCE.sub("", reply or "")
-    objects = _objects(text)
+    text = FENCE.sub("", reply or "")
+    objects = json_objects(text)
     for obj, closed in objects:
         if not closed:
             continue
@@ -391,7 +391,7 @@ def parse_attributes(reply: str) -> tuple[Attributes, str]:
         if attrs is not None:
             return attrs, "json"
     for obj, _ in objects:
-        attrs = _attributes_from_dict(_load_lenient(obj))
+        attrs = _attributes_from_dict(load_lenient(obj))
         if attrs is not None:
             return attrs, "repaired"
     attrs = _regex_attributes(text)
@@ -400,7 +400,7 @@ def parse_attributes(reply: str) -> tuple[Attributes, str]:
     if not (reply or "").strip():
         raise ExtractionFailed("the LLM answered with nothing")
     what = "no JSON object with a product_type" if objects else "no JSON object or product_type line"
-    raise ExtractionFailed(f"{what} in the LLM reply {_one_line(reply.strip())}")
+    raise ExtractionFailed(f"{what} in the LLM reply {one_line(reply.strip())}")
 
 
 # ---- backends ------------------------------------------------------------------------------------------------------
@@ -529,7 +529,7 @@ class OpenAIBackend:
             content = resp.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise ModelUnavailable(
-                f"the LLM server at {self.endpoint} answered without a chat completion: {_one_line(resp.text)}",
+                f"the LLM server at {self.endpoint} answered without a chat completion: {one_line(resp.text)}",
                 fix="point --llm at an OpenAI-compatible /v1 endpoint",
             ) from None
         return content if isinstance(content, str) else ""

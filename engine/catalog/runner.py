@@ -11,77 +11,33 @@ per-row state on disk with atomic writes, so a killed run resumes where it stopp
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import BadInput, Cancelled
+from ..errors import BadInput, Busy, Cancelled
 from ..files import write_atomic
 from ..metrics import aggregate, clip_score
-from ..schema import GenerateRequest, Progress, describe_validation_error
-from .prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, PromptTemplate
-from .sheets import MAX_ROWS, Item, Sheet, items, safe_name
+from ..schema import GenerateRequest, Progress
+from ..tables import csv_bytes, xlsx_bytes
+from .options import CatalogOptions
+from .prompts import PromptTemplate
+from .sheets import Item, Sheet, items, safe_name
 
 RESULT_COLUMNS = [
     "row", "id", "status", "name", "category", "description", "translation", "product_type", "key_features",
     "color_material", "design", "method", "attempts", "prompt", "seed", "image", "clip_score", "seconds", "error",
 ]  # fmt: skip
-
-
-class CatalogOptions(BaseModel):
-    """What a catalog run is asked to do; saved in run.json (never the API key)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text_column: str = Field(min_length=1)
-    id_column: str | None = None
-    name_column: str | None = None
-    category_column: str | None = None
-    source_lang: str = Field("de", pattern=r"^[a-z]{2,3}$")
-    template: str = DEFAULT_TEMPLATE
-    negative_prompt: str = "text, watermark, logo, blurry, cropped"
-    seed: int = Field(42, ge=0, le=2**32 - 1 - MAX_ROWS)  # plus the row index stays a valid seed
-    steps: int = Field(20, ge=1, le=150)
-    size: int = Field(512, ge=64, le=1024)
-    guidance: float = Field(7.5, ge=0, le=30)
-    style: str | None = None
-    model: Literal["sd15", "flux"] = "sd15"  # flux: FLUX.1-schnell + LoRA (4 steps, guidance 0 suit it)
-    llm: Literal["local", "server", "none"] = "local"  # a transformers model, an OpenAI-compatible URL, or none
-    llm_url: str | None = None
-    llm_model: str = "local-model"
-    retries: int = Field(2, ge=0, le=5)
-    limit: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CatalogOptions:
-        if self.model == "flux" and self.style:
-            raise ValueError("FLUX renders from text only here: choose no style, or the SD 1.5 model")
-        if self.llm == "server" and not self.llm_url:
-            raise ValueError("an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)")
-        if self.llm == "none" and self.template == DEFAULT_TEMPLATE:
-            self.template = DESCRIPTION_TEMPLATE  # no attributes to fill: describe with the row's own words
-        PromptTemplate(self.template)  # a bad template fails now, as one line
-        return self
-
-    @classmethod
-    def build(cls, **values: Any) -> CatalogOptions:
-        if values.get("llm_url") and "llm" not in values:
-            values["llm"] = "server"
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise BadInput(describe_validation_error(exc)) from None
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -290,51 +246,71 @@ class CatalogRun:
         self,
         on_progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
-        executor=None,
     ) -> dict[str, Any]:
         """Do every pending row (a row's file is written last, so a kill loses at most the row in hand), then
-        write the tables and the report. Returns the summary."""
+        write the tables and the report. Returns the summary. With an engine that renders in several lanes (Ray
+        workers), that many rows render at once; the prompts are made in order either way."""
         self.open()
+        with run_lock(self.folder):
+            return self._run(on_progress, cancel)
+
+    def _run(self, on_progress, cancel) -> dict[str, Any]:
         started = time.perf_counter()
         todo = self.pending()
         translations = self._translations(todo, on_progress, started) if todo else {}
         total, done_before = len(self.items), len(self.items) - len(todo)
-        queued: list[tuple[Any, GenerateRequest]] = []
-        for n, item in enumerate(todo):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled(f"cancelled after {done_before + n} of {total} rows; run again to resume")
+        finished = done_before
+        lanes = max(1, getattr(self.engine, "workers", 1))
+        running: dict[Future, tuple[Item, dict[str, Any], float]] = {}
+
+        def report() -> None:
             if on_progress:
-                on_progress(Progress("rows", done_before + n, total, time.perf_counter() - started))
-            t0 = time.perf_counter()
-            state = self._prepare_item(item, translations.get(item.id))
-            if state["status"] == "failed":
-                write_json(self._item_path(item), state)
-                continue
-            existing = self._existing_render(item)  # rendered before a kill, not yet written
-            if existing is not None:
-                self._finish_item(item, state, Path(existing["outputs"][0]).read_bytes(), existing["metadata"], t0)
-                continue
+                on_progress(Progress("rows", finished, total, time.perf_counter() - started))
+
+        def collect(wait_for_all: bool) -> None:
+            nonlocal finished
+            while running and (wait_for_all or len(running) >= lanes):
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    item, state, t0 = running.pop(future)
+                    try:
+                        result = future.result()
+                    except BadInput as exc:  # e.g. a style removed since the run began: this row fails, not the run
+                        write_json(self._item_path(item), self._failed(item, "image", str(exc)))
+                    else:
+                        self._finish_item(item, state, _first_png(result), result.metadata, t0)
+                    finished += 1
+                report()
+
+        with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="catalog-row") as pool:
             try:
-                request = self._request(item, state)
-            except BadInput as exc:
-                write_json(self._item_path(item), self._failed(item, "image", str(exc)))
-                continue
-            if executor is None or executor.name == "local":  # render now: results come row by row
-                try:
-                    result = self.engine.generate(request, cancel=cancel)
-                except BadInput as exc:  # e.g. a style removed since the run began: this row fails, not the run
-                    write_json(self._item_path(item), self._failed(item, "image", str(exc)))
-                    continue
-                self._finish_item(item, state, _first_png(result), result.metadata, t0)
-            else:
-                queued.append(((item, state, t0), request))
-        if queued:  # a Ray cluster: prompts first (above), then every render at once across the workers
-            finished = total - len(queued)
-            for (item, state, t0), result in executor.render(queued, cancel):
-                self._finish_item(item, state, _first_png(result), result.metadata, t0)
-                finished += 1
-                if on_progress:
-                    on_progress(Progress("rows", finished, total, time.perf_counter() - started))
+                for item in todo:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled(f"cancelled after {finished} of {total} rows; run again to resume")
+                    report()
+                    t0 = time.perf_counter()
+                    state = self._prepare_item(item, translations.get(item.id))
+                    existing = self._existing_render(item) if state["status"] != "failed" else None
+                    if state["status"] == "failed":
+                        write_json(self._item_path(item), state)
+                    elif existing is not None:  # rendered before a kill, not yet written
+                        self._finish_item(
+                            item, state, Path(existing["outputs"][0]).read_bytes(), existing["metadata"], t0
+                        )
+                    else:
+                        try:
+                            request = self._request(item, state)
+                        except BadInput as exc:
+                            write_json(self._item_path(item), self._failed(item, "image", str(exc)))
+                        else:
+                            running[pool.submit(self.engine.generate, request, cancel)] = (item, state, t0)
+                            collect(wait_for_all=False)
+                            continue
+                    finished += 1
+                collect(wait_for_all=True)
+            finally:
+                if cancel is not None and running:
+                    cancel.set()  # the rows in flight stop at their next step
         if on_progress:
             on_progress(Progress("rows", total, total, time.perf_counter() - started))
         return self.finish()
@@ -359,12 +335,8 @@ class CatalogRun:
 
     def finish(self) -> dict[str, Any]:
         rows = self.results()
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-        write_atomic(self.folder / "results.csv", buf.getvalue().encode())
-        write_atomic(self.folder / "results.xlsx", _xlsx(rows))
+        write_atomic(self.folder / "results.csv", csv_bytes(rows, RESULT_COLUMNS))
+        write_atomic(self.folder / "results.xlsx", xlsx_bytes(rows, RESULT_COLUMNS))
         done = [r for r in rows if r["status"] == "done"]
         failed = [r for r in rows if r["status"] == "failed"]
         summary = {
@@ -385,22 +357,25 @@ class CatalogRun:
         return summary
 
 
+@contextmanager
+def run_lock(folder: Path):
+    """One process at a time works on a run folder (a second would render its rows again); the lock goes with
+    the process, so a killed run can be resumed at once."""
+    import fcntl
+
+    with open(folder / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise Busy(f"the catalog run in {folder.name} is running elsewhere; wait for it, or cancel it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _first_png(result) -> bytes:
     return result.png[0] if result.png else Path(result.paths[0]).read_bytes()
-
-
-def _xlsx(rows: list[dict[str, Any]]) -> bytes:
-    import openpyxl
-
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.title = "results"
-    sheet.append(RESULT_COLUMNS)
-    for r in rows:
-        sheet.append([r[c] for c in RESULT_COLUMNS])
-    buf = io.BytesIO()
-    book.save(buf)
-    return buf.getvalue()
 
 
 def _report(s: dict[str, Any]) -> str:

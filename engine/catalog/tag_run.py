@@ -3,7 +3,6 @@ table row per image (CSV and .xlsx), every image indexed for similar-product sea
 
 from __future__ import annotations
 
-import csv
 import io
 import threading
 import time
@@ -52,25 +51,13 @@ class ProductIndex:
 
 def write_table(rows: list[dict[str, Any]], columns: list[str], out: Path) -> list[Path]:
     """`out` as .csv or .xlsx (by its suffix), and the other format beside it, both one row per image."""
-    import openpyxl
+    from ..tables import csv_bytes, xlsx_bytes
 
     if out.suffix.lower() not in (".csv", ".xlsx"):
         raise BadInput(f"--out must end in .csv or .xlsx (got {out.name})")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.title = "tags"
-    sheet.append(columns)
-    for r in rows:
-        sheet.append([r.get(c, "") for c in columns])
-    xbuf = io.BytesIO()
-    book.save(xbuf)
     csv_path, xlsx_path = out.with_suffix(".csv"), out.with_suffix(".xlsx")
-    write_atomic(csv_path, buf.getvalue().encode("utf-8-sig"))  # with a BOM, so Excel reads the umlauts
-    write_atomic(xlsx_path, xbuf.getvalue())
+    write_atomic(csv_path, csv_bytes(rows, columns, bom=True))  # with a BOM, so Excel reads the umlauts
+    write_atomic(xlsx_path, xlsx_bytes(rows, columns, "tags"))
     return [csv_path, xlsx_path]
 
 

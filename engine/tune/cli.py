@@ -65,20 +65,9 @@ def add_parsers(tune: argparse.ArgumentParser, common: argparse.ArgumentParser, 
 
 
 def _bar():
-    """The CLI's progress bar (on a terminal only), with the loss while training."""
-    import sys
+    from ..progress import ProgressBar
 
-    from ..cli import _ProgressBar
-
-    class Bar(_ProgressBar):
-        def __call__(self, p) -> None:
-            super().__call__(p)
-            loss = getattr(p, "loss", None)
-            if self.enabled and loss is not None:
-                sys.stderr.write(f" loss {loss:.4f}  ")
-                sys.stderr.flush()
-
-    return Bar()
+    return ProgressBar()
 
 
 def _prepare(args, settings) -> dict:
@@ -91,16 +80,16 @@ def _prepare(args, settings) -> dict:
     library = None
     engine = None
     if args.library or args.llm != "none":
-        from ..engine import LocalEngine
+        from ..local import LocalEngine
 
         engine = LocalEngine(settings)
         if args.library:
-            library = engine.library
+            library = engine.retrieval.library
     clean = None
     if args.llm != "none":
         from .data import llm_caption_cleaner
 
-        backend = engine.catalog_models.backend(None if args.llm == "local" else args.llm, args.llm_model)
+        backend = engine.catalog_models().backend(None if args.llm == "local" else args.llm, args.llm_model)
         clean = llm_caption_cleaner(backend)
     bar = _bar()
     try:
@@ -179,18 +168,18 @@ def _eval(args, settings) -> dict:
 
 def _use(args, settings) -> dict:
     """Switch retrieval (styles, history, products) to RUN_DIR's adapter, or back to the base with --base."""
-    from ..engine import LocalEngine
     from ..errors import BadInput
+    from ..local import LocalEngine
 
     if args.base == (args.run is not None):
         raise BadInput("tune use takes a RUN_DIR, or --base to switch back to the base model")
     engine = LocalEngine(settings)
     bar = _bar()
     try:
-        out = engine.use_retrieval(args.run, on_progress=bar)
+        out = engine.retrieval.use(args.run, on_progress=bar)
     finally:
         bar.close()
-    return {**out, "retrieval_now": engine.health()["retrieval"]}
+    return {**out, "retrieval_now": engine.retrieval.label()}
 
 
 def run(args, settings) -> dict:

@@ -34,7 +34,7 @@ from tools.studio_driver import (
 @pytest.fixture(scope="module")
 def e2e_data(tmp_path_factory, tiny_models) -> Path:
     """A data folder with two settings (A, B) over one sketch and three seeds, made with the CLI as a user would."""
-    data = make_data_dir(tmp_path_factory.mktemp("e2e-data"), tiny_models)
+    data = make_data_dir(tmp_path_factory.mktemp("e2e-data"), tiny_models, warm=True)
     sketch = data / "chair.png"
     line_sketch(128, 96).save(sketch)
     for label, structure in (("A", "0.4"), ("B", "1.6")):
@@ -266,14 +266,14 @@ def test_a_render_with_the_page_open_steps_as_fast_as_a_headless_one(app_server,
     from tests.conftest import make_engine
 
     sketch = (e2e_data / "sketches" / f"{meta['sketch_hash']}.png").read_bytes()
-    headless = make_engine(make_data_dir(e2e_data.parent / "headless", tiny_models))
+    headless = make_engine(make_data_dir(e2e_data.parent / "headless", tiny_models, warm=True))
     headless.load()
     again = headless.generate(GenerateRequest.from_metadata(meta, sketch, source="cli"))
     studio_step = statistics.median(meta["timings"]["steps"][1:])
     headless_step = statistics.median(again.metadata["timings"]["steps"][1:])
     assert studio_step < 3 * headless_step, (studio_step, headless_step)
     with Image.open(run["outputs"][0]) as im:
-        assert im.convert("RGB").tobytes() == again.images[0].tobytes()  # and the same pixels
+        assert im.convert("RGB").tobytes() == again.images()[0].tobytes()  # and the same pixels
 
 
 def test_cancel_in_the_browser_stops_the_render_between_steps(app_url, browser):

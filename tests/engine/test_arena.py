@@ -21,7 +21,7 @@ def rows(set_name, prompts, seeds=(1, 2), clip=20.0, offset=0):
             "set": set_name,
             "run_id": f"{set_name}-{p}",
             "index": i,
-            "path": f"/out/{set_name}-{p}-{i}.png",
+            "image": f"{set_name}-{p}#{i}",
             "sketch_hash": f"h{p}",
             "prompt": f"prompt {p}",
             "seed": s,

@@ -76,6 +76,13 @@ def llm():
     server.close()
 
 
+def renderer(engine):
+    """What a catalog run renders with: the engine's pipeline, in its executor's lanes."""
+    from engine.services.catalog import Renderer
+
+    return Renderer(engine.core)
+
+
 def write_sheet(path: Path, rows=SHEET) -> Path:
     book = openpyxl.Workbook()
     for r in rows:
@@ -92,7 +99,9 @@ def options(llm_url: str, **kw) -> CatalogOptions:
 
 def test_a_sheet_with_umlauts_and_a_broken_row(fresh_engine, llm, tmp_path):
     sheet = write_sheet(tmp_path / "produkte.xlsx")
-    run = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), fresh_engine.catalog_models)
+    run = CatalogRun.from_file(
+        renderer(fresh_engine), tmp_path / "run", sheet, options(llm.url), fresh_engine.catalog_models()
+    )
     seen = []
     summary = run.run(on_progress=seen.append)
 
@@ -125,25 +134,25 @@ def test_a_sheet_with_umlauts_and_a_broken_row(fresh_engine, llm, tmp_path):
     assert len(xlsx_rows) == 6 and xlsx_rows[2][5] == "Schwarze Lederjacke für Herren, Größe M"
     assert len(llm.requests) == 4  # the broken row never reached the LLM
     # the run is a batch in the history: the Dashboard shows it as one set
-    runs = fresh_engine.batch_runs(summary["run_id"])
+    runs = fresh_engine.history_store.in_batch(summary["run_id"])
     assert len(runs) == 4 and {r["metadata"]["source"] for r in runs} == {"catalog"}
     assert seen[-1].stage == "rows" and seen[-1].step == seen[-1].total == 5
 
 
 def test_a_finished_run_is_not_rendered_again_and_other_options_are_refused(fresh_engine, llm, tmp_path):
     sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
-    models = fresh_engine.catalog_models
-    first = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), models)
+    models = fresh_engine.catalog_models()
+    first = CatalogRun.from_file(renderer(fresh_engine), tmp_path / "run", sheet, options(llm.url), models)
     first.run()
-    again = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url), models)
+    again = CatalogRun.from_file(renderer(fresh_engine), tmp_path / "run", sheet, options(llm.url), models)
     assert again.pending() == [] and again.run()["done"] == 2
-    assert len(llm.requests) == 2 and len(fresh_engine.batch_runs(first.run_id)) == 2
+    assert len(llm.requests) == 2 and len(fresh_engine.history_store.in_batch(first.run_id)) == 2
     with pytest.raises(BadInput, match=r"holds a run with other options \(steps\)"):
-        CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, options(llm.url, steps=3), models).open()
+        CatalogRun.from_file(renderer(fresh_engine), tmp_path / "run", sheet, options(llm.url, steps=3), models).open()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(BadInput, match="is not empty and holds no catalog run"):
-        CatalogRun.from_file(fresh_engine, tmp_path / "other", sheet, options(llm.url), models).open()
+        CatalogRun.from_file(renderer(fresh_engine), tmp_path / "other", sheet, options(llm.url), models).open()
 
 
 def cli(data: Path, sheet: Path, out: Path, url: str) -> list[str]:
@@ -158,28 +167,29 @@ def pixels(path: Path) -> np.ndarray:
 
 
 def test_a_killed_run_resumes_to_the_same_outputs_without_duplicates(tmp_path, tiny_models):
-    rows = [SHEET[0]] + [[f"B-{i}", f"Produkt Nummer {i} aus Baumwolle, Größe {i}", "X"] for i in range(10)]
+    rows = [SHEET[0]] + [[f"B-{i}", f"Produkt Nummer {i} aus Baumwolle, Größe {i}", "X"] for i in range(8)]
     sheet = write_sheet(tmp_path / "gross.xlsx", rows)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    slow = FakeLLM(delay=0.4)
+    slow = FakeLLM(delay=0.3)
     try:
         # uninterrupted
-        data_a = make_data_dir(tmp_path / "data-a", tiny_models)
+        data_a = make_data_dir(tmp_path / "data-a", tiny_models, warm=True)
         done = subprocess.run(cli(data_a, sheet, tmp_path / "whole", slow.url), env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr
         # killed after a few rows, then resumed
-        data_b = make_data_dir(tmp_path / "data-b", tiny_models)
+        data_b = make_data_dir(tmp_path / "data-b", tiny_models, warm=True)
         out = tmp_path / "resumed"
         proc = subprocess.Popen(cli(data_b, sheet, out, slow.url), env=env, cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.time() + 240
-        while time.time() < deadline and len(list((out / "items").glob("*.json"))) < 3:
+        items = data_b / "runs" / "catalog"  # the run's folder on the engine: one file per finished row
+        while time.time() < deadline and len(list(items.glob("*/items/*.json"))) < 3:
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        written = len(list((out / "items").glob("*.json")))
-        assert 3 <= written < 10, "the kill should land in the middle of the run"
+        written = len(list(items.glob("*/items/*.json")))
+        assert 3 <= written < 8, "the kill should land in the middle of the run"
         resumed = subprocess.run(cli(data_b, sheet, out, slow.url), env=env, cwd=REPO,
                                  capture_output=True, text=True, timeout=300)  # fmt: skip
         assert resumed.returncode == 0, resumed.stderr
@@ -190,21 +200,21 @@ def test_a_killed_run_resumes_to_the_same_outputs_without_duplicates(tmp_path, t
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader((folder / "results.csv").open())]
 
     assert table(out) == table(tmp_path / "whole")
-    assert all(r["status"] == "done" for r in table(out)) and len(table(out)) == 10
+    assert all(r["status"] == "done" for r in table(out)) and len(table(out)) == 8
     for r in table(out):
         assert np.array_equal(pixels(out / r["image"]), pixels(tmp_path / "whole" / r["image"]))
     summary = json.loads(resumed.stdout)
     engine = make_engine(data_b)
-    refs = [r["metadata"]["ref"] for r in engine.batch_runs(summary["run_id"])]
-    assert sorted(refs) == sorted(set(refs)) and len(refs) == 10  # each row rendered once
-    assert len(list((out / "images").glob("*.png"))) == 10 and not list(out.rglob(".*.json.*"))
+    refs = [r["metadata"]["ref"] for r in engine.history_store.in_batch(summary["run_id"])]
+    assert sorted(refs) == sorted(set(refs)) and len(refs) == 8  # each row rendered once
+    assert len(list((out / "images").glob("*.png"))) == 8 and not list(out.rglob(".*.json.*"))
 
 
 def test_preview_writes_nothing_and_no_llm_uses_the_description(fresh_engine, tmp_path):
     sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:4])
     opts = CatalogOptions.build(text_column="Beschreibung", id_column="Artikelnummer", llm="none", source_lang="en",
                                 steps=1, size=64)  # fmt: skip
-    run = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, opts, fresh_engine.catalog_models)
+    run = CatalogRun.from_file(renderer(fresh_engine), tmp_path / "run", sheet, opts, fresh_engine.catalog_models())
     rows = run.preview(3)
     assert not (tmp_path / "run").exists()
     assert rows[0]["prompt"] == (
@@ -218,7 +228,9 @@ def test_preview_writes_nothing_and_no_llm_uses_the_description(fresh_engine, tm
 def test_the_local_tiny_llm_fails_rows_with_a_reason_and_the_run_goes_on(fresh_engine, tmp_path):
     sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
     opts = CatalogOptions.build(text_column="Beschreibung", retries=0, steps=1, size=64)
-    summary = CatalogRun.from_file(fresh_engine, tmp_path / "run", sheet, opts, fresh_engine.catalog_models).run()
+    summary = CatalogRun.from_file(
+        renderer(fresh_engine), tmp_path / "run", sheet, opts, fresh_engine.catalog_models()
+    ).run()
     assert (summary["done"], summary["failed"]) == (0, 2)  # random weights write no JSON: recorded, not fatal
     assert all("LLM reply" in f["error"] and "\n" not in f["error"] for f in summary["failures"])
 
@@ -246,22 +258,23 @@ def test_a_missing_catalog_clip_is_one_line_with_its_setting(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_the_ray_executor_renders_the_same_images_as_local(fresh_engine, llm, tmp_path):
-    """Two CPU workers of a local Ray cluster run the same Generator on the Params the driver built; the driver
-    keeps the results exactly as a local run does."""
-    from engine.executors import RayExecutor
+def test_the_ray_executor_renders_the_same_images_as_local(fresh_engine, llm, tmp_path, tiny_models):
+    """Two CPU workers of a local Ray cluster run the same Generator on the Params the driver built, two rows at a
+    time; the driver keeps the results exactly as a local run does."""
+    from engine.local import LocalEngine
 
     sheet = write_sheet(tmp_path / "p.xlsx")
-    local = CatalogRun.from_file(fresh_engine, tmp_path / "local", sheet, options(llm.url), fresh_engine.catalog_models)
+    local = CatalogRun.from_file(renderer(fresh_engine), tmp_path / "local", sheet, options(llm.url),
+                                 fresh_engine.catalog_models())  # fmt: skip
     local.run()
-    executor = RayExecutor(fresh_engine, workers=2)
+    ray_engine = LocalEngine(fresh_engine.settings, executor="ray", workers=2)
     try:
         distributed = CatalogRun.from_file(
-            fresh_engine, tmp_path / "ray", sheet, options(llm.url), fresh_engine.catalog_models
+            renderer(ray_engine), tmp_path / "ray", sheet, options(llm.url), ray_engine.catalog_models()
         )
-        summary = distributed.run(executor=executor)
+        summary = distributed.run()
     finally:
-        executor.close()
+        ray_engine.close()
         import ray
 
         ray.shutdown()
@@ -272,15 +285,16 @@ def test_the_ray_executor_renders_the_same_images_as_local(fresh_engine, llm, tm
             # the same seed and Params; a worker runs torch on 1 thread, this process on 2, so a float sum may
             # round the other way in a pixel or two
             assert np.abs(a - b).max() <= 1 and np.mean(a != b) < 0.001
-    kept = fresh_engine.batch_runs(distributed.run_id)
+    kept = ray_engine.history_store.in_batch(distributed.run_id)
     assert sorted(r["metadata"]["ref"] for r in kept) == ["A-1", "A-2", "A-4", "A-5"]
     assert all(r["metadata"]["metrics"][0]["clip_score"] is not None for r in kept)
+    assert {r["metadata"]["executor"]["worker"] for r in kept} == {0, 1}  # both workers rendered
 
 
 def test_a_catalog_run_with_flux_through_the_cli(tmp_path, tiny_models, capsys):
     from engine.cli import main
 
-    data = make_data_dir(tmp_path / "data", tiny_models)
+    data = make_data_dir(tmp_path / "data", tiny_models, warm=True)
     sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
     args = ["catalog", "run", str(sheet), "--out", str(tmp_path / "run"), "--profile", "tiny", "--data-dir", str(data),
             "--device", "cpu", "--llm", "none", "--model", "flux", "--size", "64", "--text-column", "Beschreibung",
@@ -288,7 +302,7 @@ def test_a_catalog_run_with_flux_through_the_cli(tmp_path, tiny_models, capsys):
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["done"] == 2
-    meta = make_engine(data).batch_runs(report["run_id"])[0]["metadata"]
+    meta = make_engine(data).history_store.in_batch(report["run_id"])[0]["metadata"]
     assert meta["params"]["model"] == "flux" and meta["params"]["steps"] == 4 and meta["params"]["guidance"] == 0.0
     assert main([*args[:-4], "--style", "Terrazzo", "--out", str(tmp_path / "run2")]) == 2
     assert "FLUX renders from text only" in capsys.readouterr().err

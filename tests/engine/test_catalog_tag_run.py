@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from engine.cli import main
-from tests.conftest import make_data_dir
+from tests.conftest import make_data_dir, make_engine
 from tests.engine.test_catalog_llm import ScriptedServer, completion
 
 LISTING = {
@@ -46,7 +46,7 @@ def base(data: Path) -> list[str]:
 
 
 def test_tag_a_folder_into_a_table_with_listings(photos, server, tmp_path, tiny_models, capsys):
-    data = make_data_dir(tmp_path / "data", tiny_models)
+    data = make_data_dir(tmp_path / "data", tiny_models, warm=True)
     out = tmp_path / "tags.csv"
     code = main(["catalog", "tag", str(photos), "--out", str(out), "--llm", server.url, *base(data)])
     report = json.loads(capsys.readouterr().out)
@@ -69,14 +69,15 @@ def test_tag_a_folder_into_a_table_with_listings(photos, server, tmp_path, tiny_
     code = main(["catalog", "similar", "--image", str(photos / "red.jpg"), "-k", "3", *base(data)])
     found = json.loads(capsys.readouterr().out)["results"]
     assert code == 0 and found[0]["name"] == "red.jpg" and found[0]["score"] == pytest.approx(1.0, abs=1e-3)
-    assert Path(found[0]["thumbnail"]).is_file()  # a photo to show, even when it came in a zip
+    picture = make_engine(data).catalog.product_image(found[0]["thumbnail"])  # a photo to show, even from a zip
+    assert picture[:2] == b"\xff\xd8"
     assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
     code = main(["catalog", "similar", "a blue top", *base(data)])
     assert code == 0 and len(json.loads(capsys.readouterr().out)["results"]) == 3
 
 
 def test_a_vocabulary_edit_changes_the_columns_and_bad_input_is_one_line(photos, tmp_path, tiny_models, capsys):
-    data = make_data_dir(tmp_path / "data", tiny_models)
+    data = make_data_dir(tmp_path / "data", tiny_models, warm=True)
     vocab = tmp_path / "shoes.yaml"
     vocab.write_text("family: shoes\nitem: shoe\nattributes:\n  colour: [black, white, red]\n  heel: [flat, high]\n")
     out = tmp_path / "shoes.xlsx"
@@ -93,5 +94,5 @@ def test_a_vocabulary_edit_changes_the_columns_and_bad_input_is_one_line(photos,
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
     assert main(["catalog", "tag", str(tmp_path / "nope"), "--out", str(tmp_path / "t.csv"), *base(data)]) == 2
-    assert main(["catalog", "similar", *base(make_data_dir(tmp_path / "empty", tiny_models))]) == 2
+    assert main(["catalog", "similar", *base(make_data_dir(tmp_path / "empty", tiny_models, warm=True))]) == 2
     assert "needs a photo or words" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from tests.conftest import REPO, line_sketch, make_data_dir, png
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, tiny_models) -> Path:
-    return make_data_dir(tmp_path_factory.mktemp("cli-data"), tiny_models)
+    return make_data_dir(tmp_path_factory.mktemp("cli-data"), tiny_models, warm=True)
 
 
 @pytest.fixture(scope="module")

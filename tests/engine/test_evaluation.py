@@ -99,4 +99,4 @@ def test_csv_export_has_one_line_per_image():
     assert len(got) == 4
     assert [g["run_id"] for g in got] == ["r1", "r1", "r2", "r3"]
     assert got[1]["clip_score"] == "22.0" and got[3]["edge_f1"] == ""
-    assert got[0]["path"] == "/data/outputs/r1-0.png"
+    assert got[0]["image"] == "r1#0"  # the output, as the engine names it (no path on its machine)

@@ -31,14 +31,14 @@ def test_ships_at_least_eight_styles_with_images_and_descriptions():
 def test_each_shipped_image_finds_its_own_style_first_with_similarity_one(engine):
     for entry in MANIFEST["styles"]:
         with Image.open(REPO / "styles_kb" / entry["image"]) as im:
-            hits = engine.library.search_image(im.convert("RGB"), k=3)
+            hits = engine.retrieval.library.search_image(im.convert("RGB"), k=3)
         assert hits[0].name == entry["name"]
         assert hits[0].score == pytest.approx(1.0, abs=1e-4)
         assert hits[1].score < hits[0].score
 
 
 def test_text_search_returns_k_ranked_hits_with_cosine_scores(engine):
-    hits = engine.search_styles(text="neon city at night", k=5)
+    hits = engine.styles.search(text="neon city at night", k=5)
     assert len(hits) == 5
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
@@ -46,7 +46,7 @@ def test_text_search_returns_k_ranked_hits_with_cosine_scores(engine):
 
 
 def test_reingest_is_idempotent(fresh_engine):
-    lib = fresh_engine.library  # first open ingests the shipped styles
+    lib = fresh_engine.retrieval.library  # first open ingests the shipped styles
     ids = {s.id for s in lib.list()}
     assert len(ids) == len(MANIFEST["styles"])
     assert lib.ingest() == {"added": 0, "removed": 0, "unchanged": len(ids)}
@@ -54,7 +54,7 @@ def test_reingest_is_idempotent(fresh_engine):
 
 
 def test_changed_image_replaces_its_entry_and_removed_entries_leave(fresh_engine, kb_copy):
-    lib = fresh_engine.library
+    lib = fresh_engine.retrieval.library
     manifest_path = kb_copy / "manifest.json"
     lib.ingest(manifest_path)
     first, second = MANIFEST["styles"][0], MANIFEST["styles"][1]
@@ -76,49 +76,49 @@ def test_changed_image_replaces_its_entry_and_removed_entries_leave(fresh_engine
 
 def test_user_styles_add_search_remove(fresh_engine):
     swatch = Image.new("RGB", (300, 200), (20, 160, 90))
-    info = fresh_engine.add_style(png(swatch), "Forest green", "deep green lacquer", ["green", "lacquer"])
+    info = fresh_engine.styles.add(png(swatch), "Forest green", "deep green lacquer", ["green", "lacquer"])
     assert info.source == "user" and info.tags == ["green", "lacquer"]
-    assert fresh_engine.search_styles(image=png(swatch), k=1)[0].name == "Forest green"
-    assert fresh_engine.style_image("forest green").size == (300, 200)
+    assert fresh_engine.styles.search(image=png(swatch), k=1)[0].name == "Forest green"
+    assert style_picture(fresh_engine, "forest green").size == (300, 200)
 
     with pytest.raises(BadInput, match="already exists"):
-        fresh_engine.add_style(png(swatch), "forest GREEN")
-    fresh_engine.remove_style("Forest green")
-    assert "Forest green" not in [s.name for s in fresh_engine.list_styles()]
+        fresh_engine.styles.add(png(swatch), "forest GREEN")
+    fresh_engine.styles.remove("Forest green")
+    assert "Forest green" not in [s.name for s in fresh_engine.styles.list()]
 
 
 def test_shipped_styles_hide_but_do_not_delete(fresh_engine):
     name = MANIFEST["styles"][0]["name"]
     with pytest.raises(BadInput, match="ships with the studio; hide it instead"):
-        fresh_engine.remove_style(name)
-    fresh_engine.hide_style(name)
-    assert name not in [s.name for s in fresh_engine.list_styles()]
-    assert name in [s.name for s in fresh_engine.list_styles(include_hidden=True)]
+        fresh_engine.styles.remove(name)
+    fresh_engine.styles.hide(name)
+    assert name not in [s.name for s in fresh_engine.styles.list()]
+    assert name in [s.name for s in fresh_engine.styles.list(include_hidden=True)]
     with Image.open(REPO / "styles_kb" / MANIFEST["styles"][0]["image"]) as im:
-        hits = fresh_engine.search_styles(image=png(im), k=len(MANIFEST["styles"]))
+        hits = fresh_engine.styles.search(image=png(im), k=len(MANIFEST["styles"]))
     assert name not in [h.name for h in hits]
     # a hidden style stays hidden when the shipped library is ingested again
-    fresh_engine.library.ingest()
-    assert name not in [s.name for s in fresh_engine.list_styles()]
-    fresh_engine.hide_style(name, hidden=False)
-    assert name in [s.name for s in fresh_engine.list_styles()]
+    fresh_engine.retrieval.library.ingest()
+    assert name not in [s.name for s in fresh_engine.styles.list()]
+    fresh_engine.styles.hide(name, hidden=False)
+    assert name in [s.name for s in fresh_engine.styles.list()]
 
 
 def test_bad_style_uploads_are_refused(fresh_engine):
     with pytest.raises(BadInput, match="not an image"):
-        fresh_engine.add_style(b"plain text", "Text")
+        fresh_engine.styles.add(b"plain text", "Text")
     with pytest.raises(BadInput, match="style name"):
-        fresh_engine.add_style(png(Image.new("RGB", (8, 8))), "")
+        fresh_engine.styles.add(png(Image.new("RGB", (8, 8))), "")
 
 
 LIST_SCRIPT = """
 import json, sys
 from pathlib import Path
-from engine.engine import LocalEngine
+from engine.local import LocalEngine
 from engine.settings import Settings
 kw = json.loads(sys.argv[1])
 e = LocalEngine(Settings(profile="tiny", device="cpu", **kw))
-print(json.dumps([s.name for s in e.list_styles(include_hidden=True)]))
+print(json.dumps([s.name for s in e.styles.list(include_hidden=True)]))
 """
 
 
@@ -135,7 +135,7 @@ def names_in_new_process(**settings) -> list[str]:
 
 
 def test_library_persists_across_processes(fresh_engine):
-    fresh_engine.add_style(png(Image.new("RGB", (64, 64), (200, 120, 40))), "Burnt orange")
+    fresh_engine.styles.add(png(Image.new("RGB", (64, 64), (200, 120, 40))), "Burnt orange")
     names = names_in_new_process(data_dir=fresh_engine.data_dir)
     assert "Burnt orange" in names
     assert set(s["name"] for s in MANIFEST["styles"]) <= set(names)
@@ -174,7 +174,7 @@ def chroma_server(tmp_path):
 def test_team_library_on_a_chroma_server_persists_across_processes_and_restarts(tmp_path, tiny_models, chroma_server):
     port, restart, procs = chroma_server
     a = make_engine(make_data_dir(tmp_path / "laptop-a", tiny_models), chroma_host="127.0.0.1", chroma_port=port)
-    a.add_style(png(Image.new("RGB", (64, 64), (10, 10, 120))), "Team navy", tags=["navy"])
+    a.styles.add(png(Image.new("RGB", (64, 64), (10, 10, 120))), "Team navy", tags=["navy"])
     assert not (a.data_dir / "chroma").exists()  # nothing went to the embedded store
 
     other = make_data_dir(tmp_path / "laptop-b", tiny_models)
@@ -184,16 +184,27 @@ def test_team_library_on_a_chroma_server_persists_across_processes_and_restarts(
     procs[-1].wait(timeout=30)
     restart()
     b = make_engine(other, chroma_host="127.0.0.1", chroma_port=port)
-    assert b.search_styles(image=png(Image.new("RGB", (64, 64), (10, 10, 120))), k=1)[0].name == "Team navy"
-    assert np.asarray(b.style_image("Team navy")).mean() > 0
+    assert b.styles.search(image=png(Image.new("RGB", (64, 64), (10, 10, 120))), k=1)[0].name == "Team navy"
+    assert np.asarray(style_picture(b, "Team navy")).mean() > 0
 
 
 def test_with_every_style_hidden_search_is_empty_and_generation_runs_without_a_reference(fresh_engine, sketch_bytes):
     from engine.schema import GenerateRequest
 
-    for style in fresh_engine.list_styles():
-        fresh_engine.hide_style(style.name)
-    assert fresh_engine.list_styles() == []
-    assert fresh_engine.search_styles(text="anything", k=3) == []
-    result = fresh_engine.generate(GenerateRequest.build(prompt="a lamp", sketch=sketch_bytes, size=64, steps=2))
+    for style in fresh_engine.styles.list():
+        fresh_engine.styles.hide(style.name)
+    assert fresh_engine.styles.list() == []
+    assert fresh_engine.styles.search(text="anything", k=3) == []
+    result = fresh_engine.pipeline.generate(
+        GenerateRequest.build(prompt="a lamp", sketch=sketch_bytes, size=64, steps=2)
+    )
     assert result.styles == [] and result.metadata["styles"] == []
+
+
+def style_picture(engine, name):
+    """A style's reference image as the engine hands it out (PNG bytes) → PIL."""
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(engine.styles.image(name)))

@@ -43,7 +43,7 @@ def test_clip_score_equals_torchmetrics_clipscore_on_the_same_model(engine, tiny
     from torchmetrics.multimodal.clip_score import CLIPScore
 
     model_dir = str(tiny_models / "clip-vit-base-patch32")
-    emb: ClipEmbeddings = engine.library.embeddings
+    emb: ClipEmbeddings = engine.retrieval.library.embeddings
     image = line_sketch(64, 64)
     prompt = "a small house with a door"
     ours = clip_score(emb.embed_images([image])[0], emb.embed_query(prompt))
@@ -108,16 +108,16 @@ def test_recompute_restores_the_numbers_in_history_png_and_sidecar(fresh_engine,
     from engine.metadata import read_png
     from engine.schema import GenerateRequest
 
-    result = fresh_engine.generate(
+    result = fresh_engine.pipeline.generate(
         GenerateRequest.build(prompt="a reading nook", sketch=sketch_bytes, size=64, steps=2, seed=5, variations=2)
     )
     measured = result.metadata["metrics"]
-    stale = {**fresh_engine.run(result.run_id)["metadata"], "metrics": [{}, {}]}
-    fresh_engine.history.update_metadata(result.run_id, stale)
+    stale = {**fresh_engine.history_store.get(result.run_id)["metadata"], "metrics": [{}, {}]}
+    fresh_engine.history_store.update_metadata(result.run_id, stale)
 
     code = main(["metrics", "--profile", "tiny", "--data-dir", str(fresh_engine.data_dir), "--run", result.run_id])
     assert code == 0 and json.loads(capsys.readouterr().out)["recomputed"] == 1
-    row = fresh_engine.run(result.run_id)["metadata"]
+    row = fresh_engine.history_store.get(result.run_id)["metadata"]
     assert row["metrics"] == measured
     for i, path in enumerate(result.paths):
         assert read_png(Path(path))["metrics"] == measured[i]

@@ -12,8 +12,8 @@ from PIL import Image
 
 from engine.cli import main
 from engine.errors import BadInput
+from engine.masks import fill_polygons, mask_png, overlay, polygons, rle_decode, rle_encode
 from engine.metadata import read_png
-from engine.regions import fill_polygons, mask_png, overlay, polygons, rle_decode, rle_encode
 from engine.schema import GenerateRequest
 from tests.conftest import line_sketch, make_data_dir, png
 
@@ -75,46 +75,50 @@ def test_overlay_tints_each_region_in_its_colour():
 
 def test_a_point_prompt_gives_a_mask_of_the_inputs_size(engine):
     sketch = png(line_sketch(200, 150))
-    found = engine.segment(sketch, [(60, 80)])
-    assert found.mask.shape == (150, 200) and found.mask.dtype == bool
-    assert found.mask.any() and 0.0 <= found.score <= 1.0
+    found = engine.renders.segment(sketch, [[60, 80]])
+    assert found.mask().shape == (150, 200) and found.mask().dtype == bool
+    assert found.mask().any() and 0.0 <= found.score <= 1.0
     assert found.polygons and all(len(p) >= 3 for p in found.polygons)
-    again = engine.segment(sketch, [(60, 80)])
-    assert np.array_equal(again.mask, found.mask)  # same image, same click, same mask (cached embedding)
-    boxed = engine.segment(sketch, box=[20, 20, 120, 140])
-    assert boxed.mask.shape == (150, 200)
+    again = engine.renders.segment(sketch, [[60, 80]])
+    assert np.array_equal(again.mask(), found.mask())  # same image, same click, same mask (cached embedding)
+    boxed = engine.renders.segment(sketch, box=[20, 20, 120, 140])
+    assert boxed.mask().shape == (150, 200)
 
 
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"points": [(200, 10)]}, r"the point \(200, 10\) is outside the image, which is 200×150"),
-        ({"points": [(-1, 10)]}, "outside the image"),
+        ({"points": [[200, 10]]}, r"the point \(200, 10\) is outside the image, which is 200×150"),
+        ({"points": [[-1, 10]]}, "outside the image"),
         ({"box": [50, 50, 40, 100]}, "x0 < x1"),
         ({}, "needs a point or a box"),
-        ({"points": [(10, 10)], "labels": [1, 0]}, "one label per point"),
+        ({"points": [[10, 10]], "labels": [1, 0]}, "one label per point"),
     ],
 )
 def test_bad_prompts_are_one_line_errors(engine, kw, message):
     with pytest.raises(BadInput, match=message):
-        engine.segment(png(line_sketch(200, 150)), **kw)
+        engine.renders.segment(png(line_sketch(200, 150)), **kw)
 
 
 def test_automatic_masks_carry_polygons_scores_and_concepts(engine):
-    found = engine.segment_all(png(line_sketch(200, 150)), ["a house", "a tree"], k=2, grid=4, score_threshold=0.0)
-    segments = found["segments"]
-    assert (found["width"], found["height"]) == (200, 150)
-    assert 1 <= len(segments) <= 16
-    scores = [s.score for s in segments]
+    from engine.masks import rle_decode
+
+    found = engine.renders.analyze(png(line_sketch(200, 150)), ["a house", "a tree"], k=2, grid=4, threshold=0.0)
+    seg = found["segmentation"]
+    assert (seg["width"], seg["height"]) == (200, 150)
+    assert 1 <= len(seg["masks"]) <= 16
+    scores = [s["score"] for s in seg["masks"]]
     assert scores == sorted(scores, reverse=True)
-    for s in segments:
-        assert s.mask.shape == (150, 200) and s.polygons
-        assert {c["concept"] for c in s.concepts} == {"a house", "a tree"}
+    masks = [rle_decode(s["rle"]) for s in seg["masks"]]
+    for s, mask in zip(seg["masks"], masks, strict=True):
+        assert mask.shape == (150, 200) and s["polygons"]
+        assert {c["concept"] for c in s["concepts"]} == {"a house", "a tree"}
     # no two kept masks are near duplicates
-    for i, a in enumerate(segments):
-        for b in segments[i + 1 :]:
-            assert (a.mask & b.mask).sum() / (a.mask | b.mask).sum() <= 0.7
-    assert engine.segment_all(png(line_sketch(200, 150)), grid=4, score_threshold=1.01)["segments"] == []
+    for i, a in enumerate(masks):
+        for b in masks[i + 1 :]:
+            assert (a & b).sum() / (a | b).sum() <= 0.7
+    none = engine.renders.analyze(png(line_sketch(200, 150)), grid=4, threshold=1.01)
+    assert none["segmentation"]["masks"] == []
 
 
 # ---- per-region styles ----------------------------------------------------------------------------------
@@ -131,7 +135,7 @@ def two_regions():
 def _attention_spy(engine):
     """Record what the UNet's cross-attention receives (the real processors still run)."""
     seen = []
-    attn = engine.generator.pipe.unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2
+    attn = engine.executor.generator("sd15").pipe.unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2
     handle = attn.register_forward_pre_hook(
         lambda mod, args, kwargs: seen.append(kwargs.get("ip_adapter_masks")), with_kwargs=True
     )
@@ -152,12 +156,12 @@ def test_two_regions_retrieve_two_references_and_reach_the_attention(fresh_engin
     )
     seen, handle = _attention_spy(engine)
     try:
-        result = engine.generate(request)
+        result = engine.pipeline.generate(request)
     finally:
         handle.remove()
 
     # each region's reference is the library's nearest style to its own words
-    expected = [engine.search_styles(text=w, k=1)[0].name for w in words]
+    expected = [engine.styles.search(text=w, k=1)[0].name for w in words]
     assert [r["style"]["name"] for r in result.regions] == expected
     assert len(set(expected)) == 2
 
@@ -180,7 +184,7 @@ def test_two_regions_retrieve_two_references_and_reach_the_attention(fresh_engin
     for meta in (
         read_png(path),
         json.loads(path.with_suffix(".json").read_text()),
-        engine.run(result.run_id)["metadata"],
+        engine.history_store.get(result.run_id)["metadata"],
     ):
         regions = meta["regions"]
         assert [r["words"] for r in regions] == words
@@ -190,10 +194,10 @@ def test_two_regions_retrieve_two_references_and_reach_the_attention(fresh_engin
         assert np.array_equal(rle_decode(regions[1]["mask"]), scaled[1])
 
     # Restore: the same request back from the metadata gives the same pixels
-    again = engine.generate(GenerateRequest.from_metadata(result.metadata, png(sketch)))
+    again = engine.pipeline.generate(GenerateRequest.from_metadata(result.metadata, png(sketch)))
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))
     # and the regions matter: without them the render differs
-    plain = engine.generate(request.model_copy(update={"regions": []}))
+    plain = engine.pipeline.generate(request.model_copy(update={"regions": []}))
     assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(result.images[0]))
 
 
@@ -203,7 +207,7 @@ def test_an_explicit_region_style_is_used_as_named(fresh_engine, two_regions):
         prompt="a chair", sketch=png(sketch), seed=1, steps=1, size=64,
         regions=[{"mask": mask_png(left), "style": "Terrazzo"}],
     )  # fmt: skip
-    result = fresh_engine.generate(request)
+    result = fresh_engine.pipeline.generate(request)
     assert [r["style"]["name"] for r in result.regions] == ["Terrazzo"]
 
 
@@ -220,7 +224,7 @@ def test_bad_region_masks_are_clean_errors(engine, two_regions, mask, message):
     request = GenerateRequest.build(prompt="a chair", sketch=png(sketch), steps=1, size=64,
                                     regions=[{"mask": mask(), "words": "oak"}])  # fmt: skip
     with pytest.raises(BadInput, match=message):
-        engine.generate(request)
+        engine.pipeline.generate(request)
 
 
 def test_a_region_without_words_or_style_and_a_covered_region_are_refused(engine, two_regions):
@@ -232,7 +236,7 @@ def test_a_region_without_words_or_style_and_a_covered_region_are_refused(engine
         regions=[{"mask": mask_png(left), "words": "oak"}, {"mask": mask_png(left), "words": "steel"}],
     )  # fmt: skip
     with pytest.raises(BadInput, match="region 1 is entirely covered by a later region"):
-        engine.generate(covered)
+        engine.pipeline.generate(covered)
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------------
@@ -240,7 +244,7 @@ def test_a_region_without_words_or_style_and_a_covered_region_are_refused(engine
 
 @pytest.fixture(scope="module")
 def cli_data(tmp_path_factory, tiny_models) -> Path:
-    return make_data_dir(tmp_path_factory.mktemp("regions-cli"), tiny_models)
+    return make_data_dir(tmp_path_factory.mktemp("regions-cli"), tiny_models, warm=True)
 
 
 def test_cli_segment_writes_the_mask_and_prints_polygons(cli_data, tmp_path, capsys):
@@ -304,7 +308,7 @@ def test_cli_generate_region_errors_exit_2(cli_data, tmp_path, capsys):
 
 def test_regions_work_with_variations_style_only_and_text_to_image(engine):
     left = _mask(96, 64, (slice(None), slice(0, 40)))
-    varied = engine.generate(
+    varied = engine.pipeline.generate(
         GenerateRequest.build(
             prompt="a sofa",
             sketch=png(line_sketch()),
@@ -317,10 +321,10 @@ def test_regions_work_with_variations_style_only_and_text_to_image(engine):
     )
     assert len(varied.images) == 2 and len(varied.regions[0]["style_similarity"]) == 2
     square = _mask(64, 64, (slice(10, 40), slice(10, 40)))
-    text_only = engine.generate(
+    text_only = engine.pipeline.generate(
         GenerateRequest.build(
             prompt="a sofa", steps=1, size=64, use_style=False, regions=[{"mask": mask_png(square), "words": "walnut"}]
         )  # fmt: skip
     )
     assert text_only.images[0].size == (64, 64) and text_only.metadata["styles"] == []
-    assert text_only.regions[0]["style"]["name"] == engine.search_styles(text="walnut", k=1)[0].name
+    assert text_only.regions[0]["style"]["name"] == engine.styles.search(text="walnut", k=1)[0].name

@@ -20,14 +20,16 @@ def test_a_sweep_renders_each_cell_with_one_seed_and_style_and_writes_sheet_and_
     engine = fresh_engine
     request = GenerateRequest.build(prompt="a wooden chair", sketch=png(line_sketch()), size=64, steps=2, seed=5)
     seen = []
-    result = run_sweep(engine, request, [0.0, 2.0], [0.1, 1.2], [2], engine.sweeps_dir, on_progress=seen.append)
+    result = run_sweep(
+        engine.pipeline, request, [0.0, 2.0], [0.1, 1.2], [2], engine.sweeps.root, on_progress=seen.append
+    )
 
     assert len(result.cells) == 4
     assert [(c.structure_strength, c.style_strength) for c in result.cells] == [
         (0.0, 0.1), (0.0, 1.2), (2.0, 0.1), (2.0, 1.2)
     ]  # fmt: skip
     assert [p.step for p in seen] == [0, 1, 2, 3, 4] and all(p.total == 4 for p in seen)
-    runs = [engine.run(c.run_id)["metadata"] for c in result.cells]
+    runs = [engine.history_store.get(c.run_id)["metadata"] for c in result.cells]
     assert {m["seed"] for m in runs} == {5}
     assert len({json.dumps([s for s in m["styles"] if s["used"]]) for m in runs}) == 1  # one reference for all
     assert {m["source"] for m in runs} == {"sweep"} and {m["batch"] for m in runs} == {result.batch}
@@ -40,7 +42,7 @@ def test_a_sweep_renders_each_cell_with_one_seed_and_style_and_writes_sheet_and_
     a, b = (np.asarray(Image.open(result.cells[i].paths[0]), dtype=float) for i in (0, 2))
     assert np.abs(a - b).mean() > 0.5
 
-    folder = engine.sweeps_dir / result.batch
+    folder = engine.sweeps.root / result.batch
     assert result.files["contact_sheet"] == str(folder / "contact.png")
     with Image.open(folder / "contact.png") as sheet:
         assert sheet.width > 2 * CELL_PX and sheet.height > 2 * CELL_PX
@@ -48,13 +50,13 @@ def test_a_sweep_renders_each_cell_with_one_seed_and_style_and_writes_sheet_and_
         table = list(csv.DictReader(fh))
     assert len(table) == 4 and table[3]["structure_strength"] == "2.0" and table[3]["style_strength"] == "1.2"
     assert float(table[0]["clip_score"]) == result.cells[0].metrics["clip_score"]
-    assert past_sweeps(engine.sweeps_dir)[0]["batch"] == result.batch
+    assert past_sweeps(engine.sweeps.root)[0]["batch"] == result.batch
 
 
 def test_the_contact_sheet_grows_with_the_grid(fresh_engine):
     request = GenerateRequest.build(prompt="a lamp", size=64, steps=1, seed=1, use_style=False)
-    small = run_sweep(fresh_engine, request, [1.0], [0.5])
-    big = run_sweep(fresh_engine, request, [0.5, 1.0], [0.2, 0.5, 0.8], [1, 2])
+    small = run_sweep(fresh_engine.pipeline, request, [1.0], [0.5])
+    big = run_sweep(fresh_engine.pipeline, request, [0.5, 1.0], [0.2, 0.5, 0.8], [1, 2])
     one, many = contact_sheet(small), contact_sheet(big)
     assert many.width - one.width == 2 * (CELL_PX + 8)  # two more style columns
     assert many.height > 2 * one.height  # two structure rows in each of two step blocks
@@ -64,10 +66,10 @@ def test_the_contact_sheet_grows_with_the_grid(fresh_engine):
 def test_bad_grids_fail_before_anything_renders(fresh_engine):
     request = GenerateRequest.build(prompt="a lamp", size=64, steps=1)
     with pytest.raises(BadInput, match="structure_strength: must be at most 3"):
-        run_sweep(fresh_engine, request, [1.0, 5.0], [0.5])
+        run_sweep(fresh_engine.pipeline, request, [1.0, 5.0], [0.5])
     with pytest.raises(BadInput, match="the sweep has 81 cells; at most 64"):
-        run_sweep(fresh_engine, request, [0.1 * i for i in range(9)], [0.1 * i for i in range(9)])
-    assert fresh_engine.runs() == []
+        run_sweep(fresh_engine.pipeline, request, [0.1 * i for i in range(9)], [0.1 * i for i in range(9)])
+    assert fresh_engine.history.list() == []
     with pytest.raises(BadInput, match="'1, two' is not a comma-separated list of numbers"):
         parse_values("1, two", "--structure")
     assert parse_values("0.5; 1,1 ,", "x") == [0.5, 1.0]
@@ -76,7 +78,7 @@ def test_bad_grids_fail_before_anything_renders(fresh_engine):
 def test_cli_sweep_prints_its_files_and_table(capsys, tmp_path, tiny_models):
     from tests.conftest import make_data_dir
 
-    data = make_data_dir(tmp_path / "data", tiny_models)
+    data = make_data_dir(tmp_path / "data", tiny_models, warm=True)
     sketch = tmp_path / "sketch.png"
     line_sketch().save(sketch)
     args = ["sweep", "--profile", "tiny", "--data-dir", str(data), "--sketch", str(sketch), "--prompt", "a stool",

@@ -190,7 +190,7 @@ def test_tagging_table_gives_captions(tmp_path):
 
 
 def test_style_library_pairs(engine, tmp_path):
-    library = engine.library  # read only
+    library = engine.retrieval.library  # read only
     pairs = pairs_from_library(library)
     styles = library.list(include_hidden=True)
     assert len(pairs) == len(styles) >= 10

@@ -1,41 +1,33 @@
-"""Each page as a user meets it, through Streamlit's AppTest on the tiny profile."""
+"""Each page as a user meets it, through Streamlit's AppTest on the tiny profile, in Local and in Remote mode."""
 
 from __future__ import annotations
+
+import io
 
 import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO, line_sketch, png
-from ui.shared import get_engine
+from tests.pages.conftest import ok, settle, texts
 
 APP = str(REPO / "app.py")
 
 
-def studio(**fields) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120).run()
+def studio(app_env, **fields) -> AppTest:
+    at = app_env.app().run()
     for key, value in fields.items():
         at.session_state[key] = value
-    return at.run()
+    return ok(at.run())
 
 
 def generate(at: AppTest) -> AppTest:
-    """Click Generate, let the worker finish, then redraw as the progress poll would."""
-    next(b for b in at.button if b.label == "Generate").click().run()
-    try:
-        job = at.session_state["job"]
-    except KeyError:  # it already finished (or failed) during that run
-        return at.run()
-    job.thread.join(timeout=120)
-    return at.run()
-
-
-def texts(at: AppTest) -> str:
-    return " ".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+    """Click Generate, then redraw until the render is on the page."""
+    return settle(next(b for b in at.button if b.label == "Generate").click().run())
 
 
 def test_pages_navigate_and_the_tiny_profile_is_flagged(app_env):
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = app_env.app().run()
     assert not at.exception
     assert at.title[0].value == "Studio"
     assert any("Tiny profile" in w.value for w in at.sidebar.warning)
@@ -48,23 +40,28 @@ def test_pages_navigate_and_the_tiny_profile_is_flagged(app_env):
 
 def test_a_generation_fills_the_three_result_columns(app_env):
     at = studio(
-        sketch_override=png(line_sketch()), prompt="a timber cabin at dusk", steps=2, size=256, seed_locked=True, seed=9
+        app_env,
+        sketch_override=png(line_sketch()),
+        prompt="a timber cabin at dusk",
+        steps=2,
+        size=256,
+        seed_locked=True,
+        seed=9,
     )
     assert at.segmented_control(key="style_mode").value == "Auto"
     assert len([c for c in at.checkbox if c.key.startswith("use_")]) == 3  # the top 3 retrieved styles
-    at = generate(at)
-    assert not at.exception and not at.error
+    at = ok(generate(at))
     shown = texts(at)
     for column in ("**Sketch**", "**Style**", "**Render**"):
         assert column in shown
     assert "seed 9" in shown and "similarity" in shown
     assert at.session_state["result"].metadata["edge_mode"] == "lines"
     assert [b.label for b in at.button if b.key and b.key.startswith("vary_")] == ["Vary"]
-    assert at.session_state["result"].images[0].size == (384, 256)
+    assert at.session_state["result"].images()[0].size == (384, 256)
 
 
 def test_text_only_generation_and_two_variations(app_env):
-    at = generate(studio(prompt="a teal armchair", steps=2, size=256, variations=2, style_mode="None"))
+    at = generate(studio(app_env, prompt="a teal armchair", steps=2, size=256, variations=2, style_mode="None"))
     assert not at.error
     shown = texts(at)
     assert "text only" in shown and "no style reference" in shown
@@ -72,18 +69,17 @@ def test_text_only_generation_and_two_variations(app_env):
 
 
 def test_vary_keeps_the_settings_with_a_new_seed(app_env):
-    at = generate(studio(prompt="a brass lamp", steps=2, size=256, seed_locked=True, seed=5, style_mode="None"))
+    fields = {"prompt": "a brass lamp", "steps": 2, "size": 256, "seed_locked": True, "seed": 5, "style_mode": "None"}
+    at = generate(studio(app_env, **fields))
     first = at.session_state["result"]
-    next(b for b in at.button if b.key and b.key.startswith("vary_")).click().run()
-    at.session_state["job"].thread.join(timeout=120)
-    at.run()
+    ok(settle(next(b for b in at.button if b.key and b.key.startswith("vary_")).click().run()))
     second = at.session_state["result"]
     assert second.seeds != first.seeds
     assert second.metadata["params"] == first.metadata["params"]
 
 
 def test_styles_add_search_hide_and_remove(app_env):
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = app_env.app().run()
     at.switch_page("pages/styles.py").run()
     red, blue = png(Image.new("RGB", (64, 64), (200, 30, 30))), png(Image.new("RGB", (64, 64), (30, 30, 200)))
     at.file_uploader[0].set_value([("red.png", red, "image/png"), ("blue.png", blue, "image/png")]).run()
@@ -97,7 +93,7 @@ def test_styles_add_search_hide_and_remove(app_env):
 
     at.text_input(key="style_query").input("neon night city").run()
     shown = sorted(m.value for m in at.markdown if m.value.startswith("**"))
-    expected = get_engine().search_styles(text="neon night city", k=8)  # the Studio's own retrieval
+    expected = app_env.engine.styles.search(text="neon night city", k=8)  # the Studio's own retrieval
     assert shown == sorted(f"**{h.name}** · {h.score:.2f}" for h in expected)
 
     at.text_input(key="style_query").input("").run()
@@ -113,7 +109,7 @@ def test_styles_add_search_hide_and_remove(app_env):
 
 
 def test_a_bad_style_upload_is_one_error_line(app_env):
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = app_env.app().run()
     at.switch_page("pages/styles.py").run()
     at.file_uploader[0].set_value(("notes.png", b"shopping list", "image/png")).run()
     at.text_input(key="new_style_name").input("Notes").run()
@@ -126,6 +122,7 @@ def test_history_lists_the_run_and_restore_fills_the_studio(app_env):
     sketch = png(line_sketch())
     at = generate(
         studio(
+            app_env,
             sketch_override=sketch,
             prompt="a glass pavilion",
             negative="people",
@@ -155,11 +152,12 @@ def test_history_lists_the_run_and_restore_fills_the_studio(app_env):
         True,
     )
     assert s["structure"] == 1.1 and s["style_mode"] == "From library" and s["library_style"] == "Blueprint"
-    assert s["sketch_override"] == png(Image.open(__import__("io").BytesIO(sketch)).convert("RGB"))
+    assert s["sketch_override"] == png(Image.open(io.BytesIO(sketch)).convert("RGB"))
+    ok(at.run())
 
 
 def test_history_search_by_meaning(app_env):
-    at = generate(studio(prompt="a red chair", steps=2, size=256, style_mode="None"))
+    at = generate(studio(app_env, prompt="a red chair", steps=2, size=256, style_mode="None"))
     at.switch_page("pages/history.py").run()
     at.text_input(key="history_query").input("red chair").run()
     assert any("similarity" in c.value for c in at.caption)
@@ -169,7 +167,7 @@ def test_history_search_by_meaning(app_env):
 
 
 def test_a_bad_upload_shows_one_error_and_the_page_still_works(app_env):
-    at = studio(source="Upload", prompt="a chair", steps=2, size=256)
+    at = studio(app_env, source="Upload", prompt="a chair", steps=2, size=256)
     at.file_uploader(key="upload").set_value(("sketch.png", png(line_sketch())[:300], "image/png")).run()
     assert not at.exception
     assert any("is truncated or corrupt" in e.value for e in at.error)  # the edge preview says so at once
@@ -183,18 +181,18 @@ def test_a_bad_upload_shows_one_error_and_the_page_still_works(app_env):
 
 
 def test_two_sessions_generating_at_once_both_get_their_images(app_env):
-    a = studio(prompt="first session", steps=3, size=256, style_mode="None")
-    b = studio(prompt="second session", steps=3, size=256, style_mode="None")
+    a = studio(app_env, prompt="first session", steps=3, size=256, style_mode="None")
+    b = studio(app_env, prompt="second session", steps=3, size=256, style_mode="None")
     next(x for x in a.button if x.label == "Generate").click().run()
     next(x for x in b.button if x.label == "Generate").click().run()
     for at in (a, b):
-        at.session_state["job"].thread.join(timeout=120)
-        at.run()
+        ok(settle(at))
     assert a.session_state["result"].metadata["prompt"] == "first session"
     assert b.session_state["result"].metadata["prompt"] == "second session"
 
 
 def test_missing_weights_show_one_banner_with_the_fix(tmp_path, monkeypatch):
+    """Local mode only: a remote engine has its weights on its own machine."""
     monkeypatch.setenv("DESIGN_STUDIO_PROFILE", "default")
     monkeypatch.setenv("DESIGN_STUDIO_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
@@ -209,19 +207,18 @@ def test_missing_weights_show_one_banner_with_the_fix(tmp_path, monkeypatch):
 
 
 def test_cancel_stops_the_run_and_says_so(app_env):
-    at = studio(prompt="a long render", steps=60, size=256, style_mode="None")
+    at = studio(app_env, prompt="a long render", steps=60, size=256, style_mode="None")
     next(b for b in at.button if b.label == "Generate").click().run()
-    job = at.session_state["job"]
     next(b for b in at.button if b.label == "Cancel").click().run()
-    job.thread.join(timeout=120)
-    at.run()
+    settle(at)
+    assert not at.exception
     assert any(e.value.startswith("cancelled after") and "of 60 steps" in e.value for e in at.error)
     assert "result" not in at.session_state or at.session_state["result"] is None
     assert next(b for b in at.button if b.label == "Generate").disabled is False
 
 
 def test_use_as_sketch_feeds_the_render_back_as_the_next_sketch(app_env):
-    at = generate(studio(prompt="a stool", steps=2, size=256, style_mode="None"))
+    at = generate(studio(app_env, prompt="a stool", steps=2, size=256, style_mode="None"))
     next(b for b in at.button if b.label == "As sketch").click().run()
     assert at.session_state["sketch_override"][:8] == b"\x89PNG\r\n\x1a\n"
     assert at.session_state["edge_mode"] == "lines"
@@ -243,18 +240,18 @@ def test_no_page_sets_a_rerun_timer_with_or_without_a_job(app_env, monkeypatch):
         return enqueue(self, msg)
 
     monkeypatch.setattr(ForwardMsgQueue, "enqueue", spy)
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = app_env.app().run()
     for page in ("pages/sweeps.py", "pages/catalog.py", "pages/tune.py", "pages/arena.py", "pages/studio.py"):
         at.switch_page(page).run()
         assert not at.exception, page
     assert timers == []
 
-    at = studio(prompt="a long render", steps=40, size=256, style_mode="None")
+    at = studio(app_env, prompt="a long render", steps=40, size=256, style_mode="None")
     next(b for b in at.button if b.label == "Generate").click().run()
     assert "job" in at.session_state and any(b.label == "Cancel" for b in at.button)
     assert not at.exception and timers == []
-    at.session_state["job"].thread.join(timeout=120)
-    assert not at.run().exception and "result" in at.session_state and timers == []
+    ok(settle(at))
+    assert "result" in at.session_state and timers == []
 
 
 def test_progress_reads_step_time_and_a_sane_eta():

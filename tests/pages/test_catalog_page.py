@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO
 from tests.engine.test_catalog_run import FakeLLM
+from tests.pages.conftest import ok, settle
 
-APP = str(REPO / "app.py")
 CSV = (
     "Artikelnummer;Beschreibung;Kategorie\n"
     "K-1;Rotes Baumwoll-T-Shirt mit Rundhalsausschnitt;Oberteile\n"
@@ -24,17 +23,24 @@ def llm():
     server.close()
 
 
-def catalog(sheet: tuple[str, bytes, str]) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120).run()
+def catalog(app_env, sheet: tuple[str, bytes, str]) -> AppTest:
+    at = app_env.app().run()
     at.switch_page("pages/catalog.py").run()
     at.file_uploader(key="cat_sheet").set_value(sheet).run()
     return at
 
 
+def mapping(at: AppTest) -> dict[str, str]:
+    """The column dropdowns as the page shows them."""
+    labels = ("Description column", "Id column", "Name column", "Category column")
+    return {s.label: s.value for s in at.selectbox if s.label in labels}
+
+
 def test_a_sheet_is_mapped_previewed_and_run_to_its_results(app_env, llm):
-    at = catalog(("produkte.csv", CSV, "text/csv"))
+    at = catalog(app_env, ("produkte.csv", CSV, "text/csv"))
     assert not at.exception
-    assert at.selectbox(key="cat_text").value == "Beschreibung" and at.selectbox(key="cat_id").value == "Artikelnummer"
+    shown = mapping(at)
+    assert shown["Description column"] == "Beschreibung" and shown["Id column"] == "Artikelnummer"
     assert "3 rows · 1 will be reported as failed" in [c.value for c in at.caption]
     assert [w.value for w in at.main.warning] == ["row 3: the description ('Beschreibung') is empty"]
 
@@ -46,14 +52,13 @@ def test_a_sheet_is_mapped_previewed_and_run_to_its_results(app_env, llm):
     preview = next(d.value for d in at.dataframe if "prompt" in d.value.columns)
     assert list(preview["id"]) == ["K-1", "K-2", "K-3"]
     assert preview["prompt"][0].startswith("Professional product photography of a garment")
-    assert not (app_env / "runs" / "catalog").exists()  # a preview writes nothing
+    assert not (app_env.data / "runs" / "catalog").exists()  # a preview writes nothing
 
     at.button(key="cat_start").click().run()
-    at.session_state["cat_job"].thread.join(timeout=120)
-    at.run()
-    assert not at.exception and not at.error
-    shown = {m.label: m.value for m in at.metric}
+    ok(settle(at, "cat_job"))
+    shown = {m.label: m.value for m in at.tabs[0].get("metric")}  # under the new run
     assert (shown["Rows"], shown["Rendered"], shown["Failed"]) == ("3", "2", "1")
+    assert {m.label: m.value for m in at.tabs[1].get("metric")} == shown  # and in the Runs tab
     assert len(at.tabs[0].get("image")) == 2  # the two renders under the run (the Runs tab lists it too)
     assert {"results.csv", "results.xlsx", "report.md"} <= {d.proto.label for d in at.get("download_button")}
     next(b for b in at.button if b.label == "Open in the Dashboard").click().run()
@@ -61,13 +66,40 @@ def test_a_sheet_is_mapped_previewed_and_run_to_its_results(app_env, llm):
 
 
 def test_a_broken_sheet_is_one_error_line(app_env):
-    at = catalog(("produkte.xlsx", b"PK\x03\x04 not a workbook", "application/octet-stream"))
+    at = catalog(app_env, ("produkte.xlsx", b"PK\x03\x04 not a workbook", "application/octet-stream"))
     assert len(at.error) == 1 and "produkte.xlsx is not a readable .xlsx file" in at.error[0].value
     assert not at.exception
 
 
 def test_a_server_without_url_is_refused_in_one_line(app_env):
-    at = catalog(("produkte.csv", CSV, "text/csv"))
+    at = catalog(app_env, ("produkte.csv", CSV, "text/csv"))
     at.segmented_control(key="cat_llm").set_value("server").run()
     at.button(key="cat_start").click().run()
     assert [e.value for e in at.error] == ["an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)"]
+
+
+SECOND = b"SKU,Name,Description\nS-1,Lamp,A brass desk lamp with a green shade\nS-2,Chair,\n"
+
+
+def test_the_mapping_shown_is_the_one_previewed_run_and_recorded(app_env):
+    """Two different sheets in a row, Preview and Start clicked at once: what the dropdowns show is what the
+    preview, the run and its run.json use (a new sheet never keeps the old sheet's mapping)."""
+    at = catalog(app_env, ("produkte.csv", CSV, "text/csv"))
+    at.segmented_control(key="cat_llm").set_value("none").run()
+    at.selectbox(key="cat_lang").select("en")  # the description as it is (the tiny translator writes noise)
+    at.number_input(key="cat_steps").set_value(1)
+    at.selectbox(key="cat_size").select(256).run()
+    at.file_uploader(key="cat_sheet").set_value(("items.csv", SECOND, "text/csv")).run()
+    assert mapping(at) == {"Description column": "Description", "Id column": "SKU", "Name column": "Name",
+                           "Category column": "—"}  # fmt: skip
+    assert [w.value for w in at.main.warning] == ["row 3: the description ('Description') is empty"]
+    at.button(key="cat_preview_btn").click()
+    at.button(key="cat_start").click().run()
+    ok(settle(at, "cat_job"))
+    preview = next(d.value for d in at.dataframe if "prompt" in d.value.columns)
+    assert list(preview["id"]) == ["S-1", "S-2"] and "brass desk lamp" in preview["prompt"][0]
+    (run,) = app_env.engine.catalog.runs()
+    assert (run["options"]["text_column"], run["options"]["id_column"]) == ("Description", "SKU")
+    results = app_env.engine.catalog.run(run["run"])["results"]
+    assert [(r["id"], r["status"]) for r in results] == [("S-1", "done"), ("S-2", "failed")]
+    assert "brass desk lamp" in results[0]["prompt"]

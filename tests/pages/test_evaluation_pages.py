@@ -9,29 +9,29 @@ from streamlit.testing.v1 import AppTest
 
 from engine.evaluation import compare, filter_rows, image_rows
 from engine.schema import GenerateRequest
-from tests.conftest import REPO, line_sketch, make_engine, png
-
-APP = str(REPO / "app.py")
+from tests.conftest import line_sketch, png
+from tests.pages.conftest import ok, settle
 
 
 @pytest.fixture
 def seeded(app_env):
-    """Two settings (A, B) over the same two sketches and prompts with two seeds each, and one Studio run."""
-    engine = make_engine(app_env)
+    """Two settings (A, B) over the same two sketches and prompts with two seeds each, and one Studio run, made by
+    the engine the app talks to (the server's, in Remote mode)."""
+    engine = app_env.engine
     for k, prompt in enumerate(["a wooden chair", "a brass lamp"]):
         sketch = png(line_sketch(96 + 32 * k, 64))
         for label, structure in (("A", 0.4), ("B", 1.6)):
-            engine.generate(GenerateRequest.build(
+            engine.pipeline.generate(GenerateRequest.build(
                 prompt=prompt, sketch=sketch, size=64, steps=1, seed=11, variations=2, structure_strength=structure,
                 batch="ab", label=label, source="cli",
             ))  # fmt: skip
-    engine.generate(GenerateRequest.build(prompt="a blue sofa", size=64, steps=1, seed=3, source="studio"))
-    return engine
+    engine.pipeline.generate(GenerateRequest.build(prompt="a blue sofa", size=64, steps=1, seed=3, source="studio"))
+    return app_env
 
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    return at.switch_page(page).run()
+def open_page(app_env, page: str) -> AppTest:
+    at = app_env.app().run()
+    return ok(at.switch_page(page).run())
 
 
 def charts(at: AppTest) -> int:
@@ -47,7 +47,8 @@ def downloads(at: AppTest) -> list[str]:
 
 
 def test_dashboard_charts_table_filters_and_export(seeded):
-    at = open_page("pages/dashboard.py")
+    app_env = seeded
+    at = open_page(app_env, "pages/dashboard.py")
     assert not at.exception
     assert at.title[0].value == "Dashboard"
     assert charts(at) == 5  # histogram, box per style, two trade-off scatters, the comparison's box
@@ -68,11 +69,12 @@ def test_dashboard_charts_table_filters_and_export(seeded):
 
 
 def test_dashboard_compares_two_sets_with_a_bootstrap_interval(seeded):
-    at = open_page("pages/dashboard.py")
+    app_env = seeded
+    at = open_page(app_env, "pages/dashboard.py")
     at.selectbox(key="cmp_a").select("ab · A").run()
     at.selectbox(key="cmp_b").select("ab · B").run()
     at.selectbox(key="cmp_metric").select("edge_f1").run()
-    rows = image_rows(seeded.runs())
+    rows = image_rows(seeded.engine.history_store.list(limit=100))
     want = compare(*([r["edge_f1"] for r in filter_rows(rows, sets=[s])] for s in ("ab · A", "ab · B")))
     shown = " ".join(m.value for m in at.markdown)
     assert f"[{want['ci_low']:+.3f}, {want['ci_high']:+.3f}]" in shown
@@ -80,18 +82,16 @@ def test_dashboard_compares_two_sets_with_a_bootstrap_interval(seeded):
 
 
 def test_a_sweep_from_the_page_shows_its_sheet_and_table_and_opens_in_the_dashboard(app_env):
-    at = open_page("pages/sweeps.py")
+    at = open_page(app_env, "pages/sweeps.py")
     at.text_area(key="sweep_prompt").input("a lounge chair").run()
     at.text_input(key="sweep_structure").input("0.5, 1.5").run()
     at.text_input(key="sweep_styles").input("0.3").run()
     at.text_input(key="sweep_steps").input("1").run()
     assert "2 cells · 2 renders" in [c.value for c in at.caption]
     at.button(key="run_sweep").click().run()
-    at.session_state["sweep_job"].thread.join(timeout=120)
-    at.run()
-    assert not at.exception and not at.error
-    result = at.session_state["sweep_result"]
-    assert (app_env / "runs" / "sweeps" / result.batch / "contact.png").is_file()
+    ok(settle(at, "sweep_job"))
+    batch = at.session_state["sweep_result"]
+    assert (app_env.data / "runs" / "sweeps" / batch / "contact.png").is_file()  # on the engine's machine
     table = next(d for d in at.dataframe).value
     assert list(table["structure_strength"]) == [0.5, 1.5] and table["clip_score"].notna().all()
     assert {"Contact sheet (PNG)", "Table (CSV)"} <= set(downloads(at))
@@ -101,7 +101,7 @@ def test_a_sweep_from_the_page_shows_its_sheet_and_table_and_opens_in_the_dashbo
 
 
 def test_sweep_page_bad_values_are_one_line(app_env):
-    at = open_page("pages/sweeps.py")
+    at = open_page(app_env, "pages/sweeps.py")
     at.text_area(key="sweep_prompt").input("a lounge chair").run()
     at.text_input(key="sweep_structure").input("0.5, 7").run()
     at.button(key="run_sweep").click().run()
@@ -118,7 +118,9 @@ def vote_all(at: AppTest, choices: list[str]) -> AppTest:
 
 
 def test_arena_votes_give_scipy_statistics_and_survive_a_restart(seeded):
-    at = open_page("pages/arena.py")
+    app_env = seeded
+    arena = seeded.engine.arena
+    at = open_page(app_env, "pages/arena.py")
     at.selectbox(key="arena_a").select("ab · A").run()
     at.selectbox(key="arena_b").select("ab · B").run()
     assert "4 pairs share a sketch, prompt and seed." in [c.value for c in at.caption]
@@ -128,41 +130,41 @@ def test_arena_votes_give_scipy_statistics_and_survive_a_restart(seeded):
     vote_all(at, ["left", "left", "right", "tie"])
     assert "All 4 pairs voted." in [s.value for s in at.success]
 
-    contest = seeded.arena.contests()[0]
-    pairs = seeded.arena.pairs(contest["id"])
+    contest = arena.contests()[0]
+    pairs = arena.pairs(contest["id"])
     expected = ["A" if p["left_side"] == "A" else "B" for p in pairs[:2]]
     expected.append("B" if pairs[2]["left_side"] == "A" else "A")
     assert [p["choice"] for p in pairs] == [*expected, "tie"]
     a_wins = expected.count("A")
-    stats = seeded.arena.stats(contest["id"])
+    stats = arena.stats(contest["id"])
     assert stats["p_value"] == pytest.approx(binomtest(a_wins, 3, 0.5).pvalue)
     assert stats["win_rate_a"] == pytest.approx(a_wins / 3) and stats["tie_rate"] == pytest.approx(0.25)
     shown = {m.label: m.value for m in at.metric}
     assert shown["A win rate"] == f"{a_wins / 3:.0%}" and shown["p-value"] == f"{stats['p_value']:.3g}"
 
     st.cache_resource.clear()  # a restart: a new engine, a new session
-    again = open_page("pages/arena.py")
+    again = open_page(app_env, "pages/arena.py")
     assert "All 4 pairs voted." in [s.value for s in again.success]
     assert {m.label: m.value for m in again.metric}["Votes"] == "4"
     again.button(key="vote_undo").click().run()
-    assert len(again.get("image")) == 2 and seeded.arena.contest(contest["id"])["voted"] == 3
+    assert len(again.get("image")) == 2 and arena.contest(contest["id"])["voted"] == 3
 
 
 def test_arena_renders_two_settings_over_a_sets_inputs_and_opens_the_comparison(seeded):
-    at = open_page("pages/arena.py")
+    app_env = seeded
+    arena = seeded.engine.arena
+    at = open_page(app_env, "pages/arena.py")
     at.segmented_control(key="arena_mode").set_value("Two settings").run()
     at.selectbox(key="arena_inputs").select("ab · A").run()
     at.number_input(key="arena_A_structure_strength").set_value(0.2).run()
     at.number_input(key="arena_B_structure_strength").set_value(2.0).run()
     at.button(key="arena_render").click().run()
-    at.session_state["arena_job"].thread.join(timeout=120)
-    at.run()
-    assert not at.exception and not at.error
-    contest = seeded.arena.contest(at.session_state["arena_contest"])
+    ok(settle(at, "arena_job"))
+    contest = arena.contest(at.session_state["arena_contest"])
     assert contest["pairs"] == 4  # two sketches × two seeds, each rendered with A and with B
-    pairs = seeded.arena.pairs(contest["id"])
-    a_meta = seeded.run(pairs[0]["a"]["run_id"])["metadata"]
-    b_meta = seeded.run(pairs[0]["b"]["run_id"])["metadata"]
+    pairs = arena.pairs(contest["id"])
+    a_meta = seeded.engine.history.get(pairs[0]["a"]["run_id"]).metadata
+    b_meta = seeded.engine.history.get(pairs[0]["b"]["run_id"]).metadata
     assert (a_meta["params"]["structure_strength"], b_meta["params"]["structure_strength"]) == (0.2, 2.0)
     assert a_meta["prompt"] == b_meta["prompt"] and a_meta["seeds"] == b_meta["seeds"]
     assert a_meta["sketch_hash"] == b_meta["sketch_hash"] and a_meta["source"] == "arena"
@@ -171,7 +173,8 @@ def test_arena_renders_two_settings_over_a_sets_inputs_and_opens_the_comparison(
 
 
 def test_arena_refuses_two_equal_settings(seeded):
-    at = open_page("pages/arena.py")
+    app_env = seeded
+    at = open_page(app_env, "pages/arena.py")
     at.segmented_control(key="arena_mode").set_value("Two settings").run()
     at.button(key="arena_render").click().run()
     assert [e.value for e in at.error] == ["settings A and B are the same; change at least one value"]

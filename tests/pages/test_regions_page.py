@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from engine.regions import REGION_COLORS
+from engine.masks import REGION_COLORS
 from tests.conftest import line_sketch, png
-from tests.pages.test_app import APP, generate, texts
+from tests.pages.conftest import ok, texts
+from tests.pages.test_app import generate
 
 
 def _rgb(hex_color: str) -> np.ndarray:
@@ -21,7 +22,7 @@ def click(at: AppTest, x: float, y: float) -> AppTest:
 
 
 def regions_studio(app_env) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = app_env.app().run()
     for key, value in dict(
         sketch_override=png(line_sketch(96, 64)), prompt="a living room", steps=2, size=64, seed_locked=True, seed=4
     ).items():
@@ -64,8 +65,7 @@ def test_generating_with_two_regions_shows_their_styles_beside_the_render(app_en
     at.selectbox(key=f"region_style_{regions[1]['id']}").set_value("Terrazzo").run()
     shown = texts(at)
     assert "retrieves **" in shown and "style **Terrazzo**" in shown
-    at = generate(at)
-    assert not at.exception and not at.error
+    at = ok(generate(at))
     result = at.session_state["result"]
     assert [r["words"] for r in result.regions] == ["walnut", ""]
     expected = at.session_state["result"].regions[0]["style"]["name"]
@@ -82,9 +82,10 @@ def test_generating_with_two_regions_shows_their_styles_beside_the_render(app_en
     back = at.session_state["regions"]
     assert [r["words"] for r in back] == ["walnut", ""] and [r["style"] for r in back] == [expected, "Terrazzo"]
     assert at.session_state["regions_on"] is True
-    at = generate(at)
+    at.switch_page("pages/studio.py")  # where the browser now is (AppTest keeps the page it was told last)
+    at = ok(generate(at))
     again = at.session_state["result"]
-    assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))
+    assert np.array_equal(np.asarray(again.images()[0]), np.asarray(result.images()[0]))
 
 
 def test_a_region_without_words_or_style_is_one_error_line(app_env):

@@ -8,13 +8,10 @@ import re
 import zipfile
 
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO
 from tests.engine.test_catalog_llm import ScriptedServer, completion
 from tests.engine.test_catalog_tag_run import LISTING
-
-APP = str(REPO / "app.py")
+from tests.pages.conftest import ok, settle
 
 
 def photo_zip() -> bytes:
@@ -31,17 +28,15 @@ def photo_zip() -> bytes:
 def test_tag_a_zip_review_export_and_find_similar(app_env):
     server = ScriptedServer(lambda i, body: (200, completion(json.dumps(LISTING))))
     try:
-        at = AppTest.from_file(APP, default_timeout=120).run()
+        at = app_env.app().run()
         at.switch_page("pages/catalog.py").run()
         at.file_uploader(key="tag_zip").set_value(("photos.zip", photo_zip(), "application/zip")).run()
         at.segmented_control(key="tag_llm").set_value("server").run()
         at.text_input(key="tag_llm_url").input(server.url).run()
         at.button(key="tag_start").click().run()
-        at.session_state["tag_job"].thread.join(timeout=120)
-        at.run()
+        ok(settle(at, "tag_job"))
     finally:
         server.stop()
-    assert not at.exception and not at.error
     assert [w.value for w in at.main.warning] == [
         w.value for w in at.main.warning if w.value.startswith("Skipped broken.png")
     ]

@@ -2,34 +2,40 @@
 
 from __future__ import annotations
 
-import contextlib
+import io
+import zipfile
 
 from streamlit.testing.v1 import AppTest
 
 from engine.tune.bench import make_shapes
-from tests.pages.test_app import APP
+from tests.pages.conftest import ok, settle
 
 
 def wait(at: AppTest, key: str) -> AppTest:
-    with contextlib.suppress(KeyError):  # KeyError: it already finished during the click's run
-        at.session_state[key].thread.join(timeout=300)
-    return at.run().run()
+    return ok(settle(at, key, timeout=300))
+
+
+def zipped(folder) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for path in sorted(folder.rglob("*.png")):
+            z.write(path, path.relative_to(folder).as_posix())
+    return buf.getvalue()
 
 
 def test_prepare_train_measure_and_switch(app_env, tmp_path):
     captions = make_shapes(tmp_path / "shapes", per_class=6)
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = app_env.app().run()
     at.switch_page("pages/tune.py").run()
     assert not at.exception and at.title[0].value == "Tune retrieval"
     assert "Retrieval: **base CLIP**" in [c.value for c in at.sidebar.caption]
 
-    at.segmented_control(key="tune_source").set_value("Folder + captions CSV").run()
-    at.text_input(key="tune_images").set_value(str(tmp_path / "shapes"))
-    at.text_input(key="tune_captions").set_value(str(captions))
+    at.segmented_control(key="tune_source").set_value("upload").run()
+    at.file_uploader(key="tune_images").set_value(("shapes.zip", zipped(tmp_path / "shapes"), "application/zip"))
+    at.file_uploader(key="tune_captions").set_value(("captions.csv", captions.read_bytes(), "text/csv"))
     at.text_input(key="tune_data_name").set_value("shapes").run()
     next(b for b in at.button if b.label == "Prepare data").click().run()
     at = wait(at, "tune_data_job")
-    assert not at.error, [e.value for e in at.error]
     assert any("Prepared **shapes**: 54 pairs" in s.value for s in at.success)
 
     at.number_input(key="tune_epochs").set_value(2)
@@ -38,15 +44,14 @@ def test_prepare_train_measure_and_switch(app_env, tmp_path):
     at.text_input(key="tune_run_name").set_value("shapes-dual").run()
     next(b for b in at.button if b.label == "Start training").click().run()
     at = wait(at, "tune_train_job")
-    assert not at.error, [e.value for e in at.error]
     table = at.dataframe[0].value
     assert list(table["adapter"]) == ["shapes-dual"] and "→" in table["text→image R@1"][0]
 
     next(b for b in at.button if b.label == "Use").click().run()
-    at.run()
+    at = wait(at, "tune_use_job").run()
     assert "Retrieval: **tuned: shapes-dual (dual_lora)**" in [c.value for c in at.sidebar.caption]
     next(b for b in at.button if b.label == "Back to the base CLIP").click().run()
-    at.run()
+    at = wait(at, "tune_use_job").run()
     assert "Retrieval: **base CLIP**" in [c.value for c in at.sidebar.caption]
 
     # the Arena compares the two blind: each side is a model's top 4 styles for the same words
@@ -65,12 +70,15 @@ def test_prepare_train_measure_and_switch(app_env, tmp_path):
     assert any("All 2 pairs voted" in s.value for s in at.success)
 
 
-def test_a_missing_folder_is_one_error_line(app_env, tmp_path):
-    at = AppTest.from_file(APP, default_timeout=120).run()
+def test_missing_or_broken_uploads_are_one_error_line(app_env, tmp_path):
+    at = app_env.app().run()
     at.switch_page("pages/tune.py").run()
-    at.segmented_control(key="tune_source").set_value("Folder + captions CSV").run()
-    at.text_input(key="tune_images").set_value(str(tmp_path / "nowhere"))
-    at.text_input(key="tune_captions").set_value(str(tmp_path / "nowhere.csv")).run()
+    at.segmented_control(key="tune_source").set_value("upload").run()
     next(b for b in at.button if b.label == "Prepare data").click().run()
-    at = wait(at, "tune_data_job")
-    assert len(at.error) == 1 and "nowhere" in at.error[0].value and "\n" not in at.error[0].value
+    assert [e.value for e in at.error] == ["give a .zip of the images and the captions CSV (file, caption[, label])"]
+    at.file_uploader(key="tune_images").set_value(("x.zip", b"not a zip at all", "application/zip"))
+    at.file_uploader(key="tune_captions").set_value(("c.csv", b"file,caption\nnowhere.png,a thing\n", "text/csv"))
+    at.run()
+    next(b for b in at.button if b.label == "Prepare data").click().run()
+    settle(at, "tune_data_job")
+    assert len(at.error) == 1 and "\n" not in at.error[0].value and not at.exception

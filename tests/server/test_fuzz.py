@@ -29,7 +29,7 @@ def test_no_request_gets_a_server_error(api_schema):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def check(case):
             response = case.call(headers=AUTH)
             assert response.status_code < 500, (

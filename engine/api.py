@@ -1,0 +1,591 @@
+"""The engine interface: everything a page, the CLI or the server may ask of an engine, grouped by service.
+
+`LocalEngine` (engine/local.py) implements it in this process; `RemoteEngine` (engine/remote.py) implements every
+method over HTTP against `python -m engine serve`, whose routes are made from these same declarations
+(engine/server/). A caller cannot tell which one it has.
+
+Rules every method keeps, so that it means the same thing in both places:
+- arguments and results are plain data (pydantic models, dataclasses, dicts, lists, str, numbers, bytes); files are
+  `bytes` (PNG, CSV, XLSX, Markdown), never a path on the engine's machine, and the engine never takes a path
+  from its caller: things on the engine are named (run ids, sweep batches, catalog run names, adapter names);
+- long work (renders, sweeps, catalog runs, tagging, tuning, switching retrieval) returns a `JobInfo` at once and
+  runs as a job: one state vocabulary, one progress shape and cancel, the same in process and over HTTP;
+- errors a user can cause are `EngineError`s (engine/errors.py) with one line, whatever the transport.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .catalog.options import CatalogOptions
+from .errors import Cancelled
+from .schema import GenerateRequest, Progress, StyleHit, StyleInfo
+
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+# Bounds every caller gets checked at the boundary (over HTTP: a 422 with one line)
+Limit = Annotated[int, Field(ge=1, le=100_000)]
+Offset = Annotated[int, Field(ge=0, le=10_000_000)]
+TopK = Annotated[int, Field(ge=1, le=100)]
+Pixels = Annotated[int, Field(ge=0, le=1024)]
+Index = Annotated[int, Field(ge=0, le=64)]
+TERMINAL: tuple[str, ...] = ("done", "failed", "cancelled")
+JobKind = Literal["render", "sweep", "catalog", "tag", "tune-prepare", "tune-train", "tune-eval", "retrieval", "arena"]
+
+
+def operation(method: Callable) -> Callable:
+    """Marks a method as part of the interface: the server routes it and the remote engine implements it."""
+    method.__engine_operation__ = True
+    return method
+
+
+class JobInfo(BaseModel):
+    """A job as every caller sees it: its state, its progress, and once done a small result (names of what it
+    made: a run id, a sweep batch, a catalog run…)."""
+
+    id: str
+    kind: str
+    title: str = ""
+    state: JobState = "queued"
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    elapsed: float = 0.0  # seconds since it started running
+    seconds_per_step: float | None = None
+    position: int = 0  # jobs ahead of it while it is queued
+    error: str | None = None  # one line, when it failed or was cancelled
+    error_kind: str | None = None  # the EngineError class it failed with (BadInput, ModelUnavailable…)
+    result: dict[str, Any] | None = None
+    created_at: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def progress(self) -> Progress | None:
+        """The `Progress` the pages and the CLI draw; None before the job has reported anything."""
+        if self.state == "queued":
+            return Progress("queued", self.position + 1, 0, 0.0)
+        if not self.total and not self.stage:
+            return None
+        return Progress(self.stage or "running", self.step, self.total, self.elapsed, self.seconds_per_step)
+
+
+class Capabilities(BaseModel):
+    """What this engine is and can do: the sidebar's status and the switches pages use instead of guessing."""
+
+    profile: str
+    device: str
+    dtype: str
+    models: dict[str, str]
+    loaded: dict[str, bool]
+    retrieval: str
+    jobs_waiting: int = 0
+    executor: str = "local"
+    workers: int = 1
+    remote: bool = False
+    features: dict[str, bool] = Field(default_factory=dict)  # regions, flux, local_llm, tuning, ray
+
+
+class RenderResult(BaseModel):
+    """A finished render: its PNGs as saved (the full metadata inside each), the control image and the recipe."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    run_id: str
+    seeds: list[int]
+    metadata: dict[str, Any]
+    styles: list[StyleHit]
+    regions: list[dict[str, Any]] = Field(default_factory=list)
+    png: list[bytes] = Field(default_factory=list, repr=False)
+    edges: bytes | None = Field(None, repr=False)  # PNG of what ControlNet followed; None for text-to-image
+    paths: list[str] = Field(default_factory=list)  # where the engine keeps the files, on its own machine
+
+    def images(self) -> list:
+        """The outputs as PIL images."""
+        import io
+
+        from PIL import Image
+
+        return [Image.open(io.BytesIO(b)).convert("RGB") for b in self.png]
+
+
+class RunRecord(BaseModel):
+    """One past render in the history."""
+
+    id: str
+    created_at: str
+    seconds: float
+    images: int
+    sketch_hash: str | None = None
+    metadata: dict[str, Any]
+
+
+class SegmentResult(BaseModel):
+    """SAM2's answer for point and/or box prompts: the mask as a PNG (white inside) and what it covers."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    mask_png: bytes = Field(repr=False)
+    score: float
+    area: float
+    bbox: list[int]
+    polygons: list[list[list[int]]] = Field(default_factory=list)
+
+    def mask(self):
+        """The mask as a bool H×W array."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.mask_png)) as im:
+            return np.asarray(im.convert("L")) > 127
+
+
+class SheetInfo(BaseModel):
+    """A product sheet as read: its columns, the guessed mapping, and the first rows as the run would read them."""
+
+    name: str
+    columns: list[str]
+    rows: int
+    mapping: dict[str, str | None]
+    sample: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# ---- the services ---------------------------------------------------------------------------------------------
+
+
+class Renders(ABC):
+    """Renders, and the analysis of images (SAM2 masks, CLIP concepts)."""
+
+    @abstractmethod
+    @operation
+    def submit(self, request: GenerateRequest) -> JobInfo:
+        """Queue a render; its job's result names the run (`run_id`)."""
+
+    @abstractmethod
+    @operation
+    def result(self, job_id: str) -> RenderResult:
+        """The finished render of a job."""
+
+    @abstractmethod
+    @operation
+    def segment(
+        self,
+        image: bytes,
+        points: list[list[float]] | None = None,
+        labels: list[int] | None = None,
+        box: list[float] | None = None,
+    ) -> SegmentResult:
+        """SAM2: the object at the points (label 1 inside, 0 outside) and/or in the box, in image pixels."""
+
+    @abstractmethod
+    @operation
+    def analyze(
+        self,
+        image: bytes,
+        concepts: list[str] | None = None,
+        k: Annotated[int, Field(ge=1, le=50)] = 5,
+        segment: bool = True,
+        grid: Annotated[int, Field(ge=1, le=32)] = 8,
+        threshold: Annotated[float, Field(ge=0, le=1.5)] = 0.5,
+    ) -> dict[str, Any]:
+        """CLIP zero-shot concepts of an image and, with `segment`, SAM2's automatic masks (RLE) with theirs: a
+        grid × grid of point prompts, masks scoring under `threshold` dropped, near-duplicates merged."""
+
+
+class Styles(ABC):
+    """The style library."""
+
+    @abstractmethod
+    @operation
+    def list(self, include_hidden: bool = False) -> list[StyleInfo]: ...
+
+    @abstractmethod
+    @operation
+    def add(self, image: bytes, name: str, description: str = "", tags: list[str] | None = None) -> StyleInfo: ...
+
+    @abstractmethod
+    @operation
+    def remove(self, name_or_id: str) -> StyleInfo: ...
+
+    @abstractmethod
+    @operation
+    def hide(self, name_or_id: str, hidden: bool = True) -> StyleInfo: ...
+
+    @abstractmethod
+    @operation
+    def search(self, text: str | None = None, image: bytes | None = None, k: TopK = 3) -> list[StyleHit]:
+        """Styles ranked by CLIP similarity to words or to an image."""
+
+    @abstractmethod
+    @operation
+    def image(self, name_or_id: str, px: Pixels = 0) -> bytes:
+        """The style's reference image as PNG; `px` > 0: a JPEG thumbnail no larger than px × px."""
+
+
+class History(ABC):
+    """Past renders, their files, search by meaning, and the Dashboard's per-image rows."""
+
+    @abstractmethod
+    @operation
+    def list(self, limit: Limit = 50, offset: Offset = 0, batch: str | None = None) -> list[RunRecord]:
+        """Newest first; with `batch`, every run of that batch, oldest first."""
+
+    @abstractmethod
+    @operation
+    def get(self, run_id: str) -> RunRecord: ...
+
+    @abstractmethod
+    @operation
+    def sketch(self, run_id: str) -> bytes | None:
+        """The sketch the run was made from (PNG), None for text-to-image."""
+
+    @abstractmethod
+    @operation
+    def image(self, run_id: str, index: Index = 0, px: Pixels = 0) -> bytes:
+        """An output as saved (PNG, metadata inside); `px` > 0: a JPEG thumbnail no larger than px × px."""
+
+    @abstractmethod
+    @operation
+    def thumbnails(self, refs: Annotated[list[str], Field(max_length=10_000)], px: Pixels = 96) -> dict[str, bytes]:
+        """Small JPEGs of many outputs at once, by "RUN_ID#INDEX"; refs that are gone are left out."""
+
+    @abstractmethod
+    @operation
+    def search(
+        self, text: str | None = None, like_run: str | None = None, like_index: Index = 0, k: TopK = 12
+    ) -> list[dict[str, Any]]:
+        """Past outputs ranked by CLIP similarity to words, or to one output ("more like this")."""
+
+    @abstractmethod
+    @operation
+    def rows(self, limit: Limit = 5000) -> list[dict[str, Any]]:
+        """One row per output image: its set, source, style, settings and metrics (the Dashboard's table)."""
+
+    @abstractmethod
+    @operation
+    def remeasure(self, run_ids: list[str] | None = None) -> int:
+        """Measure past runs again (after a metric or model change); returns how many were."""
+
+
+class Sweeps(ABC):
+    """One sketch and prompt over a grid of structure × style strength (× steps)."""
+
+    @abstractmethod
+    @operation
+    def start(
+        self, request: GenerateRequest, structures: list[float], styles: list[float], steps: list[int] | None = None
+    ) -> JobInfo:
+        """Queue a sweep; its job's result names it (`batch`)."""
+
+    @abstractmethod
+    @operation
+    def get(self, batch: str) -> dict[str, Any]:
+        """A sweep: batch, prompt, style, its cells (settings, run ids, numbers) and the run sets they make."""
+
+    @abstractmethod
+    @operation
+    def list(self) -> list[dict[str, Any]]:
+        """Past sweeps, newest first."""
+
+    @abstractmethod
+    @operation
+    def file(self, batch: str, name: Literal["contact.png", "table.csv", "sweep.json"]) -> bytes: ...
+
+
+class Arena(ABC):
+    """Blind A/B votes between two run sets (or two retrieval models)."""
+
+    @abstractmethod
+    @operation
+    def contests(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    @operation
+    def contest(self, contest_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    @operation
+    def create(self, a_set: str, b_set: str) -> dict[str, Any]:
+        """A contest over the pairs of two run sets that share a sketch, prompt and seed."""
+
+    @abstractmethod
+    @operation
+    def render(self, inputs_set: str, settings: dict[str, dict[str, float]]) -> JobInfo:
+        """Render a run set's inputs with setting A and with setting B; the job's result names the contest."""
+
+    @abstractmethod
+    @operation
+    def retrieval_contest(
+        self, adapter: str, queries: Annotated[list[str], Field(max_length=1000)], k: TopK = 4
+    ) -> dict[str, Any]:
+        """For each query, the base CLIP's top k styles against a tuned adapter's."""
+
+    @abstractmethod
+    @operation
+    def pairs(self, contest_id: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    @operation
+    def next_pair(self, contest_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    @operation
+    def vote(
+        self,
+        contest_id: str,
+        position: Annotated[int, Field(ge=0, le=1_000_000)],
+        choice: Literal["left", "right", "tie"],
+    ) -> str: ...
+
+    @abstractmethod
+    @operation
+    def undo(self, contest_id: str) -> int | None: ...
+
+    @abstractmethod
+    @operation
+    def stats(self, contest_id: str) -> dict[str, Any]: ...
+
+
+class Catalog(ABC):
+    """Product sheets → product photos; product photos → attributes and listings; similar products."""
+
+    @abstractmethod
+    @operation
+    def inspect(self, sheet: bytes, name: str) -> SheetInfo:
+        """Read a sheet (.xlsx or .csv): its columns, the guessed mapping and its first rows."""
+
+    @abstractmethod
+    @operation
+    def preview(
+        self, sheet: bytes, name: str, options: CatalogOptions, n: Annotated[int, Field(ge=1, le=20)] = 3
+    ) -> list[dict[str, Any]]:
+        """Translation, attributes and prompt of the first rows, rendering and writing nothing."""
+
+    @abstractmethod
+    @operation
+    def start(self, sheet: bytes, name: str, options: CatalogOptions) -> JobInfo:
+        """Start a catalog run; its job's result names the run (`run`). The run's name comes from the sheet and
+        the options, so starting the same again resumes it (nothing is rendered twice)."""
+
+    @abstractmethod
+    @operation
+    def resume(self, run: str) -> JobInfo: ...
+
+    @abstractmethod
+    @operation
+    def runs(self) -> list[dict[str, Any]]:
+        """Past runs, newest first, with how far each got."""
+
+    @abstractmethod
+    @operation
+    def run(self, run: str) -> dict[str, Any]:
+        """A run: what it was asked (run.json), its summary and one result row per sheet row."""
+
+    @abstractmethod
+    @operation
+    def file(self, run: str, name: Literal["results.csv", "results.xlsx", "report.md"]) -> bytes: ...
+
+    @abstractmethod
+    @operation
+    def image(self, run: str, item: str, px: Pixels = 0) -> bytes:
+        """A row's render (by its product id); `px` > 0: a JPEG thumbnail."""
+
+    @abstractmethod
+    @operation
+    def tag(
+        self,
+        photos: bytes,
+        vocabulary: str,
+        llm: Literal["local", "server", "none"] = "none",
+        llm_url: str | None = None,
+        llm_model: str = "local-model",
+    ) -> JobInfo:
+        """Tag a zip of product photos with the vocabulary's attributes (and listings from an LLM)."""
+
+    @abstractmethod
+    @operation
+    def tag_runs(self) -> list[dict[str, Any]]:
+        """Finished tagging runs, newest first: name, photos, skipped."""
+
+    @abstractmethod
+    @operation
+    def tagged(self, run: str) -> dict[str, Any]:
+        """A tagging run's table: rows, columns, skipped files."""
+
+    @abstractmethod
+    @operation
+    def tagged_file(self, run: str, name: Literal["results.csv", "results.xlsx"]) -> bytes: ...
+
+    @abstractmethod
+    @operation
+    def product_image(self, key: str, px: Pixels = 96) -> bytes:
+        """A tagged product photo (a JPEG), by the `thumbnail` key of its row or search hit."""
+
+    @abstractmethod
+    @operation
+    def similar(self, image: bytes | None = None, text: str | None = None, k: TopK = 8) -> list[dict[str, Any]]:
+        """Tagged products ranked by CLIP similarity to a photo or to words."""
+
+
+class Tuning(ABC):
+    """Teach the retrieval CLIP your words: data, LoRA training, recall, and switching retrieval."""
+
+    @abstractmethod
+    @operation
+    def prepare(
+        self,
+        name: str,
+        source: Literal["library", "upload", "tagging"],
+        images: bytes | None = None,
+        captions: bytes | None = None,
+        tagging_run: str | None = None,
+    ) -> JobInfo:
+        """Image–text pairs into shards: from the style library, an uploaded zip of images + captions CSV, or a
+        tagging run; the job's result names the dataset."""
+
+    @abstractmethod
+    @operation
+    def datasets(self) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    @operation
+    def train(
+        self,
+        dataset: str,
+        name: str,
+        scenario: str,
+        epochs: Annotated[int, Field(ge=1, le=1000)] = 5,
+        batch_size: Annotated[int, Field(ge=2, le=4096)] = 32,
+        lr: Annotated[float, Field(gt=0, le=1)] = 1e-4,
+    ) -> JobInfo:
+        """Train an adapter (and measure its recall); resumes from its last checkpoint when started again."""
+
+    @abstractmethod
+    @operation
+    def evaluate(self, adapter: str) -> JobInfo: ...
+
+    @abstractmethod
+    @operation
+    def adapters(self) -> list[dict[str, Any]]:
+        """Trained adapters with their recall, base → tuned."""
+
+    @abstractmethod
+    @operation
+    def use(self, adapter: str | None) -> JobInfo:
+        """Switch retrieval to an adapter (None: the base CLIP); the job re-embeds what must be."""
+
+
+class Jobs(ABC):
+    """Every long piece of work, whatever its kind."""
+
+    @abstractmethod
+    @operation
+    def get(self, job_id: str) -> JobInfo: ...
+
+    @abstractmethod
+    @operation
+    def wait(self, job_id: str, timeout: Annotated[float, Field(ge=0, le=20)] = 10.0) -> JobInfo:
+        """The job as soon as it ends or moves (a step, a place in the queue), or as it is after `timeout` seconds
+        (at most 20: tunnels cut longer waits)."""
+
+    @abstractmethod
+    @operation
+    def cancel(self, job_id: str) -> JobInfo:
+        """A queued job is cancelled at once; a running one stops at its next step."""
+
+    @abstractmethod
+    @operation
+    def list(self, active: bool = True, limit: Annotated[int, Field(ge=1, le=1000)] = 50) -> list[JobInfo]: ...
+
+
+SERVICES: dict[str, type] = {
+    "renders": Renders,
+    "styles": Styles,
+    "history": History,
+    "sweeps": Sweeps,
+    "arena": Arena,
+    "catalog": Catalog,
+    "tuning": Tuning,
+    "jobs": Jobs,
+}
+
+
+def operations(service: type) -> dict[str, Callable]:
+    """The interface methods of a service class, by name."""
+    return {
+        name: fn
+        for name, fn in inspect.getmembers(service, inspect.isfunction)
+        if getattr(fn, "__engine_operation__", False)
+    }
+
+
+class Engine(ABC):
+    """What a caller can ask of an engine, local or remote: the services, and what the engine is."""
+
+    renders: Renders
+    styles: Styles
+    history: History
+    sweeps: Sweeps
+    arena: Arena
+    catalog: Catalog
+    tuning: Tuning
+    jobs: Jobs
+
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    # ---- conveniences over the services (the same for every engine) --------------------------------------
+    def follow(
+        self,
+        job: JobInfo,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+        every: float | None = None,
+    ) -> JobInfo:
+        """Wait for a job to end, reporting its progress and passing a cancel on. Raises the job's error.
+        Each wait returns at the job's next step, so `every` only bounds how late a cancel is noticed."""
+        if every is None:
+            every = 0.5 if cancel is not None else 15.0
+        cancelled = False
+        last = None
+        while not job.done:
+            if cancel is not None and cancel.is_set() and not cancelled:
+                job = self.jobs.cancel(job.id)
+                cancelled = True
+            seen = job.progress
+            if on_progress and seen is not None and (seen.stage, seen.step, seen.total) != last:
+                on_progress(seen)
+                last = (seen.stage, seen.step, seen.total)
+            if not job.done:
+                job = self.jobs.wait(job.id, timeout=every)
+        return raise_for(job)
+
+    def generate(
+        self,
+        request: GenerateRequest,
+        on_progress: Callable[[Progress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RenderResult:
+        """Render and wait: the CLI's and the tests' way (pages follow the job instead)."""
+        job = self.follow(self.renders.submit(request), on_progress, cancel)
+        return self.renders.result(job.id)
+
+
+def raise_for(job: JobInfo) -> JobInfo:
+    """The job if it is done; its failure as the `EngineError` it was."""
+    from .errors import error_class
+
+    if job.state == "cancelled":
+        raise Cancelled(job.error or "cancelled")
+    if job.state == "failed":
+        raise error_class(job.error_kind)(job.error or "the job failed")
+    return job

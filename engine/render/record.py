@@ -1,0 +1,202 @@
+"""Record a render: measure its images, then keep them as one thing in three places that say the same (the PNG's
+own text chunk, a JSON sidecar, a history row) plus the search index; the sketch once, by its content hash."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..metadata import save_png, write_sidecar
+from ..metrics import image_metrics
+from ..schema import GenerateResult, StyleHit
+from .plan import Plan, control_of
+
+log = logging.getLogger(__name__)
+
+
+def save_output(image: Image.Image, path: Path, meta: dict[str, Any], index: int) -> None:
+    """One output with its own view of the run's metadata, in the PNG and its sidecar alike."""
+    image_meta = {**meta, "seed": meta["seeds"][index], "index": index, "metrics": meta["metrics"][index]}
+    save_png(image, path, image_meta)
+    write_sidecar(path.with_suffix(".json"), image_meta)
+
+
+class Recorder:
+    """Keeps renders in the data folder: outputs/DATE/RUN-i.png (+ .json), sketches/HASH.png, the history and its
+    CLIP index. `retrieval` is the live retrieval state (its embeddings measure, its index finds past renders)."""
+
+    def __init__(self, data_dir: Path, settings, history, retrieval, device: str, dtype: str):
+        self.data_dir = Path(data_dir)
+        self.settings = settings
+        self.history = history
+        self.retrieval = retrieval
+        self.device, self.dtype = device, dtype
+
+    def finish(
+        self,
+        plan: Plan,
+        styles: list[StyleHit],
+        region_styles: list[StyleHit],
+        images: list[Image.Image],
+        timings: dict[str, Any],
+        references: list[Image.Image],
+        executor: dict[str, Any] | None = None,
+    ) -> GenerateResult:
+        """Measure rendered images and keep them. The last step of every render, wherever it ran."""
+        request, library = plan.request, self.retrieval.library
+        t0 = time.perf_counter()
+        metrics = image_metrics(library.embeddings, images, request.prompt, plan.control, references)
+        timings = {**plan.timings, **timings, "metrics": time.perf_counter() - t0}
+        result = GenerateResult(
+            images=images,
+            seeds=plan.seeds,
+            metadata={"metrics": metrics},
+            styles=styles,
+            edges=plan.control,
+            regions=self.region_records(plan, region_styles, images),
+        )
+        timings["total"] = time.perf_counter() - plan.started
+        self.record(plan, result, timings, executor)
+        return result
+
+    def region_records(self, plan: Plan, hits: list[StyleHit], images: list[Image.Image]) -> list[dict[str, Any]]:
+        """What the metadata keeps of each region: its mask (RLE at the render's size), words, colour, the style it
+        got and how close each output's region came to that style (CLIP cosine)."""
+        from ..masks import REGION_COLORS, rle_encode
+        from ..regions import cutout
+
+        records = []
+        library = self.retrieval.library
+        emb = library.embeddings
+        regions = plan.request.regions
+        for i, (region, mask, hit) in enumerate(zip(regions, plan.region_masks, hits, strict=True)):
+            ref = emb.embed_images([library.image(hit.id)])[0]
+            crops = emb.embed_images([cutout(img, mask) for img in images])
+            similarity = [round(float(sum(a * b for a, b in zip(c, ref, strict=True))), 4) for c in crops]
+            records.append(
+                {
+                    "index": i,
+                    "color": REGION_COLORS[i % len(REGION_COLORS)],
+                    "words": region.words,
+                    "style": hit.as_dict(),
+                    "area": round(float(mask.mean()), 4),
+                    "style_similarity": similarity,
+                    "mask": rle_encode(mask),
+                }
+            )
+        return records
+
+    def metadata(self, plan: Plan, result: GenerateResult, timings: dict[str, Any], run_id: str, now: datetime):
+        """The recipe: everything that made these pixels, and how they measure."""
+        request = plan.request
+        ids = self.settings.models()
+        flux = request.model == "flux"
+        active = self.retrieval.active
+        return {
+            "version": 1,
+            "run_id": run_id,
+            "kind": "sketch" if plan.sketch is not None else "text",
+            "created_at": now.isoformat(timespec="seconds"),
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": result.seeds[0],
+            "seeds": result.seeds,
+            "width": plan.width,
+            "height": plan.height,
+            "edge_mode": plan.edge_mode,
+            "canny": [request.canny_low, request.canny_high] if plan.edge_mode == "canny" else None,
+            "sketch_hash": plan.sketch_hash,
+            "source": request.source,
+            "batch": request.batch,
+            "label": request.label,
+            "ref": request.ref,
+            "params": {
+                "steps": request.steps,
+                "guidance": request.guidance,
+                "structure_strength": request.structure_strength,
+                "style_strength": request.style_strength,
+                "style_only": request.style_only,
+                "scheduler": request.scheduler,
+                "model": request.model,
+                "size": request.size,
+                "variations": request.variations,
+                "k": request.k,
+                "style": request.style,
+                "blend": [b.model_dump() for b in request.blend],
+                "use_style": request.use_style,
+            },
+            "styles": [s.as_dict() for s in result.styles],
+            "regions": result.regions,
+            "models": {
+                "base": self.settings.flux_paths()[0] if flux else ids.base,
+                "lora": self.settings.flux_paths()[1] if flux else None,
+                "controlnet": ids.controlnet,
+                "ip_adapter": ids.ip_adapter,
+                "ip_adapter_weight": ids.ip_adapter_weight,
+                "clip": ids.clip,
+                "sam2": ids.sam2 if request.regions else None,
+                "retrieval_adapter": dict(active) if active else None,
+            },
+            "profile": self.settings.profile,
+            "device": self.device,
+            "dtype": self.dtype,
+            "timings": {
+                k: (round(v, 4) if isinstance(v, float) else [round(s, 4) for s in v]) for k, v in timings.items()
+            },
+            "metrics": result.metadata["metrics"],
+        }
+
+    def record(self, plan: Plan, result: GenerateResult, timings: dict[str, Any], executor=None) -> None:
+        now = datetime.now(UTC)
+        run_id = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+        meta = self.metadata(plan, result, timings, run_id, now)
+        if executor:
+            meta["executor"] = executor
+        if plan.sketch is not None:
+            sketch_path = self.data_dir / "sketches" / f"{plan.sketch_hash}.png"
+            if not sketch_path.exists():
+                sketch_path.parent.mkdir(parents=True, exist_ok=True)
+                plan.sketch.save(sketch_path)
+        out_dir = self.data_dir / "outputs" / f"{now:%Y-%m-%d}"
+        paths = []
+        for i, image in enumerate(result.images):
+            path = out_dir / f"{run_id}-{i}.png"
+            save_output(image, path, meta, i)
+            paths.append(str(path))
+        self.history.add(run_id, meta, paths)
+        self.retrieval.history_index.add(run_id, result.images, paths, meta)
+        result.metadata = meta
+        result.paths = paths
+        result.run_id = run_id
+
+    def sketch_path(self, sketch_hash: str | None) -> Path | None:
+        path = self.data_dir / "sketches" / f"{sketch_hash}.png"
+        return path if sketch_hash and path.is_file() else None
+
+    def remeasure(self, runs: list[dict[str, Any]]) -> int:
+        """Measure past runs again (after a metric or model change); PNG, sidecar and history stay in step."""
+        library = self.retrieval.library
+        known = {s.id for s in library.list(include_hidden=True)}
+        done = 0
+        for run in runs:
+            meta = run["metadata"]
+            paths = [Path(p) for p in run["outputs"]]
+            if not all(p.is_file() for p in paths):
+                log.warning("run %s: an output file is missing; skipped", run["id"])
+                continue
+            images = [Image.open(p).convert("RGB") for p in paths]
+            sketch = self.sketch_path(run["sketch_hash"])
+            control = control_of(sketch.read_bytes(), meta, self.settings.max_input_pixels) if sketch else None
+            refs = [library.image(s["id"]) for s in meta["styles"] if s.get("used") and s["id"] in known]
+            meta["metrics"] = image_metrics(library.embeddings, images, meta["prompt"], control, refs)
+            for i, image in enumerate(images):
+                save_output(image, paths[i], meta, i)
+            self.history.update_metadata(run["id"], meta)
+            done += 1
+        return done

@@ -1,0 +1,138 @@
+"""The FastAPI app: errors as one line with their status, the body-size limit, the token, then the routers."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from ..errors import BadInput, EngineError, status_for
+from ..schema import describe_validation_error
+from . import legacy, routes
+
+log = logging.getLogger(__name__)
+MIN_TOKEN = 16
+
+
+def error_body(exc: EngineError) -> dict:
+    return {"detail": str(exc), "error": type(exc).__name__}
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EngineError)
+    async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
+        return JSONResponse(error_body(exc), status_code=status_for(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _validation(request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(error_body(BadInput(describe_validation_error(exc))), status_code=422)
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse(error_body(BadInput("the request is nested too deeply")), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": "internal error", "error": "EngineError"}, status_code=500)
+
+
+def add_body_limit(app: FastAPI, max_bytes: int) -> None:
+    """Refuse a declared body over the limit before reading it (uploads are also checked as they are read)."""
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes * 1.4 + 64 * 1024:  # base64 inside JSON is 4/3
+            return JSONResponse(
+                {"detail": f"request body over the {max_bytes / 1e6:.0f} MB limit", "error": "TooLarge"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+
+def check_token(token: str | None) -> str | None:
+    """None (no auth: loopback only) or a token long enough to guess at no one's leisure."""
+    if token is None:
+        return None
+    token = token.strip()
+    if len(token) < MIN_TOKEN:
+        raise EngineError(f"the API token is too short ({len(token)} characters); use at least {MIN_TOKEN}",
+                          fix="or leave it unset to have one generated")  # fmt: skip
+    return token
+
+
+def auth_dependency(token: str | None):
+    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        if token is None:
+            return
+        scheme, _, given = (authorization or "").partition(" ")
+        given = given.strip()
+        if scheme.lower() != "bearer" or not given or not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
+
+    return auth
+
+
+def create_app(engine, token: str | None, request_timeout: float = 300.0) -> FastAPI:
+    """An app over `engine` (a LocalEngine). `token` None means no auth (loopback only)."""
+    token = check_token(token)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.jobs.start()
+        yield
+        engine.jobs.stop()
+
+    app = FastAPI(title="Generative Design Studio engine", version="2", lifespan=lifespan)
+    app.state.engine = engine
+    add_error_handlers(app)
+    add_body_limit(app, engine.settings.max_upload_bytes)
+    guarded = [Depends(auth_dependency(token))]
+    legacy.add_routes(app, engine, guarded, request_timeout)
+    routes.add_routes(app, engine, guarded)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def open_tunnel(port: int) -> str:
+    """An ngrok tunnel to `port` (pyngrok, NGROK_AUTHTOKEN); its public https URL."""
+    import os
+
+    from pyngrok import conf, ngrok
+    from pyngrok.exception import PyngrokError
+
+    auth = os.environ.get("NGROK_AUTHTOKEN")
+    if not auth:
+        raise EngineError("--ngrok needs an ngrok account token", fix="set NGROK_AUTHTOKEN (dashboard.ngrok.com)")
+    conf.get_default().auth_token = auth
+    try:
+        return ngrok.connect(port, "http").public_url
+    except (PyngrokError, OSError) as exc:
+        raise EngineError(
+            f"the ngrok tunnel could not open ({exc})", fix="check NGROK_AUTHTOKEN and the network"
+        ) from None
+
+
+def serve(engine, host: str = "127.0.0.1", port: int = 8000, ngrok: bool = False, token: str | None = None) -> None:
+    """Run uvicorn; a token is required whenever the server is reachable from outside this machine."""
+    import uvicorn
+
+    if token is None:
+        token = engine.settings.api_token
+    token = check_token(token)
+    if token is None and (ngrok or not is_loopback(host)):
+        token = secrets.token_urlsafe(24)
+        print(f"API token (send as 'Authorization: Bearer …'): {token}", flush=True)
+    app = create_app(engine, token)
+    if ngrok:
+        print(f"Public URL: {open_tunnel(port)}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=30)

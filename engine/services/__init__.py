@@ -1,0 +1,76 @@
+"""The engine's services, each over what it owns (a store, a folder, a model), all built once by `LocalEngine` and
+handed the parts they share through one `Core`, as InvokeAI hands its services around in one object."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..errors import BadInput, NotFound
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
+
+
+@dataclass
+class Core:
+    """What the services share."""
+
+    settings: Any
+    data_dir: Path
+    models: Any  # ModelStore
+    retrieval: Any  # RetrievalState
+    history: Any  # the History store (SQLite)
+    recorder: Any  # render.record.Recorder
+    pipeline: Any  # render.pipeline.RenderPipeline
+    jobs: Any  # jobs.JobRunner
+    catalog_models: Any  # a callable: the catalog's translator, LLM and scorer, loaded on first use
+    check: Any = None  # renders' check(request) -> Plan: what would fail later, now
+
+    def folder(self, *parts: str) -> Path:
+        return self.data_dir.joinpath("runs", *parts)
+
+    def sketch_of(self, run_id: str) -> bytes | None:
+        row = self.history.get(run_id)
+        path = self.recorder.sketch_path(row["sketch_hash"]) if row else None
+        return path.read_bytes() if path else None
+
+
+def named(root: Path, name: str, what: str) -> Path:
+    """`root/name` for a name a caller gave (a run, a batch, a dataset): only plain names, never a path."""
+    if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
+        raise BadInput(f"'{name}' is not a {what} name (letters, digits, '.', '_' and '-')")
+    path = root / name
+    if not path.is_dir():
+        raise NotFound(f"no {what} '{name}'")
+    return path
+
+
+def read_file(path: Path, what: str) -> bytes:
+    if not path.is_file():
+        raise NotFound(f"{what} is not there (any more)")
+    return path.read_bytes()
+
+
+def thumbnail(data: bytes, px: int) -> bytes:
+    """A JPEG no larger than px × px (px 0: the bytes as they are)."""
+    if px <= 0:
+        return data
+    if not 16 <= px <= 1024:
+        raise BadInput(f"px must be between 16 and 1024 (got {px})")
+    with Image.open(io.BytesIO(data)) as im:
+        im = im.convert("RGB")
+        im.thumbnail((px, px))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=82)
+    return buf.getvalue()
+
+
+def png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()

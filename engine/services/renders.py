@@ -1,0 +1,137 @@
+"""Renders as jobs, their results, and the analysis of images (SAM2 masks, CLIP concepts)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from .. import images as imgs
+from ..api import JobInfo, RenderResult, Renders, SegmentResult
+from ..errors import BadInput, NotFound
+from ..jobs import JobContext
+from ..masks import mask_png
+from ..regions import cutout
+from ..render.plan import Plan, control_of
+from ..schema import GenerateRequest, StyleHit
+from . import Core, png
+
+DEFAULT_CONCEPTS = [
+    "a building", "an interior", "furniture", "a chair", "a lamp", "a product", "a person", "a landscape",
+    "a city at night", "a technical drawing", "a sketch", "a watercolor painting", "a poster", "a texture",
+]  # fmt: skip
+
+
+class RendersService(Renders):
+    def __init__(self, core: Core):
+        self.core = core
+        self._plans: dict[str, Plan] = {}  # planned at submit, rendered by the job: the sketch is decoded once
+        self._lock = threading.Lock()
+
+    def handlers(self):
+        return {"render": self._run}
+
+    def check(self, request: GenerateRequest) -> Plan:
+        """Everything that would fail later, now: the plan (sketch, sizes, masks) and the styles it names."""
+        planned = self.core.pipeline.plan(request)
+        library = self.core.retrieval.library
+        for name in [request.style] if request.style else [b.style for b in request.blend]:
+            library.find(name)
+        for region in request.regions:
+            if region.style:
+                library.find(region.style)
+        return planned
+
+    def submit(self, request: GenerateRequest) -> JobInfo:
+        planned = self.check(request)
+        with self._lock:
+            job = self.core.jobs.submit("render", {"request": request.model_dump_json()}, title=request.prompt[:80])
+            self._plans[job.id] = planned
+        return job
+
+    def _run(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        with self._lock:
+            planned = self._plans.pop(ctx.id, None)
+        if planned is None:  # queued before a restart: plan again
+            planned = self.core.pipeline.plan(GenerateRequest.model_validate_json(payload["request"]))
+        result = self.core.pipeline.generate(planned, ctx.report, ctx.cancel)
+        return {"run_id": result.run_id, "images": len(result.images)}
+
+    def result(self, job_id: str) -> RenderResult:
+        job = self.core.jobs.get(job_id)
+        if job.kind != "render":
+            raise BadInput(f"job '{job_id}' is a {job.kind} job, not a render")
+        if job.state != "done":
+            raise BadInput(f"job '{job_id}' is {job.state}" + (f": {job.error}" if job.error else ""))
+        return self.of_run(job.result["run_id"])
+
+    def of_run(self, run_id: str) -> RenderResult:
+        """A past render as a result: its files as saved and the edges it followed."""
+        row = self.core.history.get(run_id)
+        if row is None:
+            raise NotFound(f"no run '{run_id}' in the history")
+        meta = row["metadata"]
+        sketch = self.core.recorder.sketch_path(row["sketch_hash"])
+        edges = png(control_of(sketch.read_bytes(), meta, self.core.settings.max_input_pixels)) if sketch else None
+        return RenderResult(
+            run_id=run_id,
+            seeds=meta["seeds"],
+            metadata=meta,
+            styles=[
+                StyleHit(**{k: s[k] for k in ("id", "name", "score", "weight", "source", "used")})
+                for s in meta["styles"]
+            ],  # fmt: skip
+            regions=meta.get("regions") or [],
+            png=[Path(p).read_bytes() for p in row["outputs"]],
+            edges=edges,
+            paths=row["outputs"],
+        )
+
+    def _decode(self, image: bytes):
+        s = self.core.settings
+        return imgs.decode(image, s.max_input_pixels, s.max_upload_bytes)
+
+    def segment(self, image: bytes, points=None, labels=None, box=None) -> SegmentResult:
+        found = self.core.models.segmenter.segment(self._decode(image), points, labels, box)
+        return SegmentResult(
+            mask_png=mask_png(found.mask), score=round(found.score, 4), area=round(found.area, 4), bbox=found.bbox,
+            polygons=found.polygons,
+        )  # fmt: skip
+
+    def concepts(self, images: list, concepts: list[str], k: int) -> list[list[dict[str, Any]]]:
+        """CLIP zero-shot per image: the most likely concepts with softmax confidences (as CLIP's own logits)."""
+        import torch
+
+        emb = self.core.retrieval.library.embeddings
+        image_vecs = torch.tensor(emb.embed_images(images))
+        text_vecs = torch.tensor(emb.embed_documents([f"a photo of {c}" for c in concepts]))
+        scale = float(emb.model.logit_scale.detach().exp())
+        probs = torch.softmax(scale * image_vecs @ text_vecs.T, dim=-1)
+        out = []
+        for row in probs.tolist():
+            ranked = sorted(zip(concepts, row, strict=True), key=lambda x: -x[1])[:k]
+            out.append([{"concept": c, "confidence": round(p, 4)} for c, p in ranked])
+        return out
+
+    def analyze(self, image, concepts=None, k=5, segment=True, grid=8, threshold=0.5) -> dict[str, Any]:
+        wanted = [c.strip() for c in (concepts or DEFAULT_CONCEPTS) if c.strip()]
+        if not wanted:
+            raise BadInput("analyze needs at least one concept")
+        if not 1 <= k <= 50:
+            raise BadInput(f"k must be between 1 and 50 (got {k})")
+        if not 1 <= grid <= 32:
+            raise BadInput(f"grid must be between 1 and 32 (got {grid})")
+        img = self._decode(image)
+        out: dict[str, Any] = {"concepts": self.concepts([img], wanted, k)[0]}
+        if segment:
+            segments = self.core.models.segmenter.automatic(img, grid, threshold, max_masks=16)
+            if segments:
+                cut = self.concepts([cutout(img, s.mask) for s in segments], wanted, min(k, 5))
+                for seg, found in zip(segments, cut, strict=True):
+                    seg.concepts = found
+            out["segmentation"] = {
+                "width": img.width,
+                "height": img.height,
+                "masks": [s.as_dict("rle") for s in segments],
+            }
+        return out

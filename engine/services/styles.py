@@ -1,0 +1,44 @@
+"""The style library, through the live retrieval model."""
+
+from __future__ import annotations
+
+from .. import images as imgs
+from ..api import Styles
+from ..errors import BadInput
+from ..library import StyleInfo
+from ..schema import StyleHit
+from . import Core, png, thumbnail
+
+
+class StylesService(Styles):
+    def __init__(self, core: Core):
+        self.core = core
+
+    @property
+    def library(self):
+        return self.core.retrieval.library
+
+    def list(self, include_hidden: bool = False) -> list[StyleInfo]:
+        return self.library.list(include_hidden)
+
+    def add(self, image: bytes, name: str, description: str = "", tags: list[str] | None = None) -> StyleInfo:
+        return self.library.add(image, name, description, tags)
+
+    def remove(self, name_or_id: str) -> StyleInfo:
+        return self.library.remove(name_or_id)
+
+    def hide(self, name_or_id: str, hidden: bool = True) -> StyleInfo:
+        return self.library.set_hidden(name_or_id, hidden)
+
+    def search(self, text: str | None = None, image: bytes | None = None, k: int = 3) -> list[StyleHit]:
+        if not 1 <= k <= 100:
+            raise BadInput(f"k must be between 1 and 100 (got {k})")
+        if image is not None:
+            s = self.core.settings
+            return self.library.search_image(imgs.decode(image, s.max_input_pixels, s.max_upload_bytes), k)
+        if not text or not text.strip():
+            raise BadInput("search needs a text or an image")
+        return self.library.search_text(text.strip(), k)
+
+    def image(self, name_or_id: str, px: int = 0) -> bytes:
+        return thumbnail(png(self.library.image(self.library.find(name_or_id).id)), px)

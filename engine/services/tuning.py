@@ -1,0 +1,171 @@
+"""Retrieval tuning as jobs over folders the engine names: datasets (runs/tune/data/NAME), adapters
+(runs/tune/runs/NAME), uploads kept beside them; and the switch of retrieval to an adapter and back."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..api import JobInfo, Tuning
+from ..errors import BadInput, Cancelled
+from ..jobs import JobContext
+from ..retrieval import find_runs
+from ..schema import Progress
+from . import Core, named
+
+SCENARIOS = ("dual_lora", "vision_lora", "text_lora", "linear_probe", "zero_shot")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", (text or "").strip()).strip("-.")[:60]
+
+
+def heeding(ctx: JobContext, stopped: str):
+    """A progress callback that also stops the work at its next report when the job is cancelled."""
+
+    def report(p: Progress) -> None:
+        ctx.report(p)
+        if ctx.cancel.is_set():
+            raise Cancelled(stopped)
+
+    return report
+
+
+class TuningService(Tuning):
+    def __init__(self, core: Core):
+        self.core = core
+        self.data = core.folder("tune", "data")
+        self.runs = core.folder("tune", "runs")
+        self.uploads = core.folder("tune", "uploads")
+
+    def handlers(self):
+        return {"tune-prepare": self._prepare, "tune-train": self._train, "tune-eval": self._eval,
+                "retrieval": self._use}  # fmt: skip
+
+    def prepare(self, name, source, images=None, captions=None, tagging_run=None) -> JobInfo:
+        name = slug(name) or f"data-{datetime.now():%Y%m%d-%H%M%S}"
+        payload: dict[str, Any] = {"name": name, "source": source}
+        if source == "upload":
+            if not images or not captions:
+                raise BadInput("give a .zip of the images and the captions CSV (file, caption[, label])")
+            limit = self.core.settings.max_upload_bytes
+            if len(images) > limit or len(captions) > limit:
+                raise BadInput(f"an upload is over the {limit / 1e6:.0f} MB limit")
+            folder = self.uploads / name
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "images.zip").write_bytes(images)
+            (folder / "captions.csv").write_bytes(captions)
+        elif source == "tagging":
+            named(self.core.folder("tags"), tagging_run or "", "tagging run")
+            payload["tagging_run"] = tagging_run
+        elif source != "library":
+            raise BadInput(f"pairs come from the library, an upload or a tagging run (not '{source}')")
+        return self.core.jobs.submit("tune-prepare", payload, title=f"prepare {name}")
+
+    def _prepare(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        from ..tune.data import prepare
+
+        s = self.core.settings
+        kw: dict[str, Any] = {}
+        if payload["source"] == "library":
+            kw["library"] = self.core.retrieval.library
+        elif payload["source"] == "upload":
+            folder = self.uploads / payload["name"]
+            kw.update(images=folder / "images.zip", captions=folder / "captions.csv")
+        else:
+            tags = self.core.folder("tags", payload["tagging_run"])
+            kw.update(tagging=tags / "results.csv", images=tags / "upload.zip")
+        stopped = "cancelled; preparing again resumes where it stopped"
+        out = prepare(
+            self.data / payload["name"], **kw, max_pixels=s.max_input_pixels, max_bytes=s.max_upload_bytes,
+            on_progress=heeding(ctx, stopped),
+        )  # fmt: skip
+        return {
+            "dataset": payload["name"],
+            "samples": out["samples"],
+            "splits": {k: v["samples"] for k, v in out["splits"].items()},
+            "dropped": out["dropped"],
+        }
+
+    def datasets(self) -> list[dict[str, Any]]:
+        found = []
+        for manifest in sorted(self.data.glob("*/manifest.json"), key=lambda p: -p.stat().st_mtime):
+            try:
+                m = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+            splits = {k: (v.get("samples", v) if isinstance(v, dict) else v) for k, v in m.get("splits", {}).items()}
+            found.append({"name": manifest.parent.name, "samples": m.get("samples"), "splits": splits})
+        return found
+
+    def train(self, dataset, name, scenario, epochs=5, batch_size=32, lr=1e-4) -> JobInfo:
+        from ..tune.train import TrainConfig
+
+        named(self.data, dataset, "dataset")
+        if scenario not in SCENARIOS:
+            raise BadInput(f"scenario must be one of {', '.join(SCENARIOS)} (got '{scenario}')")
+        config = TrainConfig(scenario=scenario, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr))
+        config.validate()  # before any model loads
+        run = slug(name) or f"{dataset}-{scenario}"
+        payload = {"dataset": dataset, "run": run, "scenario": scenario, "epochs": int(epochs),
+                   "batch_size": int(batch_size), "lr": float(lr)}  # fmt: skip
+        return self.core.jobs.submit("tune-train", payload, title=f"train {run}")
+
+    def _train(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        from ..tune.evaluate import evaluate
+        from ..tune.train import TrainConfig, train
+
+        config = TrainConfig(
+            scenario=payload["scenario"], epochs=payload["epochs"], batch_size=payload["batch_size"], lr=payload["lr"]
+        )
+        report = heeding(ctx, "cancelled; training resumes from its last checkpoint when started again")
+        run_dir, device = self.runs / payload["run"], self.core.models.device
+        train(self.data / payload["dataset"], run_dir, self.core.settings, config, device=device, on_progress=report)
+        metrics = evaluate(run_dir, self.core.settings, device=device, on_progress=report)
+        return {"adapter": payload["run"], "metrics": _brief(metrics)}
+
+    def evaluate(self, adapter: str) -> JobInfo:
+        named(self.runs, adapter, "adapter")
+        return self.core.jobs.submit("tune-eval", {"run": adapter}, title=f"measure {adapter}")
+
+    def _eval(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        from ..tune.evaluate import evaluate
+
+        run_dir = self.runs / payload["run"]
+        metrics = evaluate(run_dir, self.core.settings, device=self.core.models.device, on_progress=ctx.report)
+        return {"adapter": payload["run"], "metrics": _brief(metrics)}
+
+    def adapters(self) -> list[dict[str, Any]]:
+        active = (self.core.retrieval.active or {}).get("id") if self.core.retrieval.loaded else None
+        if not self.core.retrieval.loaded:
+            from ..retrieval import read_active
+
+            active = (read_active(self.core.data_dir) or {}).get("id")
+        out = []
+        for info in find_runs(self.runs):
+            run_dir = Path(info["run_dir"])
+            metrics_path = run_dir / "metrics.json"
+            metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+            out.append({"name": run_dir.name, "scenario": info["scenario"], "id": info["id"],
+                        "active": info["id"] == active, "metrics": metrics})  # fmt: skip
+        return out
+
+    def use(self, adapter: str | None) -> JobInfo:
+        if adapter is not None:
+            named(self.runs, adapter, "adapter")
+        title = f"retrieval → {adapter}" if adapter else "retrieval → base CLIP"
+        return self.core.jobs.submit("retrieval", {"run": adapter}, title=title)
+
+    def _use(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        run_dir = self.runs / payload["run"] if payload["run"] else None
+        out = self.core.retrieval.use(run_dir, on_progress=ctx.report)
+        info = out.get("retrieval")
+        return {**out, "retrieval": {"name": info["name"], "scenario": info["scenario"], "id": info["id"]} if info
+                else None, "label": self.core.retrieval.label()}  # fmt: skip
+
+
+def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {side: metrics.get(side) for side in ("base", "tuned")}
