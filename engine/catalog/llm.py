@@ -21,10 +21,12 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import httpcore
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -37,6 +39,9 @@ PROMPT_KEYS = ("product_type", "key_features", "color_material", "design")
 MAX_TEXT_CHARS = 6000  # a description longer than this is cut: the 4k-token context must hold the answer too
 RETRY_MESSAGE = "Answer with one JSON object only."
 QUOTE_CHARS = 80  # how much of a bad reply an error message quotes
+MAX_REPLY_BYTES = 1_000_000  # an HTTP answer over this (1 MB) is refused while it streams in: a reply is a few KB
+MAX_REPLY_CHARS = 100_000  # chat content longer than this is cut before parsing
+ERROR_BODY_BYTES = 64_000  # of an error answer (not 2xx) only this much is read: its message is at the start
 
 
 class ExtractionFailed(EngineError):
@@ -186,6 +191,13 @@ def norm_key(key: Any) -> str:
 
 def _attributes_from_dict(data: Any) -> Attributes | None:
     """`Attributes` from a parsed object (keys normalised, aliases merged, unknown keys kept in `extra`)."""
+    try:
+        return _attributes_from_object(data)
+    except RecursionError:  # nested deeper than the stack allows (json.loads reads ~1000 levels): nothing usable
+        return None
+
+
+def _attributes_from_object(data: Any) -> Attributes | None:
     if not isinstance(data, dict):
         return None
     normalised = {norm_key(k): v for k, v in data.items()}
@@ -193,7 +205,7 @@ def _attributes_from_dict(data: Any) -> Attributes | None:
         # {"attributes": {...}} or {"product": {...}}: unwrap one level when exactly one value is an object
         nested = [v for v in data.values() if isinstance(v, dict)]
         if len(nested) == 1:
-            return _attributes_from_dict(nested[0])
+            return _attributes_from_object(nested[0])
     fields: dict[str, list[str]] = {}
     extra: dict[str, str] = {}
     for key, value in normalised.items():
@@ -260,11 +272,22 @@ def json_objects(text: str) -> list[tuple[str, bool]]:
 
 
 _BARE = {"True": "true", "False": "false", "None": "null"}
-_WORD = re.compile(r"[^\W\d][\w-]*(?:[ \t]+[^\W\d][\w-]*)*")
+# a bare word, or several separated by blanks ("navy blue"); possessive (*+, ++): no backtracking, linear time
+_WORD = re.compile(r"[^\W\d][\w-]*+(?:[ \t]++[^\W\d][\w-]*+)*+")
+_PLAIN = re.compile(r"[^\"',\w]+")  # a run that repair_json copies as it is: no quote, comma or word character
+
+
+def _json_word(word: str) -> str:
+    """A `_WORD` match as a JSON string, as `json.dumps(word, ensure_ascii=False)` but 10× faster: word characters
+    need no escaping, only the tabs between words do."""
+    return '"' + word.replace("\t", "\\t") + '"'
 
 
 def repair_json(obj: str) -> str:
-    """Light repairs towards JSON: '...' → "...", trailing commas dropped, bare keys quoted, True/False/None."""
+    """Light repairs towards JSON: '...' → "...", trailing commas dropped, bare keys quoted, True/False/None.
+
+    One pass in linear time: every character is looked at a bounded number of times (no copies of the rest).
+    """
     out: list[str] = []
     i, n = 0, len(obj)
     while i < n:
@@ -297,20 +320,25 @@ def repair_json(obj: str) -> str:
             out.append(c)
             i += 1
         elif c.isalpha() or c == "_":
-            word = _WORD.match(obj, i).group(0)
-            after = obj[i + len(word) :].lstrip()
-            if after.startswith(":"):
-                out.append(json.dumps(word, ensure_ascii=False))  # a bare key
+            end = _WORD.match(obj, i).end()
+            word = obj[i:end]
+            k = end  # the next non-blank character, found by index: slicing off the rest would be quadratic
+            while k < n and obj[k].isspace():
+                k += 1
+            if obj.startswith(":", k):
+                out.append(_json_word(word))  # a bare key
             elif word in _BARE:
                 out.append(_BARE[word])
-            elif word in ("true", "false", "null") or not after.startswith((",", "}", "]")):
+            elif word in ("true", "false", "null") or not obj.startswith((",", "}", "]"), k):
                 out.append(word)
             else:
-                out.append(json.dumps(word, ensure_ascii=False))  # a bare value: {type: jacket}
-            i += len(word)
+                out.append(_json_word(word))  # a bare value: {type: jacket}
+            i = end
         else:
-            out.append(c)
-            i += 1
+            plain = _PLAIN.match(obj, i)
+            j = plain.end() if plain else i + 1
+            out.append(obj[i:j])
+            i = j
     return "".join(out)
 
 
@@ -335,18 +363,20 @@ _REGEX_KEYS = {
     "name": r"(?:product[ _-]?)?name",
     "category": r"category",
 }
+# Linear time on any line: each run of blanks is matched by one possessive quantifier (*+, ++), never split between
+# two (`^[ \t]*(bullet)?[ \t]*` tried every split of a line's leading blanks: 8 000 blanks took 12 s).
 _REGEX_LINE = re.compile(
-    r"^[ \t]*(?:[-*•>]|\d+[.)])?[ \t]*[*_\"']*(?P<key>"
+    r"^[ \t]*+(?:(?:[-*•>]|\d++[.)])[ \t]*+)?[*_\"']*+(?P<key>"
     + "|".join(f"(?P<{k}>{p})" for k, p in _REGEX_KEYS.items())
-    + r")[*_\"']*[ \t]*(?::|=|[-–—](?=\s))[ \t]*(?P<value>.*)$",
+    + r")[*_\"']*+[ \t]*+(?::|=|[-–—](?=\s))[ \t]*+(?P<value>.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
-_BULLET = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)])[ \t]+(?P<item>.+)$")
+_BULLET = re.compile(r"^[ \t]*+(?:[-*•]|\d++[.)])[ \t]+(?P<item>.+)$")  # "-   " is a bullet too: no ++
 
 
 def _regex_attributes(text: str) -> Attributes | None:
     """Attributes from lines like `product_type: ...`, `"product_type": "..."`, `Product type - ...`, `- bullet`."""
-    fields: dict[str, list[str]] = {}
+    fields: dict[str, dict[str, None]] = {}  # key → its distinct values, in order (a dict: no quadratic `in list`)
     lines = text.splitlines()
     for idx, line in enumerate(lines):
         m = _REGEX_LINE.match(line)
@@ -354,16 +384,17 @@ def _regex_attributes(text: str) -> Attributes | None:
             continue
         key = next(k for k in _REGEX_KEYS if m.group(k))
         value = m.group("value").strip().rstrip(",").strip().strip("\"'*_").strip()
-        if not value:  # "key_features:" followed by bullet lines
+        if not value:  # "key_features:" followed by bullet lines (by index: a slice per key line is quadratic)
             items = []
-            for nxt in lines[idx + 1 :]:
+            for nxt_idx in range(idx + 1, len(lines)):
+                nxt = lines[nxt_idx]
                 b = _BULLET.match(nxt)
                 if not b or _REGEX_LINE.match(nxt):
                     break
                 items.append(b.group("item").strip().strip("\"'*_").strip())
             value = ", ".join(i for i in items if i)
-        if value and value not in fields.setdefault(key, []):
-            fields[key].append(value)
+        if value:
+            fields.setdefault(key, {})[value] = None
     if not fields.get("product_type"):
         return None
     try:
@@ -429,7 +460,7 @@ def chat_completions_url(url: str) -> str:
     return f"{base}/v1/chat/completions"
 
 
-def _detail(resp: httpx.Response) -> str:
+def _detail(resp: _Answer) -> str:
     """The error a server gave, from OpenAI-style `{"error": {"message": ...}}` or the raw body, on one line."""
     try:
         body = resp.json()
@@ -444,12 +475,104 @@ def _detail(resp: httpx.Response) -> str:
     return " ".join(resp.text.split())[:200] or resp.reason_phrase
 
 
+@dataclass
+class _Answer:
+    """An HTTP answer read in full (at most `MAX_REPLY_BYTES`), with the bits of `httpx.Response` used here."""
+
+    status_code: int
+    reason_phrase: str
+    content: bytes
+    encoding: str
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(self.encoding, errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+# ---- one deadline per request, down to the socket ------------------------------------------------------------------
+# httpx's timeouts are per socket operation: a server that sends a byte every few seconds never trips them. The
+# deadline of the request the current thread is making (`OpenAIBackend._post` sets it) caps every connect, read and
+# write at the time left, so that the headers, which httpx reads before `complete` sees a byte, are bounded as well.
+_request = threading.local()
+
+
+def _cap(timeout: float | None) -> float | None:
+    """A socket operation's `timeout`, at most the time left before this thread's request deadline."""
+    end = getattr(_request, "deadline", None)
+    if end is None:
+        return timeout
+    left = max(end - time.monotonic(), 0.001)  # never 0: a zero timeout makes the socket non-blocking
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _cap(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _cap(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None, timeout: float | None = None):
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, _cap(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend):
+        self._backend = backend
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        return _DeadlineStream(self._backend.connect_tcp(host, port, _cap(timeout), local_address, socket_options))
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        return _DeadlineStream(self._backend.connect_unix_socket(path, _cap(timeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _deadline_sockets(client: httpx.Client) -> bool:
+    """Make `client`'s sockets obey the thread's request deadline (see `_cap`). False where httpx's insides are not
+    as expected (another httpx): then a call is bounded by the deadline check between body chunks and one read."""
+    transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    patched = []
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(backend, httpcore.NetworkBackend):
+            if not isinstance(backend, _DeadlineBackend):
+                pool._network_backend = _DeadlineBackend(backend)
+            patched.append(transport)
+    if transports[0] is None or transports[0] not in patched:
+        log.warning("httpx %s: LLM requests are not bounded while the headers arrive", httpx.__version__)
+        return False
+    return True
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat endpoint: LM Studio (`http://localhost:1234/v1`), Ollama
     (`http://localhost:11434/v1`), vLLM, llama.cpp server. Greedy (temperature 0), JSON mode when the server has it.
 
     `url` may be the bare base or end in `/v1` (see `chat_completions_url`). A server that refuses
     `response_format` (400 naming it) is asked again without it, and never asked with it again.
+
+    Each HTTP request ends within `timeout` seconds overall, however slowly the server sends (`LLMTimeout`); an answer
+    over `MAX_REPLY_BYTES` is refused while it streams in, and the chat content is cut to `MAX_REPLY_CHARS`.
     """
 
     def __init__(
@@ -471,6 +594,7 @@ class OpenAIBackend:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self.http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout), verify=True)
+        self.hard_deadline = _deadline_sockets(self.http)
 
     def close(self) -> None:
         self.http.close()
@@ -481,24 +605,61 @@ class OpenAIBackend:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _post(self, payload: dict) -> httpx.Response:
+    def _timed_out(self) -> LLMTimeout:
+        return LLMTimeout(
+            f"the LLM server at {self.endpoint} did not answer within {self.timeout:g} s",
+            fix="raise the LLM timeout, or use a smaller model",
+        )
+
+    def _too_large(self) -> ModelUnavailable:
+        return ModelUnavailable(
+            f"the LLM server at {self.endpoint} sent more than {MAX_REPLY_BYTES / 1e6:g} MB; "
+            "a chat completion is a few KB",
+            fix="point --llm at an OpenAI-compatible /v1 endpoint, and keep max_tokens small",
+        )
+
+    def _post(self, payload: dict) -> _Answer:
+        """POST `payload` and read the answer, all within `self.timeout` seconds (`LLMTimeout` otherwise)."""
+        deadline = time.monotonic() + self.timeout
+        _request.deadline = deadline  # read by `_cap`, for every socket operation of this request
         try:
-            return self.http.post(self.endpoint, json=payload)
+            with self.http.stream("POST", self.endpoint, json=payload) as resp:
+                return self._read(resp, deadline)
         except httpx.ConnectTimeout:
             raise ModelUnavailable(
                 f"cannot reach the LLM server at {self.endpoint} (connect timed out)",
                 fix="check the --llm URL and that the server runs",
             ) from None
         except httpx.TimeoutException:
-            raise LLMTimeout(
-                f"the LLM server at {self.endpoint} did not answer within {self.timeout:g} s",
-                fix="raise the LLM timeout, or use a smaller model",
-            ) from None
+            raise self._timed_out() from None
         except httpx.HTTPError as exc:
             raise ModelUnavailable(
                 f"cannot reach the LLM server at {self.endpoint} ({type(exc).__name__})",
                 fix="start it (LM Studio: start the local server; Ollama: `ollama serve`) or fix the --llm URL",
             ) from None
+        finally:
+            _request.deadline = None
+
+    def _read(self, resp: httpx.Response, deadline: float) -> _Answer:
+        """The body of `resp`, chunk by chunk: refused past `MAX_REPLY_BYTES` (an error answer is only cut to
+        `ERROR_BODY_BYTES`), and given up once `deadline` passes."""
+        limit = MAX_REPLY_BYTES if resp.is_success else ERROR_BODY_BYTES
+        declared = resp.headers.get("Content-Length", "")
+        if resp.is_success and declared.isdigit() and int(declared) > limit:
+            raise self._too_large()  # said so up front: not a byte of it is read
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in resp.iter_bytes():
+            if time.monotonic() > deadline:
+                raise self._timed_out()
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if resp.is_success:
+                    raise self._too_large()
+                break  # an error's message is in its first lines
+        content = b"".join(chunks)[:limit]
+        return _Answer(resp.status_code, resp.reason_phrase, content, resp.encoding or "utf-8")
 
     def complete(self, messages: list[dict]) -> str:
         payload: dict[str, Any] = {
@@ -532,7 +693,12 @@ class OpenAIBackend:
                 f"the LLM server at {self.endpoint} answered without a chat completion: {one_line(resp.text)}",
                 fix="point --llm at an OpenAI-compatible /v1 endpoint",
             ) from None
-        return content if isinstance(content, str) else ""
+        if not isinstance(content, str):
+            return ""
+        if len(content) > MAX_REPLY_CHARS:
+            log.warning("%s answered %d characters; parsing the first %d", self.endpoint, len(content), MAX_REPLY_CHARS)
+            content = content[:MAX_REPLY_CHARS]
+        return content
 
 
 def _torch_dtype(dtype: Any, device: str):

@@ -6,16 +6,19 @@ random-weight Phi-3-style model built offline by `build_tiny_causal_lm`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from engine.catalog.llm import (
+    MAX_REPLY_CHARS,
     RETRY_MESSAGE,
     AttributeExtractor,
     Attributes,
@@ -106,6 +109,59 @@ def test_garbage_fails_with_one_line(reply: str) -> None:
     assert isinstance(info.value, EngineError)
     assert "\n" not in msg
     assert len(msg) < 200  # quotes at most 80 characters of the reply
+
+
+# Adversarial replies of any size (`size` characters, no product_type): the parser must stay linear in time.
+# The euro sign at the end makes every copy of the rest of the reply (the old, quadratic way) an expensive one.
+ADVERSARIAL = {
+    "bare-words": lambda size: ("{" + "a: b c d, " * (size // 10 + 1))[: size - 1] + "€",
+    "open-braces": lambda size: ("{a:" * (size // 3 + 1))[: size - 1] + "€",  # 133 000 unclosed {, each a bare key
+    "key-lines": lambda size: "".join(f"features: v{i}\nfeatures:\n" for i in range(size // 20 + 1))[:size],
+}
+
+
+def parse_seconds(reply: str) -> float:
+    """CPU seconds this thread spends on `parse_attributes(reply)`, which must fail: CPU time, not wall time, which
+    a busy machine stretches."""
+    start = time.thread_time()
+    with pytest.raises(ExtractionFailed):
+        parse_attributes(reply)
+    return time.thread_time() - start
+
+
+@pytest.mark.parametrize("kind", sorted(ADVERSARIAL))
+def test_parsing_time_is_linear(kind: str) -> None:
+    small, large = ADVERSARIAL[kind](50_000), ADVERSARIAL[kind](400_000)
+    assert (len(small), len(large)) == (50_000, 400_000)
+    parse_seconds(small)  # warm-up
+    t_small = min(parse_seconds(small) for _ in range(3))
+    t_large = parse_seconds(large)
+    if t_large >= 16 * t_small:  # once more before failing: one run can be unlucky
+        t_large = min(t_large, parse_seconds(large))
+    # 8× the text takes 8× the time when linear; 16× leaves room for caches and noise (the quadratic parser: 30-60×)
+    assert t_large < 16 * t_small, f"400 KB took {t_large:.3f} s, 50 KB {t_small:.3f} s: {t_large / t_small:.0f}×"
+    assert t_large < 3.0
+
+
+def test_long_blank_runs_parse_fast() -> None:
+    # the line regex had two `[ \t]*` around an optional bullet: it tried every split of a line's leading blanks
+    for line in (" " * 8_000 + "x", "\t" * 8_000 + "- x", "features" + " " * 8_000 + "x", " " * 400_000 + "x"):
+        assert parse_seconds(line) < 0.5
+
+
+def test_deep_nesting_fails_cleanly() -> None:
+    # json.loads reads ~1000 levels; the attribute code recursed deeper than the stack allows (RecursionError)
+    for depth in (500, 990):
+        for reply in (
+            '{"product_type": ' + "[" * depth + '"lamp"' + "]" * depth + "}",
+            '{"a": ' * depth + '{"product_type": "lamp"}' + "}" * depth,
+        ):
+            try:
+                attrs, _ = parse_attributes(reply)
+            except ExtractionFailed as exc:  # fine too: only a crash is not
+                assert "\n" not in str(exc)
+            else:
+                assert attrs.product_type == "lamp"
 
 
 def test_attributes_model() -> None:
@@ -296,6 +352,113 @@ def test_other_400_is_not_retried(serve) -> None:
     with pytest.raises(ModelUnavailable, match="400: context length exceeded"):
         OpenAIBackend(server.url, timeout=5).complete(extraction_messages("x"))
     assert len(server.requests) == 1
+
+
+def test_long_content_is_cut_before_parsing(serve, caplog) -> None:
+    server = serve(lambda i, body: (200, completion(VALID + "x" * 200_000)))
+    with caplog.at_level(logging.WARNING, logger="engine.catalog.llm"):
+        content = OpenAIBackend(server.url, timeout=5).complete(extraction_messages("x"))
+    assert len(content) == MAX_REPLY_CHARS and content.startswith(VALID)
+    assert any(f"parsing the first {MAX_REPLY_CHARS}" in r.getMessage() for r in caplog.records)
+
+
+# ---- hostile servers: slow, huge -----------------------------------------------------------------------------------
+class RawServer:
+    """`/v1/chat/completions` answered by `send(write, stop)`, which writes the raw HTTP answer at its own pace and
+    ends when `stop` is set (the test ends) or the client hangs up (a write fails)."""
+
+    def __init__(self, send: Callable[[Callable[[bytes], object], threading.Event], None]):
+        self.stop_event = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+                    send(self.wfile.write, server.stop_event)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def raw_serve() -> Iterator[Callable[..., RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(send) -> RawServer:
+        servers.append(RawServer(send))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+def trickle(head: bytes, byte: bytes) -> Callable[[Callable[[bytes], object], threading.Event], None]:
+    """Send `head`, then `byte` every 0.5 s, for 30 s at most: each read is quick, the whole never ends."""
+
+    def send(write, stop: threading.Event) -> None:
+        write(head)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not stop.wait(0.5):
+            write(byte)
+
+    return send
+
+
+@pytest.mark.parametrize(
+    "head, byte",
+    [(HEAD + b"\r\n", b" "), (HEAD, b"x")],  # a byte at a time in the body; in a header line that never ends
+    ids=["body", "headers"],
+)
+def test_deadline_is_per_call_not_per_read(raw_serve, head: bytes, byte: bytes) -> None:
+    server = raw_serve(trickle(head, byte))
+    backend = OpenAIBackend(server.url, timeout=2)
+    start = time.monotonic()
+    with pytest.raises(LLMTimeout, match="did not answer within 2 s") as info:
+        backend.complete(extraction_messages("x"))
+    elapsed = time.monotonic() - start
+    assert 1.5 < elapsed < 4, elapsed
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "streamed"])
+def test_answer_over_1_mb_is_refused(raw_serve, declared: bool) -> None:
+    body = json.dumps(completion("x" * 3_000_000)).encode()  # a valid chat completion, 3 MB
+
+    def send(write, stop: threading.Event, status: bytes = b"200 OK") -> None:
+        head = HEAD.replace(b"200 OK", status) + (b"Content-Length: %d\r\n" % len(body) if declared else b"")
+        write(head + b"\r\n")
+        for i in range(0, len(body), 65_536):
+            write(body[i : i + 65_536])
+
+    server = raw_serve(send)
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="sent more than 1 MB; ") as info:
+        OpenAIBackend(server.url, timeout=20).complete(extraction_messages("x"))
+    assert time.monotonic() - start < 3
+    assert not isinstance(info.value, LLMTimeout)
+    assert server.url in str(info.value) and "\n" not in str(info.value) and info.value.fix
+
+    # an error answer as large is not refused for its size: its start is read, and its status reported
+    failing = raw_serve(lambda write, stop: send(write, stop, b"500 Internal Server Error"))
+    with pytest.raises(ModelUnavailable, match=r"answered 500: \{") as info:
+        OpenAIBackend(failing.url, timeout=20).complete(extraction_messages("x"))
+    assert "\n" not in str(info.value)
 
 
 # ---- tiny local causal LM -------------------------------------------------------------------------------------------
