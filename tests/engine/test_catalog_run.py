@@ -225,6 +225,26 @@ def test_preview_writes_nothing_and_no_llm_uses_the_description(fresh_engine, tm
     assert run.run()["done"] == 2
 
 
+def test_ids_that_clean_to_one_file_name_keep_their_own_rows(fresh_engine, tmp_path):
+    """'A/1', 'A_1' and '../A_1' all clean to 'A_1': each row still gets its own item file and image, and reports
+    its own prompt, not the last row's."""
+    rows = [SHEET[0], ["A/1", "Roter Schal aus Wolle", "X"], ["A_1", "Blaue Mütze aus Filz", "X"],
+            ["../A_1", "Grüne Handschuhe aus Leder", "X"]]  # fmt: skip
+    sheet = write_sheet(tmp_path / "p.xlsx", rows)
+    opts = CatalogOptions.build(text_column="Beschreibung", id_column="Artikelnummer", llm="none", source_lang="en",
+                                steps=1, size=64)  # fmt: skip
+    run = CatalogRun.from_file(renderer(fresh_engine), tmp_path / "run", sheet, opts, fresh_engine.catalog_models())
+    assert run.run()["done"] == 3
+    out = tmp_path / "run"
+    table = list(csv.DictReader((out / "results.csv").open(encoding="utf-8")))
+    assert [r["id"] for r in table] == ["A/1", "A_1", "../A_1"]
+    assert len({r["image"] for r in table}) == 3 and len(list((out / "items").glob("*.json"))) == 3
+    for r, want in zip(table, rows[1:], strict=True):
+        assert r["status"] == "done" and want[1] in r["prompt"]
+        assert (out / r["image"]).is_file() and (out / r["image"]).resolve().parent == (out / "images").resolve()
+    assert table[1]["image"] == "images/A_1.png"  # a clean id keeps its plain name
+
+
 def test_the_local_tiny_llm_fails_rows_with_a_reason_and_the_run_goes_on(fresh_engine, tmp_path):
     sheet = write_sheet(tmp_path / "p.xlsx", SHEET[:3])
     opts = CatalogOptions.build(text_column="Beschreibung", retries=0, steps=1, size=64)
