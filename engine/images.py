@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
@@ -14,8 +16,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadInput, TooLarge, UnsupportedImage
 
-ACCEPTED = {"PNG", "JPEG", "WEBP", "MPO"}
+ACCEPTED = {"PNG", "JPEG", "WEBP", "MPO", "GIF", "BMP", "TIFF"}  # GIF and TIFF: the first frame or page
+FORMATS = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]  # what the pages' uploaders offer
 MAX_SIDE = 1024
+HEAVY_PIXELS = 4_000_000  # decodes above this many pixels take turns: one at a time per process
+_heavy = threading.BoundedSemaphore(1)
 
 
 def read_bytes(path: str | Path, max_bytes: int) -> bytes:
@@ -44,8 +50,10 @@ def decode(data: bytes, max_pixels: int, max_bytes: int | None = None, name: str
             if w * h > max_pixels:
                 raise TooLarge(f"{name} is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
             if img.format not in ACCEPTED:
-                raise UnsupportedImage(f"{name} is {img.format}; use PNG, JPEG or WebP")
-            img.load()
+                raise UnsupportedImage(f"{name} is {img.format}; use {FORMATS}")
+            with _heavy if w * h > HEAVY_PIXELS else nullcontext():
+                img.load()  # a GIF's or a TIFF's first frame only
+                return to_rgb(img)
     except BadInput:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -54,18 +62,25 @@ def decode(data: bytes, max_pixels: int, max_bytes: int | None = None, name: str
         size = f"{int(found.group(1)) / 1e6:.0f} megapixels" if found else "too many pixels"
         raise TooLarge(f"{name} has {size}; the limit is {max_pixels / 1e6:.0f} megapixels") from None
     except UnidentifiedImageError:
-        raise UnsupportedImage(f"{name} is not an image (PNG, JPEG or WebP expected)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnsupportedImage(f"{name} is not an image ({FORMATS} expected)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise UnsupportedImage(f"{name} is truncated or corrupt ({exc})") from None
-    return to_rgb(img)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
+    """Any decoded mode → 8-bit RGB, without float64 copies: 16- and 32-bit grey go through a lookup table."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray((arr / top * 255).round().astype(np.uint8), "L")
+        arr = np.asarray(img)
+        if img.mode == "I":
+            arr = np.clip(arr, 0, 65535)
+        top = 65535 if arr.size and int(arr.max()) > 255 else 255
+        lut = ((np.arange(top + 1, dtype=np.uint32) * 255 + top // 2) // top).astype(np.uint8)
+        img = Image.fromarray(lut[arr], "L")
+    elif img.mode == "F":
+        arr = np.nan_to_num(np.asarray(img, np.float32))
+        top = np.float32(255.0 if arr.size and float(arr.max()) > 1.0 else 1.0)
+        img = Image.fromarray(np.clip(arr * (255 / top), 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("LA", "RGBA", "PA"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any
 
 import cv2
@@ -18,16 +19,29 @@ REGION_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4
 
 
 def parse_json_list(text: str | None, name: str, length: int | None = None) -> list | None:
-    """A JSON list from a form field or a CLI flag (points, labels, a box), or one line saying what is wrong."""
+    """A JSON list from a form field or a CLI flag (points, labels, a box), or one line saying what is wrong:
+    points are [x, y] pairs and a box four numbers (finite), labels are 0 or 1."""
     if text is None or text == "":
         return None
+    if len(text) > 100_000:
+        raise BadInput(f"{name} is too long ({len(text)} characters)")
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadInput(f"{name} must be JSON, e.g. {EXAMPLES[name]}") from None
     if not isinstance(value, list) or (length is not None and len(value) != length):
         raise BadInput(f"{name} must be a JSON list, e.g. {EXAMPLES[name]}")
+    if name == "points" and not all(isinstance(p, list) and len(p) == 2 and all(map(_finite, p)) for p in value):
+        raise BadInput(f"points must be a JSON list of [x, y] pairs, e.g. {EXAMPLES[name]}")
+    if name == "box" and not all(map(_finite, value)):
+        raise BadInput(f"box must be four numbers x0, y0, x1, y1, e.g. {EXAMPLES[name]}")
+    if name == "labels" and not all(v in (0, 1) and not isinstance(v, float | bool) for v in value):
+        raise BadInput(f"labels must be 1 (inside) or 0 (outside), one per point, e.g. {EXAMPLES[name]}")
     return value
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 EXAMPLES = {"points": "[[120, 80], [200, 90]]", "labels": "[1, 0]", "box": "[10, 20, 200, 180]"}

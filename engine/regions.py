@@ -22,6 +22,7 @@ from PIL import Image
 from .errors import BadInput
 from .masks import mask_png, polygons, rle_encode
 
+POINTS_PER_BATCH = 64  # point prompts per forward pass in automatic segmentation
 PREPROCESS_DEFAULTS = {"size": 1024, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
 
 
@@ -262,29 +263,47 @@ class Segmenter:
         w, h = image.size
         steps = (np.arange(grid) + 0.5) / grid
         pts = torch.tensor([[[x * w, y * h]] for y in steps for x in steps], dtype=torch.float32)
-        out = self.model(
-            image_embeddings=self.embeddings(image),
-            input_points=(pts * self._scale(image))[None].to(self.device),
-            input_labels=torch.ones(1, len(pts), 1, dtype=torch.long, device=self.device),
-            multimask_output=True,
-        )
-        scores = out.iou_scores[0].float()  # (points, 3)
-        best = scores.argmax(-1)
-        logits = out.pred_masks[0][torch.arange(len(pts)), best]  # (points, h, w)
-        masks = self._upsample(logits, image)
-        candidates = sorted(
-            ((float(scores[i, best[i]]), masks[i]) for i in range(len(pts))), key=lambda c: c[0], reverse=True
-        )
-        kept: list[Segment] = []
-        for score, mask in candidates:
-            if score < score_threshold or mask.mean() < min_area:
+        embeddings = self.embeddings(image)
+        scores, best_of, low = [], [], []
+        # Points in batches (as SAM2's own automatic generator does): each batch keeps only its best mask per point,
+        # as booleans at the model's low resolution, so memory stays flat whatever the grid and the image size.
+        for batch in torch.split(pts, POINTS_PER_BATCH):
+            batch_scores, logits = self._point_masks(embeddings, batch, image)
+            best = batch_scores.argmax(-1)
+            rows = torch.arange(len(batch))
+            scores.append(batch_scores[rows, best])
+            best_of.append(best)
+            low.append((logits[rows, best] > 0).cpu())
+            del logits
+        score, masks = torch.cat(scores).numpy(), torch.cat(low).numpy()  # (points,), (points, h', w') bool
+        best = torch.cat(best_of)
+        # Filter and remove duplicates at low resolution; only the masks kept are brought to the image's size.
+        kept: list[int] = []
+        for i in np.argsort(-score, kind="stable"):
+            if score[i] < score_threshold or masks[i].mean() < min_area:
                 continue
-            if any(_mask_iou(mask, k.mask) > nms_iou for k in kept):
+            if any(_mask_iou(masks[i], masks[k]) > nms_iou for k in kept):
                 continue
-            kept.append(Segment(mask, score, polygons(mask, tolerance)))
+            kept.append(int(i))
             if len(kept) >= max_masks:
                 break
-        return kept
+        if not kept:
+            return []
+        _, logits = self._point_masks(embeddings, pts[kept], image)  # the kept points' logits again, exactly
+        full = self._upsample(logits[torch.arange(len(kept)), best[kept]], image)
+        return [
+            Segment(full[n], float(score[i]), polygons(full[n], tolerance)) for n, i in enumerate(kept) if full[n].any()
+        ]
+
+    def _point_masks(self, embeddings, points: torch.Tensor, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """One positive point prompt per row → (scores (n, 3), low-resolution mask logits (n, 3, h', w'))."""
+        out = self.model(
+            image_embeddings=embeddings,
+            input_points=(points * self._scale(image))[None].to(self.device),
+            input_labels=torch.ones(1, len(points), 1, dtype=torch.long, device=self.device),
+            multimask_output=True,
+        )
+        return out.iou_scores[0].float().cpu(), out.pred_masks[0].float()
 
 
 def load_sam2(model_id: str, device: str, dtype, use_safetensors: bool | None = True) -> Segmenter:

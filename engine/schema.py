@@ -47,6 +47,9 @@ class Region(BaseModel):
         return self
 
 
+MAX_PROMPT = 2000  # characters, for the prompt and the negative prompt alike
+
+
 class GenerateRequest(BaseModel):
     """Everything one generation needs. The sketch is raw file bytes; None means text-to-image."""
 
@@ -93,8 +96,16 @@ class GenerateRequest(BaseModel):
         value = value.strip()
         if not value:
             raise ValueError("the prompt is empty; describe what you want to see")
-        if len(value) > 2000:
-            raise ValueError("the prompt is longer than 2000 characters")
+        if len(value) > MAX_PROMPT:
+            raise ValueError(f"the prompt is longer than {MAX_PROMPT} characters")
+        return value
+
+    @field_validator("negative_prompt")
+    @classmethod
+    def _negative_prompt_bounded(cls, value: str) -> str:
+        value = value.strip()
+        if len(value) > MAX_PROMPT:
+            raise ValueError(f"the negative prompt is longer than {MAX_PROMPT} characters")
         return value
 
     @field_validator("size")

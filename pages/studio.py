@@ -10,6 +10,7 @@ from streamlit_drawable_canvas import st_canvas
 from engine import images as imgs
 from engine.api import JobInfo
 from engine.errors import BadInput, EngineError
+from engine.images import UPLOAD_TYPES
 from engine.schema import GenerateRequest, Progress
 from ui import jobs
 from ui import regions as regions_ui
@@ -119,7 +120,7 @@ with left:
     else:
         st.segmented_control("Sketch", ["Draw", "Upload"], key="source")
         if state["source"] == "Upload":
-            st.file_uploader("Sketch or photo", type=["png", "jpg", "jpeg", "webp"], key="upload")
+            st.file_uploader("Sketch or photo", type=UPLOAD_TYPES, key="upload")
         else:
             tools = st.columns([4, 3, 2])
             tools[0].segmented_control(
@@ -130,7 +131,7 @@ with left:
             )
             tools[1].slider("Pen width", 1, 20, key="pen_width")
             tools[2].color_picker("Colour", key="pen_color")
-            trace = st.file_uploader("Trace over an image (optional)", type=["png", "jpg", "jpeg", "webp"])
+            trace = st.file_uploader("Trace over an image (optional)", type=UPLOAD_TYPES)
             canvas = st_canvas(
                 stroke_width=state["pen_width"],
                 stroke_color=state["pen_color"],

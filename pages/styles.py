@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import EngineError
+from engine.images import UPLOAD_TYPES
 from ui.shared import engine_or_stop, style_thumb
 
 engine = engine_or_stop()
@@ -52,9 +53,7 @@ def on_hide(name: str, hidden: bool) -> None:
 
 
 with st.expander("Add styles"):
-    st.file_uploader(
-        "Reference images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True, key=uploader_key()
-    )
+    st.file_uploader("Reference images", type=UPLOAD_TYPES, accept_multiple_files=True, key=uploader_key())
     st.text_input("Name", key="new_style_name", help="with several images, each gets this name and a number")
     st.text_input("Description", key="new_style_description")
     st.text_input("Tags (comma-separated)", key="new_style_tags")

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import EngineError
+from engine.images import UPLOAD_TYPES
 from engine.schema import GenerateRequest
 from engine.sweep import MAX_CELLS, parse_values
 from ui import jobs
@@ -89,7 +90,7 @@ if "sweep_seed" not in state:
 inputs, axes = st.columns([3, 2], gap="large")
 with inputs:
     st.text_area("Prompt", key="sweep_prompt", height=80, placeholder="a lounge chair, product photo")
-    st.file_uploader("Sketch (optional)", type=["png", "jpg", "jpeg", "webp"], key="sweep_upload")
+    st.file_uploader("Sketch (optional)", type=UPLOAD_TYPES, key="sweep_upload")
     sketch, where = studio_sketch()
     if state.get("sweep_upload") is None:
         st.caption(f"Using the Studio's sketch ({where})." if sketch else "No sketch: the grid is text-to-image.")

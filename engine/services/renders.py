@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from .. import images as imgs
 from ..api import JobInfo, RenderResult, Renders, SegmentResult
 from ..errors import BadInput, NotFound
@@ -16,6 +18,7 @@ from ..render.plan import Plan, control_of
 from ..schema import GenerateRequest, StyleHit
 from . import Core, png
 
+ANALYZE_SIDE = 1024  # /analyze works on the image scaled to at most this many pixels a side
 DEFAULT_CONCEPTS = [
     "a building", "an interior", "furniture", "a chair", "a lamp", "a product", "a person", "a landscape",
     "a city at night", "a technical drawing", "a sketch", "a watercolor painting", "a poster", "a texture",
@@ -122,6 +125,8 @@ class RendersService(Renders):
         if not 1 <= grid <= 32:
             raise BadInput(f"grid must be between 1 and 32 (got {grid})")
         img = self._decode(image)
+        if max(img.size) > ANALYZE_SIDE:  # masks and polygons come at this size (the response says which)
+            img.thumbnail((ANALYZE_SIDE, ANALYZE_SIDE), Image.Resampling.BILINEAR)
         out: dict[str, Any] = {"concepts": self.concepts([img], wanted, k)[0]}
         if segment:
             segments = self.core.models.segmenter.automatic(img, grid, threshold, max_masks=16)

@@ -48,6 +48,48 @@ def test_webp_is_accepted():
     assert decode(buf.getvalue(), LIMIT).size == (16, 16)
 
 
+def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_gif_bmp_and_tiff_sketches_decode_like_a_png():
+    sketch = line_sketch(64, 48)
+    want = np.asarray(decode(png(sketch), LIMIT))
+    black = Image.new("RGB", sketch.size, "black")
+    for data in (
+        encoded(sketch, "GIF", save_all=True, append_images=[black]),  # animated: the first frame is the sketch
+        encoded(sketch, "BMP"),
+        encoded(sketch, "TIFF", save_all=True, append_images=[black]),  # two pages: the first
+        encoded(sketch, "TIFF", compression="tiff_lzw"),
+    ):
+        assert np.array_equal(np.asarray(decode(data, LIMIT)), want)
+
+
+def test_16_bit_and_float_tiffs_scale_to_8_bit_without_float64():
+    ramp16 = Image.fromarray(np.arange(256, dtype=np.uint16).reshape(16, 16) * 257)  # 0…65535
+    out = np.asarray(decode(encoded(ramp16, "TIFF"), LIMIT))[..., 0]
+    assert np.array_equal(out.ravel(), np.arange(256))
+    ramp_f = Image.fromarray(np.arange(256, dtype=np.float32).reshape(16, 16) / 255)  # 0…1
+    out = np.asarray(decode(encoded(ramp_f, "TIFF"), LIMIT))[..., 0]
+    assert np.array_equal(out.ravel(), np.arange(256))
+
+
+def test_a_large_16_bit_image_decodes_within_a_small_multiple_of_its_pixels():
+    import tracemalloc
+
+    data = encoded(Image.new("I;16", (3000, 3000), 40000), "PNG")
+    tracemalloc.start()
+    try:
+        out = decode(data, LIMIT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.size == (3000, 3000) and out.getpixel((0, 0)) == (156, 156, 156)
+    assert peak < 9_000_000 * 8, f"{peak / 1e6:.0f} MB traced for a 9-megapixel image"  # float64 alone is 72 MB
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -114,7 +114,9 @@ def test_a_bad_style_upload_is_one_error_line(app_env):
     at.file_uploader[0].set_value(("notes.png", b"shopping list", "image/png")).run()
     at.text_input(key="new_style_name").input("Notes").run()
     next(b for b in at.button if b.label == "Add to library").click().run()
-    assert [e.value for e in at.error] == ["notes.png: style image is not an image (PNG, JPEG or WebP expected)"]
+    assert [e.value for e in at.error] == [
+        "notes.png: style image is not an image (PNG, JPEG, WebP, GIF, BMP or TIFF expected)"
+    ]
     assert not at.exception
 
 
