@@ -555,12 +555,13 @@ def _tune(args) -> dict:
 
 
 def _serve(args) -> dict:
-    from .local import LocalEngine
-    from .server import serve
     from .server.app import check_token
 
     settings = _settings(args)
-    token = check_token(args.token if args.token is not None else settings.api_token)  # refused now, not later
+    token = check_token(args.token if args.token is not None else settings.api_token)  # refused before any model
+    from .local import LocalEngine
+    from .server import serve
+
     engine = LocalEngine(settings, executor=args.executor, ray_address=args.ray_address, workers=args.workers,
                          max_queued=32, abandon_after=600.0)  # fmt: skip
     engine.load(freeze=True)

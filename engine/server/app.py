@@ -6,10 +6,13 @@ import logging
 import secrets
 from contextlib import asynccontextmanager
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BadInput, EngineError, status_for
 from ..schema import describe_validation_error
@@ -23,7 +26,13 @@ def error_body(exc: EngineError) -> dict:
     return {"detail": str(exc), "error": type(exc).__name__}
 
 
-def add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI, limit: int) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc, BodyTooLarge):
+            return too_large(limit)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, exc: EngineError) -> JSONResponse:
         return JSONResponse(error_body(exc), status_code=status_for(exc))
@@ -42,17 +51,71 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "internal error", "error": "EngineError"}, status_code=500)
 
 
-def add_body_limit(app: FastAPI, max_bytes: int) -> None:
-    """Refuse a declared body over the limit before reading it (uploads are also checked as they are read)."""
+class BodyTooLarge(HTTPException):
+    def __init__(self) -> None:
+        super().__init__(413, "request body over the limit")
+
+
+def body_limit(app, max_bytes: int):
+    """Pure ASGI: a declared body over the limit is refused before it is read; a streamed (chunked) one is stopped
+    as soon as it passes the limit, so nothing past it is read or spooled to a temporary file. The limit leaves room
+    for base64 inside JSON (4/3) and a form's own parts."""
+    limit = int(max_bytes * 1.4) + 64 * 1024
+
+    async def limited_app(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await too_large(max_bytes)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge  # through the route to the 413 handler
+            return message
+
+        return await app(scope, counted, send)
+
+    return limited_app
+
+
+def too_large(max_bytes: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body over the {max_bytes / 1e6:.0f} MB limit", "error": "TooLarge"}, 413)
+
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+def host_of(value: str) -> str:
+    """The host name of a Host header or an Origin (scheme, brackets and port removed), lower-case."""
+    value = value.strip().lower()
+    if "://" in value:
+        value = urlsplit(value).netloc
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def add_loopback_guard(app: FastAPI) -> None:
+    """Without a token the server trusts only this machine: a request whose Host or Origin names another host is
+    refused (403). That stops web pages the designer visits from calling it (a foreign Origin) and DNS rebinding
+    (a foreign Host that resolves to 127.0.0.1)."""
 
     @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes * 1.4 + 64 * 1024:  # base64 inside JSON is 4/3
+    async def _loopback_only(request: Request, call_next):
+        host = request.headers.get("host", "")
+        origin = request.headers.get("origin")
+        if host_of(host) not in LOOPBACK_NAMES or (origin is not None and host_of(origin) not in LOOPBACK_NAMES):
+            what = f"Origin {origin}" if host_of(host) in LOOPBACK_NAMES else f"Host {host or '(none)'}"
             return JSONResponse(
-                {"detail": f"request body over the {max_bytes / 1e6:.0f} MB limit", "error": "TooLarge"},
-                status_code=413,
-            )
+                {"detail": f"refused: {what} is not this machine; a server without a token answers loopback only",
+                 "error": "Forbidden"}, status_code=403,
+            )  # fmt: skip
         return await call_next(request)
 
 
@@ -89,13 +152,16 @@ def create_app(engine, token: str | None, request_timeout: float = 300.0) -> Fas
         yield
         engine.jobs.stop()
 
+    limit = engine.settings.max_upload_bytes
     app = FastAPI(title="Generative Design Studio engine", version="2", lifespan=lifespan)
     app.state.engine = engine
-    add_error_handlers(app)
-    add_body_limit(app, engine.settings.max_upload_bytes)
+    add_error_handlers(app, limit)
+    if token is None:
+        add_loopback_guard(app)
     guarded = [Depends(auth_dependency(token))]
     legacy.add_routes(app, engine, guarded, request_timeout)
     routes.add_routes(app, engine, guarded)
+    app.add_middleware(body_limit, max_bytes=limit)  # outermost: nothing past the limit is read
     return app
 
 

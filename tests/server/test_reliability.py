@@ -69,20 +69,22 @@ def test_sigkill_with_jobs_queued_then_restart_runs_every_job(tmp_path, tiny_mod
 
     c = client(Srv)
     options = {"size": 256, "steps": 30, "use_style": False}
-    ids = [
-        c.post("/jobs", data={"prompt": f"job {i}", "options": json.dumps({**options, "seed": i})}).json()["id"]
-        for i in range(4)
-    ]
-    deadline = time.time() + 60
-    while time.time() < deadline:  # kill as soon as one renders while the others wait for the GPU
-        jobs = [c.get(f"/jobs/{i}").json() for i in ids]
-        if any(j["state"] == "running" and j.get("step", 0) >= 1 for j in jobs):
-            break
-        time.sleep(0.05)
-    states = [j["state"] for j in jobs]
-    assert set(states) <= {"queued", "running"}, states
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        ids = [
+            c.post("/jobs", data={"prompt": f"job {i}", "options": json.dumps({**options, "seed": i})}).json()["id"]
+            for i in range(4)
+        ]
+        deadline = time.time() + 60
+        while time.time() < deadline:  # kill as soon as one renders while the others wait for the GPU
+            jobs = [c.get(f"/jobs/{i}").json() for i in ids]
+            if any(j["state"] == "running" and j.get("step", 0) >= 1 for j in jobs):
+                break
+            time.sleep(0.05)
+        states = [j["state"] for j in jobs]
+        assert set(states) <= {"queued", "running"}, states
+    finally:
+        proc.send_signal(signal.SIGKILL)  # also when the test fails: no server outlives it
+        proc.wait(timeout=30)
 
     proc = _start(data_dir, port)
     try:
