@@ -2,9 +2,11 @@
 
 import streamlit as st
 
+from ui.gate import require_password
 from ui.jobs import begin_run, follow_jobs
 
 st.set_page_config(page_title="Generative Design Studio", page_icon=":material/draw:", layout="wide")
+require_password()  # served beyond 127.0.0.1, the app asks for the team password first
 
 pages = {
     "Create": [

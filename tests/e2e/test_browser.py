@@ -179,11 +179,16 @@ def test_regions_click_an_object_name_its_look_and_render(app_url, browser, tmp_
     page = new_page(browser, viewport={"width": 1440, "height": 3000})
     page.goto(app_url)
     page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
-    page.get_by_text("Upload", exact=True).first.click()
     sketch = tmp_path / "room.png"
     line_sketch(192, 128).save(sketch)
     uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Sketch or photo")
-    uploader.wait_for()
+    for _ in range(4):  # a click while the page is still starting up can be lost: click again
+        page.get_by_text("Upload", exact=True).first.click()
+        try:
+            uploader.wait_for(timeout=20_000)
+            break
+        except PlaywrightTimeout:
+            continue
     for _ in range(4):  # a rerun that replaces the uploader as the file goes in loses the file: give it again
         page.wait_for_timeout(1000)
         uploader.locator("input[type=file]").set_input_files(str(sketch))
