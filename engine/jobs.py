@@ -105,7 +105,8 @@ class JobRunner(Jobs):
         self.abandon_after = abandon_after  # a queued or running job nobody asks about for this long is cancelled
         self.max_attempts = max_attempts
         self._ready = False
-        self._changed = threading.Condition()
+        self._changed = threading.Condition()  # a job moved (a step, an end): followers wake
+        self._work = threading.Condition()  # a job was queued, or the runner stops: idle workers wake
         self._live: dict[str, JobContext] = {}
         self._polled: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
@@ -157,6 +158,7 @@ class JobRunner(Jobs):
         with self._start_lock:
             self._stop.set()
             self._notify()
+            self._wake_workers()
             for t in self._threads:
                 t.join(timeout=0.2)
             self._threads = []
@@ -191,8 +193,8 @@ class JobRunner(Jobs):
         while not self._stop.is_set():
             row = self._claim()
             if row is None:
-                with self._changed:
-                    self._changed.wait(timeout=0.5)
+                with self._work:
+                    self._work.wait(timeout=2.0)  # a submit wakes them at once; this is for the abandon check
                 continue
             self._run(row)
 
@@ -280,6 +282,10 @@ class JobRunner(Jobs):
         with self._changed:
             self._changed.notify_all()
 
+    def _wake_workers(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
     def _watched(self, job_id: str) -> None:
         """A caller asked about the job: it is still wanted; a running job nobody asks about any more stops."""
         self._polled[job_id] = time.time()
@@ -310,6 +316,7 @@ class JobRunner(Jobs):
             )
         self.start()
         self._notify()
+        self._wake_workers()
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobInfo:
