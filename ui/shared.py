@@ -134,9 +134,9 @@ def _status(found: Capabilities) -> None:
     with st.sidebar:
         if found.profile == "tiny":
             st.warning("**Tiny profile** — random-weight demo models: images are noise, the workflow is real.")
-        where = "remote " if found.remote else ""
+        where = "Remote engine: device" if found.remote else "Device"
         workers = f" · {found.workers} {found.executor} workers" if found.executor != "local" else ""
-        st.caption(f"{where}Device **{found.device}** · {found.dtype} · profile **{found.profile}**{workers}")
+        st.caption(f"{where} **{found.device}** · {found.dtype} · profile **{found.profile}**{workers}")
         st.caption(f"Retrieval: **{found.retrieval}**")
         loaded = [name for name, ok in found.loaded.items() if ok]
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))

@@ -189,7 +189,7 @@ def test_the_studio_in_remote_mode_generates_through_the_server(server, server_e
     at.session_state["remote_token"] = TOKEN
     at.run()
     assert not at.exception and not at.error
-    assert any("remote Device" in c.value for c in at.sidebar.caption)
+    assert any("Remote engine: device" in c.value for c in at.sidebar.caption)
     at.session_state["prompt"] = "a remote lamp"
     for key, value in {"steps": 2, "size": 256, "seed_locked": True, "seed": 12}.items():
         at.session_state[key] = value
