@@ -90,22 +90,15 @@ class GenerateRequest(BaseModel):
     label: str = Field("", max_length=80)
     ref: str = Field("", max_length=200, description="the caller's own reference, e.g. a catalog item id")
 
-    @field_validator("prompt")
+    @field_validator("prompt", "negative_prompt")
     @classmethod
-    def _prompt_not_empty(cls, value: str) -> str:
+    def _prompts_bounded(cls, value: str, info) -> str:
         value = value.strip()
-        if not value:
+        what = info.field_name.replace("_", " ")
+        if not value and info.field_name == "prompt":
             raise ValueError("the prompt is empty; describe what you want to see")
         if len(value) > MAX_PROMPT:
-            raise ValueError(f"the prompt is longer than {MAX_PROMPT} characters")
-        return value
-
-    @field_validator("negative_prompt")
-    @classmethod
-    def _negative_prompt_bounded(cls, value: str) -> str:
-        value = value.strip()
-        if len(value) > MAX_PROMPT:
-            raise ValueError(f"the negative prompt is longer than {MAX_PROMPT} characters")
+            raise ValueError(f"the {what} is longer than {MAX_PROMPT} characters")
         return value
 
     @field_validator("size")

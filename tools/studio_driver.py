@@ -78,11 +78,7 @@ def streamlit_app(env: dict[str, str], port: int | None = None, log: Path | None
         wait_for(f"{url}/_stcore/health", b"ok", proc=proc)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         if log:
             out.close()
 
@@ -100,11 +96,16 @@ def engine_server(env: dict[str, str], port: int | None = None, token: str | Non
         wait_for(f"{url}/openapi.json", proc=proc, timeout=180)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate, and kill if it has not ended within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def cpu_seconds(pid: int) -> float:
