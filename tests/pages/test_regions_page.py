@@ -92,3 +92,15 @@ def test_a_region_without_words_or_style_is_one_error_line(app_env):
     at = click(regions_studio(app_env), 15, 20)
     at = generate(at)
     assert [e.value for e in at.error] == ["region 1: needs words (e.g. 'walnut veneer') or a style from the library"]
+
+
+def test_region_words_that_look_like_html_are_shown_as_text(app_env):
+    at = click(regions_studio(app_env), 15, 20)
+    region = at.session_state["regions"][0]
+    hostile = '<img src=x onerror="alert(1)"> walnut'
+    at.text_input(key=f"region_words_{region['id']}").set_value(hostile).run()
+    at = ok(generate(at))
+    assert [r["words"] for r in at.session_state["result"].regions] == [hostile]
+    shown = [m.value for m in at.markdown if "Region 1" in m.value]
+    assert shown and all("<img" not in m for m in shown), shown  # the markup is built with unsafe_allow_html
+    assert any('“&lt;img src=x onerror="alert(1)"&gt; walnut”' in m for m in shown), shown
