@@ -10,7 +10,7 @@ from engine.errors import EngineError
 from engine.evaluation import METRICS
 from ui import jobs
 from ui.jobs import job_panel
-from ui.shared import engine_or_stop, output_thumbs, style_thumb
+from ui.shared import engine_or_stop, md, output_thumbs, style_thumb
 
 engine = engine_or_stop()
 state = st.session_state
@@ -191,7 +191,7 @@ if pair is None:
     st.success(f"All {contest['pairs']} pairs voted.")
 else:
     st.progress(contest["voted"] / contest["pairs"], text=f"Pair {contest['voted'] + 1} of {contest['pairs']}")
-    st.markdown(f"**{pair['match_key'].split('|')[1]}**")
+    st.markdown(f"**{md(pair['match_key'].split('|')[1])}**")
     left, right = st.columns(2)
     for col, side in ((left, "left"), (right, "right")):
         show_side(col, pair[side])

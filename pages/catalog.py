@@ -14,7 +14,7 @@ from engine.errors import EngineError
 from engine.render.capabilities import rules
 from ui import jobs
 from ui.jobs import job_panel, timing
-from ui.shared import engine_or_stop
+from ui.shared import engine_or_stop, md
 from ui.tagging import render as render_tagging
 
 engine = engine_or_stop()
@@ -258,7 +258,7 @@ def show_run(run: dict, where: str) -> None:
             picture = thumb(name, r["id"])
             if picture:
                 st.image(picture, width="stretch")
-            st.caption(f"{r['id']} · CLIP {float(r['clip_score']):.1f}")
+            st.caption(f"{md(r['id'])} · CLIP {float(r['clip_score']):.1f}")
     d = st.columns(4)
     for col, file, mime in ((d[0], "results.csv", "text/csv"), (d[1], "results.xlsx", None),
                             (d[2], "report.md", "text/markdown")):  # fmt: skip
@@ -282,7 +282,7 @@ except EngineError as exc:
 with sheet_tab:
     shown = next((r for r in runs if r["run"] == state.get("cat_shown")), None)
     if shown is not None:
-        st.subheader(f"{shown['sheet']} · {shown['run_id']}")
+        st.subheader(f"{md(shown['sheet'])} · {shown['run_id']}")
         show_run(shown, "new")
 with runs_tab:
     if not runs:

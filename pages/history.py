@@ -9,7 +9,7 @@ import streamlit as st
 from engine.errors import EngineError
 from engine.schema import StyleHit
 from ui import regions as regions_ui
-from ui.shared import FIELD_TO_PARAM, engine_or_stop, output_thumbs
+from ui.shared import FIELD_TO_PARAM, engine_or_stop, md, output_thumbs
 
 engine = engine_or_stop()
 state = st.session_state
@@ -83,7 +83,7 @@ if found is not None:
             thumb = thumbs.get(f"{hit['run_id']}#{hit['index']}")
             if thumb:
                 st.image(thumb, width="stretch")
-            st.markdown(f"**{hit['prompt'][:80]}**")
+            st.markdown(f"**{md(hit['prompt'][:80])}**")
             st.caption(f"{hit['created_at'].replace('T', ' ')[:16]} · similarity {hit['score']:.2f}")
             st.button("Restore", key=f"hr_{hit['run_id']}_{hit['index']}", on_click=on_restore, args=(hit["run_id"],))
     if not found:
@@ -104,7 +104,7 @@ else:
             thumb, text, actions = st.columns([1, 4, 2], vertical_alignment="center")
             if thumbs.get(f"{run.id}#0"):
                 thumb.image(thumbs[f"{run.id}#0"], width="stretch")
-            text.markdown(f"**{meta['prompt']}**")
+            text.markdown(f"**{md(meta['prompt'])}**")
             text.caption(
                 f"{used} · seed {meta['seed']} · {meta['width']}×{meta['height']} · {meta['params']['steps']} steps"
                 f" · {run.created_at.replace('T', ' ')[:16]} UTC · {run.seconds:.1f}s"

@@ -15,7 +15,7 @@ from engine.schema import GenerateRequest, Progress
 from ui import jobs
 from ui import regions as regions_ui
 from ui.jobs import job_panel, timing
-from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, random_seed, remote, style_thumb
+from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, md, random_seed, remote, style_thumb
 
 engine = engine_or_stop()
 state = st.session_state
@@ -281,7 +281,7 @@ else:
                 st.image(thumb, width="stretch")
             weight = f" · weight {s.weight:g}" if len(used) > 1 else ""
             where = " · outside the regions" if result.regions else ""
-            st.caption(f"{s.name} · similarity {s.score:.2f}{weight}{where}")
+            st.caption(f"{md(s.name)} · similarity {s.score:.2f}{weight}{where}")
         if not used:
             st.caption("no style reference" + (" outside the regions" if result.regions else ""))
         regions_ui.result_regions(engine, result)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from engine.errors import EngineError
 from engine.images import UPLOAD_TYPES
-from ui.shared import engine_or_stop, style_thumb
+from ui.shared import engine_or_stop, md, style_thumb
 
 engine = engine_or_stop()
 state = st.session_state
@@ -88,7 +88,7 @@ for i, style in enumerate(styles):
         if thumb:
             st.image(thumb, width="stretch")
         score = f" · {scores[style.id]:.2f}" if style.id in scores else ""
-        st.markdown(f"**{style.name}**{score}")
+        st.markdown(f"**{md(style.name)}**{score}")
         st.caption(("yours" if style.source == "user" else "shipped") + (" · hidden" if style.hidden else ""))
         if style.tags:
             st.caption(" ".join(f"#{t}" for t in style.tags[:6]))

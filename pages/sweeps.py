@@ -11,7 +11,7 @@ from engine.schema import GenerateRequest
 from engine.sweep import MAX_CELLS, parse_values
 from ui import jobs
 from ui.jobs import job_panel, timing
-from ui.shared import current_sketch, engine_or_stop, random_seed
+from ui.shared import current_sketch, engine_or_stop, md, random_seed
 
 engine = engine_or_stop()
 state = st.session_state
@@ -160,7 +160,7 @@ if batch:
     except EngineError as exc:
         st.error(str(exc))
 if result is not None:
-    st.subheader(f"{result['prompt']} · {result['style']}")
+    st.subheader(f"{md(result['prompt'])} · {md(result['style'])}")
     sheet = sweep_file(batch, "contact.png")
     if sheet:
         st.image(sheet, caption=f"Contact sheet of {batch}", width="content")

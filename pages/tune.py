@@ -8,7 +8,7 @@ import streamlit as st
 from engine.errors import EngineError
 from ui import jobs
 from ui.jobs import job_panel, timing
-from ui.shared import engine_or_stop
+from ui.shared import engine_or_stop, md
 
 engine = engine_or_stop()
 state = st.session_state
@@ -179,7 +179,7 @@ for a in adapters:
             row[f"{short} {k}"] = f"{base:.2f} → {tuned:.2f}" if base is not None and tuned is not None else "–"
     rows.append(row)
     cols = st.columns([3, 1, 1], vertical_alignment="center")
-    cols[0].markdown(f"**{a['name']}** · {a['scenario']}" + (" · *active*" if a["active"] else ""))
+    cols[0].markdown(f"**{md(a['name'])}** · {md(a['scenario'])}" + (" · *active*" if a["active"] else ""))
     cols[1].button("Use", key=f"tune_use_{a['id']}", on_click=run_job,
                    args=("tune_use_job", lambda name=a["name"]: engine.tuning.use(name)),
                    disabled=a["active"] or state.get("tune_use_job") is not None)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 from typing import Any
 
@@ -189,3 +190,12 @@ def style_thumb(engine: Engine, style_id: str, px: int = 256) -> bytes | None:
 
 def random_seed() -> int:
     return secrets.randbelow(MAX_SEED) + 1
+
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md(text: object) -> str:
+    """User text (a prompt, a style or file name, an id) as literal Markdown: no image a stranger's URL loads, no link,
+    no colour directive, no emphasis; it reads as typed."""
+    return _MARKDOWN.sub(r"\\\1", str(text))

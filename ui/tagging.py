@@ -11,7 +11,7 @@ from engine.errors import EngineError
 from engine.tables import csv_bytes, xlsx_bytes
 from ui import jobs
 from ui.jobs import job_panel
-from ui.shared import data_uri
+from ui.shared import data_uri, md
 
 LLMS = {"local": "Local model", "server": "OpenAI-compatible server", "none": "None (attributes only)"}
 
@@ -136,7 +136,7 @@ def render(engine) -> None:
             picture = photo(engine, hit["thumbnail"])
             if picture:
                 st.image(picture, width="stretch")
-            st.caption(f"{hit['name']} · {hit['score']:.2f}")
+            st.caption(f"{md(hit['name'])} · {hit['score']:.2f}")
 
 
 def _export(rows: list[dict], columns: list[str]) -> tuple[bytes, bytes]:

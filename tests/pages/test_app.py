@@ -266,3 +266,16 @@ def test_progress_reads_step_time_and_a_sane_eta():
     assert Progress("denoise", 4, 20, 8.0, seconds_per_step=0.5).eta == 8.0  # the producer's own rate wins
     assert timing(Progress("rows", 3, 10, 12.4)) == " · 12s · about 29s left"
     assert timing(Progress("rows", 1, 10, 5.0)) == " · 5s"  # the first row also paid the set-up: no estimate yet
+
+
+def test_a_prompt_with_markdown_in_it_reads_as_typed_in_the_history(app_env):
+    """A team shares one engine: a prompt is shown to others, so its Markdown (an image from a stranger's server,
+    a link, a colour directive) must stay text."""
+    prompt = "![pixel](http://127.0.0.1:9/track.png) :red[loud] a chair"
+    at = ok(generate(studio(app_env, sketch_override=png(line_sketch()), prompt=prompt, steps=2, size=64)))
+    at.switch_page("pages/history.py").run()
+    ok(at)
+    shown = [m.value for m in at.markdown if "chair" in m.value]
+    assert shown, texts(at)
+    assert all("![pixel](" not in m and ":red[" not in m for m in shown), shown
+    assert r"\!\[pixel\]\(http\://127\.0\.0\.1\:9/track\.png\) \:red\[loud\] a chair" in shown[0]

@@ -48,5 +48,6 @@ def test_tag_a_zip_review_export_and_find_similar(app_env):
     assert "Export CSV (all 3)" in labels and "Export .xlsx (all 3)" in labels
 
     at.selectbox(key="tag_like").select("red.jpg").run()
-    hits = [c.value for c in at.caption if re.fullmatch(r"(red\.jpg|blue\.png|green\.png) · \d\.\d\d", c.value)]
-    assert len(hits) == 3 and hits[0] == "red.jpg · 1.00"
+    # file names are shown as typed: their Markdown characters escaped (red\.jpg reads as red.jpg)
+    hits = [c.value for c in at.caption if re.fullmatch(r"(red|blue|green)\\\.(jpg|png) · \d\.\d\d", c.value)]
+    assert len(hits) == 3 and hits[0] == r"red\.jpg · 1.00"
