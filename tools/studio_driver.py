@@ -185,16 +185,33 @@ def generate_and_watch(page, timeout: float = 600.0) -> dict:
 
 
 def set_slider(page, name: str, value) -> None:
-    """Set a slider with the keyboard, as a user would (Home, then → until it shows `value`); each key press reruns
-    the page, so it waits for the slider to show each new value before the next."""
+    """Set a slider with the keyboard, as a user would (Home, then arrows until it shows `value`). Each key press
+    reruns the page, so it waits for the slider to show the new value before the next press, and steps back if a
+    slow rerun let presses pile up past the target."""
     slider = page.get_by_role("slider", name=name)
+
+    def shown() -> str | None:
+        now = slider.get_attribute("aria-valuetext") or slider.get_attribute("aria-valuenow")
+        return None if now is None else str(now)
+
+    def number(text: str | None) -> float | None:
+        try:
+            return float(text.replace(",", "")) if text is not None else None
+        except ValueError:
+            return None
+
     slider.focus()
     page.keyboard.press("Home")
     for _ in range(200):
-        now = slider.get_attribute("aria-valuetext") or slider.get_attribute("aria-valuenow")
-        if now is not None and str(now) == str(value):
+        now = shown()
+        if now == str(value):
             return
-        page.keyboard.press("ArrowRight")
-        page.wait_for_timeout(80)
+        current, target = number(now), number(str(value))
+        key = "ArrowLeft" if current is not None and target is not None and current > target else "ArrowRight"
         slider.focus()
-    raise RuntimeError(f"the {name} slider never showed {value}")
+        page.keyboard.press(key)
+        for _ in range(40):  # up to 2 s for the rerun to show the new value
+            page.wait_for_timeout(50)
+            if shown() != now:
+                break
+    raise RuntimeError(f"the {name} slider never showed {value} (it shows {shown()})")
