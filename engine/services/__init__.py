@@ -4,7 +4,9 @@ handed the parts they share through one `Core`, as InvokeAI hands its services a
 from __future__ import annotations
 
 import io
+import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,16 @@ def named(root: Path, name: str, what: str) -> Path:
     if not path.is_dir():
         raise NotFound(f"no {what} '{name}'")
     return path
+
+
+def newest_json(root: Path, pattern: str) -> Iterator[tuple[Path, Any]]:
+    """Each JSON file under `root` matching `pattern`, newest first, with its content; unreadable ones are skipped
+    (a run still being written, a file someone broke)."""
+    for path in sorted(root.glob(pattern), key=lambda p: -p.stat().st_mtime):
+        try:
+            yield path, json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
 
 
 def read_file(path: Path, what: str) -> bytes:

@@ -17,7 +17,7 @@ from ..catalog.runner import CatalogRun, past_runs, resume
 from ..catalog.sheets import guess_columns, items, read_sheet, safe_name
 from ..errors import BadInput
 from ..jobs import JobContext
-from . import Core, named, read_file, thumbnail
+from . import Core, named, newest_json, read_file, thumbnail
 
 RUN_FILES = ("results.csv", "results.xlsx", "report.md")
 TAG_FILES = ("results.csv", "results.xlsx")
@@ -155,14 +155,10 @@ class CatalogService(Catalog):
         return {"run": payload["run"], "images": report["images"], "skipped": len(report["skipped"])}
 
     def tag_runs(self) -> list[dict[str, Any]]:
-        out = []
-        for table in sorted(self.tags.glob("*/tagged.json"), key=lambda p: -p.stat().st_mtime):
-            try:
-                report = json.loads(table.read_text())
-            except (OSError, ValueError):
-                continue
-            out.append({"run": table.parent.name, "images": report["images"], "skipped": len(report["skipped"])})
-        return out
+        return [
+            {"run": table.parent.name, "images": report["images"], "skipped": len(report["skipped"])}
+            for table, report in newest_json(self.tags, "*/tagged.json")
+        ]
 
     def tagged(self, run: str) -> dict[str, Any]:
         folder = named(self.tags, run, "tagging run")

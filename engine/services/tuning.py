@@ -14,7 +14,7 @@ from ..errors import BadInput, Cancelled
 from ..jobs import JobContext
 from ..retrieval import find_runs
 from ..schema import Progress
-from . import Core, named
+from . import Core, named, newest_json
 
 SCENARIOS = ("dual_lora", "vision_lora", "text_lora", "linear_probe", "zero_shot")
 
@@ -92,11 +92,7 @@ class TuningService(Tuning):
 
     def datasets(self) -> list[dict[str, Any]]:
         found = []
-        for manifest in sorted(self.data.glob("*/manifest.json"), key=lambda p: -p.stat().st_mtime):
-            try:
-                m = json.loads(manifest.read_text())
-            except (OSError, ValueError):
-                continue
+        for manifest, m in newest_json(self.data, "*/manifest.json"):
             splits = {k: (v.get("samples", v) if isinstance(v, dict) else v) for k, v in m.get("splits", {}).items()}
             found.append({"name": manifest.parent.name, "samples": m.get("samples"), "splits": splits})
         return found
