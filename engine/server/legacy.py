@@ -136,11 +136,7 @@ def add_render_routes(router: APIRouter, engine, limit: int, request_timeout: fl
         from ..masks import rle_encode
 
         data = await read_limited(file, "image", limit)
-        pts = parse_json_list(points, "points")
-        if pts is not None and not all(
-            isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p) for p in pts
-        ):
-            raise BadInput("points must be a JSON list of [x, y] pairs, e.g. [[120, 80], [200, 90]]")
+        pts = parse_json_list(points, "points")  # checks the pairs, the labels and the box too
         found = await run_in_threadpool(
             engine.renders.segment, data, pts, parse_json_list(labels, "labels"), parse_json_list(box, "box", 4)
         )
