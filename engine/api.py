@@ -48,6 +48,8 @@ class JobInfo(BaseModel):
     """A job as every caller sees it: its state, its progress, and once done a small result (names of what it
     made: a run id, a sweep batch, a catalog run…)."""
 
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
     id: str
     kind: str
     title: str = ""
@@ -62,6 +64,8 @@ class JobInfo(BaseModel):
     error_kind: str | None = None  # the EngineError class it failed with (BadInput, ModelUnavailable…)
     result: dict[str, Any] | None = None
     created_at: float = 0.0
+    preview: bytes | None = Field(None, repr=False)  # a render's newest step preview (small JPEG), while it runs
+    preview_step: int = 0
 
     @property
     def done(self) -> bool:
@@ -74,7 +78,10 @@ class JobInfo(BaseModel):
             return Progress("queued", self.position + 1, 0, 0.0)
         if not self.total and not self.stage:
             return None
-        return Progress(self.stage or "running", self.step, self.total, self.elapsed, self.seconds_per_step)
+        return Progress(
+            self.stage or "running", self.step, self.total, self.elapsed, self.seconds_per_step, self.preview,
+            self.preview_step,
+        )  # fmt: skip
 
 
 class Capabilities(BaseModel):

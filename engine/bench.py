@@ -131,6 +131,10 @@ def build_real(root: Path, device: str) -> Path:
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         build_profile(root, full_size_spec(), dtype=dtype, device=device)
         marker.write_text(json.dumps({"dtype": str(dtype)}))
+    if not (root / "taesd").is_dir():  # built before the few-step modes
+        from .tiny import build_fast_parts
+
+        build_fast_parts(root, full_size_spec(), dtype=torch.float16 if device.startswith("cuda") else torch.float32)
     return root
 
 
@@ -181,7 +185,7 @@ def bench_generation(args) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     runs = []
-    for i in range(args.runs):
+    for i in range(args.runs or 3):
         t0 = time.perf_counter()
         result = engine.pipeline.generate(request.model_copy(update={"seed": i}))
         runs.append((time.perf_counter() - t0, result.metadata["timings"]))
@@ -193,7 +197,7 @@ def bench_generation(args) -> dict:
         "dtype": str(engine.models.dtype).removeprefix("torch."),
         "size": args.size,
         "steps": args.steps,
-        "runs": args.runs,
+        "runs": args.runs or 3,
         "load_s": round(load_s, 3),
         "end_to_end_s": round(statistics.median(totals), 4),
         "edges_ms": _median_ms([t["edges"] for _, t in runs]),
@@ -216,6 +220,120 @@ def bench_generation(args) -> dict:
     if cuda:
         out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+class PeakMemory:
+    """The highest resident memory of this process (and of the GPU) while the block runs, sampled every 50 ms."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self._proc, self._stop, self.rss = psutil.Process(), threading.Event(), 0
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.rss = max(self.rss, self._proc.memory_info().rss)
+            self._stop.wait(0.05)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.rss = max(self.rss, self._proc.memory_info().rss)
+
+
+def bench_modes(args) -> dict:
+    """The render modes side by side in one run, on the same engine and sketch: a warm-up per mode (which also loads
+    what the mode needs: the LoRA, TAESD), then rounds that render each mode in turn, so a slow minute of a noisy
+    machine hits every mode alike. Medians per mode."""
+    import torch
+
+    from .images import png_bytes
+    from .local import LocalEngine
+    from .schema import GenerateRequest
+    from .settings import Settings
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    overrides, build_s = engine_overrides(args)
+    overrides["previews"] = False  # the modes' own cost; step previews are measured apart (--previews)
+    engine = LocalEngine(Settings(**overrides))
+    cuda = engine.models.device.startswith("cuda")
+    t0 = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - t0
+    accel = None
+    if args.accel and args.accel != "none":
+        from .accel import optimize
+
+        accel = optimize(engine.executor.generator("sd15").pipe, args.accel)
+    sketch = png_bytes(bench_sketch(args.size))
+    runs = args.runs or (10 if cuda else 3)
+
+    def req(mode: str, seed: int, **kw) -> GenerateRequest:
+        return GenerateRequest.build(
+            prompt="a cosy reading corner, warm light", sketch=sketch, size=args.size, seed=seed, mode=mode, **kw
+        )
+
+    out: dict = {"device": engine.models.device, "dtype": str(engine.models.dtype).removeprefix("torch.")}
+    out.update(size=args.size, runs=runs, load_s=round(load_s, 2), build_s=round(build_s, 1), accel=accel)
+    if cuda:
+        out["gpu"] = torch.cuda.get_device_name()
+    results: dict[str, dict] = {}
+    for mode in modes:  # warm-up: one step, loading the mode's LoRA or TAESD
+        t0 = time.perf_counter()
+        engine.pipeline.generate(req(mode, 0, steps=1))
+        results[mode] = {"first_call_s": round(time.perf_counter() - t0, 2), "totals": [], "timings": [], "rss": 0}
+    for i in range(runs):
+        for mode in modes:
+            r = results[mode]
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            with PeakMemory() as mem:
+                t0 = time.perf_counter()
+                result = engine.pipeline.generate(req(mode, i + 1))
+                r["totals"].append(time.perf_counter() - t0)
+            r["rss"] = max(r["rss"], mem.rss)
+            r["timings"].append(result.metadata["timings"])
+            r["meta"] = result.metadata
+            if cuda:
+                r["gpu_peak"] = max(r.get("gpu_peak", 0), torch.cuda.max_memory_allocated())
+            log.warning("%s %d/%d: %.2f s", mode, i + 1, runs, r["totals"][-1])
+    table = {}
+    for mode, r in results.items():
+        meta = r["meta"]
+        steps = [s for t in r["timings"] for s in t["steps"][1:]]  # the first step also pays the set-up
+        row = {
+            "end_to_end_s": round(statistics.median(r["totals"]), 3),
+            "all_s": [round(t, 2) for t in r["totals"]],
+            "size": f"{meta['width']}x{meta['height']}",
+            "steps": meta["params"]["steps"],
+            "guidance": meta["params"]["guidance"],
+            "scheduler": meta["params"]["scheduler"],
+            "s_per_step": round(statistics.median(steps), 3) if steps else None,
+            "vae_decode_s": round(statistics.median(t["vae_decode"] for t in r["timings"]), 3),
+            "style_encode_s": round(statistics.median(t["style_encode"] for t in r["timings"]), 3),
+            "first_call_s": r["first_call_s"],
+            "peak_rss_mb": round(r["rss"] / 2**20),
+        }
+        if "gpu_peak" in r:
+            row["peak_gpu_mb"] = round(r["gpu_peak"] / 2**20)
+        table[mode] = row
+    if "quality" in table:
+        for row in table.values():
+            row["speedup_vs_quality"] = round(table["quality"]["end_to_end_s"] / row["end_to_end_s"], 1)
+    out["modes"] = table
+    device = out.get("gpu") or out["device"]
+    out["markdown"] = [
+        f"| {m} | {device} | {r['size']} | {r['end_to_end_s']:.2f} s | {r['steps']} | {r['s_per_step']} s "
+        f"| {r['vae_decode_s']} s | {r['first_call_s']} s | {r['peak_rss_mb']} MB "
+        f"| ×{r.get('speedup_vs_quality', '')} |"
+        for m, r in table.items()
+    ]
     return out
 
 
@@ -440,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="auto, cpu, cuda")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=0, help="default 3 (10 with --modes on a GPU)")
     p.add_argument("--retrieval", type=int, nargs="*", default=[10_000], help="library sizes (0 to skip)")
     p.add_argument("--skip-generation", action="store_true")
     p.add_argument("--catalog", type=int, default=0, metavar="ROWS", help="also time a catalog run of ROWS rows")
@@ -453,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data-dir", default=os.environ.get("DESIGN_STUDIO_BENCH_DIR", str(Path.home() / ".design-studio-bench"))
     )
+    p.add_argument("--modes", help="compare render modes side by side, e.g. quality,fast,live (at --size)")
+    p.add_argument("--accel", default="none", help="a CPU optimization from engine/accel.py for --modes")
     p.add_argument("--json", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -465,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         "edges": bench_edges(args.size),
     }
     report["retrieval"] = [bench_retrieval(n) for n in args.retrieval if n > 0]
-    if not args.skip_generation:
+    if args.modes:
+        report["modes"] = bench_modes(args)
+    elif not args.skip_generation:
         report["generation"] = bench_generation(args)
     if args.catalog:
         report["catalog"] = bench_catalog(args)
@@ -477,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         report["segmentation"] = bench_segment(args)
     if args.tune:
         report["tuning"] = bench_tune(args)
-    text = json.dumps(report, indent=2)
+    text = json.dumps(report, indent=2, ensure_ascii=False)
     print(text)
     if args.json:
         args.json.write_text(text)

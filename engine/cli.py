@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .errors import BadInput, EngineError
 from .progress import ProgressBar
+from .render.modes import MODES
+from .schema import SCHEDULERS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -37,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", parents=[common], help="sketch + prompt → image(s)")
     _generation_args(g)
-    g.add_argument("--steps", type=int, default=20)
+    g.add_argument("--steps", type=int, help="default: the mode's (quality 20, fast 4, live 2)")
     g.add_argument("--structure", type=float, default=1.5, help="ControlNet scale")
     g.add_argument("--style-strength", type=float, default=0.8, help="IP-Adapter scale")
     g.add_argument("--out", type=Path, help="also write the image here (.png; variations get -1, -2, ...)")
@@ -160,10 +162,16 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--style-only", action="store_true", help="apply the reference to the style blocks only")
     p.add_argument("-k", type=int, default=3, help="styles to retrieve (the first is used)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument(
+        "--mode",
+        choices=list(MODES),
+        default="quality",
+        help="; ".join(f"{m.name}: {m.summary}" for m in MODES.values()),
+    )
+    p.add_argument("--guidance", type=float, help="default: the mode's (quality 7.5, fast and live 1)")
     p.add_argument("--size", type=int, default=512, help="short side in pixels (multiple of 8)")
     p.add_argument("--variations", type=int, default=1)
-    p.add_argument("--scheduler", default="unipc", choices=["unipc", "ddim", "euler_a"])
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), help="default: the mode's (quality unipc, fast lcm)")
     p.add_argument("--edge-mode", default="auto", choices=["auto", "lines", "canny"])
     p.add_argument("--canny-low", type=int, default=50)
     p.add_argument("--canny-high", type=int, default=150)
@@ -301,13 +309,16 @@ def _request(args, sketch: bytes | None, **settings):
         k=args.k,
         style_only=args.style_only,
         use_style=not args.no_style,
-        guidance=args.guidance,
         seed=args.seed,
         size=args.size,
         variations=args.variations,
-        scheduler=args.scheduler,
+        mode=args.mode,
         source="cli",
-        **settings,
+        **{
+            k: v
+            for k, v in {"guidance": args.guidance, "scheduler": args.scheduler, **settings}.items()
+            if v is not None
+        },
     )
 
 

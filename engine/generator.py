@@ -6,19 +6,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
+    LCMScheduler,
     StableDiffusionPipeline,
+    TCDScheduler,
     UniPCMultistepScheduler,
 )
 from PIL import Image
 
 from .errors import Busy, Cancelled
+from .render.modes import FAST_ADAPTER, MODES
 from .schema import Progress
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,11 @@ SCHEDULERS = {
     "unipc": UniPCMultistepScheduler,
     "ddim": DDIMScheduler,
     "euler_a": EulerAncestralDiscreteScheduler,
+    "lcm": LCMScheduler,
+    "tcd": TCDScheduler,
 }
+PREVIEW_SIDE = 256  # step previews are decoded at most this size (long side)
+PREVIEW_EVERY = 0.4  # seconds between two previews at most
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Params:
     style_strength: float = 0.8
     style_only: bool = False
     scheduler: str = "unipc"
+    mode: str = "quality"  # engine/render/modes.py: whether the few-step LoRA and the tiny VAE are used
     # (mask at the render's size, bool H×W; its reference image), one per region, in order
     regions: list[tuple[Any, Image.Image]] = field(default_factory=list)
 
@@ -55,10 +63,34 @@ class StepClock:
     """The `callback_on_step_end` every pipeline call uses: time per step (after a device sync), progress
     reports, and cancel between steps (the pipeline stops at its next step)."""
 
-    def __init__(self, total: int, sync: Callable[[], None], on_progress=None, cancel: threading.Event | None = None):
+    def __init__(
+        self,
+        total: int,
+        sync: Callable[[], None],
+        on_progress=None,
+        cancel: threading.Event | None = None,
+        previews: Previewer | None = None,
+    ):
         self.total, self.sync, self.on_progress, self.cancel = total, sync, on_progress, cancel
         self.steps: list[float] = []
         self.start = self._last = time.perf_counter()
+        self.previews = previews
+        self.last: Progress | None = None
+        self._report_lock = threading.Lock()
+        if previews is not None:
+            previews.on_preview = self._preview
+
+    def _report(self, p: Progress) -> None:
+        with self._report_lock:
+            if self.previews is not None and self.previews.latest is not None:
+                p.preview_step, p.preview = self.previews.latest
+            self.last = p
+            self.on_progress(p)
+
+    def _preview(self) -> None:
+        """A preview is ready (on the previewer's thread): the last progress again, with it."""
+        if self.last is not None and self.last.step < self.total:
+            self._report(replace(self.last))
 
     def on_step_end(self, pipeline, i, t, kwargs):
         self.sync()
@@ -69,10 +101,68 @@ class StepClock:
             # the first step also pays the prompt encoding and the pipeline's set-up: the rate comes from the rest
             recent = self.steps[1:][-5:]
             per_step = sorted(recent)[len(recent) // 2] if recent else None
-            self.on_progress(Progress("denoise", i + 1, self.total, now - self.start, per_step))
+            self._report(Progress("denoise", i + 1, self.total, now - self.start, per_step))
+            if self.previews is not None and i + 1 < self.total and "latents" in kwargs:
+                self.previews.offer(kwargs["latents"], i + 1)
         if self.cancel is not None and self.cancel.is_set():
             pipeline._interrupt = True
         return kwargs
+
+
+class Previewer:
+    """Step previews: the tiny autoencoder decodes the newest latents of the first image, small, as JPEG, on its
+    own thread (the render never waits for it; a newer step replaces one not yet decoded; at most one every
+    `PREVIEW_EVERY` seconds). `latest` is (step, JPEG bytes)."""
+
+    def __init__(self, taesd, sync: Callable[[], None]):
+        self.taesd, self.sync = taesd, sync
+        self.latest: tuple[int, bytes] | None = None
+        self.on_preview: Callable[[], None] | None = None
+        self._lock = threading.Lock()
+        self._pending: tuple[torch.Tensor, int] | None = None
+        self._busy = False
+        self._last_start = 0.0
+
+    def offer(self, latents: torch.Tensor, step: int) -> None:
+        with self._lock:
+            if time.perf_counter() - self._last_start < PREVIEW_EVERY and self.latest is not None:
+                return
+            self._pending = (latents[:1].detach().clone(), step)
+            if self._busy:
+                return
+            self._busy = True
+            self._last_start = time.perf_counter()
+        threading.Thread(target=self._drain, name="step-preview", daemon=True).start()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                item, self._pending = self._pending, None
+                if item is None:
+                    self._busy = False
+                    return
+            try:
+                self.latest = (item[1], self.decode(item[0]))
+            except Exception:  # a preview is never worth a failed render
+                log.exception("step preview failed")
+                continue
+            if self.on_preview:
+                self.on_preview()
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> bytes:
+        import io
+
+        h, w = latents.shape[-2:]
+        scale = PREVIEW_SIDE / (8 * max(h, w))
+        if scale < 1:  # decode fewer latents: the preview is small anyway
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            latents = torch.nn.functional.interpolate(latents.float(), size=size, mode="bilinear", antialias=True)
+        image = self.taesd.decode(latents.to(self.taesd.dtype), return_dict=False)[0]
+        array = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="JPEG", quality=75)
+        return buf.getvalue()
 
 
 @dataclass
@@ -93,13 +183,36 @@ def style_block(unet) -> str:
 class Generator:
     """Owns the loaded pipeline; callers serialise through the engine's GPU queue."""
 
-    def __init__(self, pipe):
+    def __init__(self, pipe, models=None):
         self.pipe = pipe
+        self.models = models  # the ModelStore: the few-step LoRA and TAESD come from it, on first use
         self.device = pipe.device
         self._scheduler_config = pipe.scheduler.config
         self._schedulers: dict[str, object] = {}
         self._text_pipe = None
         self._style_block = style_block(pipe.unet)
+        self._lora_on = False
+        self._image_embeds: dict[str, torch.Tensor] = {}  # a reference's image embedding, by its pixels' hash
+
+    def _use_lora(self, on: bool) -> None:
+        """The few-step LoRA on (loaded into the UNet once, on first use) or off (the UNet is the base model)."""
+        if on == self._lora_on:
+            return
+        if on:
+            self.models.fast_lora(self.pipe, FAST_ADAPTER)
+            self.pipe.enable_lora()
+            self.pipe.set_adapters([FAST_ADAPTER], [1.0])
+        else:
+            self.pipe.disable_lora()
+        self._lora_on = on
+
+    def _taesd(self):
+        return self.models.taesd if self.models is not None else None
+
+    def _previewer(self) -> Previewer | None:
+        if self.models is None or not getattr(self.models.settings, "previews", False):
+            return None
+        return Previewer(self._taesd(), self._sync)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -114,9 +227,8 @@ class Generator:
     def style_embeds(self, references: list[tuple[Image.Image, float]], cfg: bool) -> torch.Tensor:
         """Weighted mean of the references' image embeddings, shaped for `ip_adapter_image_embeds`."""
         if references:
-            images = [img for img, _ in references]
             weights = torch.tensor([w for _, w in references], device=self.device, dtype=torch.float32)
-            embeds, _ = self.pipe.encode_image(images, self.device, 1)
+            embeds = torch.cat([self._image_embed(img) for img, _ in references])
             mixed = (embeds.float() * weights[:, None]).sum(0) / weights.sum()
             positive = mixed[None, None].to(embeds.dtype)
         else:
@@ -124,6 +236,18 @@ class Generator:
             positive = torch.zeros((1, 1, dim), device=self.device, dtype=self.pipe.unet.dtype)
         # Unconditional image embedding is zeros, as diffusers' own encode_image makes it.
         return torch.cat([torch.zeros_like(positive), positive]) if cfg else positive
+
+    def _image_embed(self, image: Image.Image) -> torch.Tensor:
+        """One reference's image embedding (1, dim), kept by the hash of its pixels: the same style again (a live
+        canvas re-renders with it many times) costs nothing, and gives the same numbers."""
+        import hashlib
+
+        key = hashlib.sha1(image.tobytes() + repr((image.size, image.mode)).encode()).hexdigest()
+        if key not in self._image_embeds:
+            if len(self._image_embeds) >= 64:
+                self._image_embeds.pop(next(iter(self._image_embeds)))
+            self._image_embeds[key] = self.pipe.encode_image([image], self.device, 1)[0]
+        return self._image_embeds[key]
 
     @torch.inference_mode()
     def region_inputs(self, p: Params, cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,10 +303,13 @@ class Generator:
             self._sync()
             timings["style_encode"] = time.perf_counter() - t0
 
+            mode = MODES[p.mode]
+            self._use_lora(mode.lora)
             self._set_style_scale(p.style_strength, p.style_only, bool(p.references or p.regions))
             pipe = self.pipe if p.control is not None else self.text_pipe()
             pipe.scheduler = self._scheduler(p.scheduler)
-            clock = StepClock(p.steps, self._sync, on_progress, cancel)
+            previews = self._previewer() if on_progress is not None else None
+            clock = StepClock(p.steps, self._sync, on_progress, cancel, previews)
             on_step_end = clock.on_step_end
 
             call = dict(
@@ -209,8 +336,8 @@ class Generator:
 
             t0 = time.perf_counter()
             with torch.inference_mode():
-                vae = self.pipe.vae
-                decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+                vae = self._taesd() if mode.tiny_vae else self.pipe.vae
+                decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
                 images = self.pipe.image_processor.postprocess(decoded, output_type="pil")
             self._sync()
             timings["vae_decode"] = time.perf_counter() - t0

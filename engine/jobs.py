@@ -357,6 +357,7 @@ class JobRunner(Jobs):
             if p is not None:
                 info.stage, info.step, info.total = p.stage, p.step, p.total
                 info.seconds_per_step = p.seconds_per_step
+                info.preview, info.preview_step = p.preview, p.preview_step
                 if p.stage == "queued":  # running, but waiting for the GPU behind others
                     info.position = max(p.step - 1, 0)
         return info
@@ -366,12 +367,12 @@ class JobRunner(Jobs):
         a follower holds one request open instead of polling, and still sees every step."""
         deadline = time.monotonic() + max(0.0, min(timeout, 20.0))
         info = self.get(job_id)
-        seen = (info.state, info.stage, info.step, info.position)
+        seen = (info.state, info.stage, info.step, info.position, info.preview_step)
         while not info.done and (left := deadline - time.monotonic()) > 0:
             with self._changed:
                 self._changed.wait(timeout=min(left, 0.5))
             info = self.get(job_id)
-            if (info.state, info.stage, info.step, info.position) != seen:
+            if (info.state, info.stage, info.step, info.position, info.preview_step) != seen:
                 break
         return info
 

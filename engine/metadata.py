@@ -9,13 +9,17 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 CHUNK = "design_studio"
-SAMPLERS = {"unipc": "UniPC", "ddim": "DDIM", "euler_a": "Euler a"}
+SAMPLERS = {"unipc": "UniPC", "ddim": "DDIM", "euler_a": "Euler a", "lcm": "LCM", "tcd": "TCD"}
 
 
 def a1111_parameters(meta: dict[str, Any]) -> str:
     """The `parameters` text other tools (A1111, Civitai, sd-parsers) read settings from."""
     p = meta["params"]
-    lines = [meta["prompt"]]
+    prompt = meta["prompt"]
+    lora = (meta.get("models") or {}).get("lora")
+    if lora:  # A1111's own way of naming a LoRA and its weight, in the prompt
+        prompt += f" <lora:{lora.rstrip('/').split('/')[-1]}:1>"
+    lines = [prompt]
     if meta.get("negative_prompt"):
         lines.append(f"Negative prompt: {meta['negative_prompt']}")
     fields = {
@@ -35,18 +39,28 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
     if styles:
         fields["IP-Adapter"] = f'"{meta["models"]["ip_adapter_weight"]}, weight: {p["style_strength"]}"'
         fields["Style"] = '"' + ", ".join(f"{s['name']} ({s['weight']:g})" for s in styles if s.get("used")) + '"'
+    models = meta["models"]
+    if p.get("mode", "quality") != "quality":
+        fields["Mode"] = p["mode"]
+        if models.get("vae") and models["vae"] != "full":
+            fields["VAE"] = models["vae"].rstrip("/").split("/")[-1]
     fields["Version"] = "design-studio"
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items()))
     return "\n".join(lines)
 
 
-def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> None:
+def write_png(image: Image.Image, out, meta: dict[str, Any]) -> None:
+    """The PNG with both text chunks, to a path or a file object."""
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", a1111_parameters(meta))
     info.add_itxt(CHUNK, json.dumps(meta, sort_keys=True))
+    image.save(out, format="PNG", pnginfo=info)
+
+
+def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
-    image.save(tmp, format="PNG", pnginfo=info)
+    write_png(image, tmp, meta)
     tmp.replace(path)
 
 

@@ -51,6 +51,33 @@ def load_pipeline(settings: Settings, device: str, dtype):
     return pipe
 
 
+def load_fast_lora(pipe, settings: Settings, adapter: str) -> None:
+    """The few-step LoRA (LCM-LoRA or Hyper-SD) into the loaded pipeline's UNet as the named adapter, once: the
+    modes switch it on and off (`set_adapters` / `disable_lora`), never reload it."""
+    ids = settings.models()
+    if ids.fast_lora_weight.endswith(PICKLE_SUFFIXES) and not settings.allow_pickle:
+        raise ModelUnavailable(
+            f"LoRA weight '{ids.fast_lora_weight}' is a pickled checkpoint, which can run code when loaded",
+            fix="use its .safetensors file, or set DESIGN_STUDIO_ALLOW_PICKLE=true if you trust the file",
+        )
+    try:
+        pipe.load_lora_weights(ids.fast_lora, weight_name=ids.fast_lora_weight, adapter_name=adapter)
+    except (OSError, ValueError) as exc:
+        raise unavailable(ids.fast_lora, "DESIGN_STUDIO_FAST_LORA", settings, exc) from None
+
+
+def load_taesd(settings: Settings, device: str, dtype):
+    """The tiny autoencoder (TAESD): live mode's decode and the step previews."""
+    from diffusers import AutoencoderTiny
+
+    model_id = settings.models().taesd
+    try:
+        vae = AutoencoderTiny.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings))
+    except (OSError, ValueError) as exc:
+        raise unavailable(model_id, "DESIGN_STUDIO_TAESD_MODEL", settings, exc) from None
+    return vae.to(device).eval()
+
+
 def load_clip(settings: Settings, device: str, model_id: str | None = None, setting: str = "DESIGN_STUDIO_CLIP_MODEL"):
     """A CLIP (model + processor), fp32 for stable similarities: the retrieval one unless `model_id` says."""
     from transformers import CLIPModel, CLIPProcessor
@@ -115,6 +142,8 @@ class ModelStore:
         self._clip = None
         self._flux = None
         self._segmenter = None
+        self._taesd = None
+        self._fast_lora: set[int] = set()  # the pipelines (by id) the few-step LoRA is loaded into
         configure_threads(settings.threads)
         quiet_libraries()
 
@@ -131,6 +160,23 @@ class ModelStore:
                 self._ensure_tiny()
                 self._pipe = load_pipeline(self.settings, self.device, self.dtype)
             return self._pipe
+
+    def fast_lora(self, pipe, adapter: str) -> None:
+        """Load the few-step LoRA into `pipe` on its first fast or live render."""
+        with self._lock:
+            if id(pipe) not in self._fast_lora:
+                self._ensure_tiny()
+                load_fast_lora(pipe, self.settings, adapter)
+                self._fast_lora.add(id(pipe))
+
+    @property
+    def taesd(self):
+        """TAESD, loaded on the first live render or step preview."""
+        with self._lock:
+            if self._taesd is None:
+                self._ensure_tiny()
+                self._taesd = load_taesd(self.settings, self.device, self.dtype)
+            return self._taesd
 
     @property
     def clip(self):
@@ -167,4 +213,6 @@ class ModelStore:
             "clip": self._clip is not None,
             "flux": self._flux is not None,
             "sam2": self._segmenter is not None,
+            "fast_lora": bool(self._fast_lora),
+            "taesd": self._taesd is not None,
         }

@@ -8,9 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadInput
+from .render.modes import MODE_FIELDS, MODES, RenderMode
 
 EdgeMode = Literal["auto", "canny", "lines"]
-SchedulerName = Literal["unipc", "ddim", "euler_a"]
+# lcm: LCM-LoRA's own; tcd: for Hyper-SD / TCD LoRAs (both for the few-step modes)
+SCHEDULERS = ("unipc", "ddim", "euler_a", "lcm", "tcd")
+SchedulerName = Literal["unipc", "ddim", "euler_a", "lcm", "tcd"]
 
 MAX_STEPS = 150
 MAX_VARIATIONS = 8
@@ -80,6 +83,10 @@ class GenerateRequest(BaseModel):
     size: int = Field(512, ge=64, le=1024, description="short side in pixels")
     variations: int = Field(1, ge=1, le=MAX_VARIATIONS)
     scheduler: SchedulerName = "unipc"
+    # quality | fast | live (engine/render/modes.py): steps, guidance and scheduler follow the mode unless set
+    mode: RenderMode = "quality"
+    # False: a throwaway frame (the Studio's live canvas): returned, not written to outputs/ or the History
+    keep: bool = True
     # sd15: SD 1.5 + ControlNet + IP-Adapter (sketches, styles); flux: FLUX.1-schnell + LoRA, text only
     model: Literal["sd15", "flux"] = "sd15"
 
@@ -101,6 +108,15 @@ class GenerateRequest(BaseModel):
             raise ValueError(f"the {what} is longer than {MAX_PROMPT} characters")
         return value
 
+    @model_validator(mode="after")
+    def _mode_defaults(self) -> GenerateRequest:
+        """A few-step mode brings its own steps, guidance and scheduler, for whichever the caller did not set."""
+        if self.mode != "quality":
+            for name, value in MODES[self.mode].defaults().items():
+                if name not in self.model_fields_set:
+                    setattr(self, name, value)
+        return self
+
     @field_validator("size")
     @classmethod
     def _size_multiple_of_8(cls, value: int) -> int:
@@ -110,7 +126,10 @@ class GenerateRequest(BaseModel):
     def from_metadata(cls, meta: dict[str, Any], sketch: bytes | None = None, **changes: Any) -> GenerateRequest:
         """The request that made a past run (its metadata and its sketch), with `changes` applied: the same
         prompt, seeds, style reference(s) and settings, so only what changes differs."""
-        params = meta["params"]
+        params = dict(meta["params"])
+        if changes.get("mode", params.get("mode", "quality")) != params.get("mode", "quality"):
+            for name in MODE_FIELDS:  # another mode: its own steps, guidance and scheduler, unless given
+                params.pop(name, None)
         used = [s for s in meta.get("styles", []) if s.get("used")]
         style = used[0]["id"] if len(used) == 1 else None
         blend = [{"style": s["id"], "weight": s["weight"]} for s in used] if len(used) > 1 else []
@@ -148,7 +167,10 @@ class GenerateRequest(BaseModel):
 
 
 # Settings a re-render takes from the run it repeats (the metadata's `params`).
-REPEATED_PARAMS = ("steps", "guidance", "structure_strength", "style_strength", "style_only", "scheduler", "size")
+REPEATED_PARAMS = (
+    "steps", "guidance", "structure_strength", "style_strength", "style_only", "scheduler", "size", "mode",
+)  # fmt: skip
+assert set(MODE_FIELDS) <= set(REPEATED_PARAMS)
 
 PATTERN_HINTS = {
     "batch": "use up to 80 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -226,6 +248,8 @@ class Progress:
     total: int
     elapsed: float
     seconds_per_step: float | None = None  # as the producer measured it, when it knows better than elapsed/step
+    preview: bytes | None = field(default=None, repr=False)  # a small JPEG of the render forming (renders only)
+    preview_step: int = 0  # the step it shows
 
     @property
     def eta(self) -> float | None:

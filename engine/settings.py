@@ -31,6 +31,9 @@ class ModelIds:
     ip_adapter_image_encoder: str
     clip: str
     sam2: str = "facebook/sam2.1-hiera-tiny"
+    fast_lora: str = "latent-consistency/lcm-lora-sdv1-5"
+    fast_lora_weight: str = "pytorch_lora_weights.safetensors"
+    taesd: str = "madebyollin/taesd"
 
 
 class Settings(BaseSettings):
@@ -52,6 +55,15 @@ class Settings(BaseSettings):
     clip_model: str = "openai/clip-vit-base-patch32"
     # Regions: SAM2 point/box prompts (the larger facebook/sam2.1-hiera-small / -base-plus / -large work too).
     sam2_model: str = "facebook/sam2.1-hiera-tiny"
+
+    # The few-step modes (fast, live): a LoRA on the UNet and its scheduler, and the tiny autoencoder (live mode's
+    # decode and every mode's step previews). Hyper-SD instead: fast_lora=ByteDance/Hyper-SD,
+    # fast_lora_weight=Hyper-SD15-8steps-lora.safetensors, and scheduler tcd in the request.
+    fast_lora: str = "latent-consistency/lcm-lora-sdv1-5"
+    fast_lora_weight: str = "pytorch_lora_weights.safetensors"
+    taesd_model: str = "madebyollin/taesd"
+    # Step previews: the tiny autoencoder decodes the render as it forms (off: a little less work per render).
+    previews: bool = True
 
     # FLUX.1-schnell (+ a LoRA) for text-to-image, chosen per request (`model: flux`) where the GPU holds it.
     flux_model: str = "black-forest-labs/FLUX.1-schnell"
@@ -113,6 +125,9 @@ class Settings(BaseSettings):
                 ip_adapter_image_encoder=self.ip_adapter_image_encoder,
                 clip=str(root / "clip-vit-base-patch32"),
                 sam2=str(root / "sam2.1-hiera-tiny"),
+                fast_lora=str(root / "lcm-lora-sdv1-5"),
+                fast_lora_weight=self.fast_lora_weight,
+                taesd=str(root / "taesd"),
             )
         return ModelIds(
             base=self.base_model,
@@ -123,6 +138,9 @@ class Settings(BaseSettings):
             ip_adapter_image_encoder=self.ip_adapter_image_encoder,
             clip=self.clip_model,
             sam2=self.sam2_model,
+            fast_lora=self.fast_lora,
+            fast_lora_weight=self.fast_lora_weight,
+            taesd=self.taesd_model,
         )
 
     def translation_model_for(self, lang: str) -> str:

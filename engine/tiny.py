@@ -19,7 +19,7 @@ from .tokenizer import tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 7
+TINY_VERSION = 8
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -62,6 +62,61 @@ def save_ip_adapter(unet, image_encoder, root: Path, image_embed_dim: int, dtype
     weights = {k: v.to(dtype).contiguous() for k, v in random_ip_adapter_weights(unet, image_embed_dim).items()}
     save_file(weights, str(models / "ip-adapter_sd15.safetensors"))
     image_encoder.save_pretrained(models / "image_encoder", safe_serialization=True)
+
+
+# The modules latent-consistency/lcm-lora-sdv1-5 adapts (its adapter_config / kohya keys): attention, feed-forward,
+# the resnets' convolutions and time projections, and the resamplers.
+LORA_TARGETS = (
+    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+    "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj",
+)  # fmt: skip
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def save_fast_lora(unet, folder: Path, rank: int, dtype=torch.float32, scale: float = 0.02) -> Path:
+    """A random-weight few-step LoRA for `unet` in diffusers' format (`unet.<module>.lora_A/B.weight`), shaped as
+    LCM-LoRA SD1.5 is (rank 64 on the full-size UNet): loaded by `load_lora_weights` exactly as the real one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator("cpu").manual_seed(2)
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in unet.named_modules():
+        if not any(name == t or name.endswith("." + t) for t in LORA_TARGETS) or "processor" in name:
+            continue
+        if isinstance(module, torch.nn.Linear):
+            a = torch.randn(rank, module.in_features, generator=gen) * scale
+            b = torch.randn(module.out_features, rank, generator=gen) * scale
+        elif isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            a = torch.randn(rank, module.in_channels, kh, kw, generator=gen) * scale
+            b = torch.randn(module.out_channels, rank, 1, 1, generator=gen) * scale
+        else:
+            continue
+        weights[f"unet.{name}.lora_A.weight"] = a.to(dtype).contiguous()
+        weights[f"unet.{name}.lora_B.weight"] = b.to(dtype).contiguous()
+    path = folder / LORA_FILE
+    save_file(weights, str(path), metadata={"format": "pt"})
+    return path
+
+
+def save_taesd(folder: Path, config: dict, dtype=torch.float32, device: str = "cpu") -> None:
+    """The tiny autoencoder (madebyollin/taesd's layout: one AutoencoderTiny folder) with random weights."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(3)
+    with torch.device(device):
+        AutoencoderTiny(**config).to(dtype).save_pretrained(folder, safe_serialization=True)
+
+
+def build_fast_parts(target: Path, spec: dict, dtype=torch.float32, device: str = "cpu", unet=None) -> None:
+    """The few-step modes' parts: the LoRA (shaped for the spec's UNet) and the tiny autoencoder."""
+    if unet is None:
+        from diffusers import UNet2DConditionModel
+
+        with torch.device("meta"):  # only the module names and shapes are needed
+            unet = UNet2DConditionModel(**spec["unet"])
+    save_fast_lora(unet, target / "lcm-lora-sdv1-5", spec.get("fast_lora", {}).get("rank", 64), dtype)
+    save_taesd(target / "taesd", spec.get("taesd", {}), dtype, device)
 
 
 # The tiny profile in the same shape as configs/full-size.json. Attention sits at 1/2 of the latent
@@ -120,6 +175,13 @@ TINY_SPEC: dict = {
     },
     "image_encoder": {**TINY_VISION, "projection_dim": IMAGE_EMBED_DIM},
     "feature_extractor": {"size": 32, "crop_size": 32},
+    "fast_lora": {"rank": 4},
+    "taesd": {
+        "encoder_block_out_channels": [8, 8, 8, 8],
+        "decoder_block_out_channels": [8, 8, 8, 8],
+        "num_encoder_blocks": [1, 1, 1, 1],
+        "num_decoder_blocks": [1, 1, 1, 1],
+    },
     "scheduler": {
         "beta_start": 0.00085,
         "beta_end": 0.012,
@@ -202,6 +264,7 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
     )
     sd.save_pretrained(target / "stable-diffusion-v1-5", safe_serialization=True)
     del sd
+    build_fast_parts(target, spec, dtype, device, unet)
     seeded(lambda: _trained_like(ControlNetModel(**spec["controlnet"]))).save_pretrained(
         target / "sd-controlnet-canny", safe_serialization=True
     )

@@ -9,7 +9,7 @@ import streamlit as st
 from engine.errors import EngineError
 from engine.schema import StyleHit
 from ui import regions as regions_ui
-from ui.shared import FIELD_TO_PARAM, engine_or_stop, md, output_thumbs
+from ui.shared import DEFAULTS, FIELD_TO_PARAM, engine_or_stop, md, output_thumbs
 
 engine = engine_or_stop()
 state = st.session_state
@@ -19,7 +19,7 @@ def on_restore(run_id: str) -> None:
     """Put a run's settings and its sketch back into the Studio's fields."""
     meta = engine.history.get(run_id).metadata
     params = meta["params"]
-    state.update({name: params[param] for name, param in FIELD_TO_PARAM.items()})
+    state.update({name: params.get(param, DEFAULTS[name]) for name, param in FIELD_TO_PARAM.items()})
     state.update(
         prompt=meta["prompt"],
         negative=meta.get("negative_prompt", ""),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+
 import numpy as np
 import streamlit as st
 from PIL import Image
@@ -11,10 +14,12 @@ from engine import images as imgs
 from engine.api import JobInfo
 from engine.errors import BadInput, EngineError
 from engine.images import UPLOAD_TYPES
-from engine.schema import GenerateRequest, Progress
+from engine.render.modes import MODE_FIELDS, MODES
+from engine.schema import SCHEDULERS, GenerateRequest, Progress
 from ui import jobs
 from ui import regions as regions_ui
 from ui.jobs import job_panel, timing
+from ui.live import LiveScheduler
 from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, md, random_seed, remote, style_thumb
 
 engine = engine_or_stop()
@@ -34,7 +39,8 @@ def canvas_png(image_data: np.ndarray | None) -> bytes | None:
     return imgs.png_bytes(Image.fromarray(rgba, "RGBA"))
 
 
-def build_request() -> GenerateRequest:
+def build_request(**changes) -> GenerateRequest:
+    """The request the page's fields make, with `changes` (a live frame: its mode, not kept)."""
     sketch, _ = current_sketch()
     style, blend = None, []
     if state["style_mode"] == "From library":
@@ -45,6 +51,11 @@ def build_request() -> GenerateRequest:
             blend = [{"style": n, "weight": w} for n, w in picks]
         elif picks:
             style = picks[0][0]
+    fields = {param: state[name] for name, param in FIELD_TO_PARAM.items()} | {"source": "studio"}
+    fields["mode"] = fields["mode"] or "quality"
+    if changes.get("mode", fields["mode"]) != fields["mode"]:  # another mode brings its own steps and sampler
+        for name in MODE_FIELDS:
+            fields.pop(name)
     return GenerateRequest.build(
         prompt=state["prompt"],
         negative_prompt=state["negative"],
@@ -57,8 +68,7 @@ def build_request() -> GenerateRequest:
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
         regions=regions_ui.request_regions(),
-        source="studio",
-        **{param: state[name] for name, param in FIELD_TO_PARAM.items()},
+        **{**fields, **changes},
     )
 
 
@@ -99,6 +109,56 @@ def on_use_as_sketch(index: int) -> None:
     state["sketch_override"] = imgs.png_bytes(Image.eval(control, lambda v: 255 - v))  # dark lines on white
     state["sketch_override_label"] = f"edges of {result.run_id} #{index}"
     state["edge_mode"] = "lines"
+
+
+def on_mode_change() -> None:
+    """A mode brings its own steps, guidance and sampler: the Advanced fields show them (and can still be changed)."""
+    state.update(MODES[state["mode"] or "quality"].defaults())
+
+
+def on_keep() -> None:
+    """The live frame, rendered again in quality mode with the same seed and settings, into the History."""
+    state.pop("error", None)
+    try:
+        request = build_request(mode="quality", variations=1)
+    except EngineError as exc:
+        state["error"] = str(exc)
+        return
+    submit(request)
+
+
+def live_scheduler() -> LiveScheduler:
+    return state.setdefault("_live", LiveScheduler())
+
+
+def live_tick(box) -> None:
+    """With Live on: render the page's inputs as they change, one render at a time, the newest input once it has
+    been still for a moment; the last frame stays on screen meanwhile (drawn in `box`)."""
+    live = live_scheduler()
+    try:
+        request = build_request(mode="live", keep=False, variations=1, source="live")
+    except EngineError as exc:
+        box.caption(f"Live is waiting: {exc}")
+        return
+    live.see(hashlib.sha1(request.model_dump_json().encode()).hexdigest(), time.monotonic())
+    if live.running is not None and state.get("live_job") is None:  # its job ended while the page was elsewhere
+        live.finish(ok=False)
+    while (left := live.wait(time.monotonic())) is not None and left > 0:
+        time.sleep(min(left, 0.05))
+        state.get("live")  # Streamlit stops this run here if the designer draws or types again
+    if live.wait(time.monotonic()) == 0:
+        try:
+            job = engine.renders.submit(request)
+        except EngineError as exc:
+            live.start()
+            live.finish(ok=False)
+            state["live_error"] = str(exc)
+        else:
+            live.start()
+            state.pop("live_error", None)
+            jobs.start("live_job", job)
+    with box:
+        job_panel(engine, "live_job", describe_live, on_done=on_live_done, error_key="live_error", cancel_button=False)
 
 
 def on_clear_override() -> None:
@@ -183,6 +243,24 @@ def describe_render(p: Progress | None) -> str:
     return f"Step {p.step}/{p.total}{timing(p)}"
 
 
+def describe_live(p: Progress | None) -> str:
+    if p is None or p.stage == "queued":
+        return "Live: updating…" if p is None else f"Live: waiting for the GPU (position {p.step})"
+    return f"Live: updating · step {p.step}/{p.total}"
+
+
+def on_live_done(job: JobInfo) -> None:
+    live = live_scheduler()
+    if job.state == "done":
+        try:
+            state["live_frame"] = engine.renders.result(job.id)
+            live.finish(ok=True)
+            return
+        except EngineError as exc:
+            state["live_error"] = str(exc)
+    live.finish(ok=False)
+
+
 def on_render_done(job: JobInfo) -> None:
     if job.state == "done":
         try:
@@ -227,6 +305,17 @@ with right:
             state["library_style"] = names[0] if names else None
         st.selectbox("Library style", names, key="library_style")
 
+    m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
+    m1.segmented_control(
+        "Mode", list(MODES), key="mode", format_func=str.capitalize, on_change=on_mode_change,
+        help="\n\n".join(f"**{m.name.capitalize()}**: {m.summary}" for m in MODES.values()),
+    )  # fmt: skip
+    m2.toggle(
+        "Live canvas", key="live", help="re-render (fast, small) whenever the sketch, prompt, style or a strength "
+        "changes; the seed stays fixed; **Keep** renders the frame in quality mode into the History",
+    )  # fmt: skip
+    st.caption(MODES[state["mode"] or "quality"].summary)
+
     with st.expander("Advanced"):
         a1, a2 = st.columns(2)
         a1.slider("Steps", 1, 100, key="steps")
@@ -235,7 +324,7 @@ with right:
         a2.slider("Style strength (IP-Adapter)", 0.0, 2.0, step=0.05, key="style_strength")
         a1.select_slider("Size (short side)", [256, 384, 512, 640, 768, 1024], key="size")
         a2.slider("Variations", 1, 8, key="variations")
-        a1.selectbox("Scheduler", ["unipc", "ddim", "euler_a"], key="scheduler")
+        a1.selectbox("Scheduler", list(SCHEDULERS), key="scheduler")
         a2.checkbox("Style only (look, not layout)", key="style_only")
         s1, s2, s3 = st.columns([3, 1, 1], vertical_alignment="bottom")
         s1.number_input("Seed", min_value=0, max_value=2**32 - 1, key="seed")
@@ -246,7 +335,39 @@ with right:
     st.button("Generate", type="primary", on_click=on_generate, disabled=job is not None, width="stretch")
     if state.get("error"):
         st.error(state["error"])
-    job_panel(engine, "job", describe_render, on_done=on_render_done, error_key="error")
+    job_panel(engine, "job", describe_render, on_done=on_render_done, error_key="error", preview=True)
+
+# ---- live -------------------------------------------------------------------------------------
+if state["live"]:
+    st.divider()
+    frame = state.get("live_frame")
+    l1, l2 = st.columns([1, 1])
+    with l1:
+        if frame is not None:
+            st.image(frame.png[0], width=384)
+    with l2:
+        st.markdown("**Live canvas**")
+        if frame is not None:
+            fm = frame.metadata
+            st.caption(
+                f"Live frame · {fm['timings']['total']:.2f}s · {fm['width']}×{fm['height']} · "
+                f"{fm['params']['steps']} steps · seed {fm['seed']}"
+            )
+        else:
+            st.caption("The first frame appears a moment after you draw or type.")
+        st.button(
+            "Keep", type="primary", on_click=on_keep, disabled=frame is None or state.get("job") is not None,
+            help="render this frame in quality mode (same seed and settings) and add it to the History",
+        )  # fmt: skip
+        if state.get("live_error"):
+            st.error(state["live_error"])
+        live_box = st.container()
+    live_tick(live_box)
+else:  # Live off: a frame in flight is let go, and the next switch-on starts afresh
+    if state.get("live_job"):
+        jobs.cancel(engine, "live_job")
+        state.pop("live_job", None)
+    state.pop("_live", None)
 
 # ---- result -----------------------------------------------------------------------------------
 result = state.get("result")

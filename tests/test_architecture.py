@@ -13,7 +13,7 @@ from tests.conftest import REPO
 ALLOWED_IN_UI = {
     "engine.api", "engine.errors", "engine.schema", "engine.images", "engine.masks", "engine.evaluation",
     "engine.arena", "engine.sweep", "engine.tables", "engine.catalog.options", "engine.catalog.prompts",
-    "engine.catalog.sheets", "engine.catalog.tagging", "engine.render.capabilities",
+    "engine.catalog.sheets", "engine.catalog.tagging", "engine.render.capabilities", "engine.render.modes",
     # ui/shared.py builds the engines it hands the pages: the local one in this process, or the remote client
     "engine.local", "engine.remote", "engine.settings",
 }  # fmt: skip

@@ -52,6 +52,8 @@ class _Panel:
     job: JobInfo
     shown: tuple | None = None
     drawn_at: float = field(default_factory=time.monotonic)
+    preview_slot: Any = None  # the st.empty() the step preview lives in (renders)
+    preview_shown: int = 0
 
 
 def start(key: str, job: JobInfo) -> None:
@@ -98,10 +100,12 @@ def job_panel(
     describe: Callable[[Progress | None], str],
     on_done: Callable[[JobInfo], None] | None = None,
     error_key: str | None = None,
+    preview: bool = False,
+    cancel_button: bool = True,
 ) -> None:
-    """The job in `st.session_state[key]`, if any: a progress line with `describe(progress)` and Cancel, here. When
-    it ends (done, failed or cancelled) its error goes to `error_key`, `on_done(job)` runs and the page redraws.
-    Without a job it draws nothing and costs nothing."""
+    """The job in `st.session_state[key]`, if any: a progress line with `describe(progress)` and Cancel, here (and,
+    with `preview`, the render forming: its newest step preview). When it ends (done, failed or cancelled) its error
+    goes to `error_key`, `on_done(job)` runs and the page redraws. Without a job it draws nothing and costs nothing."""
     state = st.session_state
     job_id = state.get(key)
     if job_id is None:
@@ -119,8 +123,19 @@ def job_panel(
     panel.slot = st.empty()
     panel.shown = _line(job, describe)
     panel.slot.progress(*panel.shown)
-    st.button("Cancel", on_click=cancel, args=(engine, key), disabled=_cancelling(job), key=f"{key}_cancel")
+    if preview:
+        panel.preview_slot = st.empty()
+        _draw_preview(panel)
+    if cancel_button:
+        st.button("Cancel", on_click=cancel, args=(engine, key), disabled=_cancelling(job), key=f"{key}_cancel")
     state.setdefault(PANELS, []).append(panel)
+
+
+def _draw_preview(panel: _Panel) -> None:
+    job = panel.job
+    if job.preview and job.preview_step != panel.preview_shown:
+        panel.preview_slot.image(job.preview, caption=f"forming · step {job.preview_step}/{job.total}", width=256)
+        panel.preview_shown = job.preview_step
 
 
 def begin_run() -> None:
@@ -159,3 +174,6 @@ def follow_jobs(every: float = FOLLOW_EVERY) -> None:
                 if line != panel.shown:
                     panel.slot.progress(*line)
                     panel.shown, panel.drawn_at = line, time.monotonic()
+                if panel.preview_slot is not None and panel.job.preview_step != panel.preview_shown:
+                    _draw_preview(panel)
+                    panel.drawn_at = time.monotonic()

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "size": 512,
     "variations": 1,
     "scheduler": "unipc",
+    "mode": "quality",
+    "live": False,
     "pen_width": 4,
     "pen_color": "#000000",
     "draw_mode": "freedraw",
@@ -55,6 +57,7 @@ FIELD_TO_PARAM: dict[str, str] = {
     "size": "size",
     "variations": "variations",
     "scheduler": "scheduler",
+    "mode": "mode",
 }
 
 

@@ -35,5 +35,7 @@ def check(request) -> None:
     model = rules(request.model)
     if request.regions and not model.regions:
         raise BadInput("regions need SD 1.5 (IP-Adapter masks); FLUX renders text only")
+    if request.mode != "quality" and request.model != "sd15":
+        raise BadInput(f"the {request.mode} mode is for SD 1.5; FLUX.1-schnell is a few-step model already")
     if (request.sketch is not None and not model.sketch) or ((request.style or request.blend) and not model.styles):
         raise BadInput(TEXT_ONLY)

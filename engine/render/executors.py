@@ -122,7 +122,7 @@ def make_generator(models, model: str):
         return FluxGenerator(models.flux)
     from ..generator import Generator
 
-    return Generator(models.pipeline)
+    return Generator(models.pipeline, models)
 
 
 # ---- Ray --------------------------------------------------------------------------------------------------------

@@ -34,7 +34,11 @@ class RenderPipeline:
 
     def plan(self, request: GenerateRequest) -> Plan:
         """Validate and prepare, no side effects (the sketch decoded once, here)."""
-        return plan(request, self.settings.max_input_pixels, self.settings.max_upload_bytes)
+        if self.executor.name == "local":
+            cpu = self.settings.resolve_device() == "cpu"
+        else:
+            cpu = not getattr(self.executor, "gpus", 0)
+        return plan(request, self.settings.max_input_pixels, self.settings.max_upload_bytes, cpu)
 
     def generate(
         self,
@@ -71,6 +75,7 @@ class RenderPipeline:
             style_strength=request.style_strength,
             style_only=request.style_only,
             scheduler=request.scheduler,
+            mode=request.mode,
             regions=[(mask, library.image(hit.id)) for mask, hit in zip(p.region_masks, region_styles, strict=True)],
         )
 

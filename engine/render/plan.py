@@ -16,7 +16,7 @@ from .. import images as imgs
 from ..errors import BadInput
 from ..masks import exclusive, read_mask
 from ..schema import MAX_SEED, GenerateRequest
-from . import capabilities
+from . import capabilities, modes
 
 
 @dataclass
@@ -36,10 +36,13 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
 
 
-def plan(request: GenerateRequest, max_pixels: int, max_bytes: int) -> Plan:
+def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = False) -> Plan:
     """Check the request against its model's rules, decode the sketch and turn it into the control edges, fix the
-    size and the seeds, and read and layer the region masks."""
+    size and the seeds, and read and layer the region masks. On a CPU, live mode renders at most its small size."""
     capabilities.check(request)
+    cap = modes.mode(request.mode).cpu_size
+    if cpu and cap and request.size > cap:
+        request = request.model_copy(update={"size": cap})
     if not capabilities.rules(request.model).styles and request.use_style:
         request = request.model_copy(update={"use_style": False})  # text only: no retrieval either
     t0 = time.perf_counter()

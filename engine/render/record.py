@@ -4,20 +4,24 @@ own text chunk, a JSON sidecar, a history row) plus the search index; the sketch
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from ..metadata import save_png, write_sidecar
+from ..metadata import save_png, write_png, write_sidecar
 from ..metrics import image_metrics
 from ..schema import GenerateResult, StyleHit
+from . import modes
 from .plan import Plan, control_of
 
 log = logging.getLogger(__name__)
+FRAMES = 8  # renders not kept (live frames) held for their callers
 
 
 def save_output(image: Image.Image, path: Path, meta: dict[str, Any], index: int) -> None:
@@ -37,6 +41,8 @@ class Recorder:
         self.history = history
         self.retrieval = retrieval
         self.device, self.dtype = device, dtype
+        self.frames: OrderedDict[str, GenerateResult] = OrderedDict()  # renders not kept, newest last
+        self._frames_lock = threading.Lock()
 
     def finish(
         self,
@@ -51,7 +57,10 @@ class Recorder:
         """Measure rendered images and keep them. The last step of every render, wherever it ran."""
         request, library = plan.request, self.retrieval.library
         t0 = time.perf_counter()
-        metrics = image_metrics(library.embeddings, images, request.prompt, plan.control, references)
+        if request.keep:
+            metrics = image_metrics(library.embeddings, images, request.prompt, plan.control, references)
+        else:  # a live frame: on screen for a moment, not worth measuring
+            metrics = [{} for _ in images]
         timings = {**plan.timings, **timings, "metrics": time.perf_counter() - t0}
         result = GenerateResult(
             images=images,
@@ -62,8 +71,32 @@ class Recorder:
             regions=self.region_records(plan, region_styles, images),
         )
         timings["total"] = time.perf_counter() - plan.started
-        self.record(plan, result, timings, executor)
+        if request.keep:
+            self.record(plan, result, timings, executor)
+        else:
+            self.frame(plan, result, timings, executor)
         return result
+
+    def frame(self, plan: Plan, result: GenerateResult, timings: dict[str, Any], executor=None) -> None:
+        """A render the caller does not keep (`keep=False`, the live canvas): its PNGs (metadata inside) are held in
+        memory for the caller to fetch, the last `FRAMES` of them, and nothing is written to disk or the History."""
+        import io
+
+        now = datetime.now(UTC)
+        run_id = f"frame-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+        meta = self.metadata(plan, result, timings, run_id, now)
+        if executor:
+            meta["executor"] = executor
+        pngs = []
+        for i, image in enumerate(result.images):
+            buf = io.BytesIO()
+            write_png(image, buf, {**meta, "seed": meta["seeds"][i], "index": i, "metrics": meta["metrics"][i]})
+            pngs.append(buf.getvalue())
+        result.metadata, result.png, result.run_id = meta, pngs, run_id
+        with self._frames_lock:
+            self.frames[run_id] = result
+            while len(self.frames) > FRAMES:
+                self.frames.popitem(last=False)
 
     def region_records(self, plan: Plan, hits: list[StyleHit], images: list[Image.Image]) -> list[dict[str, Any]]:
         """What the metadata keeps of each region: its mask (RLE at the render's size), words, colour, the style it
@@ -97,6 +130,7 @@ class Recorder:
         request = plan.request
         ids = self.settings.models()
         flux = request.model == "flux"
+        mode = modes.mode(request.mode)
         active = self.retrieval.active
         return {
             "version": 1,
@@ -123,6 +157,7 @@ class Recorder:
                 "style_strength": request.style_strength,
                 "style_only": request.style_only,
                 "scheduler": request.scheduler,
+                "mode": request.mode,
                 "model": request.model,
                 "size": request.size,
                 "variations": request.variations,
@@ -135,7 +170,9 @@ class Recorder:
             "regions": result.regions,
             "models": {
                 "base": self.settings.flux_paths()[0] if flux else ids.base,
-                "lora": self.settings.flux_paths()[1] if flux else None,
+                "lora": self.settings.flux_paths()[1] if flux else (ids.fast_lora if mode.lora else None),
+                "lora_weight": ids.fast_lora_weight if mode.lora and not flux else None,
+                "vae": ids.taesd if mode.tiny_vae else "full",
                 "controlnet": ids.controlnet,
                 "ip_adapter": ids.ip_adapter,
                 "ip_adapter_weight": ids.ip_adapter_weight,

@@ -15,6 +15,7 @@ from ..jobs import JobContext
 from ..masks import mask_png
 from ..regions import cutout
 from ..render.plan import Plan, control_of
+from ..render.record import FRAMES
 from ..schema import GenerateRequest, StyleHit
 from . import Core, png
 
@@ -69,7 +70,16 @@ class RendersService(Renders):
         return self.of_run(job.result["run_id"])
 
     def of_run(self, run_id: str) -> RenderResult:
-        """A past render as a result: its files as saved and the edges it followed."""
+        """A past render as a result: its files as saved and the edges it followed (a frame not kept: from memory,
+        while it is among the last few)."""
+        frame = self.core.recorder.frames.get(run_id)
+        if frame is not None:
+            return RenderResult(
+                run_id=run_id, seeds=frame.seeds, metadata=frame.metadata, styles=frame.styles,
+                regions=frame.regions, png=frame.png, edges=png(frame.edges) if frame.edges is not None else None,
+            )  # fmt: skip
+        if run_id.startswith("frame-"):
+            raise NotFound(f"frame '{run_id}' is gone: frames not kept are held for the last {FRAMES} renders only")
         row = self.core.history.get(run_id)
         if row is None:
             raise NotFound(f"no run '{run_id}' in the history")

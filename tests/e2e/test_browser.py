@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -300,4 +302,64 @@ def test_cancel_in_the_browser_stops_the_render_between_steps(app_url, browser):
     assert 3 <= done < 100
     expect(page.get_by_role("button", name="Generate")).to_be_enabled()
     assert page.locator("[data-testid=stProgress]").count() == 0
+    page.close()
+
+
+def live_jobs(data: Path) -> list[str]:
+    """The states of the live frames the app's engine has rendered or is rendering, oldest first."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(data / "jobs.sqlite")) as db:
+        rows = db.execute("SELECT state, payload FROM job WHERE kind = 'render' ORDER BY seq").fetchall()
+    return [state for state, payload in rows if not json.loads(json.loads(payload)["request"])["keep"]]
+
+
+def quick_strokes(page, count: int) -> None:
+    """`count` short pen strokes, one right after another (each one reaches the app when it ends)."""
+    box = page.locator("canvas").last.bounding_box()
+    for i in range(count):
+        x, y = box["x"] + 40 + 30 * i, box["y"] + 40
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 15, y + 60, steps=2)
+        page.mouse.up()
+
+
+def test_live_canvas_renders_after_a_burst_of_strokes_once_and_keep_adds_one_render(app_url, browser, e2e_data):
+    page = open_studio(browser, app_url)
+    page.get_by_label("Prompt", exact=True).fill("a lounge chair")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Retrieved from your library").wait_for()
+    before_jobs, before_runs = len(live_jobs(e2e_data)), len(History(e2e_data / "history.sqlite").list())
+    page.get_by_text("Live canvas", exact=True).click()
+    page.get_by_text("Live frame").wait_for(timeout=120_000)  # the words alone, at once
+    draw_house(page)
+    deadline = time.time() + 120
+    while len(live_jobs(e2e_data)) < before_jobs + 2 and time.time() < deadline:
+        time.sleep(0.2)
+    while "running" in live_jobs(e2e_data) or "queued" in live_jobs(e2e_data):
+        time.sleep(0.2)
+    settled = len(live_jobs(e2e_data))
+    assert settled == before_jobs + 2, live_jobs(e2e_data)  # switch-on, then the house: one each
+
+    quick_strokes(page, 3)
+    most_at_once = 0
+    deadline = time.time() + 20
+    while time.time() < deadline:  # watch the engine while the burst is rendered: one live frame at a time
+        states = live_jobs(e2e_data)[settled:]
+        most_at_once = max(most_at_once, sum(s in ("queued", "running") for s in states))
+        if states and all(s == "done" for s in states) and time.time() > deadline - 15:
+            break
+        time.sleep(0.1)
+    after = live_jobs(e2e_data)[settled:]
+    assert most_at_once <= 1 and after == ["done"], after  # the burst rendered once, after its last stroke
+    assert len(History(e2e_data / "history.sqlite").list()) == before_runs  # frames are not kept
+
+    page.get_by_role("button", name="Keep").click()
+    page.get_by_text("in all").wait_for(timeout=240_000)
+    assert len(History(e2e_data / "history.sqlite").list()) == before_runs + 1
+    shot = Path(os.environ.get("LIVE_SCREENSHOT", "/tmp/live.png"))
+    page.screenshot(path=str(shot), full_page=True)
+    page.get_by_text("Live canvas", exact=True).click()  # off again
     page.close()

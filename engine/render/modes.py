@@ -1,0 +1,54 @@
+"""Render modes: one setting that trades quality for speed, the same in the request, the UI, the CLI, the API and
+the metadata. The one place their rules live.
+
+- `quality`: the base model as it is: 20 steps of UniPC, classifier-free guidance 7.5, the full VAE.
+- `fast`: a few-step LoRA on the UNet (LCM-LoRA SD1.5 by default, or Hyper-SD15 / TCD), its own scheduler, 4 steps and
+  guidance 1 (no unconditional pass: half the work per step, as diffusers documents LCM-LoRA with IP-Adapter).
+- `live`: the same LoRA at the fewest steps that still hold the sketch (2), the tiny autoencoder (TAESD) for the
+  decode, and at most 256 px on a CPU: for the Studio's live canvas, which re-renders as you draw.
+
+The LoRA is loaded once into the loaded pipeline as a named adapter and switched on and off per render (no reload,
+no second copy of the UNet); switched off, the UNet is exactly the base model, so `quality` keeps its pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+RenderMode = Literal["quality", "fast", "live"]
+FAST_ADAPTER = "fast"
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    steps: int
+    guidance: float
+    scheduler: str
+    lora: bool  # the few-step LoRA on
+    tiny_vae: bool  # TAESD decodes instead of the full VAE
+    cpu_size: int | None  # the short side is capped at this on a CPU
+    summary: str  # what it costs and changes, for the UI and the CLI's help
+
+    def defaults(self) -> dict[str, Any]:
+        return {"steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler}
+
+
+MODES: dict[str, Mode] = {
+    "quality": Mode(
+        "quality", 20, 7.5, "unipc", False, False, None, "20 steps, guidance 7.5, full VAE: the best pixels"
+    ),
+    "fast": Mode(
+        "fast", 4, 1.0, "lcm", True, False, None, "few-step LoRA, 4 steps, no guidance pass: ~10× faster, softer"
+    ),
+    "live": Mode(
+        "live", 2, 1.0, "lcm", True, True, 256, "2 steps, tiny VAE, ≤ 256 px on a CPU: for drawing, not for keeping"
+    ),
+}
+# Settings that come from the mode unless the caller sets them
+MODE_FIELDS = ("steps", "guidance", "scheduler")
+
+
+def mode(name: str) -> Mode:
+    return MODES[name]
