@@ -336,7 +336,7 @@ class Generator:
 
             t0 = time.perf_counter()
             with torch.inference_mode():
-                vae = self._taesd() if mode.tiny_vae else self.pipe.vae
+                vae = self._taesd() if mode.uses_tiny_vae(self.device.type) else self.pipe.vae
                 decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
                 images = self.pipe.image_processor.postprocess(decoded, output_type="pil")
             self._sync()

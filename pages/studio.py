@@ -338,31 +338,27 @@ with right:
     job_panel(engine, "job", describe_render, on_done=on_render_done, error_key="error", preview=True)
 
 # ---- live -------------------------------------------------------------------------------------
+live_box = None
 if state["live"]:
-    st.divider()
-    frame = state.get("live_frame")
-    l1, l2 = st.columns([1, 1])
-    with l1:
-        if frame is not None:
-            st.image(frame.png[0], width=384)
-    with l2:
-        st.markdown("**Live canvas**")
+    with right, st.container(border=True):  # beside the canvas, where the designer is looking
+        frame = state.get("live_frame")
         if frame is not None:
             fm = frame.metadata
+            st.image(frame.png[0], width="stretch")
             st.caption(
                 f"Live frame · {fm['timings']['total']:.2f}s · {fm['width']}×{fm['height']} · "
                 f"{fm['params']['steps']} steps · seed {fm['seed']}"
             )
         else:
-            st.caption("The first frame appears a moment after you draw or type.")
-        st.button(
+            st.caption("Live canvas: the first frame appears a moment after you draw or type.")
+        k1, k2 = st.columns([1, 3], vertical_alignment="center")
+        k1.button(
             "Keep", type="primary", on_click=on_keep, disabled=frame is None or state.get("job") is not None,
             help="render this frame in quality mode (same seed and settings) and add it to the History",
         )  # fmt: skip
+        live_box = k2.container()
         if state.get("live_error"):
             st.error(state["live_error"])
-        live_box = st.container()
-    live_tick(live_box)
 else:  # Live off: a frame in flight is let go, and the next switch-on starts afresh
     if state.get("live_job"):
         jobs.cancel(engine, "live_job")
@@ -428,3 +424,6 @@ else:
         f"{t['total']:.1f}s in all · denoise {t.get('denoise', 0):.1f}s · {meta['width']}×{meta['height']} · "
         f"{meta['params']['steps']} steps · run `{result.run_id}`, kept {where}"
     )
+
+if live_box is not None:  # last: its short wait for a still input must not hold up the rest of the page
+    live_tick(live_box)

@@ -3,7 +3,8 @@ the metadata. The one place their rules live.
 
 - `quality`: the base model as it is: 20 steps of UniPC, classifier-free guidance 7.5, the full VAE.
 - `fast`: a few-step LoRA on the UNet (LCM-LoRA SD1.5 by default, or Hyper-SD15 / TCD), its own scheduler, 4 steps and
-  guidance 1 (no unconditional pass: half the work per step, as diffusers documents LCM-LoRA with IP-Adapter).
+  guidance 1 (no unconditional pass: half the work per step, as diffusers documents LCM-LoRA with IP-Adapter); on a
+  CPU the tiny autoencoder decodes too (the full VAE's 512² decode costs as much as the four steps there).
 - `live`: the same LoRA at the fewest steps that still hold the sketch (2), the tiny autoencoder (TAESD) for the
   decode, and at most 256 px on a CPU: for the Studio's live canvas, which re-renders as you draw.
 
@@ -27,9 +28,14 @@ class Mode:
     guidance: float
     scheduler: str
     lora: bool  # the few-step LoRA on
-    tiny_vae: bool  # TAESD decodes instead of the full VAE
+    tiny_vae: Literal["never", "cpu", "always"]  # where TAESD decodes instead of the full VAE
     cpu_size: int | None  # the short side is capped at this on a CPU
     summary: str  # what it costs and changes, for the UI and the CLI's help
+
+    def uses_tiny_vae(self, device: str) -> bool:
+        """TAESD decodes: always in live mode; in fast mode on a CPU, where the full VAE's decode would cost as much
+        as the few steps themselves (on a GPU it takes milliseconds, and keeps its better pixels)."""
+        return self.tiny_vae == "always" or (self.tiny_vae == "cpu" and str(device).startswith("cpu"))
 
     def defaults(self) -> dict[str, Any]:
         return {"steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler}
@@ -37,13 +43,27 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "quality": Mode(
-        "quality", 20, 7.5, "unipc", False, False, None, "20 steps, guidance 7.5, full VAE: the best pixels"
+        "quality", 20, 7.5, "unipc", False, "never", None, "20 steps, guidance 7.5, full VAE: the best pixels"
     ),
     "fast": Mode(
-        "fast", 4, 1.0, "lcm", True, False, None, "few-step LoRA, 4 steps, no guidance pass: ~10× faster, softer"
+        "fast",
+        4,
+        1.0,
+        "lcm",
+        True,
+        "cpu",
+        None,
+        "few-step LoRA, 4 steps, no guidance pass (tiny VAE on a CPU): ~10× faster, a little softer",
     ),
     "live": Mode(
-        "live", 2, 1.0, "lcm", True, True, 256, "2 steps, tiny VAE, ≤ 256 px on a CPU: for drawing, not for keeping"
+        "live",
+        2,
+        1.0,
+        "lcm",
+        True,
+        "always",
+        256,
+        "2 steps, tiny VAE, ≤ 256 px on a CPU: for drawing, not for keeping",
     ),
 }
 # Settings that come from the mode unless the caller sets them

@@ -172,7 +172,7 @@ class Recorder:
                 "base": self.settings.flux_paths()[0] if flux else ids.base,
                 "lora": self.settings.flux_paths()[1] if flux else (ids.fast_lora if mode.lora else None),
                 "lora_weight": ids.fast_lora_weight if mode.lora and not flux else None,
-                "vae": ids.taesd if mode.tiny_vae else "full",
+                "vae": ids.taesd if mode.uses_tiny_vae(self.device) else "full",
                 "controlnet": ids.controlnet,
                 "ip_adapter": ids.ip_adapter,
                 "ip_adapter_weight": ids.ip_adapter_weight,
