@@ -158,6 +158,8 @@ def engine_overrides(args) -> tuple[dict, float]:
             ip_adapter_model=str(root / "IP-Adapter"),
             clip_model=str(root / "clip-vit-base-patch32"),
             catalog_clip_model=str(root / "clip-vit-base-patch32"),
+            fast_lora=str(root / "lcm-lora-sdv1-5"),
+            taesd_model=str(root / "taesd"),
         )
     return overrides, build_s
 

@@ -198,11 +198,19 @@ class Generator:
         """The few-step LoRA on (loaded into the UNet once, on first use) or off (the UNet is the base model)."""
         if on == self._lora_on:
             return
+        fuse = bool(getattr(self.models.settings, "fuse_lora", False))
         if on:
             self.models.fast_lora(self.pipe, FAST_ADAPTER)
             self.pipe.enable_lora()
             self.pipe.set_adapters([FAST_ADAPTER], [1.0])
+            if fuse:  # W += B·A once; the layers then run as plain ones
+                self.pipe.fuse_lora(components=["unet"], adapter_names=[FAST_ADAPTER])
         else:
+            if fuse:
+                from .lora import restore_base_weights, unet_weight_files
+
+                self.pipe.unfuse_lora(components=["unet"])
+                restore_base_weights(self.pipe.unet, unet_weight_files(self.models.settings))
             self.pipe.disable_lora()
         self._lora_on = on
 

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # fast_lora_weight=Hyper-SD15-8steps-lora.safetensors, and scheduler tcd in the request.
     fast_lora: str = "latent-consistency/lcm-lora-sdv1-5"
     fast_lora_weight: str = "pytorch_lora_weights.safetensors"
+    # Fuse the LoRA into the UNet's weights for the few-step modes (no extra matmuls per layer); back in quality mode
+    # the base weights are read back from the checkpoint, exactly. False: an unfused adapter, switched per render.
+    fuse_lora: bool = True
     taesd_model: str = "madebyollin/taesd"
     # Step previews: the tiny autoencoder decodes the render as it forms (off: a little less work per render).
     previews: bool = True

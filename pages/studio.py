@@ -143,6 +143,14 @@ def live_tick(box) -> None:
     live.see(hashlib.sha1(request.model_dump_json().encode()).hexdigest(), time.monotonic())
     if live.running is not None and state.get("live_job") is None:  # its job ended while the page was elsewhere
         live.finish(ok=False)
+    elif live.running is not None and live.wanted != live.running:  # superseded: withdrawn if it has not started
+        try:
+            stale = engine.jobs.get(state["live_job"])
+            if stale.state == "queued" and engine.jobs.cancel(stale.id).state == "cancelled":
+                state.pop("live_job", None)
+                live.drop()
+        except EngineError:
+            pass  # it ended meanwhile: its panel tells
     while (left := live.wait(time.monotonic())) is not None and left > 0:
         time.sleep(min(left, 0.05))
         state.get("live")  # Streamlit stops this run here if the designer draws or types again

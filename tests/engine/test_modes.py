@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from engine.errors import BadInput, ModelUnavailable, NotFound
@@ -81,6 +82,12 @@ def test_same_seed_and_mode_same_pixels_and_the_lora_is_switched_not_reloaded(en
     assert not np.array_equal(plain, fast)
     pipe = engine.executor.generator("sd15").pipe
     assert pipe.get_list_adapters() == {"unet": ["fast"]}  # loaded once, by name
+    # fused for fast and live, and back in quality mode the base weights are the loaded ones, bit for bit
+    base = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "lora_" not in k}
+    engine.pipeline.generate(request("fast", steps=1))
+    engine.pipeline.generate(request("quality", steps=1))
+    after = pipe.unet.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in base.items())
     assert engine.models.loaded()["fast_lora"] and engine.models.loaded()["taesd"]
 
 
