@@ -114,8 +114,8 @@ class Previewer:
     own thread (the render never waits for it; a newer step replaces one not yet decoded; at most one every
     `PREVIEW_EVERY` seconds). `latest` is (step, JPEG bytes)."""
 
-    def __init__(self, taesd, sync: Callable[[], None]):
-        self.taesd, self.sync = taesd, sync
+    def __init__(self, taesd):
+        self.taesd = taesd
         self.latest: tuple[int, bytes] | None = None
         self.on_preview: Callable[[], None] | None = None
         self._lock = threading.Lock()
@@ -198,7 +198,7 @@ class Generator:
         """The few-step LoRA on (loaded into the UNet once, on first use) or off (the UNet is the base model)."""
         if on == self._lora_on:
             return
-        fuse = bool(getattr(self.models.settings, "fuse_lora", False))
+        fuse = self.models.settings.fuse_lora
         if on:
             self.models.fast_lora(self.pipe, FAST_ADAPTER)
             self.pipe.enable_lora()
@@ -218,9 +218,9 @@ class Generator:
         return self.models.taesd if self.models is not None else None
 
     def _previewer(self) -> Previewer | None:
-        if self.models is None or not getattr(self.models.settings, "previews", False):
+        if self.models is None or not self.models.settings.previews:
             return None
-        return Previewer(self._taesd(), self._sync)
+        return Previewer(self._taesd())
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -367,12 +367,16 @@ class JobRunner(Jobs):
         a follower holds one request open instead of polling, and still sees every step."""
         deadline = time.monotonic() + max(0.0, min(timeout, 20.0))
         info = self.get(job_id)
-        seen = (info.state, info.stage, info.step, info.position, info.preview_step)
+
+        def where(i: JobInfo) -> tuple:
+            return i.state, i.stage, i.step, i.position, i.preview_step
+
+        seen = where(info)
         while not info.done and (left := deadline - time.monotonic()) > 0:
             with self._changed:
                 self._changed.wait(timeout=min(left, 0.5))
             info = self.get(job_id)
-            if (info.state, info.stage, info.step, info.position, info.preview_step) != seen:
+            if where(info) != seen:
                 break
         return info
 

@@ -12,13 +12,18 @@ CHUNK = "design_studio"
 SAMPLERS = {"unipc": "UniPC", "ddim": "DDIM", "euler_a": "Euler a", "lcm": "LCM", "tcd": "TCD"}
 
 
+def _name(model: str) -> str:
+    """A model's short name: the last part of its hub id or folder."""
+    return model.rstrip("/").split("/")[-1]
+
+
 def a1111_parameters(meta: dict[str, Any]) -> str:
     """The `parameters` text other tools (A1111, Civitai, sd-parsers) read settings from."""
     p = meta["params"]
     prompt = meta["prompt"]
     lora = (meta.get("models") or {}).get("lora")
     if lora:  # A1111's own way of naming a LoRA and its weight, in the prompt
-        prompt += f" <lora:{lora.rstrip('/').split('/')[-1]}:1>"
+        prompt += f" <lora:{_name(lora)}:1>"
     lines = [prompt]
     if meta.get("negative_prompt"):
         lines.append(f"Negative prompt: {meta['negative_prompt']}")
@@ -28,11 +33,11 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
         "CFG scale": p["guidance"],
         "Seed": meta["seed"],
         "Size": f"{meta['width']}x{meta['height']}",
-        "Model": meta["models"]["base"].rstrip("/").split("/")[-1],
+        "Model": _name(meta["models"]["base"]),
     }
     if meta.get("edge_mode"):
         fields["ControlNet"] = (
-            f'"module: {meta["edge_mode"]}, model: {meta["models"]["controlnet"].rstrip("/").split("/")[-1]}, '
+            f'"module: {meta["edge_mode"]}, model: {_name(meta["models"]["controlnet"])}, '
             f'weight: {p["structure_strength"]}"'
         )
     styles = meta.get("styles") or []
@@ -43,7 +48,7 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
     if p.get("mode", "quality") != "quality":
         fields["Mode"] = p["mode"]
         if models.get("vae") and models["vae"] != "full":
-            fields["VAE"] = models["vae"].rstrip("/").split("/")[-1]
+            fields["VAE"] = _name(models["vae"])
     fields["Version"] = "design-studio"
     lines.append(", ".join(f"{k}: {v}" for k, v in fields.items()))
     return "\n".join(lines)

@@ -53,7 +53,7 @@ def load_pipeline(settings: Settings, device: str, dtype):
 
 def load_fast_lora(pipe, settings: Settings, adapter: str) -> None:
     """The few-step LoRA (LCM-LoRA or Hyper-SD) into the loaded pipeline's UNet as the named adapter, once: the
-    modes switch it on and off (`set_adapters` / `disable_lora`), never reload it."""
+    modes fuse it in and take it out again (engine/generator.py), never reload it."""
     ids = settings.models()
     if ids.fast_lora_weight.endswith(PICKLE_SUFFIXES) and not settings.allow_pickle:
         raise ModelUnavailable(

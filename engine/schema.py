@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadInput
-from .render.modes import MODE_FIELDS, MODES, RenderMode
+from .render.modes import MODE_FIELDS, MODES, RenderMode, switch
 
 EdgeMode = Literal["auto", "canny", "lines"]
 # lcm: LCM-LoRA's own; tcd: for Hyper-SD / TCD LoRAs (both for the few-step modes)
-SCHEDULERS = ("unipc", "ddim", "euler_a", "lcm", "tcd")
 SchedulerName = Literal["unipc", "ddim", "euler_a", "lcm", "tcd"]
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 
 MAX_STEPS = 150
 MAX_VARIATIONS = 8
@@ -126,10 +126,8 @@ class GenerateRequest(BaseModel):
     def from_metadata(cls, meta: dict[str, Any], sketch: bytes | None = None, **changes: Any) -> GenerateRequest:
         """The request that made a past run (its metadata and its sketch), with `changes` applied: the same
         prompt, seeds, style reference(s) and settings, so only what changes differs."""
-        params = dict(meta["params"])
-        if changes.get("mode", params.get("mode", "quality")) != params.get("mode", "quality"):
-            for name in MODE_FIELDS:  # another mode: its own steps, guidance and scheduler, unless given
-                params.pop(name, None)
+        params = meta["params"]
+        params = switch(params, changes.get("mode", params.get("mode") or "quality"))
         used = [s for s in meta.get("styles", []) if s.get("used")]
         style = used[0]["id"] if len(used) == 1 else None
         blend = [{"style": s["id"], "weight": s["weight"]} for s in used] if len(used) > 1 else []

@@ -14,7 +14,7 @@ from engine import images as imgs
 from engine.api import JobInfo
 from engine.errors import BadInput, EngineError
 from engine.images import UPLOAD_TYPES
-from engine.render.modes import MODE_FIELDS, MODES
+from engine.render.modes import MODES, switch
 from engine.schema import SCHEDULERS, GenerateRequest, Progress
 from ui import jobs
 from ui import regions as regions_ui
@@ -53,9 +53,7 @@ def build_request(**changes) -> GenerateRequest:
             style = picks[0][0]
     fields = {param: state[name] for name, param in FIELD_TO_PARAM.items()} | {"source": "studio"}
     fields["mode"] = fields["mode"] or "quality"
-    if changes.get("mode", fields["mode"]) != fields["mode"]:  # another mode brings its own steps and sampler
-        for name in MODE_FIELDS:
-            fields.pop(name)
+    fields = switch(fields, changes.get("mode", fields["mode"]))  # another mode brings its own steps and sampler
     return GenerateRequest.build(
         prompt=state["prompt"],
         negative_prompt=state["negative"],
@@ -155,16 +153,13 @@ def live_tick(box) -> None:
         time.sleep(min(left, 0.05))
         state.get("live")  # Streamlit stops this run here if the designer draws or types again
     if live.wait(time.monotonic()) == 0:
+        live.start()
         try:
-            job = engine.renders.submit(request)
+            jobs.start("live_job", engine.renders.submit(request))
+            state.pop("live_error", None)
         except EngineError as exc:
-            live.start()
             live.finish(ok=False)
             state["live_error"] = str(exc)
-        else:
-            live.start()
-            state.pop("live_error", None)
-            jobs.start("live_job", job)
     with box:
         job_panel(engine, "live_job", describe_live, on_done=on_live_done, error_key="live_error", cancel_button=False)
 

@@ -8,8 +8,9 @@ the metadata. The one place their rules live.
 - `live`: the same LoRA at the fewest steps that still hold the sketch (2), the tiny autoencoder (TAESD) for the
   decode, and at most 256 px on a CPU: for the Studio's live canvas, which re-renders as you draw.
 
-The LoRA is loaded once into the loaded pipeline as a named adapter and switched on and off per render (no reload,
-no second copy of the UNet); switched off, the UNet is exactly the base model, so `quality` keeps its pixels.
+The LoRA is loaded once into the loaded pipeline as a named adapter and fused into the UNet for fast and live (no
+reload, no second copy of the UNet); back in quality mode the base weights are read back from the checkpoint
+(engine/lora.py), so the UNet is exactly the base model and `quality` keeps its pixels.
 """
 
 from __future__ import annotations
@@ -70,5 +71,9 @@ MODES: dict[str, Mode] = {
 MODE_FIELDS = ("steps", "guidance", "scheduler")
 
 
-def mode(name: str) -> Mode:
-    return MODES[name]
+def switch(params: dict[str, Any], to: str) -> dict[str, Any]:
+    """Request settings (with their `mode`, quality if none) moved to mode `to`: the same, or, for another mode,
+    without the steps, guidance and scheduler, which then come from `to` unless set again."""
+    if to == (params.get("mode") or "quality"):
+        return dict(params)
+    return {k: v for k, v in params.items() if k not in MODE_FIELDS}

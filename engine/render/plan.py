@@ -40,7 +40,7 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
     """Check the request against its model's rules, decode the sketch and turn it into the control edges, fix the
     size and the seeds, and read and layer the region masks. On a CPU, live mode renders at most its small size."""
     capabilities.check(request)
-    cap = modes.mode(request.mode).cpu_size
+    cap = modes.MODES[request.mode].cpu_size
     if cpu and cap and request.size > cap:
         request = request.model_copy(update={"size": cap})
     if not capabilities.rules(request.model).styles and request.use_style:

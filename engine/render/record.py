@@ -130,7 +130,7 @@ class Recorder:
         request = plan.request
         ids = self.settings.models()
         flux = request.model == "flux"
-        mode = modes.mode(request.mode)
+        mode = modes.MODES[request.mode]
         active = self.retrieval.active
         return {
             "version": 1,
