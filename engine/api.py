@@ -184,6 +184,18 @@ class Renders(ABC):
 
     @abstractmethod
     @operation
+    def models(self) -> dict[str, Any]:
+        """The designer's checkpoints and LoRAs on this engine (name, MB), the ControlNet types with what each
+        expects, and the folders to copy files into."""
+
+    @abstractmethod
+    @operation
+    def add_model(self, kind: Literal["checkpoint", "lora"], name: str, data: bytes) -> dict[str, Any]:
+        """Keep a `.safetensors` checkpoint or LoRA on the engine under `name` (the same file again is a no-op;
+        another file by that name is refused). Renders then name it."""
+
+    @abstractmethod
+    @operation
     def segment(
         self,
         image: bytes,

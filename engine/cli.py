@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .errors import BadInput, EngineError
+from .model_files import CONTROLS
 from .progress import ProgressBar
 from .render.modes import MODES
 from .schema import SCHEDULERS
@@ -53,6 +54,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MASK.png=WORDS",
         help="a region with its own style, retrieved by WORDS (or MASK.png=style:NAME); repeatable, up to 4",
     )
+    g.add_argument("--init-image", type=Path, help="image-to-image: start from this image (a photo or a past render)")
+    g.add_argument(
+        "--strength", type=float, default=0.75, help="how far back to noise: 0 keeps the image, 1 ignores it"
+    )
+    g.add_argument("--mask", type=Path, help="inpaint: repaint only where this mask is white (needs --init-image)")
+    g.add_argument(
+        "--control",
+        choices=list(CONTROLS),
+        default="canny",
+        help="; ".join(f"{c.name}: {c.expects}" for c in CONTROLS.values()),
+    )
+    g.add_argument(
+        "--checkpoint", help="an SD 1.5 checkpoint: FILE.safetensors (kept on the engine), a name, or hub id"
+    )
+    g.add_argument(
+        "--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="a LoRA (file or name), repeatable"
+    )
+    g.add_argument("--hires", type=float, default=1.0, help="hires fix: upscale 1.5–2× and refine (1: off)")
+    g.add_argument("--hires-strength", type=float, default=0.35, help="the hires fix's refine strength")
 
     sg = sub.add_parser("segment", parents=[common], help="SAM2: the object at a point or in a box → mask + polygon")
     sg.add_argument("image", type=Path)
@@ -243,6 +263,34 @@ def _numbers(text: str, flag: str, count: int) -> list[float]:
     return values
 
 
+def _model_name(engine, kind: str, value: str) -> str:
+    """A checkpoint or LoRA given as a file is added to the engine (the same file again is not copied twice) and
+    named by its file name; anything else is a name the engine knows (or, for a checkpoint, a hub id)."""
+    path = Path(value)
+    if path.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") or path.is_file():
+        if path.suffix.lower() != ".safetensors":
+            raise BadInput(
+                f"'{path.name}' is not a .safetensors file; pickled weights can run code when loaded",
+                fix="convert it to .safetensors",
+            )
+        if not path.is_file():
+            raise BadInput(f"no file '{value}'")
+        return engine.renders.add_model(kind, path.stem, path.read_bytes())["name"]
+    return value
+
+
+def _parse_lora(engine, spec: str) -> dict:
+    """FILE[:WEIGHT] or NAME[:WEIGHT] → {name, weight}."""
+    target, sep, weight = spec.rpartition(":")
+    try:
+        value = float(weight) if sep else 1.0
+    except ValueError:
+        target, value = spec, 1.0
+    if not sep or not target:
+        target = spec
+    return {"name": _model_name(engine, "lora", target), "weight": value}
+
+
 def _parse_regions(specs: list[str], max_bytes: int) -> list[dict]:
     """`MASK.png=WORDS` or `MASK.png=style:NAME` → the request's regions (mask files read with the limits)."""
     from .images import read_bytes
@@ -348,9 +396,11 @@ def _generate(args) -> dict:
     from .images import read_bytes
 
     settings = _settings(args)
-    sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
+    limit = settings.max_upload_bytes
+    sketch = read_bytes(args.sketch, limit) if args.sketch else None
     if args.out:
         _check_writable(args.out)
+    engine = _engine(args, settings)
     request = _request(
         args,
         sketch,
@@ -360,9 +410,16 @@ def _generate(args) -> dict:
         model=args.model,
         batch=args.batch,
         label=args.label,
-        regions=_parse_regions(args.region, settings.max_upload_bytes),
+        regions=_parse_regions(args.region, limit),
+        init_image=read_bytes(args.init_image, limit) if args.init_image else None,
+        strength=args.strength,
+        mask=read_bytes(args.mask, limit) if args.mask else None,
+        control=args.control,
+        checkpoint=_model_name(engine, "checkpoint", args.checkpoint) if args.checkpoint else None,
+        loras=[_parse_lora(engine, spec) for spec in args.lora],
+        hires=args.hires,
+        hires_strength=args.hires_strength,
     )
-    engine = _engine(args, settings)
     start = time.perf_counter()
     job = _follow(engine, engine.renders.submit(request))
     result = engine.renders.result(job.id)
@@ -384,6 +441,8 @@ def _generate(args) -> dict:
         "size": list(images[0].size),
         "profile": result.metadata.get("profile", settings.profile),
         "edge_mode": result.metadata.get("edge_mode"),
+        "kind": result.metadata.get("kind"),
+        "control": result.metadata["params"].get("control"),
         "styles": [s.as_dict() for s in result.styles],
         "regions": [{k: r[k] for k in ("index", "words", "style", "area", "style_similarity")} for r in result.regions],
         "seconds": round(time.perf_counter() - start, 3),

@@ -9,11 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     LCMScheduler,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
+    StableDiffusionControlNetPipeline,
     StableDiffusionPipeline,
     TCDScheduler,
     UniPCMultistepScheduler,
@@ -32,6 +36,13 @@ SCHEDULERS = {
     "euler_a": EulerAncestralDiscreteScheduler,
     "lcm": LCMScheduler,
     "tcd": TCDScheduler,
+}
+# A render's task → the diffusers pipeline made for it from the loaded components (`from_pipe`: no second copy)
+TASKS = {
+    "text": StableDiffusionPipeline,
+    "txt2img": StableDiffusionControlNetPipeline,
+    "img2img": StableDiffusionControlNetImg2ImgPipeline,
+    "inpaint": StableDiffusionControlNetInpaintPipeline,
 }
 PREVIEW_SIDE = 256  # step previews are decoded at most this size (long side)
 PREVIEW_EVERY = 0.4  # seconds between two previews at most
@@ -57,6 +68,14 @@ class Params:
     mode: str = "quality"  # engine/render/modes.py: whether the few-step LoRA and the tiny VAE are used
     # (mask at the render's size, bool H×W; its reference image), one per region, in order
     regions: list[tuple[Any, Image.Image]] = field(default_factory=list)
+    init: Image.Image | None = None  # image-to-image: the start, at the render's size
+    mask: Any = None  # inpainting: bool H×W at the render's size, True = repaint
+    strength: float = 0.75  # how far back to noise the start goes
+    control_type: str = "canny"  # which ControlNet follows `control`
+    checkpoint: str | None = None  # the base model's file or hub id; None: the default
+    loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
+    hires_size: tuple[int, int] | None = None  # hires fix: upscale to this size and refine
+    hires_strength: float = 0.35
 
 
 class StepClock:
@@ -73,6 +92,7 @@ class StepClock:
     ):
         self.total, self.sync, self.on_progress, self.cancel = total, sync, on_progress, cancel
         self.steps: list[float] = []
+        self.offset = 0  # steps of earlier passes (the hires fix's refine pass counts on from the first)
         self.start = self._last = time.perf_counter()
         self.previews = previews
         self.last: Progress | None = None
@@ -101,9 +121,10 @@ class StepClock:
             # the first step also pays the prompt encoding and the pipeline's set-up: the rate comes from the rest
             recent = self.steps[1:][-5:]
             per_step = sorted(recent)[len(recent) // 2] if recent else None
-            self._report(Progress("denoise", i + 1, self.total, now - self.start, per_step))
-            if self.previews is not None and i + 1 < self.total and "latents" in kwargs:
-                self.previews.offer(kwargs["latents"], i + 1)
+            step = self.offset + i + 1
+            self._report(Progress("denoise", step, self.total, now - self.start, per_step))
+            if self.previews is not None and step < self.total and "latents" in kwargs:
+                self.previews.offer(kwargs["latents"], step)
         if self.cancel is not None and self.cancel.is_set():
             pipeline._interrupt = True
         return kwargs
@@ -181,38 +202,84 @@ def style_block(unet) -> str:
 
 
 class Generator:
-    """Owns the loaded pipeline; callers serialise through the engine's GPU queue."""
+    """Owns the loaded pipelines; callers serialise through the engine's GPU queue. Every task (text only, sketch,
+    image-to-image, inpainting; any ControlNet type) is a pipeline made from the loaded components."""
 
     def __init__(self, pipe, models=None):
-        self.pipe = pipe
-        self.models = models  # the ModelStore: the few-step LoRA and TAESD come from it, on first use
+        self.pipe = pipe  # the default base model's ControlNet pipeline
+        self.models = models  # the ModelStore: LoRAs, TAESD, other ControlNets and checkpoints come from it
         self.device = pipe.device
         self._scheduler_config = pipe.scheduler.config
         self._schedulers: dict[str, object] = {}
-        self._text_pipe = None
+        self._tasks: dict[tuple[int, str, str], Any] = {}  # (base, task, control type) → pipeline
         self._style_block = style_block(pipe.unet)
-        self._lora_on = False
+        self._adapters: dict[int, dict[str, Any]] = {}  # per base pipeline: loaded / active adapters, fused
         self._image_embeds: dict[str, torch.Tensor] = {}  # a reference's image embedding, by its pixels' hash
 
-    def _use_lora(self, on: bool) -> None:
-        """The few-step LoRA on (loaded into the UNet once, on first use) or off (the UNet is the base model)."""
-        if on == self._lora_on:
-            return
-        fuse = self.models.settings.fuse_lora
-        if on:
-            self.models.fast_lora(self.pipe, FAST_ADAPTER)
-            self.pipe.enable_lora()
-            self.pipe.set_adapters([FAST_ADAPTER], [1.0])
-            if fuse:  # W += B·A once; the layers then run as plain ones
-                self.pipe.fuse_lora(components=["unet"], adapter_names=[FAST_ADAPTER])
-        else:
-            if fuse:
-                from .lora import restore_base_weights, unet_weight_files
+    # ---- models ----------------------------------------------------------------------------------------------
+    def base(self, checkpoint: str | None):
+        """The pipeline of the base model: the default, or a checkpoint's."""
+        if checkpoint is None:
+            return self.pipe
+        base = self.models.checkpoint(checkpoint)
+        current = {id(self.pipe), id(base)}  # an earlier checkpoint's pipelines are let go
+        self._tasks = {k: v for k, v in self._tasks.items() if k[0] in current}
+        self._adapters = {k: v for k, v in self._adapters.items() if k in current}
+        return base
 
-                self.pipe.unfuse_lora(components=["unet"])
-                restore_base_weights(self.pipe.unet, unet_weight_files(self.models.settings))
-            self.pipe.disable_lora()
-        self._lora_on = on
+    def task(self, base, task: str, control: str = "canny"):
+        """The pipeline for a task on `base`, sharing its modules; another ControlNet type is swapped in."""
+        key = (id(base), task, control)
+        if key not in self._tasks:
+            if task == "text":
+                pipe = StableDiffusionPipeline.from_pipe(base)
+            elif task == "txt2img" and control == "canny":
+                pipe = base
+            else:
+                controlnet = base.controlnet if control == "canny" else self.models.controlnet(control)
+                pipe = TASKS[task].from_pipe(base, controlnet=controlnet)
+            pipe.set_progress_bar_config(disable=True)
+            self._tasks[key] = pipe
+        return self._tasks[key]
+
+    def _use_adapters(self, base, p: Params) -> None:
+        """The LoRAs a render wants active on `base` at their weights: the mode's few-step LoRA and the designer's
+        (weight 0: not applied). Each is loaded once; a set of LoRAs is switched, not reloaded. The few-step LoRA
+        alone on the default model is fused (W += B·A, plain layers again); back to anything else the base weights
+        are read back from its checkpoint, exactly."""
+        wanted: dict[str, float] = {}
+        if MODES[p.mode].lora:
+            wanted[FAST_ADAPTER] = 1.0
+        for name, _, weight in p.loras:
+            if weight != 0:
+                wanted[adapter_name(name)] = weight
+        state = self._adapters.setdefault(id(base), {"loaded": set(), "active": {}, "fused": False})
+        if state["active"] == wanted:
+            return
+        if state["fused"]:
+            from .lora import restore_base_weights, unet_weight_files
+
+            base.unfuse_lora(components=["unet"])
+            restore_base_weights(base.unet, unet_weight_files(self.models.settings))
+            state["fused"] = False
+        files = {adapter_name(name): (name, file) for name, file, _ in p.loras}
+        for adapter in wanted.keys() - state["loaded"]:
+            if adapter == FAST_ADAPTER:
+                self.models.fast_lora(base, FAST_ADAPTER)
+            else:
+                from .models import load_user_lora
+
+                load_user_lora(base, *files[adapter], adapter)
+            state["loaded"].add(adapter)
+        if wanted:
+            base.enable_lora()
+            base.set_adapters(list(wanted), list(wanted.values()))
+            if list(wanted) == [FAST_ADAPTER] and base is self.pipe and self.models.settings.fuse_lora:
+                base.fuse_lora(components=["unet"], adapter_names=[FAST_ADAPTER])
+                state["fused"] = True
+        else:
+            base.disable_lora()
+        state["active"] = wanted
 
     def _taesd(self):
         return self.models.taesd if self.models is not None else None
@@ -231,6 +298,7 @@ class Generator:
             self._schedulers[name] = SCHEDULERS[name].from_config(self._scheduler_config)
         return self._schedulers[name]
 
+    # ---- style -----------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def style_embeds(self, references: list[tuple[Image.Image, float]], cfg: bool) -> torch.Tensor:
         """Weighted mean of the references' image embeddings, shaped for `ip_adapter_image_embeds`."""
@@ -262,7 +330,6 @@ class Generator:
         """Image embeddings (cfg·1, n, dim) for the global style (if any) and each region, and their masks
         (1, n, H, W) as IP-Adapter attention masks: each region's reference acts only inside its mask (the
         masks do not overlap) and the global reference on the rest of the image."""
-        import numpy as np
         from diffusers.image_processor import IPAdapterMaskProcessor
 
         masks = [m for m, _ in p.regions]
@@ -278,20 +345,18 @@ class Generator:
         mask_tensor = processed.reshape(1, len(images), *processed.shape[-2:])
         return (torch.cat([torch.zeros_like(positive), positive]) if cfg else positive), mask_tensor
 
-    def _set_style_scale(self, strength: float, style_only: bool, has_refs: bool) -> None:
+    def _set_style_scale(self, pipe, strength: float, style_only: bool, has_refs: bool) -> None:
         if not has_refs:
-            self.pipe.set_ip_adapter_scale(0.0)
+            pipe.set_ip_adapter_scale(0.0)
         elif style_only:
-            self.pipe.set_ip_adapter_scale({"up": {self._style_block: strength}})
+            pipe.set_ip_adapter_scale({"up": {self._style_block: strength}})
         else:
-            self.pipe.set_ip_adapter_scale(strength)
+            pipe.set_ip_adapter_scale(strength)
 
     def text_pipe(self):
-        if self._text_pipe is None:
-            self._text_pipe = StableDiffusionPipeline.from_pipe(self.pipe)
-            self._text_pipe.set_progress_bar_config(disable=True)
-        return self._text_pipe
+        return self.task(self.pipe, "text")
 
+    # ---- the render --------------------------------------------------------------------------------------------
     def run(
         self,
         p: Params,
@@ -312,13 +377,20 @@ class Generator:
             timings["style_encode"] = time.perf_counter() - t0
 
             mode = MODES[p.mode]
-            self._use_lora(mode.lora)
-            self._set_style_scale(p.style_strength, p.style_only, bool(p.references or p.regions))
-            pipe = self.pipe if p.control is not None else self.text_pipe()
+            base = self.base(p.checkpoint)
+            self._use_adapters(base, p)
+            self._set_style_scale(base, p.style_strength, p.style_only, bool(p.references or p.regions))
+            if p.control is None:
+                task = "text"
+            else:
+                task = "inpaint" if p.mask is not None else "img2img" if p.init is not None else "txt2img"
+            pipe = self.task(base, task, p.control_type)
             pipe.scheduler = self._scheduler(p.scheduler)
+            first = denoise_steps(p.steps, p.strength) if p.init is not None else p.steps
+            refine = denoise_steps(p.steps, p.hires_strength) * len(p.seeds) if p.hires_size else 0
             previews = self._previewer() if on_progress is not None else None
-            clock = StepClock(p.steps, self._sync, on_progress, cancel, previews)
-            on_step_end = clock.on_step_end
+            clock = StepClock(first + refine, self._sync, on_progress, cancel, previews)
+            vae = self._taesd() if mode.uses_tiny_vae(self.device.type) else base.vae
 
             call = dict(
                 prompt=p.prompt,
@@ -331,24 +403,29 @@ class Generator:
                 generator=[torch.Generator("cpu").manual_seed(s) for s in p.seeds],
                 ip_adapter_image_embeds=[embeds],
                 output_type="latent",
-                callback_on_step_end=on_step_end,
+                callback_on_step_end=clock.on_step_end,
                 cross_attention_kwargs=attention or None,
             )
-            if p.control is not None:
+            if task == "txt2img":
                 call.update(image=p.control, controlnet_conditioning_scale=p.structure_strength)
-            latents = pipe(**call).images
-            timings["denoise"] = time.perf_counter() - clock.start
+            elif task in ("img2img", "inpaint"):
+                call.update(image=p.init, control_image=p.control, strength=p.strength)
+                call.update(controlnet_conditioning_scale=p.structure_strength)
+                if task == "inpaint":
+                    call["mask_image"] = Image.fromarray(p.mask.astype("uint8") * 255, "L")
+            # strength 0: no step to take, the image as the autoencoder gives it back
+            latents = self.encode(base, p.init, len(p.seeds)) if first == 0 else pipe(**call).images
+            timings["vae_decode"] = 0.0
+            images = self.decode(vae, latents, timings)
+            if p.mask is not None:
+                images = [composite(p.init, image, p.mask) for image in images]
+            if p.hires_size and not (cancel is not None and cancel.is_set()):
+                clock.offset = first
+                images = self.hires(base, p, images, call, clock, vae, cancel, timings)
+            timings["denoise"] = time.perf_counter() - clock.start - timings["vae_decode"]
             timings["steps"] = clock.steps
             if cancel is not None and cancel.is_set():
-                raise Cancelled(f"cancelled after {len(clock.steps)} of {p.steps} steps")
-
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                vae = self._taesd() if mode.uses_tiny_vae(self.device.type) else self.pipe.vae
-                decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
-                images = self.pipe.image_processor.postprocess(decoded, output_type="pil")
-            self._sync()
-            timings["vae_decode"] = time.perf_counter() - t0
+                raise Cancelled(f"cancelled after {len(clock.steps)} of {clock.total} steps")
             return Output(images=images, timings=timings)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
@@ -356,3 +433,73 @@ class Generator:
                 f"the GPU ran out of memory for {len(p.seeds)} image(s) at {p.width}×{p.height}",
                 fix="lower the size or the number of variations, or close other GPU programs",
             ) from None
+
+    def hires(self, base, p: Params, images, call: dict, clock: StepClock, vae, cancel, timings) -> list[Image.Image]:
+        """The hires fix: each image upscaled (Lanczos) and refined by image-to-image at a low strength, with its
+        own seed, ControlNet following the control map upscaled alike; an inpainting keeps the image outside its
+        mask."""
+        w, h = p.hires_size
+        pipe = self.task(base, "img2img", p.control_type)
+        pipe.scheduler = self._scheduler(p.scheduler)
+        control = p.control.resize((w, h), Image.Resampling.NEAREST)
+        steps = denoise_steps(p.steps, p.hires_strength)
+        out = []
+        for image, seed in zip(images, p.seeds, strict=True):
+            if cancel is not None and cancel.is_set():
+                break
+            one = {**call, "height": h, "width": w, "num_images_per_prompt": 1}
+            one.update(image=image.resize((w, h), Image.Resampling.LANCZOS), control_image=control)
+            one.update(strength=p.hires_strength, controlnet_conditioning_scale=p.structure_strength)
+            one.update(generator=[torch.Generator("cpu").manual_seed(seed)])
+            one.pop("mask_image", None)
+            # (region masks stay as they are: the IP-Adapter scales them to each layer's tokens)
+            refined = self.decode(vae, pipe(**one).images, timings)[0]
+            if p.mask is not None:
+                mask = Image.fromarray(p.mask.astype("uint8") * 255).resize((w, h), Image.Resampling.NEAREST)
+                init = p.init.resize((w, h), Image.Resampling.LANCZOS)
+                refined = composite(init, refined, np.asarray(mask) > 127)
+            out.append(refined)
+            clock.offset += steps
+        return out if len(out) == len(images) else images
+
+    @torch.inference_mode()
+    def encode(self, base, image: Image.Image, n: int) -> torch.Tensor:
+        """An image's latents (the autoencoder's mean), `n` times."""
+        pixels = base.image_processor.preprocess(image).to(self.device, base.vae.dtype)
+        latents = base.vae.encode(pixels).latent_dist.mode() * base.vae.config.scaling_factor
+        return latents.repeat(n, 1, 1, 1)
+
+    @torch.inference_mode()
+    def decode(self, vae, latents: torch.Tensor, timings: dict) -> list[Image.Image]:
+        """Latents → images (the time added to `timings["vae_decode"]`)."""
+        t0 = time.perf_counter()
+        decoded = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+        images = self.pipe.image_processor.postprocess(decoded, output_type="pil")
+        self._sync()
+        timings["vae_decode"] += time.perf_counter() - t0
+        return images
+
+
+def adapter_name(lora: str) -> str:
+    """A LoRA's adapter name in the UNet (a module key: no dots or spaces)."""
+    import re
+
+    return "user_" + re.sub(r"\W", "_", lora)
+
+
+def denoise_steps(steps: int, strength: float) -> int:
+    """The steps image-to-image takes at `strength`, as diffusers counts them (`get_timesteps`)."""
+    return min(int(steps * strength), steps)
+
+
+def composite(init: Image.Image, image: Image.Image, mask) -> Image.Image:
+    """The repainted image inside the mask, the original outside: the mask is grown by a few pixels and feathered,
+    so the seam falls on repainted pixels, and beyond it every pixel is the original's exactly."""
+    import cv2
+
+    grow = max(2, round(min(mask.shape) / 128))
+    alpha = cv2.dilate(mask.astype(np.uint8), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(np.float32)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), grow / 2)[..., None]
+    alpha[mask] = 1.0
+    mixed = np.asarray(init, dtype=np.float32) * (1 - alpha) + np.asarray(image, dtype=np.float32) * alpha
+    return Image.fromarray(np.round(mixed).clip(0, 255).astype(np.uint8))

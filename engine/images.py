@@ -133,6 +133,46 @@ def edges(img: Image.Image, mode: str = "auto", low: int = 50, high: int = 150) 
     return Image.fromarray(np.stack([out] * 3, axis=-1)), mode
 
 
+def control_map(
+    img: Image.Image, control: str = "canny", mode: str = "auto", low: int = 50, high: int = 150
+) -> tuple[Image.Image, str]:
+    """What the chosen ControlNet follows (engine/model_files.py CONTROLS says what each expects), and the
+    preprocessor used, as recorded in the metadata's `edge_mode`:
+    - canny: `edges` (a drawing's own lines, or Canny edges);
+    - lineart: a drawing's strokes inverted, anti-aliasing kept (white lines on black, as the lineart annotator
+      draws them); a photo has no strokes to keep, so its Canny edges;
+    - scribble: the strokes (or edges) thickened, as the scribble model was trained on;
+    - softedge: blurred Sobel gradient magnitude, soft and continuous (standing in for HED / PiDiNet)."""
+    if control == "canny":
+        return edges(img, mode, low, high)
+    gray = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2GRAY)
+    drawing = is_line_art(gray)
+    if control == "lineart":
+        if drawing:
+            ink = gray.astype(np.float32)
+            if np.median(ink) > 127:  # dark strokes on a light page
+                ink = 255 - ink
+            page = float(np.median(ink))
+            ink = np.clip((ink - page) * 255 / max(1.0, float(ink.max()) - page), 0, 255)
+            out, used = ink.astype(np.uint8), "lineart"
+        else:
+            out, used = cv2.Canny(gray, low, high), "lineart-canny"
+    elif control == "scribble":
+        lines = np.asarray(edges(img, "lines" if drawing else "canny", low, high)[0])[..., 0]
+        width = max(3, round(min(gray.shape) / 128))
+        out, used = cv2.dilate(lines, np.ones((width, width), np.uint8)), "scribble"
+    elif control == "softedge":
+        blurred = cv2.GaussianBlur(gray, (0, 0), max(1.0, min(gray.shape) / 256))
+        gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3)
+        magnitude = cv2.magnitude(gx, gy)
+        out, used = np.clip(magnitude * 255 / max(1e-6, float(np.percentile(magnitude, 99.5))), 0, 255), "softedge"
+        out = out.astype(np.uint8)
+    else:
+        raise BadInput(f"ControlNet '{control}' is unknown; use canny, lineart, scribble or softedge")
+    return Image.fromarray(np.stack([out] * 3, axis=-1)), used
+
+
 def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")

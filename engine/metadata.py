@@ -21,9 +21,11 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
     """The `parameters` text other tools (A1111, Civitai, sd-parsers) read settings from."""
     p = meta["params"]
     prompt = meta["prompt"]
-    lora = (meta.get("models") or {}).get("lora")
-    if lora:  # A1111's own way of naming a LoRA and its weight, in the prompt
-        prompt += f" <lora:{_name(lora)}:1>"
+    models = meta.get("models") or {}
+    if models.get("lora"):  # A1111's own way of naming a LoRA and its weight, in the prompt
+        prompt += f" <lora:{_name(models['lora'])}:1>"
+    for lora in p.get("loras") or []:
+        prompt += f" <lora:{lora['name']}:{lora['weight']:g}>"
     lines = [prompt]
     if meta.get("negative_prompt"):
         lines.append(f"Negative prompt: {meta['negative_prompt']}")
@@ -37,14 +39,20 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
     }
     if meta.get("edge_mode"):
         fields["ControlNet"] = (
-            f'"module: {meta["edge_mode"]}, model: {_name(meta["models"]["controlnet"])}, '
-            f'weight: {p["structure_strength"]}"'
+            f'"module: {meta["edge_mode"]}, model: {_name(models["controlnet"])}, weight: {p["structure_strength"]}"'
         )
     styles = meta.get("styles") or []
     if styles:
         fields["IP-Adapter"] = f'"{meta["models"]["ip_adapter_weight"]}, weight: {p["style_strength"]}"'
         fields["Style"] = '"' + ", ".join(f"{s['name']} ({s['weight']:g})" for s in styles if s.get("used")) + '"'
-    models = meta["models"]
+    if p.get("strength") is not None:
+        fields["Denoising strength"] = p["strength"]
+        if meta.get("mask_hash"):
+            fields["Mask"] = "inpaint (white = repaint)"
+    if (p.get("hires") or 1) > 1:
+        fields["Hires upscale"] = p["hires"]
+        fields["Hires upscaler"] = "Lanczos"
+        fields["Hires denoising strength"] = p["hires_strength"]
     if p.get("mode", "quality") != "quality":
         fields["Mode"] = p["mode"]
         if models.get("vae") and models["vae"] != "full":

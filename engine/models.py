@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -31,6 +32,15 @@ def load_pipeline(settings: Settings, device: str, dtype):
     except (OSError, ValueError) as exc:
         raise unavailable(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings, exc) from None
 
+    add_ip_adapter(pipe, settings)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def add_ip_adapter(pipe, settings: Settings) -> None:
+    """The IP-Adapter (and its image encoder, unless the pipeline has one already) into a loaded pipeline."""
+    ids = settings.models()
     if ids.ip_adapter_weight.endswith(PICKLE_SUFFIXES) and not settings.allow_pickle:
         raise ModelUnavailable(
             f"IP-Adapter weight '{ids.ip_adapter_weight}' is a pickled checkpoint, which can run code when loaded",
@@ -46,9 +56,60 @@ def load_pipeline(settings: Settings, device: str, dtype):
     except (OSError, ValueError) as exc:
         raise unavailable(ids.ip_adapter, "DESIGN_STUDIO_IP_ADAPTER_MODEL", settings, exc) from None
 
+
+def load_checkpoint(settings: Settings, checkpoint: str, default, device: str, dtype):
+    """A designer's own SD 1.5 checkpoint: one `.safetensors` file (`from_single_file`, configured by the default
+    base's folder, so nothing is fetched) or a hub id (`from_pretrained`). The ControlNet, the image encoder and the
+    IP-Adapter's weights are the default pipeline's; the UNet, VAE and text encoder are the checkpoint's."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    ids = settings.models()
+    shared = {"controlnet": default.controlnet, "safety_checker": None, "requires_safety_checker": False}
+    if checkpoint.endswith(".safetensors") or Path(checkpoint).is_file():
+        from .checkpoint import load_single_file
+
+        pipe = load_single_file(
+            checkpoint, ids.base, default.controlnet, dtype=dtype, allow_pickle=settings.allow_pickle
+        )
+    else:
+        try:
+            pipe = StableDiffusionControlNetPipeline.from_pretrained(
+                checkpoint, dtype=dtype, **shared, **safetensors_kw(settings)
+            )
+        except (OSError, ValueError) as exc:
+            raise unavailable(checkpoint, "the checkpoint name", settings, exc) from None
+    pipe.register_modules(image_encoder=default.image_encoder, feature_extractor=default.feature_extractor)
+    add_ip_adapter(pipe, settings)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_controlnet(settings: Settings, control: str, device: str, dtype):
+    """The line-art, scribble or soft-edge ControlNet, on the first render that asks for it."""
+    from diffusers import ControlNetModel
+
+    model_id = settings.models().controlnet_for(control)
+    try:
+        controlnet = ControlNetModel.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings))
+    except (OSError, ValueError) as exc:
+        raise unavailable(model_id, f"DESIGN_STUDIO_CONTROLNET_{control.upper()}", settings, exc) from None
+    return controlnet.to(device).eval()
+
+
+def load_user_lora(pipe, name: str, file: str, adapter: str) -> None:
+    """One of the designer's LoRAs (A1111/kohya or diffusers keys) into the pipeline as the named adapter."""
+    path = Path(file)
+    try:
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+    except Exception as exc:  # diffusers/peft raise anything from IndexError to RuntimeError for a file that misfits
+        log.debug("loading LoRA %s failed", file, exc_info=exc)
+        with contextlib.suppress(Exception):  # leave no half-made adapter behind
+            pipe.delete_adapters(adapter)
+        raise ModelUnavailable(
+            f"LoRA '{name}' does not fit this SD 1.5 model ({type(exc).__name__})",
+            fix="use a LoRA trained for SD 1.5 (not SDXL or FLUX)",
+        ) from None
 
 
 def load_fast_lora(pipe, settings: Settings, adapter: str) -> None:
@@ -137,8 +198,10 @@ class ModelStore:
         self.settings = settings
         self.device = settings.resolve_device()
         self.dtype = settings.resolve_dtype(self.device)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pipe = None
+        self._checkpoint: tuple[str, object] | None = None  # the one checkpoint loaded besides the default
+        self._controlnets: dict[str, object] = {}
         self._clip = None
         self._flux = None
         self._segmenter = None
@@ -160,6 +223,30 @@ class ModelStore:
                 self._ensure_tiny()
                 self._pipe = load_pipeline(self.settings, self.device, self.dtype)
             return self._pipe
+
+    def checkpoint(self, checkpoint: str):
+        """A checkpoint's pipeline (engine/model_files.py resolved its name); one is held at a time besides the
+        default, so switching between two costs a load, not the memory of both."""
+        with self._lock:
+            if self._checkpoint is None or self._checkpoint[0] != checkpoint:
+                default = self.pipeline
+                self._checkpoint = None
+                _free(self.device)
+                self._checkpoint = (
+                    checkpoint,
+                    load_checkpoint(self.settings, checkpoint, default, self.device, self.dtype),
+                )
+            return self._checkpoint[1]
+
+    def controlnet(self, control: str):
+        """The ControlNet of a type: canny is the pipeline's own; the others are loaded on first use."""
+        with self._lock:
+            if control == "canny":
+                return self.pipeline.controlnet
+            if control not in self._controlnets:
+                self._ensure_tiny()
+                self._controlnets[control] = load_controlnet(self.settings, control, self.device, self.dtype)
+            return self._controlnets[control]
 
     def fast_lora(self, pipe, adapter: str) -> None:
         """Load the few-step LoRA into `pipe` on its first fast or live render."""
@@ -215,4 +302,16 @@ class ModelStore:
             "sam2": self._segmenter is not None,
             "fast_lora": bool(self._fast_lora),
             "taesd": self._taesd is not None,
+            "checkpoint": self._checkpoint is not None,
+            **{f"controlnet_{c}": True for c in self._controlnets},
         }
+
+
+def _free(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()

@@ -15,6 +15,10 @@ EdgeMode = Literal["auto", "canny", "lines"]
 SchedulerName = Literal["unipc", "ddim", "euler_a", "lcm", "tcd"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 
+ControlName = Literal[
+    "canny", "lineart", "scribble", "softedge"
+]  # engine/model_files.py CONTROLS says what each expects
+
 MAX_STEPS = 150
 MAX_VARIATIONS = 8
 MAX_SEED = 2**32 - 1
@@ -30,6 +34,16 @@ class StyleWeight(BaseModel):
 
 
 MAX_REGIONS = 4
+MAX_LORAS = 4
+
+
+class LoraWeight(BaseModel):
+    """One of the designer's LoRAs (a name on the engine, engine/model_files.py) and its weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    weight: float = Field(1.0, ge=-2, le=2)
 
 
 class Region(BaseModel):
@@ -75,6 +89,21 @@ class GenerateRequest(BaseModel):
     # Per-region styles (IP-Adapter masks): each region gets its own reference; the rest takes the global one.
     regions: list[Region] = Field(default_factory=list, max_length=MAX_REGIONS)
 
+    # Image-to-image: start from this image (file bytes) instead of noise, `strength` of the way back to noise
+    # (0 keeps it, 1 ignores it); with `mask` (white = change) only the masked part is repainted (inpainting).
+    # ControlNet still follows the sketch, or the image's own edges without one.
+    init_image: bytes | None = Field(default=None, repr=False)
+    strength: float = Field(0.75, ge=0, le=1)
+    mask: bytes | None = Field(default=None, repr=False)
+    # Which ControlNet follows the sketch; each has its preprocessor (engine/images.py control_map)
+    control: ControlName = "canny"
+    # The base model: None is the default SD 1.5; else a checkpoint on the engine by name, or a hub id
+    checkpoint: str | None = Field(default=None, max_length=200)
+    loras: list[LoraWeight] = Field(default_factory=list, max_length=MAX_LORAS)
+    # Hires fix: render, upscale the image by `hires` (1 = off), refine it by img2img at `hires_strength`
+    hires: float = Field(1.0, ge=1, le=2)
+    hires_strength: float = Field(0.35, ge=0.05, le=1)
+
     steps: int = Field(20, ge=1, le=MAX_STEPS)
     guidance: float = Field(7.5, ge=0, le=30)
     structure_strength: float = Field(1.5, ge=0, le=3)
@@ -115,6 +144,12 @@ class GenerateRequest(BaseModel):
             for name, value in MODES[self.mode].defaults().items():
                 if name not in self.model_fields_set:
                     setattr(self, name, value)
+        return self
+
+    @model_validator(mode="after")
+    def _mask_needs_image(self) -> GenerateRequest:
+        if self.mask is not None and self.init_image is None:
+            raise ValueError("a mask needs the image to repaint: give an init image (white in the mask = change)")
         return self
 
     @field_validator("size")
@@ -167,6 +202,7 @@ class GenerateRequest(BaseModel):
 # Settings a re-render takes from the run it repeats (the metadata's `params`).
 REPEATED_PARAMS = (
     "steps", "guidance", "structure_strength", "style_strength", "style_only", "scheduler", "size", "mode",
+    "strength", "control", "checkpoint", "loras", "hires", "hires_strength",
 )  # fmt: skip
 assert set(MODE_FIELDS) <= set(REPEATED_PARAMS)
 

@@ -34,6 +34,13 @@ class ModelIds:
     fast_lora: str = "latent-consistency/lcm-lora-sdv1-5"
     fast_lora_weight: str = "pytorch_lora_weights.safetensors"
     taesd: str = "madebyollin/taesd"
+    # the other ControlNets a render may follow (engine/model_files.py CONTROLS), loaded on first use
+    controlnet_lineart: str = "lllyasviel/control_v11p_sd15_lineart"
+    controlnet_scribble: str = "lllyasviel/control_v11p_sd15_scribble"
+    controlnet_softedge: str = "lllyasviel/control_v11p_sd15_softedge"
+
+    def controlnet_for(self, control: str) -> str:
+        return self.controlnet if control == "canny" else getattr(self, f"controlnet_{control}")
 
 
 class Settings(BaseSettings):
@@ -48,6 +55,10 @@ class Settings(BaseSettings):
 
     base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     controlnet_model: str = "lllyasviel/sd-controlnet-canny"
+    # The line-art, scribble and soft-edge ControlNets (chosen per render; canny is the one above)
+    controlnet_lineart: str = "lllyasviel/control_v11p_sd15_lineart"
+    controlnet_scribble: str = "lllyasviel/control_v11p_sd15_scribble"
+    controlnet_softedge: str = "lllyasviel/control_v11p_sd15_softedge"
     ip_adapter_model: str = "h94/IP-Adapter"
     ip_adapter_subfolder: str = "models"
     ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
@@ -94,6 +105,9 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, le=1024)
 
     max_upload_bytes: int = 20 * 1024 * 1024
+    # Your own checkpoints and LoRAs (models/checkpoints, models/loras in the data folder): the largest file an
+    # upload may add (over HTTP the request limit above applies first; copy big files into the folder instead)
+    max_model_bytes: int = 8 * 1024**3
     max_input_pixels: int = 64_000_000
 
     @classmethod
@@ -110,6 +124,11 @@ class Settings(BaseSettings):
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+    @property
+    def models_dir(self) -> Path:
+        """The designer's own checkpoints and LoRAs (engine/model_files.py)."""
+        return self.data_dir / "models"
 
     @property
     def tiny_dir(self) -> Path:
@@ -131,6 +150,9 @@ class Settings(BaseSettings):
                 fast_lora=str(root / "lcm-lora-sdv1-5"),
                 fast_lora_weight=self.fast_lora_weight,
                 taesd=str(root / "taesd"),
+                controlnet_lineart=str(root / "control_v11p_sd15_lineart"),
+                controlnet_scribble=str(root / "control_v11p_sd15_scribble"),
+                controlnet_softedge=str(root / "control_v11p_sd15_softedge"),
             )
         return ModelIds(
             base=self.base_model,
@@ -144,6 +166,9 @@ class Settings(BaseSettings):
             fast_lora=self.fast_lora,
             fast_lora_weight=self.fast_lora_weight,
             taesd=self.taesd_model,
+            controlnet_lineart=self.controlnet_lineart,
+            controlnet_scribble=self.controlnet_scribble,
+            controlnet_softedge=self.controlnet_softedge,
         )
 
     def translation_model_for(self, lang: str) -> str:

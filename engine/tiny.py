@@ -19,7 +19,7 @@ from .tokenizer import tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 8
+TINY_VERSION = 9
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -268,6 +268,12 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
     seeded(lambda: _trained_like(ControlNetModel(**spec["controlnet"]))).save_pretrained(
         target / "sd-controlnet-canny", safe_serialization=True
     )
+    # the line-art, scribble and soft-edge ControlNets: the same architecture, each its own random weights
+    for i, name in enumerate(("lineart", "scribble", "softedge"), start=1):
+        torch.manual_seed(100 + i)
+        with torch.device(device):
+            controlnet = _trained_like(ControlNetModel(**spec["controlnet"])).to(dtype)
+        controlnet.save_pretrained(target / f"control_v11p_sd15_{name}", safe_serialization=True)
     image_encoder = seeded(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec["image_encoder"])))
     torch.manual_seed(0)
     save_ip_adapter(unet, image_encoder, target / "IP-Adapter", spec["image_encoder"]["projection_dim"], dtype)

@@ -37,5 +37,19 @@ def check(request) -> None:
         raise BadInput("regions need SD 1.5 (IP-Adapter masks); FLUX renders text only")
     if request.mode != "quality" and request.model != "sd15":
         raise BadInput(f"the {request.mode} mode is for SD 1.5; FLUX.1-schnell is a few-step model already")
+    if request.model != "sd15":
+        asked = [
+            what
+            for what, on in (
+                ("an init image", request.init_image is not None),
+                ("a checkpoint", request.checkpoint),
+                ("LoRAs", request.loras),
+                (f"the {request.control} ControlNet", request.control != "canny"),
+                ("a hires fix", request.hires > 1),
+            )
+            if on
+        ]
+        if asked:
+            raise BadInput(f"{asked[0]} needs SD 1.5; {model.name} renders from text only here")
     if (request.sketch is not None and not model.sketch) or ((request.style or request.blend) and not model.styles):
         raise BadInput(TEXT_ONLY)

@@ -144,6 +144,7 @@ def params_payload(p: Params) -> dict[str, Any]:
     out["control"] = _png(p.control) if p.control is not None else None
     out["references"] = [(_png(img), weight) for img, weight in p.references]
     out["regions"] = [(mask, _png(ref)) for mask, ref in p.regions]  # Ray pickles numpy arrays as they are
+    out["init"] = _png(p.init) if p.init is not None else None
     return out
 
 
@@ -152,6 +153,7 @@ def params_from_payload(payload: dict[str, Any]) -> Params:
     values["control"] = _image(payload["control"]) if payload["control"] is not None else None
     values["references"] = [(_image(data), weight) for data, weight in payload["references"]]
     values["regions"] = [(mask, _image(ref)) for mask, ref in payload.get("regions", [])]
+    values["init"] = _image(payload["init"]) if payload.get("init") is not None else None
     return Params(**values)
 
 

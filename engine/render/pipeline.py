@@ -26,6 +26,9 @@ class RenderPipeline:
         self.retrieval = retrieval
         self.executor = executor
         self.recorder = recorder
+        from ..model_files import ModelFiles
+
+        self.files = ModelFiles(settings.models_dir, settings.max_model_bytes)
         # {plan, on_progress, cancel} → attach the styles (global and per region) → render → record
         self.chain = RunnablePassthrough.assign(
             styles=RunnableLambda(self._styles, name="retrieve_styles"),
@@ -38,7 +41,7 @@ class RenderPipeline:
             cpu = self.settings.resolve_device() == "cpu"
         else:
             cpu = not getattr(self.executor, "gpus", 0)
-        return plan(request, self.settings.max_input_pixels, self.settings.max_upload_bytes, cpu)
+        return plan(request, self.settings.max_input_pixels, self.settings.max_upload_bytes, cpu, self.files)
 
     def generate(
         self,
@@ -77,6 +80,14 @@ class RenderPipeline:
             scheduler=request.scheduler,
             mode=request.mode,
             regions=[(mask, library.image(hit.id)) for mask, hit in zip(p.region_masks, region_styles, strict=True)],
+            init=p.init,
+            mask=p.mask,
+            strength=request.strength,
+            control_type=request.control,
+            checkpoint=p.checkpoint,
+            loras=p.loras,
+            hires_size=p.hires_size,
+            hires_strength=request.hires_strength,
         )
 
     def _render(self, x: dict[str, Any]) -> GenerateResult:

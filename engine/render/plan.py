@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .. import images as imgs
 from ..errors import BadInput
@@ -32,17 +32,28 @@ class Plan:
     height: int = 0
     seeds: list[int] = field(default_factory=list)
     region_masks: list[Any] = field(default_factory=list)  # bool H×W at the render's size, one per region
+    init: Image.Image | None = None  # image-to-image: the start, at the render's size
+    init_hash: str | None = None
+    mask: np.ndarray | None = None  # inpainting: bool H×W at the render's size, True = repaint
+    mask_hash: str | None = None
+    checkpoint: str | None = None  # the base model's file (or hub id) when not the default
+    loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
+    hires_size: tuple[int, int] | None = None  # the hires fix's final size
     timings: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
 
-def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = False) -> Plan:
-    """Check the request against its model's rules, decode the sketch and turn it into the control edges, fix the
-    size and the seeds, and read and layer the region masks. On a CPU, live mode renders at most its small size."""
+def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = False, files=None) -> Plan:
+    """Check the request against its model's rules, decode the sketch and turn it into the control map, decode the
+    image to start from and its mask, fix the size and the seeds, read and layer the region masks, and resolve the
+    checkpoint and LoRA names (`files`: engine/model_files.py). On a CPU, live mode renders at most its small size;
+    a live frame has no hires fix."""
     capabilities.check(request)
     cap = modes.MODES[request.mode].cpu_size
     if cpu and cap and request.size > cap:
         request = request.model_copy(update={"size": cap})
+    if request.mode == "live" and request.hires > 1:
+        request = request.model_copy(update={"hires": 1.0})
     if not capabilities.rules(request.model).styles and request.use_style:
         request = request.model_copy(update={"use_style": False})  # text only: no retrieval either
     t0 = time.perf_counter()
@@ -51,13 +62,62 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
         p.sketch = imgs.decode(request.sketch, max_pixels, max_bytes, name="sketch")
         p.sketch_hash = imgs.content_hash(request.sketch)
         fitted = imgs.fit(p.sketch, request.size)
-        p.control, p.edge_mode = imgs.edges(fitted, request.edge_mode, request.canny_low, request.canny_high)
+        p.control, p.edge_mode = control_map(fitted, request)
+    init = None
+    if request.init_image is not None:
+        init = imgs.decode(request.init_image, max_pixels, max_bytes, name="init image")
+        p.init_hash = imgs.content_hash(request.init_image)
+        if p.control is not None:  # the sketch sets the size; the image fills it (centre crop)
+            p.init = ImageOps.fit(init, p.control.size, Image.Resampling.LANCZOS)
+        else:  # no sketch: ControlNet follows the image's own edges
+            p.init = imgs.fit(init, request.size)
+            p.control, p.edge_mode = control_map(p.init, request)
+    if p.control is not None:
         p.timings["edges"] = time.perf_counter() - t0
     p.width, p.height = p.control.size if p.control is not None else (request.size, request.size)
+    if request.mask is not None:
+        p.mask = inpaint_mask(request.mask, init, (p.width, p.height), max_pixels, max_bytes)
+        p.mask_hash = imgs.content_hash(request.mask)
+    if request.hires > 1:
+        p.hires_size = hires_size(p.width, p.height, request.hires)
+    if files is not None:
+        p.checkpoint = files.resolve("checkpoint", request.checkpoint) if request.checkpoint else None
+        p.loras = [(lo.name, files.resolve("lora", lo.name), lo.weight) for lo in request.loras]
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
     p.seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.variations)]
     p.region_masks = region_masks(request, p, max_pixels, max_bytes)
     return p
+
+
+def control_map(image: Image.Image, request: GenerateRequest) -> tuple[Image.Image, str]:
+    return imgs.control_map(image, request.control, request.edge_mode, request.canny_low, request.canny_high)
+
+
+def hires_size(width: int, height: int, factor: float) -> tuple[int, int]:
+    """The hires fix's size: `factor` × the render's, multiples of 8 (at most 2 × 1024 a side: the size's own
+    limits bound it)."""
+    w, h = (max(8, round(v * factor / 8) * 8) for v in (width, height))
+    return w, h
+
+
+def inpaint_mask(data: bytes, init: Image.Image | None, render: tuple[int, int], max_pixels: int, max_bytes: int):
+    """The inpainting mask (white = repaint) at the render's size: made at the image's own size (then cropped and
+    scaled as the image was) or at the render's."""
+    mask = read_mask(data, None, "mask", max_pixels, max_bytes)
+    size = (mask.shape[1], mask.shape[0])
+    sizes = [s for s in (init.size if init is not None else None, render) if s]
+    if size not in sizes:
+        expected = " or ".join(f"{w}×{h}" for w, h in dict.fromkeys(sizes))
+        raise BadInput(
+            f"the mask is {size[0]}×{size[1]} but must be {expected} (the image's size)",
+            fix="paint or segment the mask on the same image",
+        )
+    if size != render:
+        scaled = ImageOps.fit(Image.fromarray(mask.astype(np.uint8) * 255), render, Image.Resampling.NEAREST)
+        mask = np.asarray(scaled) > 127
+    if not mask.any():
+        raise BadInput(f"the mask vanishes at {render[0]}×{render[1]}; paint a larger area")
+    return mask
 
 
 def region_masks(request: GenerateRequest, p: Plan, max_pixels: int, max_bytes: int) -> list[np.ndarray]:
@@ -94,4 +154,6 @@ def control_of(sketch: bytes, meta: dict[str, Any], max_pixels: int) -> Image.Im
     pixels): for its result view and for measuring it again."""
     fitted = imgs.fit(imgs.decode(sketch, max_pixels), meta["params"]["size"])
     low, high = meta.get("canny") or (50, 150)
-    return imgs.edges(fitted, meta["edge_mode"] or "auto", low, high)[0]
+    control = meta["params"].get("control", "canny")
+    mode = (meta["edge_mode"] or "auto") if control == "canny" else "auto"
+    return imgs.control_map(fitted, control, mode, low, high)[0]

@@ -31,6 +31,12 @@ def save_output(image: Image.Image, path: Path, meta: dict[str, Any], index: int
     write_sidecar(path.with_suffix(".json"), image_meta)
 
 
+def _mask_image(mask) -> Image.Image | None:
+    import numpy as np
+
+    return None if mask is None else Image.fromarray(mask.astype(np.uint8) * 255, "L")
+
+
 class Recorder:
     """Keeps renders in the data folder: outputs/DATE/RUN-i.png (+ .json), sketches/HASH.png, the history and its
     CLIP index. `retrieval` is the live retrieval state (its embeddings measure, its index finds past renders)."""
@@ -135,17 +141,25 @@ class Recorder:
         return {
             "version": 1,
             "run_id": run_id,
-            "kind": "sketch" if plan.sketch is not None else "text",
+            "kind": "inpaint"
+            if plan.mask is not None
+            else "img2img"
+            if plan.init is not None
+            else "sketch"
+            if plan.sketch is not None
+            else "text",
             "created_at": now.isoformat(timespec="seconds"),
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
             "seed": result.seeds[0],
             "seeds": result.seeds,
-            "width": plan.width,
-            "height": plan.height,
+            "width": plan.hires_size[0] if plan.hires_size else plan.width,
+            "height": plan.hires_size[1] if plan.hires_size else plan.height,
             "edge_mode": plan.edge_mode,
             "canny": [request.canny_low, request.canny_high] if plan.edge_mode == "canny" else None,
             "sketch_hash": plan.sketch_hash,
+            "init_hash": plan.init_hash,
+            "mask_hash": plan.mask_hash,
             "source": request.source,
             "batch": request.batch,
             "label": request.label,
@@ -165,15 +179,22 @@ class Recorder:
                 "style": request.style,
                 "blend": [b.model_dump() for b in request.blend],
                 "use_style": request.use_style,
+                "control": request.control,
+                "strength": request.strength if plan.init is not None else None,
+                "checkpoint": request.checkpoint,
+                "loras": [lo.model_dump() for lo in request.loras],
+                "hires": request.hires,
+                "hires_strength": request.hires_strength if plan.hires_size else None,
             },
             "styles": [s.as_dict() for s in result.styles],
             "regions": result.regions,
             "models": {
-                "base": self.settings.flux_paths()[0] if flux else ids.base,
+                "base": self.settings.flux_paths()[0] if flux else (request.checkpoint or ids.base),
                 "lora": self.settings.flux_paths()[1] if flux else (ids.fast_lora if mode.lora else None),
                 "lora_weight": ids.fast_lora_weight if mode.lora and not flux else None,
                 "vae": ids.taesd if mode.uses_tiny_vae(self.device) else "full",
-                "controlnet": ids.controlnet,
+                "controlnet": ids.controlnet_for(request.control),
+                "loras": [{"name": n, "weight": w} for n, _, w in plan.loras],
                 "ip_adapter": ids.ip_adapter,
                 "ip_adapter_weight": ids.ip_adapter_weight,
                 "clip": ids.clip,
@@ -195,11 +216,17 @@ class Recorder:
         meta = self.metadata(plan, result, timings, run_id, now)
         if executor:
             meta["executor"] = executor
-        if plan.sketch is not None:
-            sketch_path = self.data_dir / "sketches" / f"{plan.sketch_hash}.png"
-            if not sketch_path.exists():
-                sketch_path.parent.mkdir(parents=True, exist_ok=True)
-                plan.sketch.save(sketch_path)
+        # the inputs once each, by content hash: the sketch, the image started from, the inpainting mask
+        for image, digest in (
+            (plan.sketch, plan.sketch_hash),
+            (plan.init, plan.init_hash),
+            (_mask_image(plan.mask), plan.mask_hash),
+        ):
+            if image is not None:
+                path = self.data_dir / "sketches" / f"{digest}.png"
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    image.save(path)
         out_dir = self.data_dir / "outputs" / f"{now:%Y-%m-%d}"
         paths = []
         for i, image in enumerate(result.images):

@@ -84,8 +84,8 @@ class RendersService(Renders):
         if row is None:
             raise NotFound(f"no run '{run_id}' in the history")
         meta = row["metadata"]
-        sketch = self.core.recorder.sketch_path(row["sketch_hash"])
-        edges = png(control_of(sketch.read_bytes(), meta, self.core.settings.max_input_pixels)) if sketch else None
+        source = self.core.recorder.sketch_path(row["sketch_hash"] or meta.get("init_hash"))
+        edges = png(control_of(source.read_bytes(), meta, self.core.settings.max_input_pixels)) if source else None
         return RenderResult(
             run_id=run_id,
             seeds=meta["seeds"],
@@ -99,6 +99,12 @@ class RendersService(Renders):
             edges=edges,
             paths=row["outputs"],
         )
+
+    def models(self) -> dict[str, Any]:
+        return self.core.pipeline.files.list()
+
+    def add_model(self, kind, name: str, data: bytes) -> dict[str, Any]:
+        return self.core.pipeline.files.add(kind, name, data)
 
     def _decode(self, image: bytes):
         s = self.core.settings

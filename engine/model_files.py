@@ -1,0 +1,158 @@
+"""The designer's own models on the engine: base checkpoints (one `.safetensors` file each, as A1111 and Civitai
+share them) and LoRAs, kept by name in the data folder (`models/checkpoints/`, `models/loras/`), plus the
+ControlNet types a render can follow. Callers name them; the engine resolves the names to its files.
+
+No torch here: the plan resolves names when a request arrives (a missing LoRA is a 422 at once), the loaders in
+engine/models.py read the files."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .errors import BadInput, NotFound, TooLarge
+
+ModelKind = Literal["checkpoint", "lora"]
+FOLDERS: dict[str, str] = {"checkpoint": "checkpoints", "lora": "loras"}
+# A file name as shown in the sidebar and in `<lora:name:weight>`: letters, digits, spaces and . _ - + ( )
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,119}$")
+# A hub id: owner/name
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+
+
+@dataclass(frozen=True)
+class ControlType:
+    """A ControlNet a render can follow and what its preprocessor makes of the input (its weights: the settings'
+    `controlnet_model` for canny, `controlnet_<name>` for the others)."""
+
+    name: str
+    label: str
+    expects: str  # what the input should be, in the user's words
+
+
+CONTROLS: dict[str, ControlType] = {
+    "canny": ControlType(
+        "canny", "Canny edges",
+        "any sketch or photo: its Canny edges (a drawing's own lines with edge mode 'lines')",
+    ),
+    "lineart": ControlType(
+        "lineart", "Line art",
+        "a drawing: its strokes, anti-aliased, as white lines on black (no model needed); a photo gives its "
+        "Canny edges instead",
+    ),
+    "scribble": ControlType(
+        "scribble", "Scribble",
+        "a rough drawing: its strokes thickened; loose shapes are followed loosely",
+    ),
+    "softedge": ControlType(
+        "softedge", "Soft edge",
+        "a photo or shaded drawing: soft gradient edges (a Sobel map standing in for HED/PiDiNet)",
+    ),
+}  # fmt: skip
+
+
+def check_name(name: str, what: str) -> str:
+    name = name.strip().removesuffix(".safetensors")
+    if not NAME.match(name):
+        raise BadInput(
+            f"{what} name '{name[:60]}' has characters that are not allowed",
+            fix="use letters, digits, spaces and . _ - + ( ), up to 120",
+        )
+    return name
+
+
+def check_safetensors(data: bytes, name: str) -> None:
+    """The bytes are a safetensors file (its header is length-prefixed JSON): anything else is refused unread."""
+    import json
+    import struct
+
+    if len(data) < 8:
+        raise BadInput(f"'{name}' is not a .safetensors file (it is {len(data)} bytes)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(SAFETENSORS_HEADER_MAX, len(data) - 8):
+        raise BadInput(f"'{name}' is not a .safetensors file", fix="export the model as .safetensors")
+    try:
+        header = json.loads(data[8 : 8 + size])
+    except ValueError:
+        raise BadInput(f"'{name}' is not a .safetensors file", fix="export the model as .safetensors") from None
+    if not isinstance(header, dict) or not any(k != "__metadata__" for k in header):
+        raise BadInput(f"'{name}' holds no tensors")
+
+
+class ModelFiles:
+    """The checkpoints and LoRAs in `root` (the data folder's `models/`)."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+
+    def folder(self, kind: str) -> Path:
+        return self.root / FOLDERS[kind]
+
+    def names(self, kind: str) -> list[str]:
+        folder = self.folder(kind)
+        if not folder.is_dir():
+            return []
+        return sorted((p.stem for p in folder.glob("*.safetensors") if NAME.match(p.stem)), key=str.lower)
+
+    def list(self) -> dict:
+        """What the sidebar offers: each file's name and size, and the ControlNet types with what they expect."""
+        out: dict = {}
+        for kind in FOLDERS:
+            out[kind + "s"] = [
+                {"name": n, "mb": round(self.path(kind, n).stat().st_size / 1e6, 1)} for n in self.names(kind)
+            ]
+        out["controls"] = [{"name": c.name, "label": c.label, "expects": c.expects} for c in CONTROLS.values()]
+        out["folders"] = {kind: str(self.folder(kind)) for kind in FOLDERS}
+        return out
+
+    def path(self, kind: str, name: str) -> Path:
+        return self.folder(kind) / f"{name}.safetensors"
+
+    def resolve(self, kind: str, name: str) -> str:
+        """A name → the file on this engine; a checkpoint may also be a hub id (owner/name, from the local cache)."""
+        if kind == "checkpoint" and HUB_ID.match(name):
+            return name
+        name = check_name(name, kind)
+        path = self.path(kind, name)
+        if not path.is_file():
+            have = self.names(kind)
+            raise NotFound(
+                f"no {kind} '{name}' on the engine" + (f" (it has: {', '.join(have[:8])})" if have else ""),
+                fix=f"add the .safetensors file to {self.folder(kind)} or upload it (CLI: --{kind} FILE)",
+            )
+        return str(path)
+
+    def add(self, kind: str, name: str, data: bytes) -> dict:
+        """Keep an uploaded file under `name` (safetensors only; the same bytes again are not written twice; another
+        file by that name is refused, never overwritten)."""
+        name = check_name(Path(name).name, kind)
+        if len(data) > self.max_bytes:
+            raise TooLarge(
+                f"'{name}' is {len(data) / 1e6:.0f} MB, over the {self.max_bytes / 1e6:.0f} MB upload limit",
+                fix=f"copy the file into {self.folder(kind)} on the engine's machine",
+            )
+        check_safetensors(data, name)
+        path = self.path(kind, name)
+        digest = hashlib.sha256(data).hexdigest()
+        if path.is_file():
+            if path.stat().st_size == len(data) and _sha256(path) == digest:
+                return {"name": name, "kind": kind, "added": False}
+            raise BadInput(f"a different {kind} named '{name}' is already on the engine", fix="rename the file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return {"name": name, "kind": kind, "added": True}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
