@@ -18,6 +18,7 @@ from diffusers import (
     StableDiffusionControlNetImg2ImgPipeline,
     StableDiffusionControlNetInpaintPipeline,
     StableDiffusionControlNetPipeline,
+    StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     TCDScheduler,
     UniPCMultistepScheduler,
@@ -40,6 +41,7 @@ SCHEDULERS = {
 # A render's task → the diffusers pipeline made for it from the loaded components (`from_pipe`: no second copy)
 TASKS = {
     "text": StableDiffusionPipeline,
+    "text-img2img": StableDiffusionImg2ImgPipeline,  # a text-only render's hires fix
     "txt2img": StableDiffusionControlNetPipeline,
     "img2img": StableDiffusionControlNetImg2ImgPipeline,
     "inpaint": StableDiffusionControlNetInpaintPipeline,
@@ -231,8 +233,8 @@ class Generator:
         """The pipeline for a task on `base`, sharing its modules; another ControlNet type is swapped in."""
         key = (id(base), task, control)
         if key not in self._tasks:
-            if task == "text":
-                pipe = StableDiffusionPipeline.from_pipe(base)
+            if task.startswith("text"):
+                pipe = TASKS[task].from_pipe(base)
             elif task == "txt2img" and control == "canny":
                 pipe = base
             else:
@@ -267,7 +269,7 @@ class Generator:
             if adapter == FAST_ADAPTER:
                 self.models.fast_lora(base, FAST_ADAPTER)
             else:
-                from .models import load_user_lora
+                from .lora import load_user_lora
 
                 load_user_lora(base, *files[adapter], adapter)
             state["loaded"].add(adapter)
@@ -387,7 +389,7 @@ class Generator:
             pipe = self.task(base, task, p.control_type)
             pipe.scheduler = self._scheduler(p.scheduler)
             first = denoise_steps(p.steps, p.strength) if p.init is not None else p.steps
-            refine = denoise_steps(p.steps, p.hires_strength) * len(p.seeds) if p.hires_size else 0
+            refine = hires_steps(p)[1] * len(p.seeds) if p.hires_size else 0
             previews = self._previewer() if on_progress is not None else None
             clock = StepClock(first + refine, self._sync, on_progress, cancel, previews)
             vae = self._taesd() if mode.uses_tiny_vae(self.device.type) else base.vae
@@ -439,17 +441,21 @@ class Generator:
         own seed, ControlNet following the control map upscaled alike; an inpainting keeps the image outside its
         mask."""
         w, h = p.hires_size
-        pipe = self.task(base, "img2img", p.control_type)
+        pipe = self.task(base, "img2img" if p.control is not None else "text-img2img", p.control_type)
         pipe.scheduler = self._scheduler(p.scheduler)
-        control = p.control.resize((w, h), Image.Resampling.NEAREST)
-        steps = denoise_steps(p.steps, p.hires_strength)
+        control = p.control.resize((w, h), Image.Resampling.NEAREST) if p.control is not None else None
+        total, steps = hires_steps(p)
         out = []
         for image, seed in zip(images, p.seeds, strict=True):
             if cancel is not None and cancel.is_set():
                 break
-            one = {**call, "height": h, "width": w, "num_images_per_prompt": 1}
-            one.update(image=image.resize((w, h), Image.Resampling.LANCZOS), control_image=control)
-            one.update(strength=p.hires_strength, controlnet_conditioning_scale=p.structure_strength)
+            one = {**call, "height": h, "width": w, "num_images_per_prompt": 1, "num_inference_steps": total}
+            one.update(image=image.resize((w, h), Image.Resampling.LANCZOS), strength=p.hires_strength)
+            if control is not None:
+                one.update(control_image=control, controlnet_conditioning_scale=p.structure_strength)
+            else:  # text only: no ControlNet (and img2img takes its size from the image)
+                for name in ("control_image", "controlnet_conditioning_scale", "height", "width"):
+                    one.pop(name, None)
             one.update(generator=[torch.Generator("cpu").manual_seed(seed)])
             one.pop("mask_image", None)
             # (region masks stay as they are: the IP-Adapter scales them to each layer's tokens)
@@ -490,6 +496,14 @@ def adapter_name(lora: str) -> str:
 def denoise_steps(steps: int, strength: float) -> int:
     """The steps image-to-image takes at `strength`, as diffusers counts them (`get_timesteps`)."""
     return min(int(steps * strength), steps)
+
+
+def hires_steps(p: Params) -> tuple[int, int]:
+    """The hires refine pass's schedule and the steps it takes: the render's steps at its strength, at least one."""
+    import math
+
+    total = max(p.steps, math.ceil(1 / p.hires_strength))
+    return total, denoise_steps(total, p.hires_strength)
 
 
 def composite(init: Image.Image, image: Image.Image, mask) -> Image.Image:

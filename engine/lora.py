@@ -1,12 +1,16 @@
-"""Fusing the few-step LoRA exactly: back in quality mode the base UNet's own weights are read back from its
-checkpoint, so the base model is bit for bit what was loaded."""
+"""The designer's LoRAs, and fusing the few-step LoRA exactly: back in quality mode the base UNet's own weights are
+read back from its checkpoint, so the base model is bit for bit what was loaded."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 from .errors import ModelUnavailable
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def unet_weight_files(settings: Settings) -> list[Path]:
@@ -48,3 +52,18 @@ def restore_base_weights(unet, files: list[Path]) -> int:
             fix="set DESIGN_STUDIO_FUSE_LORA=false (the LoRA then runs unfused, a little slower)",
         )
     return restored
+
+
+def load_user_lora(pipe, name: str, file: str, adapter: str) -> None:
+    """One of the designer's LoRAs (A1111/kohya or diffusers keys) into the pipeline as the named adapter."""
+    path = Path(file)
+    try:
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
+    except Exception as exc:  # diffusers/peft raise anything from IndexError to RuntimeError for a file that misfits
+        log.debug("loading LoRA %s failed", file, exc_info=exc)
+        with contextlib.suppress(Exception):  # leave no half-made adapter behind
+            pipe.delete_adapters(adapter)
+        raise ModelUnavailable(
+            f"LoRA '{name}' does not fit this SD 1.5 model ({type(exc).__name__})",
+            fix="use a LoRA trained for SD 1.5 (not SDXL or FLUX)",
+        ) from None

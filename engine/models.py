@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -95,21 +94,6 @@ def load_controlnet(settings: Settings, control: str, device: str, dtype):
     except (OSError, ValueError) as exc:
         raise unavailable(model_id, f"DESIGN_STUDIO_CONTROLNET_{control.upper()}", settings, exc) from None
     return controlnet.to(device).eval()
-
-
-def load_user_lora(pipe, name: str, file: str, adapter: str) -> None:
-    """One of the designer's LoRAs (A1111/kohya or diffusers keys) into the pipeline as the named adapter."""
-    path = Path(file)
-    try:
-        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
-    except Exception as exc:  # diffusers/peft raise anything from IndexError to RuntimeError for a file that misfits
-        log.debug("loading LoRA %s failed", file, exc_info=exc)
-        with contextlib.suppress(Exception):  # leave no half-made adapter behind
-            pipe.delete_adapters(adapter)
-        raise ModelUnavailable(
-            f"LoRA '{name}' does not fit this SD 1.5 model ({type(exc).__name__})",
-            fix="use a LoRA trained for SD 1.5 (not SDXL or FLUX)",
-        ) from None
 
 
 def load_fast_lora(pipe, settings: Settings, adapter: str) -> None:

@@ -174,6 +174,11 @@ def test_hires_fix_doubles_the_size_and_keeps_the_composition(eng):
         assert "Hires upscale: 2.0" in im.text["parameters"]
 
 
+def test_hires_fix_of_a_text_only_render(eng):
+    result = eng.pipeline.generate(request(size=64, hires=1.5, steps=2))
+    assert result.images[0].size == (96, 96) and result.metadata["kind"] == "text"
+
+
 def test_bad_inputs_are_one_line(eng):
     with pytest.raises(BadInput, match="a mask needs the image to repaint"):
         request(mask=mask_png(square_mask()))
