@@ -132,6 +132,7 @@ class RunRecord(BaseModel):
     images: int
     sketch_hash: str | None = None
     metadata: dict[str, Any]
+    starred: bool = False  # kept as a favourite (History's star); not part of the recipe
 
 
 class SegmentResult(BaseModel):
@@ -255,12 +256,32 @@ class History(ABC):
 
     @abstractmethod
     @operation
-    def list(self, limit: Limit = 50, offset: Offset = 0, batch: str | None = None) -> list[RunRecord]:
-        """Newest first; with `batch`, every run of that batch, oldest first."""
+    def list(
+        self,
+        limit: Limit = 50,
+        offset: Offset = 0,
+        batch: str | None = None,
+        starred: bool = False,
+        text: Annotated[str, Field(max_length=500)] = "",
+        style: str | None = None,
+    ) -> list[RunRecord]:
+        """Newest first; with `batch`, every run of that batch, oldest first. Filters: `starred` runs only, prompts
+        holding every word of `text` (case aside), runs that used the style named `style`."""
 
     @abstractmethod
     @operation
     def get(self, run_id: str) -> RunRecord: ...
+
+    @abstractmethod
+    @operation
+    def star(self, run_id: str, starred: bool = True) -> RunRecord:
+        """Keep a run as a favourite (`starred` False: no longer); the run as it now is."""
+
+    @abstractmethod
+    @operation
+    def facets(self) -> dict[str, list[str]]:
+        """What the history can be filtered by: `batches` (its run sets' batches, newest first) and `styles` (the
+        names of the styles its runs used)."""
 
     @abstractmethod
     @operation

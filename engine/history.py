@@ -22,10 +22,21 @@ CREATE TABLE IF NOT EXISTS runs (
     style_ids TEXT NOT NULL,
     outputs TEXT NOT NULL,
     seconds REAL NOT NULL,
-    metadata TEXT NOT NULL
+    metadata TEXT NOT NULL,
+    starred INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
 """
+COLUMNS = (
+    "id, created_at, kind, prompt, negative_prompt, seeds, profile, sketch_hash, style_ids, outputs, seconds, metadata"
+)
+# Columns later versions added, with how to add them to a database an older version made.
+ADDED_COLUMNS = {"starred": "INTEGER NOT NULL DEFAULT 0"}
+# A run's styles that were used, by name (the history's own record, so removed styles still count)
+USED_STYLES = (
+    "SELECT json_extract(s.value, '$.name') FROM json_each(runs.metadata, '$.styles') AS s "
+    "WHERE json_extract(s.value, '$.used')"
+)
 
 
 class SqliteStore:
@@ -48,8 +59,12 @@ class SqliteStore:
                     with closing(self._open()) as db, db:
                         db.execute("PRAGMA journal_mode=WAL")
                         db.executescript(self.SCHEMA)
+                        self.migrate(db)
                     self._ready = True
         return self._open()
+
+    def migrate(self, db: sqlite3.Connection) -> None:
+        """Bring a database an older version made up to `SCHEMA` (runs once per process, after `SCHEMA`)."""
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)
@@ -62,11 +77,27 @@ class History(SqliteStore):
 
     SCHEMA = SCHEMA
 
+    def _open(self) -> sqlite3.Connection:
+        db = super()._open()
+        db.create_function("casefold", 1, lambda text: text.casefold() if isinstance(text, str) else text,
+                           deterministic=True)  # fmt: skip
+        return db
+
+    def migrate(self, db: sqlite3.Connection) -> None:
+        have = {row["name"] for row in db.execute("PRAGMA table_info(runs)")}
+        for column, decl in ADDED_COLUMNS.items():
+            if column not in have:
+                try:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} {decl}")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
+
     def add(self, run_id: str, meta: dict[str, Any], outputs: list[str]) -> None:
         used = [s["id"] for s in meta.get("styles", []) if s.get("used")]
         with closing(self._connect()) as db, db:
             db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO runs ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     meta["created_at"],
@@ -92,25 +123,70 @@ class History(SqliteStore):
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _row(row) if row else None
 
-    def list(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    def star(self, run_id: str, starred: bool = True) -> bool:
+        """Keep a run as a favourite (or not); False when there is no such run."""
+        with closing(self._connect()) as db, db:
+            return db.execute("UPDATE runs SET starred = ? WHERE id = ?", (int(starred), run_id)).rowcount > 0
+
+    def list(
+        self, limit: int = 50, offset: int = 0, starred: bool = False, text: str = "", style: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; with filters: starred runs only, prompts holding every word of `text` (case aside), runs
+        that used the style named `style`."""
+        where, args = _filters(starred, text, style)
         with closing(self._connect()) as db:
             rows = db.execute(
-                "SELECT * FROM runs ORDER BY created_at DESC LIMIT ? OFFSET ?", (limit, offset)
+                f"SELECT * FROM runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
             ).fetchall()
         return [_row(r) for r in rows]
 
-    def in_batch(self, batch: str) -> list[dict[str, Any]]:
+    def in_batch(
+        self, batch: str, starred: bool = False, text: str = "", style: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every run of a batch, oldest first (with the same filters as `list`)."""
+        where, args = _filters(starred, text, style, batch)
         with closing(self._connect()) as db:
-            rows = db.execute(
-                "SELECT * FROM runs WHERE json_extract(metadata, '$.batch') = ? ORDER BY created_at, rowid", (batch,)
-            ).fetchall()
+            rows = db.execute(f"SELECT * FROM runs {where} ORDER BY created_at, rowid", args).fetchall()
         return [_row(r) for r in rows]
+
+    def facets(self) -> dict[str, list[str]]:
+        """What the history can be filtered by: its batches (newest first) and the styles its runs used."""
+        with closing(self._connect()) as db:
+            batches = db.execute(
+                "SELECT json_extract(metadata, '$.batch') AS b FROM runs WHERE b IS NOT NULL AND b != '' "
+                "GROUP BY b ORDER BY MAX(created_at) DESC"
+            ).fetchall()
+            styles = db.execute(
+                "SELECT DISTINCT json_extract(s.value, '$.name') FROM runs, json_each(runs.metadata, '$.styles') AS s "
+                "WHERE json_extract(s.value, '$.used')"
+            ).fetchall()
+        return {"batches": [r[0] for r in batches], "styles": sorted(r[0] for r in styles if r[0])}
+
+
+def _filters(starred: bool, text: str, style: str | None, batch: str | None = None) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause and its arguments for the history's filters (none given: no clause)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if batch:
+        clauses.append("json_extract(metadata, '$.batch') = ?")
+        args.append(batch)
+    if starred:
+        clauses.append("starred != 0")
+    for word in (text or "").casefold().split():
+        clauses.append("instr(casefold(prompt), ?) > 0")
+        args.append(word)
+    if style:
+        clauses.append(f"? IN ({USED_STYLES})")
+        args.append(style)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     out = dict(row)
     for key in ("seeds", "style_ids", "outputs", "metadata"):
         out[key] = json.loads(out[key])
+    out["starred"] = bool(out.get("starred"))
     return out
 
 

@@ -1,13 +1,13 @@
-"""History: every past render with its recipe; restore one into the Studio, or find work by meaning."""
+"""History: every past render with its recipe, as a gallery (filters, stars, two compared side by side: ui/gallery.py);
+restore one into the Studio, or find work by meaning."""
 
 from __future__ import annotations
-
-import json
 
 import streamlit as st
 
 from engine.errors import EngineError
 from engine.schema import StyleHit
+from ui import gallery
 from ui import regions as regions_ui
 from ui.shared import DEFAULTS, FIELD_TO_PARAM, engine_or_stop, md, output_thumbs
 
@@ -88,37 +88,5 @@ if found is not None:
             st.button("Restore", key=f"hr_{hit['run_id']}_{hit['index']}", on_click=on_restore, args=(hit["run_id"],))
     if not found:
         st.info("Nothing found.")
-else:
-    try:
-        runs = engine.history.list(limit=40)
-    except EngineError as exc:
-        st.error(str(exc))
-        runs = []
-    if not runs:
-        st.info("No renders yet. Make one in the Studio.")
-    thumbs = output_thumbs(engine, [f"{run.id}#0" for run in runs], 256)
-    for run in runs:
-        meta = run.metadata
-        used = ", ".join(s["name"] for s in meta["styles"] if s.get("used")) or "no style"
-        with st.container(border=True):
-            thumb, text, actions = st.columns([1, 4, 2], vertical_alignment="center")
-            if thumbs.get(f"{run.id}#0"):
-                thumb.image(thumbs[f"{run.id}#0"], width="stretch")
-            text.markdown(f"**{md(meta['prompt'])}**")
-            text.caption(
-                f"{used} · seed {meta['seed']} · {meta['width']}×{meta['height']} · {meta['params']['steps']} steps"
-                f" · {run.created_at.replace('T', ' ')[:16]} UTC · {run.seconds:.1f}s"
-            )
-            actions.button("Restore", key=f"restore_{run.id}", on_click=on_restore, args=(run.id,))
-            actions.button("More like this", key=f"like_{run.id}", on_click=on_like, args=(run.id, 0))
-            with text.expander("Details"):
-                st.code(json.dumps(meta, indent=2), language="json")
-                for i in range(run.images):
-                    st.download_button(
-                        f"Download {run.id}-{i}.png",
-                        lambda run_id=run.id, i=i: engine.history.image(run_id, i),
-                        file_name=f"{run.id}-{i}.png",
-                        mime="image/png",
-                        key=f"dl_{run.id}_{i}",
-                        on_click="ignore",
-                    )
+else:  # no search: the gallery of every run, newest first (ui/gallery.py)
+    gallery.show(engine, on_restore, on_like)

@@ -14,7 +14,7 @@ from . import Core, read_file, thumbnail
 def record(row: dict[str, Any]) -> RunRecord:
     return RunRecord(
         id=row["id"], created_at=row["created_at"], seconds=row["seconds"], images=len(row["outputs"]),
-        sketch_hash=row["sketch_hash"], metadata=row["metadata"],
+        sketch_hash=row["sketch_hash"], metadata=row["metadata"], starred=row.get("starred", False),
     )  # fmt: skip
 
 
@@ -28,14 +28,32 @@ class HistoryService(History):
             raise NotFound(f"no run '{run_id}' in the history")
         return row
 
-    def list(self, limit: int = 50, offset: int = 0, batch: str | None = None) -> list[RunRecord]:
+    def list(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        batch: str | None = None,
+        starred: bool = False,
+        text: str = "",
+        style: str | None = None,
+    ) -> list[RunRecord]:
         if not 1 <= limit <= 100_000 or offset < 0:
             raise BadInput(f"limit must be between 1 and 100000 and offset at least 0 (got {limit}, {offset})")
-        rows = self.core.history.in_batch(batch) if batch else self.core.history.list(limit, offset)
+        filters = {"starred": starred, "text": text or "", "style": style or None}
+        store = self.core.history
+        rows = store.in_batch(batch, **filters) if batch else store.list(limit, offset, **filters)
         return [record(r) for r in rows]
 
     def get(self, run_id: str) -> RunRecord:
         return record(self._row(run_id))
+
+    def star(self, run_id: str, starred: bool = True) -> RunRecord:
+        if not self.core.history.star(run_id, starred):
+            raise NotFound(f"no run '{run_id}' in the history")
+        return self.get(run_id)
+
+    def facets(self) -> dict[str, list[str]]:
+        return self.core.history.facets()
 
     def sketch(self, run_id: str) -> bytes | None:
         path = self.core.recorder.sketch_path(self._row(run_id)["sketch_hash"])

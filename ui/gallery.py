@@ -1,0 +1,305 @@
+"""History's gallery: every run as a card in a grid (newest first) with its prompt, style and numbers, filters, a star
+to keep favourites, and two runs side by side with the settings that differ marked.
+
+Widget keys are stable so a browser test can find them: `star-<run id>`, `compare-<run id>`, `restore_<run id>`,
+`like_<run id>`, the filters `history_text`, `history_style`, `history_set`, `history_starred`, the comparison's
+table `compare_table`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from engine.api import Engine, RunRecord
+from engine.errors import EngineError
+from ui.shared import md, output_thumbs
+
+COLUMNS = 4  # cards per row
+PAGE = 40  # cards per "Show more"
+ANY_STYLE = "Any style"
+ALL_SETS = "All run sets"
+# The numbers a card shows, short, and the comparison's long words for them
+NUMBERS = {"clip_score": "fidelity", "style_similarity": "style", "edge_f1": "edge F1"}
+NUMBER_NAMES = {"clip_score": "Prompt fidelity", "style_similarity": "Style similarity", "edge_f1": "Edge F1"}
+# The comparison's rows from the generation parameters, in this order, with their words; other parameters (a later
+# version's) follow under their own names
+PARAMS = {
+    "steps": "Steps",
+    "guidance": "Guidance",
+    "structure_strength": "Structure strength",
+    "style_strength": "Style strength",
+    "style_only": "Style only",
+    "scheduler": "Scheduler",
+    "mode": "Mode",
+    "model": "Model",
+    "variations": "Images",
+    "k": "Styles retrieved (k)",
+}
+COVERED_PARAMS = {"size", "style", "blend", "use_style"}  # shown as "Size" and "Styles"
+# Top-level metadata that is no setting (or has its own row); any other key with a value gets a row
+NOT_SETTINGS = {
+    "version", "run_id", "kind", "created_at", "prompt", "negative_prompt", "seed", "seeds", "width", "height",
+    "edge_mode", "canny", "sketch_hash", "batch", "label", "params", "styles", "regions", "models", "profile",
+    "device", "dtype", "timings", "metrics", "executor", "index", "source", "ref",
+}  # fmt: skip
+
+state = st.session_state
+
+
+def number(value: float) -> str:
+    """Two decimals, never "-0.00"."""
+    return f"{round(float(value), 2) + 0.0:.2f}"
+
+
+def styles_used(meta: dict[str, Any]) -> str:
+    return ", ".join(s["name"] for s in meta.get("styles", []) if s.get("used")) or "no style"
+
+
+def first_metrics(meta: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a run's first output (what its card shows)."""
+    return ((meta.get("metrics") or [{}])[0]) or {}
+
+
+def numbers_line(meta: dict[str, Any], names: dict[str, str] = NUMBERS) -> str:
+    got = first_metrics(meta)
+    return " · ".join(f"{word} {number(got[m])}" for m, word in names.items() if got.get(m) is not None)
+
+
+def run_set_name(meta: dict[str, Any]) -> str:
+    batch, label = meta.get("batch") or "", meta.get("label") or ""
+    return f"{batch} · {label}" if batch and label else batch or "—"
+
+
+def shown(value: Any) -> str:
+    """A setting as the comparison table reads it."""
+    if value is None or value == "" or value == []:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def settings_of(meta: dict[str, Any]) -> dict[str, str]:
+    """A run's recipe as (setting → value) rows, in reading order."""
+    params = meta.get("params", {})
+    used = [s for s in meta.get("styles", []) if s.get("used")]
+    rows = {
+        "Prompt": meta.get("prompt", ""),
+        "Negative prompt": shown(meta.get("negative_prompt")),
+        "Styles": ", ".join(f"{s['name']} ({shown(float(s.get('weight', 1.0)))})" for s in used) or "no style",
+        "Seed": shown((meta.get("seeds") or [meta.get("seed")])[0]),
+        "Size": f"{meta.get('width')}×{meta.get('height')}",
+    }
+    for key, word in PARAMS.items():
+        if key in params:
+            rows[word] = shown(params[key])
+    for key in sorted(set(params) - set(PARAMS) - COVERED_PARAMS):
+        rows[key.replace("_", " ").capitalize()] = shown(params[key])
+    canny = meta.get("canny")
+    rows["Edges"] = shown(meta.get("edge_mode")) + (f" ({canny[0]}–{canny[1]})" if canny else "")
+    rows["Sketch"] = (meta.get("sketch_hash") or "")[:12] or "none (text only)"
+    for key in sorted(set(meta) - NOT_SETTINGS):
+        if meta[key] not in (None, "", [], {}):
+            rows[key.replace("_", " ").capitalize()] = shown(meta[key])
+    rows["Run set"] = run_set_name(meta)
+    for key, value in sorted((meta.get("models") or {}).items()):
+        rows[f"Model: {key.replace('_', ' ')}"] = shown(value)
+    return rows
+
+
+def compare_settings(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, str]]:
+    """Two runs' recipes row by row, each marked "≠" where they differ. Left out: settings neither has, and model
+    rows where they agree (a profile's models are the same for every run it made)."""
+    left, right = settings_of(a), settings_of(b)
+    out = []
+    for name in dict.fromkeys([*left, *right]):
+        va, vb = left.get(name, "—"), right.get(name, "—")
+        if va == vb and (va == "—" or name.startswith("Model: ")):
+            continue
+        out.append({"≠": "≠" if va != vb else "", "Setting": name, "A": va, "B": vb})
+    return out
+
+
+# ---- callbacks (run before the page redraws) -------------------------------------------------------------------
+
+
+def on_star(engine: Engine, run_id: str, starred: bool) -> None:
+    try:
+        engine.history.star(run_id, starred)
+    except EngineError as exc:
+        state["gallery_error"] = str(exc)
+
+
+def on_pick(run_id: str) -> None:
+    """Tick or untick a run for the comparison; a third tick lets go of the first."""
+    picks = [p for p in state.get("compare_picks", []) if p != run_id]
+    if state.get(f"compare-{run_id}"):
+        picks.append(run_id)
+    state["compare_picks"] = picks[-2:]
+
+
+def on_clear_picks() -> None:
+    state["compare_picks"] = []
+
+
+def on_more() -> None:
+    state["gallery_limit"] = state.get("gallery_limit", PAGE) + PAGE
+
+
+# ---- the page's parts -------------------------------------------------------------------------------------------
+
+
+def filters(engine: Engine) -> tuple[dict[str, Any], str | None]:
+    """The filter row; returns the list's filters and the chosen batch (None: every run)."""
+    try:
+        facets = engine.history.facets()
+    except EngineError as exc:
+        st.error(str(exc))
+        facets = {}
+    styles = [ANY_STYLE, *facets.get("styles", [])]
+    sets = [ALL_SETS, *facets.get("batches", [])]
+    for key, options in (("history_style", styles), ("history_set", sets)):
+        if state.get(key) not in options:  # a style or run set that is no longer in the history
+            state[key] = options[0]
+    text, style, batch, starred = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
+    words = text.text_input("Prompt contains", key="history_text", placeholder="chair")
+    chosen_style = style.selectbox("Style", styles, key="history_style")
+    chosen_set = batch.selectbox("Run set", sets, key="history_set")
+    only_starred = starred.toggle("★ Starred only", key="history_starred")
+    picked = {
+        "starred": only_starred,
+        "text": words.strip(),
+        "style": None if chosen_style == ANY_STYLE else chosen_style,
+    }
+    return picked, None if chosen_set == ALL_SETS else chosen_set
+
+
+def comparison(engine: Engine) -> None:
+    """The two picked runs side by side, their numbers, and their settings with the differences marked."""
+    picks = state.get("compare_picks", [])
+    if len(picks) == 1:
+        st.caption("Tick Compare on one more render to see the two side by side.")
+    if len(picks) != 2:
+        return
+    runs: list[RunRecord] = []
+    for run_id in picks:
+        try:
+            runs.append(engine.history.get(run_id))
+        except EngineError:  # removed since it was picked
+            state["compare_picks"] = [p for p in picks if p != run_id]
+            return
+    with st.container(border=True, key="compare_panel"):
+        head, clear = st.columns([5, 1], vertical_alignment="center")
+        head.subheader("Compare")
+        clear.button("Clear", key="compare_clear", on_click=on_clear_picks)
+        thumbs = output_thumbs(engine, [f"{r.id}#0" for r in runs], 512)
+        for side, run, col in zip("AB", runs, st.columns(2), strict=True):
+            meta = run.metadata
+            if thumbs.get(f"{run.id}#0"):
+                col.image(thumbs[f"{run.id}#0"], width=384)
+            col.markdown(f"**{side}** · {md(meta['prompt'][:120])}")
+            col.caption(f"{md(run.id)} · {run.created_at.replace('T', ' ')[:16]} UTC")
+            got = numbers_line(meta, NUMBER_NAMES)
+            if got:
+                col.caption(got)
+        rows = compare_settings(runs[0].metadata, runs[1].metadata)
+        differing = sum(1 for r in rows if r["≠"])
+        st.caption(f"{differing} {'setting differs' if differing == 1 else 'settings differ'} (marked ≠)" if differing
+                   else "The same settings.")  # fmt: skip
+        table = pd.DataFrame(rows)
+        marked = table.style.apply(
+            lambda row: ["background-color: rgba(255, 190, 60, 0.35)" if row["≠"] else ""] * len(row), axis=1
+        )
+        st.dataframe(
+            marked,
+            hide_index=True,
+            width="stretch",
+            height="content",
+            key="compare_table",
+            column_config={
+                "≠": st.column_config.TextColumn(width=40),
+                "Setting": st.column_config.TextColumn(width=180),
+            },
+        )
+
+
+def card(engine: Engine, run: RunRecord, thumb: bytes | None, on_restore: Callable, on_like: Callable) -> None:
+    meta = run.metadata
+    with st.container(border=True, key=f"card-{run.id}"):
+        if thumb:
+            st.image(thumb, width="stretch")
+        prompt = meta["prompt"]
+        st.markdown(f"**{md(prompt[:120])}**" + ("…" if len(prompt) > 120 else ""))
+        more = f" · {run.images} images" if run.images > 1 else ""
+        st.caption(
+            f"{md(styles_used(meta))} · seed {meta['seed']} · {meta['width']}×{meta['height']}"
+            f" · {meta['params']['steps']} steps{more} · {run.created_at.replace('T', ' ')[:16]} UTC"
+            f" · {run.seconds:.1f}s"
+        )
+        got = numbers_line(meta)
+        if got:
+            st.caption(got)
+        if meta.get("batch"):
+            st.caption(f"Run set {md(run_set_name(meta))}")
+        with st.container(horizontal=True, gap="small"):
+            st.button(
+                "★ Starred" if run.starred else "☆ Star",
+                key=f"star-{run.id}",
+                on_click=on_star,
+                args=(engine, run.id, not run.starred),
+            )
+            state[f"compare-{run.id}"] = run.id in state.get("compare_picks", [])
+            st.checkbox("Compare", key=f"compare-{run.id}", on_change=on_pick, args=(run.id,))
+        with st.container(horizontal=True, gap="small"):
+            st.button("Restore", key=f"restore_{run.id}", on_click=on_restore, args=(run.id,))
+            st.button("More like this", key=f"like_{run.id}", on_click=on_like, args=(run.id, 0))
+        with st.expander("Details"):
+            st.code(json.dumps(meta, indent=2), language="json")
+            for i in range(run.images):
+                st.download_button(
+                    f"Download {run.id}-{i}.png",
+                    lambda run_id=run.id, i=i: engine.history.image(run_id, i),
+                    file_name=f"{run.id}-{i}.png",
+                    mime="image/png",
+                    key=f"dl_{run.id}_{i}",
+                    on_click="ignore",
+                )
+
+
+def show(engine: Engine, on_restore: Callable, on_like: Callable) -> None:
+    """The gallery: filters, the comparison of two picked runs, and the grid of cards, newest first."""
+    if "gallery_error" in state:
+        st.error(state.pop("gallery_error"))
+    picked, batch = filters(engine)
+    comparison(engine)
+    limit = state.get("gallery_limit", PAGE)
+    try:
+        runs = engine.history.list(limit=limit, batch=batch, **picked)
+        if batch:  # a batch comes whole, oldest first
+            runs = runs[::-1]
+    except EngineError as exc:
+        st.error(str(exc))
+        runs = []
+    if not runs:
+        if picked["starred"] and not picked["text"] and not picked["style"] and not batch:
+            st.info("No starred renders yet: star one with ☆ Star.")
+        elif any(picked.values()) or batch:
+            st.info("No render matches these filters.")
+        else:
+            st.info("No renders yet. Make one in the Studio.")
+        return
+    thumbs = output_thumbs(engine, [f"{run.id}#0" for run in runs], 256)
+    for start in range(0, len(runs), COLUMNS):
+        for run, col in zip(runs[start : start + COLUMNS], st.columns(COLUMNS), strict=False):
+            with col:
+                card(engine, run, thumbs.get(f"{run.id}#0"), on_restore, on_like)
+    if not batch and len(runs) >= limit:
+        st.button("Show more", key="gallery_more", on_click=on_more)
