@@ -505,9 +505,10 @@ class Tuning(ABC):
         scenario: str,
         epochs: Annotated[int, Field(ge=1, le=1000)] = 5,
         batch_size: Annotated[int, Field(ge=2, le=4096)] = 32,
-        lr: Annotated[float, Field(gt=0, le=1)] = 1e-4,
+        lr: Annotated[float, Field(gt=0, le=1)] = 1e-3,
     ) -> JobInfo:
-        """Train an adapter (and measure its recall); resumes from its last checkpoint when started again."""
+        """Train an adapter (and measure its recall): at least the engine's minimum of optimizer steps, keeping the
+        epoch with the best validation recall; resumes from its last checkpoint when started again."""
 
     @abstractmethod
     @operation

@@ -21,6 +21,8 @@ SCENARIOS = {
     "zero_shot": "no training (the base model, as a baseline)",
 }
 LEARNING_RATES = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3]
+# the engine's training defaults (engine/tune/__init__.py; the page test checks they agree)
+DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MIN_STEPS = 5, 1e-3, 100
 SOURCES = {"library": "Style library", "upload": "Images (.zip) + captions CSV", "tagging": "A tagging run"}
 
 st.title("Tune retrieval")
@@ -136,12 +138,16 @@ with st.expander("2 · Train an adapter", expanded=bool(datasets)):
         c1.selectbox("Scenario", list(SCENARIOS), format_func=lambda s: f"{s} — {SCENARIOS[s]}", key="tune_scenario")
         c2.text_input("Run name", key="tune_run_name", placeholder="default: DATA-SCENARIO")
         c3, c4, c5 = st.columns(3)
-        c3.number_input("Epochs", 1, 200, 5, key="tune_epochs")
+        c3.number_input("Epochs", 1, 1000, DEFAULT_EPOCHS, key="tune_epochs")
         c4.number_input("Batch size", 2, 1024, 32, key="tune_batch")
-        c5.select_slider("Learning rate", LEARNING_RATES, value=1e-4, format_func=lambda v: f"{v:g}", key="tune_lr")
+        c5.select_slider("Learning rate", LEARNING_RATES, value=DEFAULT_LR, format_func=lambda v: f"{v:g}",
+                         key="tune_lr")  # fmt: skip
         st.caption(
-            "AdamW with warm-up and cosine decay, gradient clipping, mixed precision on a GPU; a checkpoint"
-            " every epoch, so a stopped run continues where it stopped. Recall is measured when it ends."
+            f"At least {DEFAULT_MIN_STEPS} optimizer steps: a small set trains more epochs than asked. After every"
+            " epoch recall is measured on the held-out validation pairs, and the adapter keeps the best epoch (the"
+            " base model too, if nothing beat it). AdamW with warm-up and cosine decay, mixed precision on a GPU;"
+            " a checkpoint every epoch, so a stopped run continues where it stopped. Recall on the test pairs is"
+            " measured when it ends."
         )
         st.button("Start training", type="primary", on_click=on_train, args=(choice,),
                   disabled=state.get("tune_train_job") is not None)  # fmt: skip
@@ -192,3 +198,12 @@ if rows:
         "Recall@k on the held-out test split, base → tuned (text→image: a caption finds its image;"
         " image→image: an image finds another with the same label). Compare them blind in the **Arena**."
     )
+for a in adapters:  # whether each adapter changed recall, in one line, with what to try when it did not
+    if a.get("verdict"):
+        said = f"**{md(a['name'])}**: {a['verdict']}"
+        if a["recall_change"] == "improved":
+            st.success(said)
+        else:
+            st.warning(said)
+    if a.get("note"):
+        st.caption(a["note"])

@@ -14,6 +14,7 @@ from ..errors import BadInput, Cancelled
 from ..jobs import JobContext
 from ..retrieval import find_runs
 from ..schema import Progress
+from ..tune import DEFAULT_EPOCHS, DEFAULT_LR
 from . import Core, named, newest_json
 
 SCENARIOS = ("dual_lora", "vision_lora", "text_lora", "linear_probe", "zero_shot")
@@ -97,7 +98,9 @@ class TuningService(Tuning):
             found.append({"name": manifest.parent.name, "samples": m.get("samples"), "splits": splits})
         return found
 
-    def train(self, dataset, name, scenario, epochs=5, batch_size=32, lr=1e-4) -> JobInfo:
+    def train(self, dataset, name, scenario, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR) -> JobInfo:
+        """At least the engine's minimum of optimizer steps (a small set trains more epochs than asked); the
+        adapter keeps the epoch with the best recall on the dataset's validation split, the base included."""
         from ..tune.train import TrainConfig
 
         named(self.data, dataset, "dataset")
@@ -119,9 +122,12 @@ class TuningService(Tuning):
         )
         report = heeding(ctx, "cancelled; training resumes from its last checkpoint when started again")
         run_dir, device = self.runs / payload["run"], self.core.models.device
-        train(self.data / payload["dataset"], run_dir, self.core.settings, config, device=device, on_progress=report)
+        trained = train(
+            self.data / payload["dataset"], run_dir, self.core.settings, config, device=device, on_progress=report
+        )
         metrics = evaluate(run_dir, self.core.settings, device=device, on_progress=report)
-        return {"adapter": payload["run"], "metrics": _brief(metrics)}
+        return {"adapter": payload["run"], "metrics": _brief(metrics), "steps": trained["steps"],
+                "kept_epoch": trained["kept_epoch"], **_said(run_dir, metrics)}  # fmt: skip
 
     def evaluate(self, adapter: str) -> JobInfo:
         named(self.runs, adapter, "adapter")
@@ -132,7 +138,7 @@ class TuningService(Tuning):
 
         run_dir = self.runs / payload["run"]
         metrics = evaluate(run_dir, self.core.settings, device=self.core.models.device, on_progress=ctx.report)
-        return {"adapter": payload["run"], "metrics": _brief(metrics)}
+        return {"adapter": payload["run"], "metrics": _brief(metrics), **_said(run_dir, metrics)}
 
     def adapters(self) -> list[dict[str, Any]]:
         active = (self.core.retrieval.active or {}).get("id") if self.core.retrieval.loaded else None
@@ -145,8 +151,9 @@ class TuningService(Tuning):
             run_dir = Path(info["run_dir"])
             metrics_path = run_dir / "metrics.json"
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+            said = _said(run_dir, metrics) if metrics else {"recall_change": None, "verdict": None, "note": None}
             out.append({"name": run_dir.name, "scenario": info["scenario"], "id": info["id"],
-                        "active": info["id"] == active, "metrics": metrics})  # fmt: skip
+                        "active": info["id"] == active, "metrics": metrics, **said})  # fmt: skip
         return out
 
     def use(self, adapter: str | None) -> JobInfo:
@@ -165,3 +172,18 @@ class TuningService(Tuning):
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
     return {side: metrics.get(side) for side in ("base", "tuned")}
+
+
+def _said(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """In the page's words (no CLI flags): whether the adapter changed recall (`recall_change`: improved,
+    unchanged or worse), the one line saying so with what to try (`verdict`), and what training did (`note`)."""
+    from ..tune.evaluate import verdict
+    from ..tune.train import train_note
+
+    path = run_dir / "train.json"
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        summary = {}
+    change, line = verdict(metrics, summary, flags=False)
+    return {"recall_change": change, "verdict": line, "note": train_note(summary, flags=False) if summary else None}

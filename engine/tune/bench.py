@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220)}
+PALETTE = {**COLORS, "yellow": (235, 205, 25), "purple": (140, 40, 180), "orange": (240, 130, 20)}
 SHAPES = ("circle", "square", "triangle")
 
 
@@ -30,7 +31,7 @@ def shape_image(color: str, shape: str, rng, size: int = 64):
     d = ImageDraw.Draw(img)
     r = rng.uniform(0.18, 0.32) * size
     cx, cy = rng.uniform(r + 1, size - r - 1, 2)
-    rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLORS[color], rng.integers(-25, 26, 3), strict=True))
+    rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(PALETTE[color], rng.integers(-25, 26, 3), strict=True))
     if shape == "circle":
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb)
     elif shape == "square":
@@ -41,17 +42,28 @@ def shape_image(color: str, shape: str, rng, size: int = 64):
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8))
 
 
-def make_shapes(folder: Path, per_class: int = 20, seed: int = 0, size: int = 64) -> Path:
+def make_shapes(
+    folder: Path,
+    per_class: int = 20,
+    seed: int = 0,
+    size: int = 64,
+    colors: tuple[str, ...] = tuple(COLORS),
+    shapes: tuple[str, ...] = SHAPES,
+) -> Path:
     """`per_class` images of each colour × shape as PNGs in `folder`, and `folder/captions.csv`
-    (file, caption, label); returns the CSV's path."""
+    (file, caption, label); returns the CSV's path. Colours come from `PALETTE`."""
     import numpy as np
+
+    unknown = [c for c in colors if c not in PALETTE] + [s for s in shapes if s not in SHAPES]
+    if unknown:
+        raise ValueError(f"no such colour or shape: {', '.join(unknown)}")
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
-    for color in COLORS:
-        for shape in SHAPES:
+    for color in colors:
+        for shape in shapes:
             for i in range(per_class):
                 name = f"{color}-{shape}-{i:03d}.png"
                 shape_image(color, shape, rng, size).save(folder / name)
@@ -84,7 +96,7 @@ def bench_train(
         csv_path = make_shapes(root / "images", per_class=per_class, size=image_size)
         prepare(root / "data", images=root / "images", captions=csv_path, shard_size=64)
         t0 = time.perf_counter()
-        config = TrainConfig(scenario=scenario, epochs=epochs, batch_size=batch_size, lr=1e-3)
+        config = TrainConfig(scenario=scenario, epochs=epochs, min_steps=0, batch_size=batch_size, lr=1e-3)
         result = train(root / "data", root / "run", settings, config, device=device, model_id=model_id)
         wall = time.perf_counter() - t0
         summary = json.loads((root / "run" / "train.json").read_text())

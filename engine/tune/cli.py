@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from . import DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MIN_STEPS
 
 
 def add_parsers(tune: argparse.ArgumentParser, common: argparse.ArgumentParser, parser_class) -> None:
@@ -38,8 +41,15 @@ def add_parsers(tune: argparse.ArgumentParser, common: argparse.ArgumentParser, 
     t.add_argument("--out", type=Path, required=True, help="RUN_DIR: checkpoints, adapter/, train.json")
     t.add_argument("--scenario", default="dual_lora",
                    help="zero_shot, linear_probe, dual_lora (default), vision_lora or text_lora")  # fmt: skip
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                   help=f"passes over the data (default {DEFAULT_EPOCHS}; more if --min-steps needs)")  # fmt: skip
+    t.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS,
+                   help=f"train at least this many optimizer steps: a small set trains more epochs than asked"
+                   f" (default {DEFAULT_MIN_STEPS}; 0: exactly --epochs)")  # fmt: skip
+    t.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"learning rate (default {DEFAULT_LR:g})")
+    t.add_argument("--val-split", default="val",
+                   help="held-out split whose recall after each epoch picks the kept epoch, the base included"
+                   " (default val; none: keep the last epoch)")  # fmt: skip
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step")
@@ -135,6 +145,7 @@ def _train(args, settings) -> dict:
     config = TrainConfig(
         scenario=args.scenario,
         epochs=args.epochs,
+        min_steps=args.min_steps,
         lr=args.lr,
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
@@ -144,15 +155,18 @@ def _train(args, settings) -> dict:
         lora_r=args.lora_r,
         lora_alpha=args.lora_alpha,
         split=args.split,
+        val_split=args.val_split,
         amp=args.amp,
         workers=args.workers,
     )
     config.validate()  # before any model loads
     bar = _bar()
     try:
-        return train(args.data, args.out, settings, config, resume=args.resume, on_progress=bar)
+        out = train(args.data, args.out, settings, config, resume=args.resume, on_progress=bar)
     finally:
         bar.close()
+    say(out["note"])
+    return out
 
 
 def _eval(args, settings) -> dict:
@@ -163,7 +177,14 @@ def _eval(args, settings) -> dict:
         ks = tuple(int(k) for k in args.k.split(","))
     except ValueError:
         raise BadInput(f"-k takes comma-separated integers, e.g. 1,5,10 (got '{args.k}')") from None
-    return evaluate(args.run, settings, data_dir=args.data, split=args.split, ks=ks)
+    out = evaluate(args.run, settings, data_dir=args.data, split=args.split, ks=ks)
+    say(out["verdict"])
+    return out
+
+
+def say(line: str) -> None:
+    """One plain line for the person at the terminal (stderr; stdout stays one JSON line)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _use(args, settings) -> dict:

@@ -14,6 +14,7 @@ Definitions (both over the split's samples, embeddings L2-normalised, cosine sim
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,42 +25,7 @@ import torch
 from ..errors import BadInput
 from ..schema import Progress
 from .data import load_manifest, read_split, write_json_atomic
-
-KS = (1, 5, 10)
-DIRECTIONS = ("text_to_image", "image_to_image")
-
-
-def recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
-    """`scores` [queries, gallery], `relevant` the same shape (bool): share of queries with a hit in the top k."""
-    if scores.shape[0] == 0:
-        return {f"R@{k}": None for k in ks}
-    out = {}
-    for k in ks:
-        top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-        hit = relevant.gather(1, top).any(dim=1)
-        out[f"R@{k}"] = round(float(hit.float().mean()), 4)
-    return out
-
-
-def retrieval_metrics(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, texts: list[str], labels: list[str], ks: Sequence[int] = KS
-) -> dict[str, Any]:
-    """Both directions from precomputed, normalised embeddings (rows aligned with `texts` and `labels`)."""
-    texts = [t.casefold() for t in texts]
-    labels = [(lab or t).casefold() for lab, t in zip(labels, texts, strict=True)]
-    t_ids = torch.tensor([{t: i for i, t in enumerate(dict.fromkeys(texts))}[t] for t in texts])
-    l_ids = torch.tensor([{x: i for i, x in enumerate(dict.fromkeys(labels))}[x] for x in labels])
-    t2i = recall_at_k(text_emb @ image_emb.T, t_ids[:, None] == t_ids[None, :], ks)
-    same = l_ids[:, None] == l_ids[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool)
-    queries = (same & ~eye).any(dim=1)
-    scores = (image_emb @ image_emb.T).masked_fill(eye, float("-inf"))[queries]
-    i2i = recall_at_k(scores, (same & ~eye)[queries], ks)
-    return {
-        "text_to_image": t2i,
-        "image_to_image": i2i,
-        "queries": {"text_to_image": len(texts), "image_to_image": int(queries.sum())},
-    }
+from .recall import DIRECTIONS, KS, retrieval_metrics
 
 
 def embed_samples(model, processor, device: str, images, texts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,5 +115,56 @@ def evaluate(
         },
         "seconds": round(time.perf_counter() - started, 3),
     }
+    out["recall_change"], out["verdict"] = verdict(out, summary)
     write_json_atomic(run_dir / "metrics.json", out)
     return out
+
+
+def _advice(summary: dict[str, Any], flags: bool) -> str:
+    """What to try for more change: more optimizer steps or a higher learning rate, as flags or in words."""
+    steps, lr = summary.get("steps") or 0, summary.get("lr")
+    more = max(300, 3 * steps)
+    per_epoch = summary.get("steps_per_epoch") or 0
+    higher = f" (now {lr:g}; e.g. {lr * 3:g})" if lr else ""
+    if flags:
+        return f"try --min-steps {more} or a higher --lr{higher}"
+    epochs = f"about {math.ceil(more / per_epoch)} epochs, {more} steps" if per_epoch else f"{more} steps"
+    return f"try more epochs ({epochs}) or a higher learning rate{higher}"
+
+
+def verdict(metrics: dict[str, Any], summary: dict[str, Any] | None = None, flags: bool = True) -> tuple[str, str]:
+    """(improved | unchanged | worse, one line saying so): the tuned model's text→image recall@1 against the
+    base's on the evaluated split, with why and what to try when it did not rise. `summary` is the run's
+    train.json (steps, learning rate, the kept epoch); `flags`: advise CLI flags, else plain words (the page)."""
+    summary = summary or {}
+    base, tuned = metrics["base"]["text_to_image"]["R@1"], metrics["tuned"]["text_to_image"]["R@1"]
+    where = f"on {metrics['samples']} {metrics['split']} pairs"
+    if metrics.get("scenario") == "zero_shot" or summary.get("scenario") == "zero_shot":
+        return "unchanged", f"zero_shot trains nothing: text→image recall@1 is the base's ({base:.2f}) {where}."
+    steps, n = summary.get("steps"), summary.get("train_samples")
+    lr = summary.get("lr")
+    trained = f"{steps} steps at lr {lr:g} on {n} training pairs" if steps is not None and lr else "the training"
+    i2i = [metrics[side]["image_to_image"]["R@1"] for side in ("base", "tuned")]
+    images = f"image→image {i2i[0]:.2f} → {i2i[1]:.2f}" if None not in i2i else ""
+    if tuned > base:
+        kept = summary.get("kept_epoch")
+        tail = [images] if images else []
+        if kept is not None and summary.get("epochs"):
+            tail.append(f"kept epoch {kept} of {summary['epochs']}")
+        tail = f" ({'; '.join(tail)})" if tail else ""
+        return "improved", f"The adapter raised text→image recall@1 from {base:.2f} to {tuned:.2f} {where}{tail}."
+    val = summary.get("validation") or {}
+    if (val.get("best") or {}).get("epoch") == 0:
+        why = f"no epoch of {trained} beat the base on the {val['samples']} validation pairs, so it kept the base"
+    elif tuned == base:
+        why = f"{trained} moved it too little for this small a set"
+    else:
+        why = f"{trained} fit the training pairs but not these held-out ones"
+    if tuned == base:
+        both = f"; {images}" if images else ""
+        line = f"The adapter did not change text→image recall@1 ({base:.2f} → {tuned:.2f}{both}) {where}: {why}"
+        return "unchanged", f"{line}; {_advice(summary, flags)}."
+    lower = f"a lower {'--lr' if flags else 'learning rate'}" + (f" (now {lr:g})" if lr else "")
+    both = f"; {images}" if images else ""
+    line = f"The adapter lowered text→image recall@1 ({base:.2f} → {tuned:.2f}{both}) {where}: {why}"
+    return "worse", f"{line}; keep the base CLIP, or add training pairs or try {lower}."

@@ -14,13 +14,20 @@ CLIP's symmetric contrastive loss (InfoNCE over image→text and text→image, s
 are not pushed apart. AdamW, linear warm-up then cosine decay, gradient clipping, gradient accumulation, and
 AMP (bf16 where the GPU has it, else fp16 with a GradScaler) on CUDA only; fp32 on the CPU.
 
+Small sets: a run trains at least `min_steps` optimizer steps (more epochs than asked when the split is small),
+and after every epoch measures recall on the held-out `val_split`; the adapter keeps the epoch with the best
+validation recall (text→image R@1, then image→image R@1, then the validation loss), the base weights (epoch 0)
+included, so an adapter never ends worse on validation than the model it started from.
+
 Deterministic per seed: the LoRA init follows `torch.manual_seed(seed)`, each epoch's order comes from its own
 generator seeded with (seed, epoch), and the RNG state travels in every checkpoint, so a run that is killed and
 resumed produces the same losses and weights as one that is not. Layout of RUN_DIR::
 
-    checkpoints/epoch-N/   trainable.safetensors, state.pt (optimizer, scheduler, scaler, RNG), state.json
-    adapter/               adapter.safetensors (the trained tensors) + adapter.json (scenario, base, LoRA config)
-    train.json             settings, parameter counts, loss per optimizer step, samples/s (written last)
+    checkpoints/epoch-N/   trainable.safetensors, best.safetensors (the best epoch so far), state.pt (optimizer,
+                           scheduler, scaler, RNG), state.json (losses, validation recall per epoch, the best)
+    adapter/               adapter.safetensors (the kept epoch's tensors) + adapter.json (scenario, base, LoRA)
+    train.json             settings, parameter counts, loss per optimizer step, validation recall per epoch,
+                           the kept epoch, samples/s and a one-line `note` (written last)
     metrics.json           recall@k of base and tuned (`engine.tune.evaluate`)
 """
 
@@ -43,7 +50,9 @@ import torch.nn.functional as F
 
 from ..errors import BadInput
 from ..schema import Progress
+from . import DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MIN_STEPS
 from .data import ShardDataset, load_manifest, write_json_atomic
+from .recall import retrieval_metrics
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,10 @@ ADAPTER_FORMAT = "design-studio-clip-adapter"
 ADAPTER_VERSION = 1
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_META = "adapter.json"
+BEST_FILE = "best.safetensors"
+MAX_VAL_SAMPLES = 2000  # validation recall after each epoch looks at most at this many pairs of the split
+CACHE_BYTES = 256 * 1024 * 1024  # a split whose model inputs fit in this is preprocessed once, not every epoch
+NO_VALIDATION = ("", "none")
 
 
 @dataclass
@@ -67,8 +80,9 @@ class TrainConfig:
     """Everything that decides the result (and must match for a resume), plus how to run it."""
 
     scenario: str = "dual_lora"
-    epochs: int = 5
-    lr: float = 1e-4
+    epochs: int = DEFAULT_EPOCHS
+    min_steps: int = DEFAULT_MIN_STEPS  # at least this many optimizer steps: a small split trains more epochs
+    lr: float = DEFAULT_LR
     weight_decay: float = 0.01
     batch_size: int = 32
     accumulate: int = 1
@@ -80,6 +94,7 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     split: str = "train"  # or "mini_train" for a quick run
+    val_split: str = "val"  # recall on it after each epoch picks the kept epoch; "none": keep the last
     amp: str = "auto"  # auto (CUDA: bf16 if supported, else fp16), fp16, bf16, off
     workers: int | None = None  # DataLoader workers; None: 0 on the CPU, a few on a GPU
     keep_checkpoints: int = 2
@@ -90,6 +105,7 @@ class TrainConfig:
             raise BadInput(f"unknown scenario '{self.scenario}'; choose one of: {', '.join(SCENARIOS)}")
         checks = [
             (self.epochs >= 1 or self.scenario == "zero_shot", f"--epochs must be at least 1 (got {self.epochs})"),
+            (self.min_steps >= 0, f"--min-steps must be 0 or more (got {self.min_steps})"),
             (self.lr > 0, f"--lr must be positive (got {self.lr})"),
             (self.batch_size >= 2, f"--batch-size must be at least 2 for a contrastive loss (got {self.batch_size})"),
             (self.accumulate >= 1, f"--accumulate must be at least 1 (got {self.accumulate})"),
@@ -100,6 +116,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise BadInput(message)
+
+    def planned_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs this run trains: `epochs`, or more when that many would stay under `min_steps`."""
+        if self.scenario == "zero_shot" or steps_per_epoch < 1:
+            return 0
+        return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the checkpoint."""
@@ -178,6 +200,11 @@ def trainable_state(clip) -> dict[str, torch.Tensor]:
             if p.requires_grad}  # fmt: skip
 
 
+def trainable_copy(clip) -> dict[str, torch.Tensor]:
+    """`trainable_state` detached from the live parameters (on the CPU in fp32 it would share their memory)."""
+    return {n: t.clone() for n, t in trainable_state(clip).items()}
+
+
 def load_trainable(clip, tensors: dict[str, torch.Tensor], where: str) -> None:
     params = {n: p for n, p in clip.named_parameters() if p.requires_grad}
     if set(params) != set(tensors):
@@ -216,13 +243,92 @@ class Collate:
 
     def __call__(self, samples) -> dict[str, torch.Tensor]:
         texts = [s.text for s in samples]
-        inputs = self.processor(
-            text=texts, images=[s.image for s in samples], return_tensors="pt", padding=True, truncation=True
-        )
+        if all(isinstance(s, Prepared) for s in samples):  # pixels made once, up front
+            inputs = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True)
+            pixels = torch.stack([s.pixels for s in samples])
+        else:
+            inputs = self.processor(
+                text=texts, images=[s.image for s in samples], return_tensors="pt", padding=True, truncation=True
+            )
+            pixels = inputs["pixel_values"]
         ids: dict[str, int] = {}
         groups = torch.tensor([ids.setdefault(t.casefold(), len(ids)) for t in texts])
         return {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-                "pixel_values": inputs["pixel_values"], "groups": groups}  # fmt: skip
+                "pixel_values": pixels, "groups": groups}  # fmt: skip
+
+
+@dataclass
+class Prepared:
+    """A sample as the model takes its image (the processor's pixel tensor), with its caption and meta."""
+
+    text: str
+    meta: dict[str, Any]
+    pixels: torch.Tensor = field(repr=False)
+
+
+def preprocess(dataset, processor, limit: int | None = None, max_bytes: int = CACHE_BYTES, chunk: int = 64):
+    """The first `limit` samples of `dataset` as `Prepared` ones, or None when their pixels would pass
+    `max_bytes` (the images of a small split are decoded and resized once instead of every epoch)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    out: list[Prepared] = []
+    for start in range(0, n, chunk):
+        samples = [dataset[i] for i in range(start, min(start + chunk, n))]
+        pixels = processor(images=[s.image for s in samples], return_tensors="pt")["pixel_values"]
+        if start == 0 and pixels[0].numel() * pixels.element_size() * n > max_bytes:
+            return None
+        out += [Prepared(s.text, s.meta, px) for s, px in zip(samples, pixels, strict=True)]
+    return out
+
+
+class Validator:
+    """Recall@k (and the contrastive loss) of the model being trained on the held-out validation pairs."""
+
+    def __init__(self, samples, texts: list[str], labels: list[str], collate: Collate, batch_size: int, device: str,
+                 autocast):  # fmt: skip
+        self.samples = samples  # `Prepared` ones, or a dataset read batch by batch
+        self.texts = texts
+        self.labels = labels
+        self.collate = collate
+        self.batch_size = batch_size
+        self.device = device
+        self.autocast = autocast
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @torch.no_grad()
+    def __call__(self, clip) -> dict[str, Any]:
+        was_training = clip.training
+        clip.eval()
+        images, texts = [], []
+        for start in range(0, len(self.samples), self.batch_size):
+            end = min(start + self.batch_size, len(self.samples))
+            batch = self.collate([self.samples[i] for i in range(start, end)])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with self.autocast():
+                image = clip.get_image_features(pixel_values=batch["pixel_values"])
+                text = clip.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            images.append(features(image).float())
+            texts.append(features(text).float())
+        if was_training:
+            clip.train()
+        image_emb = F.normalize(torch.cat(images), dim=-1).cpu()
+        text_emb = F.normalize(torch.cat(texts), dim=-1).cpu()
+        metrics = retrieval_metrics(image_emb, text_emb, self.texts, self.labels, ks=(1, 5))
+        ids: dict[str, int] = {}
+        groups = torch.tensor([ids.setdefault(t.casefold(), len(ids)) for t in self.texts])
+        loss = contrastive_loss(image_emb, text_emb, clip.logit_scale.detach().cpu(), groups)
+        return {
+            "text_to_image": metrics["text_to_image"],
+            "image_to_image": metrics["image_to_image"],
+            "loss": round(float(loss), 5),
+        }
+
+
+def val_score(val: dict[str, Any]) -> tuple[float, float, float]:
+    """Higher is better: text→image R@1, then image→image R@1, then the lower validation loss."""
+    i2i = val["image_to_image"]["R@1"]
+    return (val["text_to_image"]["R@1"] or 0.0, -1.0 if i2i is None else i2i, -val["loss"])
 
 
 def micro_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -267,7 +373,10 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _save_checkpoint(run_dir: Path, epoch: int, clip, optimizer, scheduler, scaler, state: dict, keep: int) -> Path:
+def _save_checkpoint(
+    run_dir: Path, epoch: int, clip, optimizer, scheduler, scaler, state: dict, keep: int,
+    best: dict[str, torch.Tensor] | None = None,
+) -> Path:  # fmt: skip
     from safetensors.torch import save_file
 
     folder = run_dir / "checkpoints"
@@ -278,6 +387,8 @@ def _save_checkpoint(run_dir: Path, epoch: int, clip, optimizer, scheduler, scal
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(trainable_state(clip), str(tmp / "trainable.safetensors"))
+    if best is not None:
+        save_file(best, str(tmp / BEST_FILE))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -382,11 +493,21 @@ def train(
         raise BadInput(f"the {config.split} split holds {n} sample(s); training needs at least 2")
     batches_per_epoch = len(micro_batches(n, config.batch_size, config.seed, 0)) if n else 0
     steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate) if n else 0
-    epochs = 0 if config.scenario == "zero_shot" else config.epochs
+    epochs = config.planned_epochs(steps_per_epoch)
     total_steps = steps_per_epoch * epochs
     amp_dtype, use_scaler = _amp(device, config.amp)
+    workers = config.workers if config.workers is not None else (0 if device == "cpu" else min(8, os.cpu_count() or 1))
+    collate = Collate(processor)
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+
+    validator, val_note = None, None
+    if params and epochs:
+        validator, val_note = _validator(data_dir, manifest, config, settings, processor, collate, device, autocast)
 
     losses: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []  # validation recall per epoch (epoch 0: the base)
+    best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] | None = None
     start_epoch, step, prev_elapsed = 0, 0, 0.0
     resumed_from = None
     optimizer = scheduler = scaler = None
@@ -411,24 +532,33 @@ def train(
             if "cuda" in blob["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
             start_epoch, step, losses = state["epoch"], state["step"], state["losses"]
+            history, best = state.get("validation", []), state.get("best")
+            if best is not None:
+                if not (ckpt / BEST_FILE).is_file():
+                    raise BadInput(f"{ckpt} lacks {BEST_FILE}", fix="pass --no-resume to start the run over")
+                best_state = load_file(str(ckpt / BEST_FILE))
             prev_elapsed = state.get("elapsed", 0.0)
             resumed_from = {"epoch": start_epoch, "step": step, "checkpoint": ckpt.name}
             log.info("resuming %s from %s (step %d)", run_dir, ckpt.name, step)
         else:
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        if validator is not None and best is None:  # the base is the first candidate: epoch 0
+            val = validator(clip)
+            history = [{"epoch": 0, "step": 0, **val}]
+            best, best_state = {"epoch": 0, "step": 0, **val}, trainable_copy(clip)
 
-    workers = config.workers if config.workers is not None else (0 if device == "cpu" else min(8, os.cpu_count() or 1))
-    collate = Collate(processor)
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     logit_scale = clip.logit_scale.detach()
     started = time.perf_counter()
     seen = 0
     clip.train()
+    train_set = dataset
+    if epochs > start_epoch and workers == 0 and n:
+        train_set = preprocess(dataset, processor) or dataset
     for epoch in range(start_epoch, epochs):
         from torch.utils.data import DataLoader
 
         batches = micro_batches(n, config.batch_size, config.seed, epoch)
-        loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers)
+        loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate, num_workers=workers)
         group: list[float] = []
         n_group = 0
         for b, batch in enumerate(loader):
@@ -465,13 +595,22 @@ def train(
             if on_progress:
                 elapsed = prev_elapsed + time.perf_counter() - started
                 on_progress(TrainProgress("train", step, total_steps, elapsed, loss=mean, epoch=epoch + 1, lr=lr))
+        if validator is not None:
+            val = validator(clip)
+            history.append({"epoch": epoch + 1, "step": step, **val})
+            if val_score(val) > val_score(best):
+                best, best_state = {"epoch": epoch + 1, "step": step, **val}, trainable_copy(clip)
         elapsed = prev_elapsed + time.perf_counter() - started
-        state = {"identity": identity, "epoch": epoch + 1, "step": step, "losses": losses, "elapsed": elapsed}
-        path = _save_checkpoint(run_dir, epoch + 1, clip, optimizer, scheduler, scaler, state, config.keep_checkpoints)
+        state = {"identity": identity, "epoch": epoch + 1, "step": step, "losses": losses, "elapsed": elapsed,
+                 "validation": history, "best": best}  # fmt: skip
+        path = _save_checkpoint(run_dir, epoch + 1, clip, optimizer, scheduler, scaler, state,
+                                config.keep_checkpoints, best_state)  # fmt: skip
         if on_checkpoint:
             on_checkpoint(epoch + 1, path)
     seconds = time.perf_counter() - started
     clip.eval()
+    if best_state is not None:  # the adapter is the best epoch's weights, not the last's
+        load_trainable(clip, best_state, "the best epoch's weights")
 
     adapter = run_dir / "adapter"
     tmp = run_dir / f".adapter.tmp-{os.getpid()}"
@@ -488,16 +627,23 @@ def train(
         "heads": SCENARIOS[config.scenario][1],
         "trainable_parameters": n_trainable,
         "base_config": _arch(clip),
+        "kept_epoch": best["epoch"] if best is not None else epochs,
     }
     save_file(trainable_state(clip), str(tmp / ADAPTER_FILE), metadata={"format": ADAPTER_FORMAT,
               "scenario": config.scenario})  # fmt: skip
     (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(adapter, ignore_errors=True)
     os.replace(tmp, adapter)
+    validation = None
+    if validator is not None:
+        validation = {"split": config.val_split, "samples": len(validator), "history": history,
+                      "base": history[0], "best": best}  # fmt: skip
     summary = {
         "identity": identity,
         "scenario": config.scenario,
         "epochs": epochs,
+        "epochs_requested": config.epochs,
+        "min_steps": config.min_steps,
         "lr": config.lr,
         "weight_decay": config.weight_decay,
         "batch_size": config.batch_size,
@@ -514,6 +660,10 @@ def train(
         "train_samples": n,
         "steps_per_epoch": steps_per_epoch,
         "steps": step,
+        "kept_epoch": meta["kept_epoch"],
+        "kept_step": best["step"] if best is not None else step,
+        "validation": validation,
+        "validation_skipped": val_note,
         "trainable_parameters": n_trainable,
         "total_parameters": n_total,
         "trainable_tensors": len(names),
@@ -526,8 +676,82 @@ def train(
         "resumed_from": resumed_from,
         "adapter": str(adapter),
     }
+    summary["note"] = train_note(summary)
     write_json_atomic(done_path, summary)
     return _brief(summary, run_dir)
+
+
+def _validator(data_dir, manifest, config, settings, processor, collate, device, autocast):
+    """(Validator or None, why there is none): recall on `config.val_split` picks the kept epoch."""
+    split = config.val_split
+    if split.casefold() in NO_VALIDATION:
+        return None, "turned off (--val-split none): the adapter is the last epoch's"
+    if split not in manifest["splits"]:
+        raise BadInput(f"unknown --val-split '{split}'; the data folder has: {', '.join(manifest['splits'])}")
+    if split == config.split or {split, config.split} == {"train", "mini_train"}:
+        raise BadInput(f"--val-split {split} overlaps the training split; give a held-out one (val) or none")
+    dataset = ShardDataset(data_dir, split, settings.max_input_pixels)
+    if len(dataset) < 2:
+        why = f"the {split} split holds {len(dataset)} pair(s), fewer than the 2 recall needs"
+        return None, f"{why}: the adapter is the last epoch's"
+    n = min(MAX_VAL_SAMPLES, len(dataset))
+    samples = preprocess(dataset, processor, n)
+    if samples is None:  # too large to hold: read batch by batch at every validation
+        raw = [dataset.raw(i) for i in range(n)]
+        texts, labels = [r["text"] for r in raw], [r["meta"].get("label", "") for r in raw]
+        samples = _Head(dataset, n)
+    else:
+        dataset.close()
+        texts, labels = [s.text for s in samples], [s.meta.get("label", "") for s in samples]
+    return Validator(samples, texts, labels, collate, config.batch_size, device, autocast), None
+
+
+class _Head:
+    """The first `n` samples of a dataset, read when asked."""
+
+    def __init__(self, dataset, n: int):
+        self.dataset, self.n = dataset, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.dataset[i]
+
+
+def _r1(val: dict[str, Any] | None, direction: str = "text_to_image") -> float | None:
+    return None if val is None else val[direction]["R@1"]
+
+
+def train_note(summary: dict[str, Any], flags: bool = True) -> str:
+    """One line on what a run did: its steps (and why more epochs than asked), and which epoch it kept.
+    `flags`: name CLI flags in advice, else plain words (the page)."""
+    steps, epochs, asked = summary.get("steps") or 0, summary.get("epochs") or 0, summary.get("epochs_requested")
+    if summary.get("scenario") == "zero_shot":
+        return "zero_shot trains nothing: the adapter is the base model, a baseline to compare with."
+    trained = f"Trained {steps} steps in {epochs} epoch{'s' if epochs != 1 else ''}"
+    if asked is not None and epochs > asked:
+        floor = f"--min-steps {summary['min_steps']}" if flags else f"the minimum of {summary['min_steps']} steps"
+        trained += (f" (raised from {asked}: {floor} with {summary['train_samples']} training pairs at"
+                    f" {summary['steps_per_epoch']} steps an epoch)")  # fmt: skip
+    val = summary.get("validation")
+    if not val:
+        return f"{trained}; no validation recall ({summary.get('validation_skipped') or 'none'})."
+    base, best = val["base"], val["best"]
+    where = f"{val['samples']} validation pairs"
+    change = f"text→image R@1 {_r1(base):.2f} → {_r1(best):.2f}"
+    more = max(300, 3 * steps)
+    advice = (f"try --min-steps {more} or a higher --lr than {summary['lr']:g}" if flags
+              else f"try more epochs ({more} steps) or a higher learning rate than {summary['lr']:g}")  # fmt: skip
+    if best["epoch"] == 0:
+        return (
+            f"{trained}; no epoch beat the base on {where} ({change}), so the adapter keeps the base weights: {advice}."
+        )
+    if _r1(best) <= _r1(base):
+        return (f"{trained}; kept epoch {best['epoch']} (step {best['step']}), but validation recall did not rise"
+                f" ({change} on {where}): {advice}.")  # fmt: skip
+    kept = "the last" if best["epoch"] == epochs else "the best"
+    return f"{trained}; kept epoch {best['epoch']} ({kept}, step {best['step']}): {change} on {where}."
 
 
 def _arch(clip) -> dict[str, int]:
@@ -543,9 +767,21 @@ def _arch(clip) -> dict[str, int]:
 
 def _brief(summary: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """What the CLI prints: the summary without the per-step losses."""
-    keys = ("scenario", "epochs", "steps", "train_samples", "trainable_parameters", "final_loss", "samples_per_s",
-            "seconds", "device", "amp", "resumed_from", "base_model", "adapter")  # fmt: skip
-    return {"run": str(run_dir), **{k: summary.get(k) for k in keys}}
+    keys = ("scenario", "epochs", "epochs_requested", "min_steps", "steps", "kept_epoch", "kept_step",
+            "train_samples", "trainable_parameters", "final_loss", "samples_per_s", "seconds", "device", "amp",
+            "resumed_from", "base_model", "adapter")  # fmt: skip
+    val = summary.get("validation")
+    brief = {"run": str(run_dir), **{k: summary.get(k) for k in keys}}
+    brief["validation"] = (
+        {"split": val["split"], "samples": val["samples"], "base": _val_brief(val["base"]),
+         "kept": _val_brief(val["best"])} if val else None
+    )  # fmt: skip
+    brief["note"] = summary.get("note") or train_note(summary)
+    return brief
+
+
+def _val_brief(val: dict[str, Any]) -> dict[str, Any]:
+    return {"epoch": val["epoch"], "text_to_image_R@1": _r1(val), "image_to_image_R@1": _r1(val, "image_to_image")}
 
 
 # ---- use -------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Tune training: the tiny CLIP learns coloured shapes, each scenario trains only its own parameters, and a
-run killed with SIGKILL resumes to the same adapter as one that was never interrupted."""
+"""Tune training: the tiny CLIP learns coloured shapes, each scenario trains only its own parameters, the adapter
+is the epoch with the best validation recall (not the last), and a run killed with SIGKILL resumes to the same
+adapter as one that was never interrupted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,7 @@ from engine.tune.train import (
     load_tuned,
     train,
     trainable_names,
+    val_score,
 )
 from tests.conftest import REPO, make_data_dir
 
@@ -54,7 +57,7 @@ def t2i_r1(metrics: dict, which: str) -> float:
 
 def test_dual_lora_learns_shapes(settings, shapes_data, tmp_path):
     reports: list[TrainProgress] = []
-    config = TrainConfig(scenario="dual_lora", epochs=8, lr=5e-3, batch_size=16, seed=0)
+    config = TrainConfig(scenario="dual_lora", epochs=8, min_steps=0, lr=5e-3, batch_size=16, seed=0)
     result = train(shapes_data, tmp_path / "run", settings, config, on_progress=reports.append)
     assert result["steps"] == 8 * 9 and result["train_samples"] == 144
     assert [r.step for r in reports] == list(range(1, 73)) and all(r.total == 72 for r in reports)
@@ -71,6 +74,33 @@ def test_dual_lora_learns_shapes(settings, shapes_data, tmp_path):
     assert t2i_r1(metrics, "base") <= 0.12
     assert t2i_r1(metrics, "tuned") >= t2i_r1(metrics, "base") + 0.3
     assert metrics["tuned"]["text_to_image"]["R@5"] > metrics["base"]["text_to_image"]["R@5"]
+
+
+def test_keeps_the_epoch_with_the_best_validation_recall(settings, shapes_data, tmp_path):
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def snapshot(epoch: int, path: Path) -> None:
+        snapshots[epoch] = load_file(str(path / "trainable.safetensors"))
+
+    # a rate this high overshoots: validation recall rises, then falls back before the last epoch
+    config = TrainConfig(scenario="dual_lora", epochs=6, min_steps=0, lr=5e-2, batch_size=16, seed=0)
+    result = train(shapes_data, tmp_path / "run", settings, config, on_checkpoint=snapshot)
+    summary = json.loads((tmp_path / "run" / "train.json").read_text())
+    validation = summary["validation"]
+    history = validation["history"]
+    assert validation["split"] == "val" and validation["samples"] == 18
+    assert [h["epoch"] for h in history] == list(range(7)) and [h["step"] for h in history] == list(range(0, 63, 9))
+    best = max(history, key=val_score)  # the first of equals, as training keeps it
+    assert result["kept_epoch"] == best["epoch"] == validation["best"]["epoch"] == summary["kept_epoch"]
+    assert 1 <= best["epoch"] < 6 and history[-1]["text_to_image"]["R@1"] < best["text_to_image"]["R@1"]
+    assert f"kept epoch {best['epoch']} (the best, step {best['step']})" in result["note"]
+
+    adapter = load_file(str(tmp_path / "run" / "adapter" / "adapter.safetensors"))
+    assert sorted(adapter) == sorted(snapshots[6])
+    assert all(torch.equal(adapter[k], snapshots[best["epoch"]][k]) for k in adapter)
+    assert not all(torch.equal(adapter[k], snapshots[6][k]) for k in adapter)
+    meta = json.loads((tmp_path / "run" / "adapter" / "adapter.json").read_text())
+    assert meta["kept_epoch"] == best["epoch"]
 
 
 def expected_trainable(model, scenario: str, r: int = 8) -> int:
@@ -100,7 +130,9 @@ def test_each_scenario_trains_only_its_parameters(scenario, settings, shapes_dat
     assert {n.split(".")[0] for n in lora} == {{"vision": "vision_model", "text": "text_model"}[t] for t in towers}
     assert sorted(set(names) - set(lora)) == (sorted(f"{h}.weight" for h in HEADS) if heads else [])
 
-    config = TrainConfig(scenario=scenario, epochs=1, lr=5e-3, batch_size=12, split="mini_train")
+    # exactly one epoch, and its weights (not the best on validation): what each scenario trains shows
+    config = TrainConfig(scenario=scenario, epochs=1, min_steps=0, lr=5e-3, batch_size=12, split="mini_train",
+                         val_split="none")  # fmt: skip
     result = train(shapes_data, tmp_path / "run", settings, config)
     assert result["trainable_parameters"] == want
     assert result["steps"] == (0 if scenario == "zero_shot" else 3)
@@ -122,14 +154,14 @@ def test_each_scenario_trains_only_its_parameters(scenario, settings, shapes_dat
     assert feats.shape == (1, model.config.projection_dim)
 
 
-KILL_CONFIG = TrainConfig(scenario="dual_lora", epochs=4, lr=5e-3, batch_size=16, seed=3)
+KILL_CONFIG = TrainConfig(scenario="dual_lora", epochs=4, min_steps=0, lr=5e-3, batch_size=16, seed=3)
 
 
 def run_train_cli(data: Path, out: Path, settings: Settings, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     args = [sys.executable, "-m", "engine", "tune", "train", str(data), "--out", str(out), "--epochs", "4",
-            "--lr", "5e-3", "--batch-size", "16", "--seed", "3", "--profile", "tiny", "--data-dir",
-            str(settings.data_dir), "--device", "cpu", *extra]  # fmt: skip
+            "--min-steps", "0", "--lr", "5e-3", "--batch-size", "16", "--seed", "3", "--profile", "tiny",
+            "--data-dir", str(settings.data_dir), "--device", "cpu", *extra]  # fmt: skip
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -164,7 +196,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(settings, shapes_data,
     # a finished run is not trained again; other settings in the same folder are refused
     assert train(shapes_data, run, settings, KILL_CONFIG)["already_complete"] is True
     with pytest.raises(BadInput, match="other settings.*lr"):
-        train(shapes_data, run, settings, TrainConfig(scenario="dual_lora", epochs=4, lr=1e-3, batch_size=16, seed=3))
+        train(shapes_data, run, settings, replace(KILL_CONFIG, lr=1e-3))
 
 
 def test_bench_reports_samples_per_second(settings):

@@ -1,4 +1,5 @@
-"""The Tune retrieval page through AppTest: prepare pairs, train, read the recall table, switch and back."""
+"""The Tune retrieval page through AppTest: prepare pairs, train, read the recall table and whether the adapter
+changed recall, switch and back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import zipfile
 
 from streamlit.testing.v1 import AppTest
 
+from engine.tune import DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MIN_STEPS
 from engine.tune.bench import make_shapes
 from tests.pages.conftest import ok, settle
 
@@ -23,8 +25,9 @@ def zipped(folder) -> bytes:
     return buf.getvalue()
 
 
-def test_prepare_train_measure_and_switch(app_env, tmp_path):
-    captions = make_shapes(tmp_path / "shapes", per_class=6)
+def prepared(app_env, tmp_path, per_class: int) -> AppTest:
+    """The Tune page with `per_class` images of each of the 9 colour × shape classes prepared as 'shapes'."""
+    captions = make_shapes(tmp_path / "shapes", per_class=per_class)
     at = app_env.app().run()
     at.switch_page("pages/tune.py").run()
     assert not at.exception and at.title[0].value == "Tune retrieval"
@@ -36,7 +39,23 @@ def test_prepare_train_measure_and_switch(app_env, tmp_path):
     at.text_input(key="tune_data_name").set_value("shapes").run()
     next(b for b in at.button if b.label == "Prepare data").click().run()
     at = wait(at, "tune_data_job")
-    assert any("Prepared **shapes**: 54 pairs" in s.value for s in at.success)
+    assert any(f"Prepared **shapes**: {9 * per_class} pairs" in s.value for s in at.success)
+    return at
+
+
+def said(at: AppTest, adapter: str) -> list[tuple[str, str]]:
+    """(success | warning, text) of the lines saying whether `adapter` changed recall."""
+    lines = [("success", s.value) for s in at.success] + [("warning", w.value) for w in at.warning]
+    lines = [(kind, text.replace("\\", "")) for kind, text in lines]  # the name is shown as literal Markdown
+    return [(kind, text) for kind, text in lines if text.startswith(f"**{adapter}**: ")]
+
+
+def test_prepare_train_measure_and_switch(app_env, tmp_path):
+    at = prepared(app_env, tmp_path, per_class=6)
+    # the form starts at the engine's defaults, and says how many steps a run trains at least
+    assert at.number_input(key="tune_epochs").value == DEFAULT_EPOCHS == 5
+    assert at.select_slider(key="tune_lr").value == DEFAULT_LR == 1e-3
+    assert any(c.value.startswith(f"At least {DEFAULT_MIN_STEPS} optimizer steps") for c in at.caption)
 
     at.number_input(key="tune_epochs").set_value(2)
     at.number_input(key="tune_batch").set_value(8)
@@ -46,6 +65,13 @@ def test_prepare_train_measure_and_switch(app_env, tmp_path):
     at = wait(at, "tune_train_job")
     table = at.dataframe[0].value
     assert list(table["adapter"]) == ["shapes-dual"] and "→" in table["text→image R@1"][0]
+    # 43 training pairs at batch 8 make 5 steps an epoch: the 2 epochs asked for become 20, for 100 steps
+    notes = [c.value for c in at.caption if c.value.startswith("Trained ")]
+    assert len(notes) == 1 and notes[0].startswith(
+        "Trained 100 steps in 20 epochs (raised from 2: the minimum of 100 steps with 43 training pairs"
+    ), notes
+    ((kind, line),) = said(at, "shapes-dual")
+    assert ("raised text→image recall@1" in line) == (kind == "success") and "--" not in line, line
 
     next(b for b in at.button if b.label == "Use").click().run()
     at = wait(at, "tune_use_job").run()
@@ -82,3 +108,14 @@ def test_missing_or_broken_uploads_are_one_error_line(app_env, tmp_path):
     next(b for b in at.button if b.label == "Prepare data").click().run()
     settle(at, "tune_data_job")
     assert len(at.error) == 1 and "\n" not in at.error[0].value and not at.exception
+
+
+def test_an_adapter_that_does_not_change_recall_is_a_warning(app_env, tmp_path):
+    at = prepared(app_env, tmp_path, per_class=2)
+    at.selectbox(key="tune_scenario").set_value("zero_shot")
+    at.text_input(key="tune_run_name").set_value("shapes-base").run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    at = wait(at, "tune_train_job")
+    ((kind, line),) = said(at, "shapes-base")
+    assert kind == "warning" and line.startswith("**shapes-base**: zero_shot trains nothing: text→image recall@1")
+    assert "\n" not in line
