@@ -170,13 +170,14 @@ class GenerateRequest(BaseModel):
             "prompt": meta["prompt"],
             "negative_prompt": meta.get("negative_prompt", ""),
             "sketch": sketch,
-            "edge_mode": meta.get("edge_mode") or "auto",
+            # the preprocessor a ControlNet type used (lineart, softedge…) is not an edge mode: auto then
+            "edge_mode": meta.get("edge_mode") if meta.get("edge_mode") in get_args(EdgeMode) else "auto",
             "style": style,
             "blend": blend,
             "use_style": bool(used) and params.get("use_style", True),
             "seed": meta["seeds"][0],
             "variations": len(meta["seeds"]),
-            **{k: params[k] for k in REPEATED_PARAMS if k in params},
+            **{k: params[k] for k in REPEATED_PARAMS if params.get(k) is not None},  # None: not used by that run
             **changes,
         }
         if meta.get("canny"):

@@ -179,6 +179,16 @@ def test_hires_fix_of_a_text_only_render(eng):
     assert result.images[0].size == (96, 96) and result.metadata["kind"] == "text"
 
 
+def test_a_past_run_is_repeated_from_its_metadata(eng):
+    plain = eng.pipeline.generate(request(sketch=SKETCH))
+    again = GenerateRequest.from_metadata(plain.metadata, SKETCH)  # strength was not used: the default
+    assert (again.strength, again.hires, again.control) == (0.75, 1.0, "canny")
+    start = png(photo(9))
+    reworked = eng.pipeline.generate(request(init_image=start, strength=0.6, control="softedge", hires=1.5))
+    again = GenerateRequest.from_metadata(reworked.metadata, None, init_image=start)
+    assert (again.strength, again.control, again.hires, again.hires_strength) == (0.6, "softedge", 1.5, 0.35)
+
+
 def test_bad_inputs_are_one_line(eng):
     with pytest.raises(BadInput, match="a mask needs the image to repaint"):
         request(mask=mask_png(square_mask()))
