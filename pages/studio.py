@@ -1,42 +1,70 @@
-"""Studio: draw or drop a sketch, say what you want, get the render beside its sketch and its style."""
+"""Studio: draw or drop a sketch, say what you want, get the render beside its sketch and its style; this session's
+renders stay side by side in a gallery, newest first.
+
+The page is a few sections, each a function: the sketch (canvas or upload) and its edges, the words and the style,
+the render settings, Generate, the live canvas, and the result (the latest run and the gallery)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
 
-import numpy as np
 import streamlit as st
 from PIL import Image
-from streamlit_drawable_canvas import st_canvas
 
 from engine import images as imgs
-from engine.api import JobInfo
+from engine.api import JobInfo, RenderResult
 from engine.errors import BadInput, EngineError
 from engine.images import UPLOAD_TYPES
 from engine.render.modes import MODES, switch
 from engine.schema import SCHEDULERS, GenerateRequest, Progress
+from ui import canvas as canvas_ui
 from ui import jobs
 from ui import regions as regions_ui
 from ui.jobs import job_panel, timing
 from ui.live import LiveScheduler
-from ui.shared import FIELD_TO_PARAM, current_sketch, engine_or_stop, md, random_seed, remote, style_thumb
+from ui.shared import (
+    FIELD_TO_PARAM,
+    current_sketch,
+    engine_or_stop,
+    md,
+    number,
+    random_seed,
+    remote,
+    style_thumb,
+)
 
 engine = engine_or_stop()
 state = st.session_state
-CANVAS_W, CANVAS_H = 448, 336
 MAX_PREVIEW_PIXELS = 64_000_000
+PREVIEW_SIDE = 256  # the short side of the sketch previews (the upload's and the edges')
+GALLERY_COLUMNS = 3
+GALLERY_MAX = 48  # renders a session's gallery keeps (the oldest leave it first; the History keeps them all)
+ERROR_KEYS = ("error", "live_error", "regions_error")  # every error line a new render makes stale
 
 
-def canvas_png(image_data: np.ndarray | None) -> bytes | None:
-    """The drawing as PNG bytes, or None while the canvas is blank."""
-    if image_data is None:
-        return None
-    rgba = np.asarray(image_data, dtype=np.uint8)
-    inked = (rgba[..., 3] > 0) & (rgba[..., :3].min(axis=-1) < 245)
-    if not inked.any():
-        return None
-    return imgs.png_bytes(Image.fromarray(rgba, "RGBA"))
+# ---- the request --------------------------------------------------------------------------------------------------
+def retrieve_auto_styles() -> None:
+    """The styles the prompt retrieves (top 3, the first ticked), asked again whenever the prompt changed. Generate
+    calls it too: a click right after typing brings the new words with it, before the page has shown their styles."""
+    prompt = state["prompt"]
+    if not prompt.strip() or state.get("auto_for") == prompt:
+        return
+    try:
+        state["auto_hits"] = engine.styles.search(text=prompt, k=3)
+        state.pop("auto_error", None)
+    except EngineError as exc:
+        state["auto_hits"], state["auto_error"] = [], str(exc)
+    state["auto_for"] = prompt
+    for i, hit in enumerate(state["auto_hits"]):
+        state[f"use_{hit.id}"] = i == 0
+
+
+def run_set() -> dict[str, str | None]:
+    """The run set the render joins (the Dashboard's Compare tab and the Arena compare two): a label, in a batch
+    ("studio" unless named). Without either, each render is its own set, as before."""
+    label, batch = state["run_label"].strip(), state["run_batch"].strip()
+    return {"label": label, "batch": batch or ("studio" if label else None)}
 
 
 def build_request(**changes) -> GenerateRequest:
@@ -46,6 +74,7 @@ def build_request(**changes) -> GenerateRequest:
     if state["style_mode"] == "From library":
         style = state["library_style"]
     elif state["style_mode"] == "Auto":
+        retrieve_auto_styles()
         picks = [(h.name, state.get(f"w_{h.id}", 1.0)) for h in state.get("auto_hits", []) if state.get(f"use_{h.id}")]
         if len(picks) > 1:
             blend = [{"style": n, "weight": w} for n, w in picks]
@@ -66,13 +95,20 @@ def build_request(**changes) -> GenerateRequest:
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
         regions=regions_ui.request_regions(),
+        **run_set(),
         **{**fields, **changes},
     )
 
 
+def clear_errors() -> None:
+    """A new render starts: the error lines of earlier ones go."""
+    for key in ERROR_KEYS:
+        state.pop(key, None)
+
+
 def submit(request: GenerateRequest) -> None:
     """Queue the render on the engine; a request the engine refuses is one line beside Generate."""
-    state.pop("error", None)
+    clear_errors()
     try:
         jobs.start("job", engine.renders.submit(request))
         state["pending_request"] = request
@@ -82,7 +118,7 @@ def submit(request: GenerateRequest) -> None:
 
 def on_generate(new_seed: bool = False) -> None:
     """Button callback: runs before the page redraws, so it may set widget values (the seed)."""
-    state.pop("error", None)
+    clear_errors()
     if new_seed or not state["seed_locked"]:
         state["seed"] = random_seed()
     try:
@@ -93,36 +129,110 @@ def on_generate(new_seed: bool = False) -> None:
     submit(request)
 
 
-def on_vary() -> None:
-    """The last result's exact request again, with a new seed."""
-    last = state.get("result_request")
-    if last is None:
-        return on_generate(new_seed=True)
-    submit(last.model_copy(update={"seed": random_seed(), "variations": 1}))
-
-
-def on_use_as_sketch(index: int) -> None:
-    result = state["result"]
-    control, _ = imgs.edges(result.images()[index], "canny")
-    state["sketch_override"] = imgs.png_bytes(Image.eval(control, lambda v: 255 - v))  # dark lines on white
-    state["sketch_override_label"] = f"edges of {result.run_id} #{index}"
-    state["edge_mode"] = "lines"
-
-
-def on_mode_change() -> None:
-    """A mode brings its own steps, guidance and sampler: the Advanced fields show them (and can still be changed)."""
-    state.update(MODES[state["mode"] or "quality"].defaults())
-
-
 def on_keep() -> None:
     """The live frame, rendered again in quality mode with the same seed and settings, into the History."""
-    state.pop("error", None)
+    clear_errors()
     try:
         request = build_request(mode="quality", variations=1)
     except EngineError as exc:
         state["error"] = str(exc)
         return
     submit(request)
+
+
+def on_mode_change() -> None:
+    """A mode brings its own steps, guidance and sampler: the render settings show them (and can still be changed)."""
+    state.update(MODES[state["mode"] or "quality"].defaults())
+
+
+# ---- the gallery's entries and their actions ----------------------------------------------------------------------
+def gallery() -> list[dict]:
+    """This session's renders, newest first: each {"result": RenderResult, "request": GenerateRequest | None}."""
+    return state.setdefault("gallery", [])
+
+
+def add_to_gallery(result: RenderResult, request: GenerateRequest | None) -> None:
+    entries = gallery()
+    entries.insert(0, {"result": result, "request": request})
+    while len(entries) > 1 and sum(len(e["result"].png) for e in entries) > GALLERY_MAX:
+        entries.pop()
+
+
+def entry_of(run_id: str) -> dict | None:
+    return next((e for e in gallery() if e["result"].run_id == run_id), None)
+
+
+def on_vary(run_id: str) -> None:
+    """That render's exact request again, with a new seed; it joins the gallery, the others stay."""
+    entry = entry_of(run_id)
+    if entry is None or entry["request"] is None:
+        return on_generate(new_seed=True)
+    submit(entry["request"].model_copy(update={"seed": random_seed(), "variations": 1}))
+
+
+def on_use_as_sketch(run_id: str, index: int) -> None:
+    """A render's edges become the next sketch (dark lines on white); they are line art, so the edge mode is
+    switched to lines, and the page says so."""
+    entry = entry_of(run_id)
+    if entry is None:
+        return
+    control, _ = imgs.edges(entry["result"].images()[index], "canny")
+    state["sketch_override"] = imgs.png_bytes(Image.eval(control, lambda v: 255 - v))
+    state["sketch_override_label"] = f"edges of {run_id} #{index}"
+    was = state["edge_mode"] or "auto"
+    state["sketch_override_note"] = (
+        f"Edge mode switched to lines (was {was}): a render's edges are line art already." if was != "lines" else None
+    )
+    state["edge_mode"] = "lines"
+
+
+def on_clear_override() -> None:
+    for key in ("sketch_override", "sketch_override_note"):
+        state.pop(key, None)
+
+
+def on_clear_gallery() -> None:
+    for key in ("gallery", "result", "result_request", "result_sketch"):
+        state.pop(key, None)
+
+
+# ---- jobs ---------------------------------------------------------------------------------------------------------
+def describe_render(p: Progress | None) -> str:
+    if p is None:
+        return "Preparing…"
+    if p.stage == "queued":
+        return f"Waiting for the GPU (position {p.step})"
+    return f"Step {p.step}/{p.total}{timing(p)}"
+
+
+def describe_live(p: Progress | None) -> str:
+    if p is None or p.stage == "queued":
+        return "Live: updating…" if p is None else f"Live: waiting for the GPU (position {p.step})"
+    return f"Live: updating · step {p.step}/{p.total}"
+
+
+def on_render_done(job: JobInfo) -> None:
+    if job.state == "done":
+        try:
+            result = engine.renders.result(job.id)
+        except EngineError as exc:
+            state["error"] = str(exc)
+            return
+        state["result"] = result
+        state["result_request"] = state.get("pending_request")
+        add_to_gallery(result, state.get("pending_request"))
+
+
+def on_live_done(job: JobInfo) -> None:
+    live = live_scheduler()
+    if job.state == "done":
+        try:
+            state["live_frame"] = engine.renders.result(job.id)
+            live.finish(ok=True)
+            return
+        except EngineError as exc:
+            state["live_error"] = str(exc)
+    live.finish(ok=False)
 
 
 def live_scheduler() -> LiveScheduler:
@@ -164,150 +274,130 @@ def live_tick(box) -> None:
         job_panel(engine, "live_job", describe_live, on_done=on_live_done, error_key="live_error", cancel_button=False)
 
 
-def on_clear_override() -> None:
-    state.pop("sketch_override", None)
-
-
-st.title("Studio")
-left, right = st.columns([1, 1], gap="large")
-
-# ---- input ------------------------------------------------------------------------------------
-with left:
-    if state.get("sketch_override"):
+# ---- the sketch ---------------------------------------------------------------------------------------------------
+def sketch_preview(data: bytes) -> tuple[Image.Image, tuple[int, int]]:
+    """A sketch at preview size (short side 256) and its own size, decoded once per content: the upload's preview and
+    the edge preview share it. Raises BadInput for a file that is no image."""
+    key = hashlib.sha1(data).hexdigest()
+    cached = state.get("_sketch_preview")
+    if cached is None or cached[0] != key:
         try:
-            shown = imgs.decode(state["sketch_override"], MAX_PREVIEW_PIXELS)
-            st.image(shown, caption=f"Sketch: {state.get('sketch_override_label')}", width=320)
+            full = imgs.decode(data, MAX_PREVIEW_PIXELS)
+            cached = (key, imgs.fit(full, PREVIEW_SIDE), full.size, None)
         except BadInput as exc:
-            st.error(str(exc))
-        st.button("Clear this sketch", on_click=on_clear_override)
-    else:
-        st.segmented_control("Sketch", ["Draw", "Upload"], key="source")
-        if state["source"] == "Upload":
-            st.file_uploader("Sketch or photo", type=UPLOAD_TYPES, key="upload")
-        else:
-            tools = st.columns([4, 3, 2])
-            tools[0].segmented_control(
-                "Tool",
-                ["freedraw", "line", "rect"],
-                key="draw_mode",
-                format_func={"freedraw": "Pen", "line": "Line", "rect": "Box"}.get,
-            )
-            tools[1].slider("Pen width", 1, 20, key="pen_width")
-            tools[2].color_picker("Colour", key="pen_color")
-            trace = st.file_uploader("Trace over an image (optional)", type=UPLOAD_TYPES)
-            canvas = st_canvas(
-                stroke_width=state["pen_width"],
-                stroke_color=state["pen_color"],
-                fill_color="rgba(0, 0, 0, 0)",
-                background_color="#ffffff",
-                background_image=Image.open(trace) if trace else None,
-                drawing_mode=state["draw_mode"] or "freedraw",
-                width=CANVAS_W,
-                height=CANVAS_H,
-                key="canvas",
-                return_image_data=True,
-            )
-            drawn = canvas_png(canvas.image_data)
-            if drawn is not None:
-                state["drawn_png"] = drawn
-            elif canvas.image_data is not None:
-                state.pop("drawn_png", None)
-            st.caption("Hover over the canvas for undo, redo and clear.")
+            cached = (key, None, None, str(exc))
+        state["_sketch_preview"] = cached
+    if cached[3] is not None:
+        raise BadInput(cached[3])
+    return cached[1], cached[2]
 
-    sketch, sketch_label = current_sketch()
+
+def override_section() -> None:
+    """A sketch brought in from elsewhere (a render's edges, a restored run), instead of the canvas."""
+    try:
+        shown, _ = sketch_preview(state["sketch_override"])
+        st.image(shown, caption=f"Sketch: {state.get('sketch_override_label')}", width=320)
+    except BadInput as exc:
+        st.error(str(exc))
+    if state.get("sketch_override_note") and state["edge_mode"] == "lines":
+        st.caption(state["sketch_override_note"])
+    st.button("Clear this sketch", on_click=on_clear_override)
+
+
+def upload_section() -> bool:
+    """The uploader and the uploaded sketch itself; True when it was shown (or what is wrong with it)."""
+    st.file_uploader("Sketch or photo", type=UPLOAD_TYPES, key="upload")
+    upload = state.get("upload")
+    if upload is None:
+        return False
+    try:
+        shown, (w, h) = sketch_preview(upload.getvalue())
+    except BadInput as exc:
+        st.error(str(exc))
+        return True
+    st.image(shown, caption=f"{upload.name} · {w}×{h}", width=320)
+    st.caption(f"An upload keeps its own aspect: {canvas_ui.render_size_note(w, h, state['size'])}.")
+    return True
+
+
+def sketch_section() -> bool:
+    """Where the sketch comes from: the canvas, an upload, or an override. True when the sketch was previewed here
+    (or what is wrong with it said)."""
+    if state.get("sketch_override"):
+        override_section()
+        return True
+    st.segmented_control("Sketch", ["Draw", "Upload"], key="source")
+    if state["source"] == "Upload":
+        return upload_section()
+    canvas_ui.panel()
+    return False
+
+
+def edges_section(sketch: bytes | None, previewed: bool) -> None:
+    """What ControlNet will follow, from the sketch and the edge settings."""
     with st.expander("Edges", expanded=sketch is not None):
         st.segmented_control("Edge mode", ["auto", "lines", "canny"], key="edge_mode")
         if state["edge_mode"] == "canny" or state["edge_mode"] is None:
             c1, c2 = st.columns(2)
             c1.slider("Canny low", 0, 255, key="canny_low")
             c2.slider("Canny high", 0, 255, key="canny_high")
-        if sketch is not None:
-            try:
-                preview = imgs.fit(imgs.decode(sketch, MAX_PREVIEW_PIXELS), 256)
-                control, used = imgs.edges(
-                    preview, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"]
-                )
-                st.image(control, caption=f"What ControlNet will follow ({used})", width=240)
-            except BadInput as exc:
-                st.error(str(exc))
-        else:
+        if sketch is None:
             st.caption("No sketch yet: the render will come from the words alone.")
-
-    last = state.get("result")
-    regions_ui.panel(engine, sketch, last.png[0] if last is not None and last.png else None)
-
-
-# ---- progress ---------------------------------------------------------------------------------
-def describe_render(p: Progress | None) -> str:
-    if p is None:
-        return "Preparing…"
-    if p.stage == "queued":
-        return f"Waiting for the GPU (position {p.step})"
-    return f"Step {p.step}/{p.total}{timing(p)}"
-
-
-def describe_live(p: Progress | None) -> str:
-    if p is None or p.stage == "queued":
-        return "Live: updating…" if p is None else f"Live: waiting for the GPU (position {p.step})"
-    return f"Live: updating · step {p.step}/{p.total}"
-
-
-def on_live_done(job: JobInfo) -> None:
-    live = live_scheduler()
-    if job.state == "done":
-        try:
-            state["live_frame"] = engine.renders.result(job.id)
-            live.finish(ok=True)
             return
-        except EngineError as exc:
-            state["live_error"] = str(exc)
-    live.finish(ok=False)
-
-
-def on_render_done(job: JobInfo) -> None:
-    if job.state == "done":
         try:
-            state["result"] = engine.renders.result(job.id)
-            state["result_request"] = state.get("pending_request")
-        except EngineError as exc:
-            state["error"] = str(exc)
+            preview, _ = sketch_preview(sketch)
+        except BadInput as exc:
+            if not previewed:  # the sketch's own preview has said it already
+                st.error(str(exc))
+            return
+        try:
+            control, used = imgs.edges(preview, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"])
+            st.image(control, caption=f"What ControlNet will follow ({used})", width=240)
+        except BadInput as exc:
+            st.error(str(exc))
 
 
-with right:
+# ---- words, style and render settings -----------------------------------------------------------------------------
+def words_section() -> None:
     st.text_area("Prompt", key="prompt", placeholder="a timber cabin at dusk, warm light in the windows")
     st.text_input("Negative prompt", key="negative", placeholder="blurry, text, watermark")
 
+
+def auto_styles() -> None:
+    """The prompt's top 3 styles: tick one, or several to blend them (a weight under each ticked one)."""
+    if not state["prompt"].strip():
+        st.caption("Type a prompt to see the styles it retrieves.")
+        return
+    retrieve_auto_styles()
+    if state.get("auto_error"):
+        st.error(state["auto_error"])
+    hits = state.get("auto_hits", [])
+    blending = sum(bool(state.get(f"use_{h.id}")) for h in hits) > 1
+    for col, hit in zip(st.columns(3), hits, strict=False):
+        with col:
+            thumb = style_thumb(engine, hit.id)
+            if thumb:
+                st.image(thumb, width="stretch")
+            st.checkbox(md(hit.name), key=f"use_{hit.id}", help=md(hit.name))
+            st.caption(f"similarity {number(hit.score)}")  # its own line: a long name is cut, never the score
+            if blending and state.get(f"use_{hit.id}"):
+                state.setdefault(f"w_{hit.id}", 1.0)
+                st.slider("Weight", 0.1, 2.0, step=0.1, key=f"w_{hit.id}")
+    st.caption("Retrieved from your library for these words; tick several to blend them.")
+
+
+def style_section() -> None:
     st.segmented_control("Style", ["Auto", "From library", "None"], key="style_mode")
     if state["style_mode"] == "Auto":
-        if state["prompt"].strip():
-            if state.get("auto_for") != state["prompt"]:
-                try:
-                    state["auto_hits"] = engine.styles.search(text=state["prompt"], k=3)
-                except EngineError as exc:
-                    state["auto_hits"] = []
-                    st.error(str(exc))
-                state["auto_for"] = state["prompt"]
-                for i, hit in enumerate(state["auto_hits"]):
-                    state[f"use_{hit.id}"] = i == 0
-            cols = st.columns(3)
-            for col, hit in zip(cols, state.get("auto_hits", []), strict=False):
-                with col:
-                    thumb = style_thumb(engine, hit.id)
-                    if thumb:
-                        st.image(thumb, width="stretch")
-                    st.checkbox(f"{hit.name} · {hit.score:.2f}", key=f"use_{hit.id}")
-                    if sum(bool(state.get(f"use_{h.id}")) for h in state["auto_hits"]) > 1:
-                        state.setdefault(f"w_{hit.id}", 1.0)
-                        st.slider("Weight", 0.1, 2.0, step=0.1, key=f"w_{hit.id}")
-            st.caption("Retrieved from your library for these words; tick several to blend them.")
-        else:
-            st.caption("Type a prompt to see the styles it retrieves.")
+        auto_styles()
     elif state["style_mode"] == "From library":
         names = [s.name for s in engine.styles.list()]
         if state["library_style"] not in names:
             state["library_style"] = names[0] if names else None
         st.selectbox("Library style", names, key="library_style")
 
+
+def mode_section() -> None:
     m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
     m1.segmented_control(
         "Mode", list(MODES), key="mode", format_func=str.capitalize, on_change=on_mode_change,
@@ -319,6 +409,9 @@ with right:
     )  # fmt: skip
     st.caption(MODES[state["mode"] or "quality"].summary)
 
+
+def render_settings() -> None:
+    """The Advanced fields: steps, strengths, size, sampler, seed, and the run set the render joins."""
     with st.expander("Advanced"):
         a1, a2 = st.columns(2)
         a1.slider("Steps", 1, 100, key="steps")
@@ -333,17 +426,38 @@ with right:
         s1.number_input("Seed", min_value=0, max_value=2**32 - 1, key="seed")
         s2.checkbox("Lock", key="seed_locked", help="keep this seed; unlocked, every Generate picks a new one")
         s3.button("Randomise", on_click=lambda: state.update(seed=random_seed()))
+        r1, r2 = st.columns(2)
+        r1.text_input(
+            "Run set label", key="run_label", max_chars=80, placeholder="e.g. A",
+            help="Renders with the same label (in the same batch) form one run set: the Dashboard's Compare tab and "
+            "the Arena compare two sets, e.g. label A, then change a setting and render with label B.",
+        )  # fmt: skip
+        r2.text_input(
+            "Batch", key="run_batch", max_chars=80, placeholder="studio",
+            help="The experiment the sets belong to (letters, digits, '.', '_' or '-'); 'studio' when only a label "
+            "is given. Leave both empty and each render is its own set.",
+        )  # fmt: skip
 
-    job = state.get("job")
-    st.button("Generate", type="primary", on_click=on_generate, disabled=job is not None, width="stretch")
+
+def generate_section() -> None:
+    """Generate (greyed out only while a render runs: an empty prompt is one line on the click), its error line and
+    the render's progress."""
+    st.button("Generate", type="primary", on_click=on_generate, disabled=state.get("job") is not None, width="stretch")
     if state.get("error"):
         st.error(state["error"])
     job_panel(engine, "job", describe_render, on_done=on_render_done, error_key="error", preview=True)
 
-# ---- live -------------------------------------------------------------------------------------
-live_box = None
-if state["live"]:
-    with right, st.container(border=True):  # beside the canvas, where the designer is looking
+
+# ---- live ---------------------------------------------------------------------------------------------------------
+def live_section(column):
+    """The live frame beside the canvas with Keep; the box its progress goes in (None with Live off)."""
+    if not state["live"]:  # Live off: a frame in flight is let go, and the next switch-on starts afresh
+        if state.get("live_job"):
+            jobs.cancel(engine, "live_job")
+            state.pop("live_job", None)
+        state.pop("_live", None)
+        return None
+    with column, st.container(border=True):  # beside the canvas, where the designer is looking
         frame = state.get("live_frame")
         if frame is not None:
             fm = frame.metadata
@@ -359,36 +473,36 @@ if state["live"]:
             "Keep", type="primary", on_click=on_keep, disabled=frame is None or state.get("job") is not None,
             help="render this frame in quality mode (same seed and settings) and add it to the History",
         )  # fmt: skip
-        live_box = k2.container()
+        box = k2.container()
         if state.get("live_error"):
             st.error(state["live_error"])
-else:  # Live off: a frame in flight is let go, and the next switch-on starts afresh
-    if state.get("live_job"):
-        jobs.cancel(engine, "live_job")
-        state.pop("live_job", None)
-    state.pop("_live", None)
+    return box
 
-# ---- result -----------------------------------------------------------------------------------
-result = state.get("result")
-st.divider()
-if result is None:
-    st.info("Draw or upload a sketch (or none, for text-to-image), describe the look, and press **Generate**.")
-else:
+
+# ---- the result: the latest run, and the gallery ------------------------------------------------------------------
+def restored_sketch(result: RenderResult) -> bytes | None:
+    """The latest run's sketch as the engine kept it, asked once per run."""
+    restored = state.get("result_sketch")
+    if restored is None or restored[0] != result.run_id:
+        try:
+            restored = (result.run_id, engine.history.sketch(result.run_id))
+        except EngineError:
+            restored = (result.run_id, None)
+        state["result_sketch"] = restored
+    return restored[1]
+
+
+def latest_run(result: RenderResult) -> None:
+    """What the latest run followed: its sketch and edges, its style(s) and regions, and how long it took."""
     meta = result.metadata
     c1, c2, c3 = st.columns(3)
     with c1:
         st.markdown("**Sketch**")
         if result.edges is not None:
             k1, k2 = st.columns(2)
-            restored = state.get("result_sketch")
-            if restored is None or restored[0] != result.run_id:
-                try:
-                    restored = (result.run_id, engine.history.sketch(result.run_id))
-                except EngineError:
-                    restored = (result.run_id, None)
-                state["result_sketch"] = restored
-            if restored[1]:
-                k1.image(restored[1], caption="sketch", width="stretch")
+            sketch = restored_sketch(result)
+            if sketch:
+                k1.image(sketch, caption="sketch", width="stretch")
             k2.image(result.edges, caption=f"edges ({meta['edge_mode']})", width="stretch")
         else:
             st.caption("text only")
@@ -401,32 +515,107 @@ else:
                 st.image(thumb, width="stretch")
             weight = f" · weight {s.weight:g}" if len(used) > 1 else ""
             where = " · outside the regions" if result.regions else ""
-            st.caption(f"{md(s.name)} · similarity {s.score:.2f}{weight}{where}")
+            st.caption(f"{md(s.name)} · similarity {number(s.score)}{weight}{where}")
         if not used:
             st.caption("no style reference" + (" outside the regions" if result.regions else ""))
-        regions_ui.result_regions(engine, result)
     with c3:
-        st.markdown("**Render**")
-        for i, (png, seed) in enumerate(zip(result.png, result.seeds, strict=True)):
-            st.image(png, width="stretch")
-            st.caption(f"seed {seed}")
-            b1, b2, b3 = st.columns(3)
-            name = f"{result.run_id}-{i}.png"
-            b1.download_button("PNG", png, file_name=name, mime="image/png", key=f"dl_{result.run_id}_{i}")
-            b2.button("Vary", key=f"vary_{result.run_id}_{i}", on_click=on_vary, help="same settings, new seed")
-            b3.button(
-                "As sketch",
-                key=f"use_{result.run_id}_{i}",
-                on_click=on_use_as_sketch,
-                args=(i,),
-                help="its edges become the next sketch",
-            )
+        regions_ui.result_regions(engine, result)
     t = meta["timings"]
     where = "on the remote engine" if remote() else "in the History"
     st.caption(
-        f"{t['total']:.1f}s in all · denoise {t.get('denoise', 0):.1f}s · {meta['width']}×{meta['height']} · "
+        f"Latest: {t['total']:.1f}s in all · denoise {t.get('denoise', 0):.1f}s · {meta['width']}×{meta['height']} · "
         f"{meta['params']['steps']} steps · run `{result.run_id}`, kept {where}"
     )
 
+
+def settings_line(meta: dict) -> str:
+    """What made a render, short: its style, mode, steps, strengths, size and run set."""
+    p = meta.get("params", {})
+    styles = " + ".join(md(s["name"]) for s in meta.get("styles", []) if s.get("used")) or "no style"
+    parts = [styles, p.get("mode") or "quality", f"{p.get('steps')} steps"]
+    for key, word in (("guidance", "guidance"), ("structure_strength", "structure"), ("style_strength", "style")):
+        if p.get(key) is not None:
+            parts.append(f"{word} {p[key]:g}")
+    line = " · ".join([*parts, f"{meta['width']}×{meta['height']}"])
+    if meta.get("batch"):
+        line += f" · set {md(meta['batch'])}" + (f" · {md(meta['label'])}" if meta.get("label") else "")
+    return line
+
+
+def numbers_line(meta: dict, index: int) -> str:
+    """How a render measures (as the Dashboard reads it): prompt fidelity, style similarity, edge F1."""
+    m = ((meta.get("metrics") or [])[index:] or [{}])[0] or {}
+    parts = [
+        f"prompt fidelity {number(m['clip_score'], 1)}" if m.get("clip_score") is not None else "",
+        f"style similarity {number(m['style_similarity'])}" if m.get("style_similarity") is not None else "",
+        f"edge F1 {number(m['edge_f1'])}" if m.get("edge_f1") is not None else "",
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def tile(entry: dict, index: int) -> None:
+    """One render of the gallery: the image, its seed, settings and numbers, and what can be done with it."""
+    result = entry["result"]
+    meta, run_id = result.metadata, result.run_id
+    st.image(result.png[index], width="stretch")
+    st.caption(f"seed {result.seeds[index]}")
+    st.caption(settings_line(meta))
+    numbers = numbers_line(meta, index)
+    if numbers:
+        st.caption(numbers)
+    b1, b2, b3 = st.columns(3)
+    b1.download_button("PNG", result.png[index], file_name=f"{run_id}-{index}.png", mime="image/png",
+                       key=f"dl_{run_id}_{index}")  # fmt: skip
+    b2.button("Vary", key=f"vary_{run_id}_{index}", on_click=on_vary, args=(run_id,), help="same settings, new seed")
+    b3.button(
+        "As sketch", key=f"as_sketch_{run_id}_{index}", on_click=on_use_as_sketch, args=(run_id, index),
+        help="its edges become the next sketch",
+    )  # fmt: skip
+
+
+def gallery_section() -> None:
+    """Every render of this session side by side, newest first; Vary adds to it, nothing is replaced."""
+    tiles = [(entry, i) for entry in gallery() for i in range(len(entry["result"].png))]
+    h1, h2 = st.columns([4, 1], vertical_alignment="bottom")
+    h1.markdown(f"**Renders** · this session, newest first ({len(tiles)})")
+    h2.button("Clear the gallery", on_click=on_clear_gallery, help="empties this view; the History keeps them")
+    st.caption(
+        "Under each: prompt fidelity (CLIP score, 0–100), style similarity (CLIP cosine to its reference) and edge F1 "
+        "(structure fidelity against the sketch, 2 px tolerance), as the Dashboard measures them."
+    )
+    for start in range(0, len(tiles), GALLERY_COLUMNS):
+        for col, (entry, i) in zip(st.columns(GALLERY_COLUMNS), tiles[start : start + GALLERY_COLUMNS], strict=False):
+            with col:
+                tile(entry, i)
+
+
+def result_section() -> None:
+    st.divider()
+    result = state.get("result")
+    if result is None and not gallery():
+        st.info("Draw or upload a sketch (or none, for text-to-image), describe the look, and press **Generate**.")
+        return
+    if result is not None:
+        latest_run(result)
+    gallery_section()
+
+
+# ---- the page -----------------------------------------------------------------------------------------------------
+st.title("Studio")
+left, right = st.columns([1, 1], gap="large")
+with left:
+    previewed = sketch_section()
+    sketch, _ = current_sketch()
+    edges_section(sketch, previewed)
+    last = state.get("result")
+    regions_ui.panel(engine, sketch, last.png[0] if last is not None and last.png else None)
+with right:
+    words_section()
+    style_section()
+    mode_section()
+    render_settings()
+    generate_section()
+live_box = live_section(right)
+result_section()
 if live_box is not None:  # last: its short wait for a still input must not hold up the rest of the page
     live_tick(live_box)

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
     "pen_width": 4,
     "pen_color": "#000000",
     "draw_mode": "freedraw",
+    "aspect": "4:3",
+    "run_label": "",
+    "run_batch": "",
     "engine_mode": "Local",
     "remote_url": "http://127.0.0.1:8000",
     "remote_token": "",
@@ -189,6 +192,11 @@ def style_thumb(engine: Engine, style_id: str, px: int = 256) -> bytes | None:
         except EngineError:
             return None
     return cache[key]
+
+
+def number(value: float, places: int = 2) -> str:
+    """A score for the page: fixed decimals, and never "-0.00" (a tiny negative reads as 0)."""
+    return f"{round(float(value), places) + 0.0:.{places}f}"
 
 
 def random_seed() -> int:

@@ -363,3 +363,99 @@ def test_live_canvas_renders_after_a_burst_of_strokes_once_and_keep_adds_one_ren
     page.screenshot(path=str(shot), full_page=True)
     page.get_by_text("Live canvas", exact=True).click()  # off again
     page.close()
+
+
+def drag(page, points: list[tuple[int, int]]) -> None:
+    """One stroke of the current tool through `points` (canvas pixels)."""
+    box = page.locator("canvas").last.bounding_box()
+    (x0, y0), *rest = points
+    page.mouse.move(box["x"] + x0, box["y"] + y0)
+    page.mouse.down()
+    for x, y in rest:
+        page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
+    page.mouse.up()
+
+
+def pick_tool(page, name: str, hint: str | None = None) -> None:
+    """Choose a canvas tool; the page reruns with it (and shows its `hint`) before the next stroke."""
+    page.get_by_text(name, exact=True).click()
+    if hint:
+        page.get_by_text(hint).wait_for()
+    page.wait_for_timeout(1000)
+
+
+def test_canvas_aspect_eraser_and_shapes_then_variations_side_by_side(app_url, browser, tmp_path):
+    """A 16:9 canvas renders at 16:9; the eraser takes a stroke back to blank paper; a polygon closes into a sketch;
+    two variations sit side by side in the gallery and Vary adds a third in front, replacing nothing."""
+    page = open_studio(browser, app_url)
+    page.get_by_text("16:9", exact=True).click()
+    page.get_by_text("16:9 · canvas 448×252").wait_for()
+    canvas = page.locator("canvas").last
+    for _ in range(60):  # the canvas remounts at its new size
+        if round(canvas.bounding_box()["height"]) == 252:
+            break
+        page.wait_for_timeout(500)
+    assert round(canvas.bounding_box()["width"]) == 448 and round(canvas.bounding_box()["height"]) == 252
+    drag(page, [(60, 60), (200, 60), (200, 120)])
+    page.get_by_text("What ControlNet will follow").wait_for()
+    pick_tool(page, "Eraser", "The eraser paints")
+    page.get_by_role("slider", name="Width").focus()
+    page.keyboard.press("End")  # the widest: 40 px
+    expect(page.get_by_role("slider", name="Width")).to_have_attribute("aria-valuetext", "40")
+    page.wait_for_timeout(1500)  # the page has rerun with it
+    drag(page, [(60, 60), (200, 60), (200, 120)])
+    page.get_by_text("No sketch yet").wait_for()  # erased back to paper
+    pick_tool(page, "Polygon", "close the polygon")
+    box = page.locator("canvas").last.bounding_box()
+    for x, y in ((240, 40), (400, 40), (320, 200), (240, 40)):  # the first corner again closes it
+        page.mouse.click(box["x"] + x, box["y"] + y)
+        page.wait_for_timeout(300)
+    page.get_by_text("What ControlNet will follow").wait_for()
+    pick_tool(page, "Circle")
+    drag(page, [(60, 120), (130, 190)])
+    page.get_by_label("Prompt", exact=True).fill("a wide low cabinet")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Retrieved from your library").wait_for()
+    quick_settings(page, steps=1)
+    set_slider(page, "Variations", 2)
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("in all").wait_for(timeout=240_000)
+    assert page.get_by_text("456×256 · 1 steps").count() == 1  # 16:9 at a short side of 256
+
+    seeds = page.locator("[data-testid=stCaptionContainer]").filter(has_text=re.compile(r"^seed \d+$"))
+    expect(seeds).to_have_count(2)
+    first, second = seeds.nth(0).bounding_box(), seeds.nth(1).bounding_box()
+    assert abs(first["y"] - second["y"]) < 2 and second["x"] > first["x"] + 100  # side by side
+    before = seeds.all_inner_texts()
+    page.get_by_role("button", name="Vary").first.click()
+    expect(seeds).to_have_count(3, timeout=240_000)
+    after = seeds.all_inner_texts()
+    assert after[1:] == before and after[0] not in before  # the new one first, nothing replaced
+    page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
+    page.close()
+
+
+def test_generate_right_after_typing_renders_the_new_words_with_their_styles(app_url, browser, e2e_data):
+    """Typed words reach the page with the click on Generate (no blur first): the render takes them, and the
+    styles they retrieve, not the ones the previous words had retrieved."""
+    page = open_studio(browser, app_url)
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("neon night city")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Retrieved from your library").wait_for()
+    quick_settings(page, steps=1)
+    prompt.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("terrazzo floor, speckled stone", delay=20)
+    generate = page.get_by_role("button", name="Generate")
+    expect(generate).to_be_enabled()  # never greyed out while typing
+    generate.click()
+    page.get_by_text("in all").wait_for(timeout=240_000)
+    meta = History(e2e_data / "history.sqlite").list(limit=1)[0]["metadata"]
+    assert meta["prompt"] == "terrazzo floor, speckled stone"
+    (used,) = [s["name"] for s in meta["styles"] if s["used"]]
+    ticked = page.locator("[data-testid=stCheckbox]").filter(has=page.locator("input:checked"))
+    expect(ticked).to_have_count(1)
+    assert ticked.inner_text().strip() == used  # the new words' first style, as the page now shows them
+    page.close()
