@@ -4,7 +4,9 @@ import streamlit as st
 
 from ui.gate import require_password
 from ui.jobs import begin_run, follow_jobs
+from ui.logs import quiet_closed_tabs
 
+quiet_closed_tabs()  # a tab closed mid-draw leaves a Streamlit-internal traceback in the server log; see ui/logs.py
 st.set_page_config(page_title="Generative Design Studio", page_icon=":material/draw:", layout="wide")
 require_password()  # served beyond 127.0.0.1, the app asks for the team password first
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pandas as pd
 import streamlit as st
@@ -23,6 +24,7 @@ LANGUAGES = {"de": "German", "en": "English (no translation)", "fr": "French", "
              "nl": "Dutch"}  # fmt: skip
 LLMS = {"local": "Local model", "server": "OpenAI-compatible server", "none": "None: use the description"}
 NONE = "—"
+PREVIEW_ROWS = 3
 ROLES = ("text", "id", "name", "category")
 
 st.title("Catalog")
@@ -77,11 +79,39 @@ def options(sheet_id: str) -> CatalogOptions:
 def on_preview() -> None:
     state.pop("cat_error", None)
     state.pop("cat_preview", None)
-    data, name, sheet_id = uploaded()
-    try:
-        state["cat_preview"] = (sheet_id, engine.catalog.preview(data, name, options(sheet_id), 3))  # writes nothing
-    except EngineError as exc:
-        state["cat_error"] = str(exc)
+    state["cat_preview_wanted"] = uploaded()[2]  # made in the page's run, under a status that says what it does
+
+
+def preview_steps() -> list[str]:
+    """What a preview does, in the order it does it: the first one also loads the models, which takes a while."""
+    steps = []
+    if state["cat_lang"] != "en":
+        steps.append(
+            f"Translating from {LANGUAGES[state['cat_lang']]} (the first time also loads the translation model)"
+        )
+    if state["cat_llm"] == "local":
+        steps.append("Reading the attributes with the local model (the first time loads it: ~20 s on a CPU)")
+    elif state["cat_llm"] == "server":
+        steps.append(f"Asking the LLM server at {md(state['cat_llm_url'].strip() or '(no URL)')} for the attributes")
+    return [*steps, "Writing each row's prompt"]
+
+
+def run_preview(data: bytes, name: str, sheet_id: str) -> None:
+    """The first rows' translation, attributes and prompt (nothing rendered or written), under a status that names
+    each step: the first preview loads models and can take half a minute."""
+    with st.status(f"Previewing the first {PREVIEW_ROWS} rows…", expanded=True) as status:
+        for step in preview_steps():
+            st.write(f"{step}…")
+        started = time.perf_counter()
+        try:
+            state["cat_preview"] = (sheet_id, engine.catalog.preview(data, name, options(sheet_id), PREVIEW_ROWS))
+        except EngineError as exc:
+            state["cat_error"] = str(exc)
+            status.update(label="The preview failed (the reason is below)", state="error", expanded=False)
+            return
+        seconds = time.perf_counter() - started
+        status.update(label=f"Preview of the first {PREVIEW_ROWS} rows ready ({seconds:.0f} s)", state="complete",
+                      expanded=False)  # fmt: skip
 
 
 def on_start() -> None:
@@ -168,9 +198,12 @@ def sheet_section() -> None:
         st.warning(r.error)
     settings_section()
     b1, b2, _ = st.columns([1, 1, 3])
-    b1.button("Preview prompts", on_click=on_preview, key="cat_preview_btn", help="the first 3 rows, no images")
+    b1.button("Preview prompts", on_click=on_preview, key="cat_preview_btn",
+              help=f"the first {PREVIEW_ROWS} rows, no images")  # fmt: skip
     b2.button("Start run", type="primary", on_click=on_start, disabled=state.get("cat_job") is not None,
               key="cat_start")  # fmt: skip
+    if state.pop("cat_preview_wanted", None) == sheet_id:
+        run_preview(data, name, sheet_id)
     preview = state.get("cat_preview")
     if preview and preview[0] == sheet_id:
         shown = [

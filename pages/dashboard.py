@@ -8,7 +8,7 @@ import streamlit as st
 
 from engine.errors import EngineError
 from engine.evaluation import METRICS, compare, filter_rows, summarize, to_csv
-from ui.shared import data_uri, engine_or_stop, output_thumbs
+from ui.shared import data_uri, engine_or_stop, md, output_thumbs
 
 MAX_RUNS = 5000
 
@@ -58,6 +58,28 @@ shown = filter_rows(
     since=since,
     until=until,
 )
+
+
+def scope(picked: list[str]) -> str:
+    """The run sets the filter keeps, in words: a sweep's cells as one sweep, long lists shortened."""
+    batches = {s.split(" · ", 1)[0] for s in picked}
+    if len(picked) > 1 and len(batches) == 1 and all(" · " in s for s in picked):
+        return f"the {len(picked)} run sets of {md(next(iter(batches)))}"
+    named = ", ".join(md(s) for s in picked[:3]) + (f" and {len(picked) - 3} more" if len(picked) > 3 else "")
+    return f"run set{'s' if len(picked) > 1 else ''} {named}"
+
+
+picked = [s for s in state.get("dash_sets") or [] if s in latest]
+others = any(state.get(k) for k in ("dash_sources", "dash_styles", "dash_text")) or (since, until) != (
+    pd.Timestamp(first_day).date(),
+    pd.Timestamp(last_day).date(),
+)
+counted = f"**{len(shown)} of {len(rows)}** images" if len(shown) != len(rows) else f"all **{len(rows)}** images"
+what = scope(picked) if picked else "all run sets"
+note, clear = st.columns([5, 1], vertical_alignment="center")
+note.caption(f"Counting {counted}: {what}" + (", with the other filters above." if others else "."))
+if picked:
+    clear.button("Show all run sets", on_click=lambda: state.update(dash_sets=[]), key="dash_all_sets")
 if not shown:
     st.warning("No image matches these filters.")
     st.stop()
@@ -69,6 +91,31 @@ HEADLINE = {"clip_score": "{:.1f}", "style_similarity": "{:.2f}", "edge_f1": "{:
 for col, (metric, fmt) in zip(cols[1:], HEADLINE.items(), strict=True):
     values = df[metric].dropna()
     col.metric(METRICS[metric], fmt.format(values.mean()) if len(values) else "–", help=f"mean over {len(values)}")
+
+
+def tradeoff(df: pd.DataFrame, strength: str, metric: str, what: str, name: str, needs: str, key: str) -> None:
+    """`metric` against `strength` where the strength varies. Where every image used one strength (the Studio's
+    default, say) that plot is a vertical line: show the metric per run set instead, and say why."""
+    data = df.dropna(subset=[metric])
+    if data.empty:
+        st.caption(f"**{what.capitalize()} strength → {name}**: no image here was {needs}, so there is no {name}.")
+        return
+    used = sorted(data[strength].dropna().unique())
+    common = dict(color="set", hover_data=["run_id", "prompt", "seed", strength], height=360)
+    if len(used) > 1:
+        fig = px.scatter(data, x=strength, y=metric, title=f"{what.capitalize()} strength → {name}", **common)
+        fig.update_layout(xaxis_title=f"{what} strength")
+    else:
+        fig = px.strip(data, x="set", y=metric, title=f"{name[0].upper()}{name[1:]} per run set", **common)
+        fig.update_layout(xaxis_title="")
+        one = f"{used[0]:g}" if used else "unrecorded"
+        st.caption(
+            f"All {len(data)} images here used {what} strength {one}, so there is no trade-off to draw: this shows"
+            f" {name} per run set. Vary the {what} strength (a sweep does) to see how it moves {name}."
+        )
+    fig.update_layout(yaxis_title=name, showlegend=False, margin=dict(t=50, b=10))
+    st.plotly_chart(fig, key=key)
+
 
 overview, table_tab, compare_tab = st.tabs(["Charts", "Images", "Compare two sets"])
 
@@ -86,23 +133,11 @@ with overview:
     fig.update_layout(xaxis_title="", yaxis_title=METRICS[box_metric], height=340, margin=dict(t=50, b=10))
     right.plotly_chart(fig, key="chart_box")
     left, right = st.columns(2)
-    scatter = dict(color="set", hover_data=["run_id", "prompt", "seed"], height=360)
-    fig = px.scatter(
-        df.dropna(subset=["edge_f1"]), x="structure_strength", y="edge_f1",
-        title="Structure strength → structure fidelity", **scatter,
-    )  # fmt: skip
-    fig.update_layout(
-        xaxis_title="structure strength", yaxis_title="edge F1", showlegend=False, margin=dict(t=50, b=10)
-    )
-    left.plotly_chart(fig, key="chart_structure")
-    fig = px.scatter(
-        df.dropna(subset=["style_similarity"]), x="style_strength", y="style_similarity",
-        title="Style strength → style similarity", **scatter,
-    )  # fmt: skip
-    fig.update_layout(
-        xaxis_title="style strength", yaxis_title="style similarity", showlegend=False, margin=dict(t=50, b=10)
-    )
-    right.plotly_chart(fig, key="chart_style")
+    with left:
+        tradeoff(df, "structure_strength", "edge_f1", "structure", "edge F1", "made from a sketch", "chart_structure")
+    with right:
+        tradeoff(df, "style_strength", "style_similarity", "style", "style similarity", "rendered with a style",
+                 "chart_style")  # fmt: skip
     by = st.segmented_control("Summary by", ["set", "style", "source"], key="dash_by") or "set"
     st.dataframe(pd.DataFrame(summarize(shown, by)), hide_index=True, key="summary_table")
 
@@ -165,8 +200,10 @@ with compare_tab:
     sets_here = [s for s in all_sets if sizes.get(s, 0) >= 2]  # a mean and its spread need two images
     if len(sets_here) < 2:
         st.info(
-            "Two run sets of two or more images are needed: run a sweep with variations, or render the same"
-            " inputs twice with a batch name (`--batch NAME --label A`, then `--label B`)."
+            "Comparing needs two run sets of two or more images each. In the **Studio**, open **Advanced**, type a"
+            " **Run set label** (say *A*) and render with 2 or more variations; change the label (*B*) and render"
+            " the same sketch and prompt again. A sweep with variations makes run sets too. (From the command line:"
+            " `generate --batch NAME --label A`, then `--label B`.)"
         )
     else:
         c1, c2, c3 = st.columns(3)

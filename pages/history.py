@@ -67,8 +67,11 @@ try:
         found = engine.history.search(text=query, k=12)
     elif like:
         found = engine.history.search(like_run=like[0], like_index=like[1], k=12)
-        st.caption(f"More like {like[0]} #{like[1]}")
-        st.button("Show all", on_click=lambda: state.pop("history_like", None))
+        source, words = st.columns([1, 7], vertical_alignment="center")
+        if picture := output_thumbs(engine, [f"{like[0]}#{like[1]}"], 96)[f"{like[0]}#{like[1]}"]:
+            source.image(picture, width="stretch")
+        words.caption(f"More like **{md(engine.history.get(like[0]).metadata['prompt'][:80])}**")
+        words.button("Show all", on_click=lambda: state.pop("history_like", None))
     else:
         found = None
 except EngineError as exc:
@@ -84,7 +87,8 @@ if found is not None:
             if thumb:
                 st.image(thumb, width="stretch")
             st.markdown(f"**{md(hit['prompt'][:80])}**")
-            st.caption(f"{hit['created_at'].replace('T', ' ')[:16]} · similarity {hit['score']:.2f}")
+            made = hit["created_at"].replace("T", " ")[:16]
+            st.caption(f"{md(hit.get('style', ''))} · {made} · similarity {hit['score']:.2f}")
             st.button("Restore", key=f"hr_{hit['run_id']}_{hit['index']}", on_click=on_restore, args=(hit["run_id"],))
     if not found:
         st.info("Nothing found.")

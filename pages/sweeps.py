@@ -128,9 +128,14 @@ if state.get("sweep_error"):
 
 
 def describe_sweep(p) -> str:
-    if p is None:
+    """The cell being rendered (`p.step` cells are done), never past the last one."""
+    if p is None or (p.stage != "queued" and not p.total):
         return "Preparing…"
-    return f"Cell {min(p.step + 1, p.total)}/{p.total}{timing(p)}"
+    if p.stage == "queued":
+        return f"Waiting for the GPU (position {p.step})"
+    if p.step >= p.total:
+        return f"All {p.total} cells rendered · writing the contact sheet · {p.elapsed:.0f}s"
+    return f"Cell {p.step + 1}/{p.total}{timing(p)}"
 
 
 def on_sweep_done(job) -> None:

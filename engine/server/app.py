@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 import secrets
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -142,6 +146,24 @@ def auth_dependency(token: str | None):
     return auth
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def add_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the copy bundled in the fastapi-offline package, not a CDN, so it works offline and on a
+    machine that reaches nothing. Public like /openapi.json (the token guards the operations). No /redoc: ReDoc 2
+    cannot resolve the `$defs` references in the interface routes' request schemas."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-assets")
+    title = f"{app.title} · API"
+
+    @app.get("/docs", include_in_schema=False)
+    async def _swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=title, swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )  # fmt: skip
+
+
 def create_app(engine, token: str | None, request_timeout: float = 300.0) -> FastAPI:
     """An app over `engine` (a LocalEngine). `token` None means no auth (loopback only)."""
     token = check_token(token)
@@ -153,9 +175,12 @@ def create_app(engine, token: str | None, request_timeout: float = 300.0) -> Fas
         engine.jobs.stop()
 
     limit = engine.settings.max_upload_bytes
-    app = FastAPI(title="Generative Design Studio engine", version="2", lifespan=lifespan)
+    app = FastAPI(
+        title="Generative Design Studio engine", version="2", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.engine = engine
     add_error_handlers(app, limit)
+    add_docs(app)
     if token is None:
         add_loopback_guard(app)
     guarded = [Depends(auth_dependency(token))]

@@ -93,13 +93,15 @@ class HistoryService(History):
         else:
             raise BadInput("history search needs words or an output to compare with")
         hits = retrieval.history_index.search(vector, k)
-        prompts = {}
+        runs: dict[str, dict[str, Any]] = {}  # each hit's run: its prompt and style, as History lists them
         for h in hits:
-            if h["run_id"] not in prompts:
+            if h["run_id"] not in runs:
                 row = self.core.history.get(h["run_id"])
-                prompts[h["run_id"]] = row["metadata"]["prompt"] if row else ""
+                meta = row["metadata"] if row else {}
+                used = [s["name"] for s in meta.get("styles", []) if s.get("used")]
+                runs[h["run_id"]] = {"prompt": meta.get("prompt", ""), "style": " + ".join(used) or "no style"}
         return [
-            {"run_id": h["run_id"], "index": h["index"], "score": h["score"], "prompt": prompts[h["run_id"]],
+            {"run_id": h["run_id"], "index": h["index"], "score": h["score"], **runs[h["run_id"]],
              "created_at": h.get("created_at", "")}
             for h in hits
         ]  # fmt: skip
