@@ -25,8 +25,19 @@ def _fingerprint(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
+ROUTED = "_routed_by_app"
+
+
+def through_the_router() -> None:
+    """A page opened by its own address (`/history`) is run by Streamlit without app.py, so without this gate and
+    the job follower: such a session is sent to the app's front door first (app.py marks the sessions it routes)."""
+    if not st.session_state.get(ROUTED):
+        st.switch_page("app.py")
+
+
 def require_password() -> None:
     """Return when this session may see the app; otherwise draw the gate (or the refusal) and stop the script."""
+    st.session_state[ROUTED] = True
     address = (st.get_option("server.address") or "").strip()
     password = os.environ.get(PASSWORD_ENV, "")
     if address in LOOPBACK and not password:
