@@ -110,6 +110,8 @@ class GenerateRequest(BaseModel):
     style_strength: float = Field(0.8, ge=0, le=2)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     size: int = Field(512, ge=64, le=1024, description="short side in pixels")
+    # the render's aspect when no sketch or image sets it (a text-only render), e.g. "16:9"
+    aspect: str | None = Field(None, pattern=r"^[1-9][0-9]?:[1-9][0-9]?$")
     variations: int = Field(1, ge=1, le=MAX_VARIATIONS)
     scheduler: SchedulerName = "unipc"
     # quality | fast | live (engine/render/modes.py): steps, guidance and scheduler follow the mode unless set
@@ -203,7 +205,7 @@ class GenerateRequest(BaseModel):
 # Settings a re-render takes from the run it repeats (the metadata's `params`).
 REPEATED_PARAMS = (
     "steps", "guidance", "structure_strength", "style_strength", "style_only", "scheduler", "size", "mode",
-    "strength", "control", "checkpoint", "loras", "hires", "hires_strength",
+    "strength", "control", "checkpoint", "loras", "hires", "hires_strength", "aspect",
 )  # fmt: skip
 assert set(MODE_FIELDS) <= set(REPEATED_PARAMS)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import get_args
 
 import streamlit as st
 from PIL import Image
@@ -17,9 +18,10 @@ from engine.api import JobInfo, RenderResult
 from engine.errors import BadInput, EngineError
 from engine.images import UPLOAD_TYPES
 from engine.render.modes import MODES, switch
-from engine.schema import SCHEDULERS, GenerateRequest, Progress
+from engine.schema import SCHEDULERS, ControlName, GenerateRequest, Progress
 from ui import canvas as canvas_ui
-from ui import jobs
+from ui import jobs, start_image
+from ui import models as models_ui
 from ui import regions as regions_ui
 from ui.jobs import job_panel, timing
 from ui.live import LiveScheduler
@@ -95,6 +97,9 @@ def build_request(**changes) -> GenerateRequest:
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
         regions=regions_ui.request_regions(),
+        aspect=state.get("aspect") if state["source"] == "Draw" else None,  # a text-only render's shape
+        **start_image.request_fields(),
+        **models_ui.request_fields(),
         **run_set(),
         **{**fields, **changes},
     )
@@ -168,6 +173,22 @@ def on_vary(run_id: str) -> None:
     if entry is None or entry["request"] is None:
         return on_generate(new_seed=True)
     submit(entry["request"].model_copy(update={"seed": random_seed(), "variations": 1}))
+
+
+def on_start_from(run_id: str, index: int) -> None:
+    """A render becomes the image the next one starts from (image-to-image, or inpainting with a mask)."""
+    entry = entry_of(run_id)
+    if entry is not None:
+        start_image.set_start(entry["result"].png[index], f"render {run_id} · {index + 1}")
+
+
+def on_star(run_id: str) -> None:
+    """Star a render (or take the star off), kept by the engine: the History's Starred filter finds it."""
+    starred = state.setdefault("starred", {})
+    try:
+        starred[run_id] = engine.history.star(run_id, not starred.get(run_id, False)).starred
+    except EngineError as exc:
+        state["error"] = str(exc)
 
 
 def on_use_as_sketch(run_id: str, index: int) -> None:
@@ -334,15 +355,26 @@ def sketch_section() -> bool:
 
 
 def edges_section(sketch: bytes | None, previewed: bool) -> None:
-    """What ControlNet will follow, from the sketch and the edge settings."""
-    with st.expander("Edges", expanded=sketch is not None):
-        st.segmented_control("Edge mode", ["auto", "lines", "canny"], key="edge_mode")
-        if state["edge_mode"] == "canny" or state["edge_mode"] is None:
-            c1, c2 = st.columns(2)
-            c1.slider("Canny low", 0, 255, key="canny_low")
-            c2.slider("Canny high", 0, 255, key="canny_high")
+    """Which ControlNet follows the sketch, and what it will follow, from the sketch and the edge settings."""
+    with st.expander("Edges and ControlNet", expanded=sketch is not None):
+        controls = models_ui.controls(engine)  # name → (label, what it expects), from the engine
+        st.segmented_control(
+            "ControlNet", list(get_args(ControlName)), key="control", required=True,
+            format_func=lambda c: controls.get(c, (c, ""))[0],
+            help="\n\n".join(f"**{label}**: {expects}" for label, expects in controls.values()),
+        )  # fmt: skip
+        control_type = state["control"] or "canny"
+        label, expects = controls.get(control_type, (control_type, ""))
+        if expects:
+            st.caption(f"{label} expects {expects}.")
+        if control_type == "canny":
+            st.segmented_control("Edge mode", ["auto", "lines", "canny"], key="edge_mode")
+            if state["edge_mode"] == "canny" or state["edge_mode"] is None:
+                c1, c2 = st.columns(2)
+                c1.slider("Canny low", 0, 255, key="canny_low")
+                c2.slider("Canny high", 0, 255, key="canny_high")
         if sketch is None:
-            st.caption("No sketch yet: the render will come from the words alone.")
+            st.caption("No sketch yet: the render will come from the words alone (or the start image's own edges).")
             return
         try:
             preview, _ = sketch_preview(sketch)
@@ -351,7 +383,9 @@ def edges_section(sketch: bytes | None, previewed: bool) -> None:
                 st.error(str(exc))
             return
         try:
-            control, used = imgs.edges(preview, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"])
+            control, used = imgs.control_map(
+                preview, control_type, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"]
+            )
             st.image(control, caption=f"What ControlNet will follow ({used})", width=240)
         except BadInput as exc:
             st.error(str(exc))
@@ -422,6 +456,12 @@ def render_settings() -> None:
         a2.slider("Variations", 1, 8, key="variations")
         a1.selectbox("Scheduler", list(SCHEDULERS), key="scheduler")
         a2.checkbox("Style only (look, not layout)", key="style_only")
+        a1.select_slider(
+            "Hires fix", [1.0, 1.25, 1.5, 1.75, 2.0], key="hires", format_func=lambda v: "off" if v == 1 else f"{v:g}×",
+            help="render, upscale the image, and refine it by image-to-image (ControlNet follows the upscaled map)",
+        )  # fmt: skip
+        a2.slider("Hires strength", 0.05, 1.0, step=0.05, key="hires_strength", disabled=state["hires"] == 1,
+                  help="how much the refine pass may change: low keeps the composition")  # fmt: skip
         s1, s2, s3 = st.columns([3, 1, 1], vertical_alignment="bottom")
         s1.number_input("Seed", min_value=0, max_value=2**32 - 1, key="seed")
         s2.checkbox("Lock", key="seed_locked", help="keep this seed; unlocked, every Generate picks a new one")
@@ -571,6 +611,14 @@ def tile(entry: dict, index: int) -> None:
         "As sketch", key=f"as_sketch_{run_id}_{index}", on_click=on_use_as_sketch, args=(run_id, index),
         help="its edges become the next sketch",
     )  # fmt: skip
+    c1, c2 = st.columns(2)
+    c1.button(
+        "Start from this", key=f"start_{run_id}_{index}", on_click=on_start_from, args=(run_id, index),
+        help="image-to-image or inpaint from this render",
+    )  # fmt: skip
+    starred = state.setdefault("starred", {}).get(run_id, False)
+    c2.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
+              args=(run_id,), help="keep it as a favourite (History: Starred only)")  # fmt: skip
 
 
 def gallery_section() -> None:
@@ -602,6 +650,7 @@ def result_section() -> None:
 
 # ---- the page -----------------------------------------------------------------------------------------------------
 st.title("Studio")
+models_ui.sidebar(engine)
 left, right = st.columns([1, 1], gap="large")
 with left:
     previewed = sketch_section()
@@ -609,6 +658,7 @@ with left:
     edges_section(sketch, previewed)
     last = state.get("result")
     regions_ui.panel(engine, sketch, last.png[0] if last is not None and last.png else None)
+    start_image.panel(engine, state.get("regions") if state.get("regions_on") else [])
 with right:
     words_section()
     style_section()

@@ -166,7 +166,7 @@ def panel() -> None:
         f"{state.get('aspect') or DEFAULT_ASPECT} · canvas {width}×{height} · {render_size_note(width, height, size)}"
     )
     if not state.get("drawn_png"):
-        note += f" once drawn on (the words alone render {size}×{size})"
+        note += " (the words alone too)"
     st.caption(f"{note}. Hover over the canvas for undo, redo and clear.")
     if tool in HINTS:
         st.caption(HINTS[tool])

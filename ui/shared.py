@@ -46,6 +46,12 @@ DEFAULTS: dict[str, Any] = {
     "remote_url": "http://127.0.0.1:8000",
     "remote_token": "",
     "regions_on": False,
+    "control": "canny",
+    "hires": 1.0,
+    "hires_strength": 0.35,
+    "init_on": False,
+    "strength": 0.6,
+    "inpaint_on": False,
 }
 
 
@@ -61,6 +67,9 @@ FIELD_TO_PARAM: dict[str, str] = {
     "variations": "variations",
     "scheduler": "scheduler",
     "mode": "mode",
+    "control": "control",
+    "hires": "hires",
+    "hires_strength": "hires_strength",
 }
 
 
@@ -122,6 +131,9 @@ def current_engine() -> Engine:
 
 def engine_or_stop() -> Engine:
     """The engine this session uses (local or remote), with the sidebar; or a banner with the fix."""
+    from ui.gate import through_the_router
+
+    through_the_router()
     init_state()
     _engine_picker()
     try:

@@ -74,7 +74,12 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
             p.control, p.edge_mode = control_map(p.init, request)
     if p.control is not None:
         p.timings["edges"] = time.perf_counter() - t0
-    p.width, p.height = p.control.size if p.control is not None else (request.size, request.size)
+    if p.control is not None:
+        p.width, p.height = p.control.size
+    elif request.aspect and request.model == "sd15":  # text only: the aspect asked, the short side `size`
+        p.width, p.height = imgs.fit_size(*map(int, request.aspect.split(":")), short_side=request.size)
+    else:
+        p.width, p.height = request.size, request.size
     if request.mask is not None:
         p.mask = inpaint_mask(request.mask, init, (p.width, p.height), max_pixels, max_bytes)
         p.mask_hash = imgs.content_hash(request.mask)

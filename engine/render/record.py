@@ -174,6 +174,7 @@ class Recorder:
                 "mode": request.mode,
                 "model": request.model,
                 "size": request.size,
+                "aspect": request.aspect,
                 "variations": request.variations,
                 "k": request.k,
                 "style": request.style,

@@ -189,6 +189,17 @@ def test_a_past_run_is_repeated_from_its_metadata(eng):
     assert (again.strength, again.control, again.hires, again.hires_strength) == (0.6, "softedge", 1.5, 0.35)
 
 
+def test_a_text_only_render_takes_the_aspect_asked(eng):
+    wide = eng.pipeline.plan(request(size=64, aspect="16:9"))
+    assert (wide.width, wide.height) == (112, 64)
+    assert (eng.pipeline.plan(request(size=64, aspect="3:4")).width, 64) == (64, 64)
+    assert eng.pipeline.plan(request(size=64, aspect="3:4")).height == 88
+    # a sketch's own aspect wins
+    assert eng.pipeline.plan(request(sketch=SKETCH, aspect="16:9")).width == SIZE
+    with pytest.raises(BadInput, match="aspect"):
+        request(aspect="wide")
+
+
 def test_bad_inputs_are_one_line(eng):
     with pytest.raises(BadInput, match="a mask needs the image to repaint"):
         request(mask=mask_png(square_mask()))
