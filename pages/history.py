@@ -19,13 +19,19 @@ def on_restore(run_id: str) -> None:
     """Put a run's settings and its sketch back into the Studio's fields."""
     meta = engine.history.get(run_id).metadata
     params = meta["params"]
-    state.update({name: params.get(param, DEFAULTS[name]) for name, param in FIELD_TO_PARAM.items()})
+    # a setting the run did not use (None) or did not know yet (older runs): the Studio's default
+    state.update(
+        {name: v if (v := params.get(param)) is not None else DEFAULTS[name] for name, param in FIELD_TO_PARAM.items()}
+    )
+    edge_mode = meta.get("edge_mode")
     state.update(
         prompt=meta["prompt"],
         negative=meta.get("negative_prompt", ""),
         seed=meta["seed"],
         seed_locked=True,
-        edge_mode=meta.get("edge_mode") or "auto",
+        edge_mode=edge_mode if edge_mode in ("auto", "lines", "canny") else "auto",  # not a preprocessor's name
+        run_label=meta.get("label") or "",
+        run_batch=meta.get("batch") or "",
     )
     if meta.get("canny"):
         state.update(canny_low=meta["canny"][0], canny_high=meta["canny"][1])

@@ -576,6 +576,15 @@ def settings_line(meta: dict) -> str:
     for key, word in (("guidance", "guidance"), ("structure_strength", "structure"), ("style_strength", "style")):
         if p.get(key) is not None:
             parts.append(f"{word} {p[key]:g}")
+    if meta.get("kind") in ("img2img", "inpaint") and p.get("strength") is not None:
+        parts.insert(0, f"{'inpainted' if meta['kind'] == 'inpaint' else 'image-to-image'} at {p['strength']:g}")
+    if (p.get("control") or "canny") != "canny":
+        parts.append(p["control"])
+    parts += [f"LoRA {md(lo['name'])} {lo['weight']:g}" for lo in p.get("loras") or []]
+    if p.get("checkpoint"):
+        parts.append(md(p["checkpoint"]))
+    if (p.get("hires") or 1) > 1:
+        parts.append(f"hires {p['hires']:g}×")
     line = " · ".join([*parts, f"{meta['width']}×{meta['height']}"])
     if meta.get("batch"):
         line += f" · set {md(meta['batch'])}" + (f" · {md(meta['label'])}" if meta.get("label") else "")

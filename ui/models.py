@@ -1,6 +1,6 @@
-"""The sidebar's **Models**: the base checkpoint, the LoRAs with their weights (several at once), adding a
-`.safetensors` file to the engine, and what each ControlNet type expects. Locally and remotely alike: the engine
-keeps the files and lists them; the Studio names them."""
+"""The sidebar's **Checkpoint and LoRAs**: the base checkpoint, the LoRAs with their weights (several at once),
+adding a `.safetensors` file to the engine, and what each ControlNet type expects. Locally and remotely alike: the
+engine keeps the files and lists them; the Studio names them."""
 
 from __future__ import annotations
 
@@ -48,9 +48,7 @@ def _add(engine) -> None:
 def sidebar(engine) -> None:
     state = st.session_state
     models = listing(engine)
-    with st.sidebar.expander(
-        "Models", expanded=bool(state.get("loras")) or state.get("checkpoint") not in (None, DEFAULT_CHECKPOINT)
-    ):
+    with st.sidebar.expander("Checkpoint and LoRAs", key="models_panel"):
         names = [m["name"] for m in models["checkpoints"]]
         if state.get("checkpoint") not in [DEFAULT_CHECKPOINT, *names]:
             state["checkpoint"] = DEFAULT_CHECKPOINT

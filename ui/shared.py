@@ -159,7 +159,7 @@ def _status(found: Capabilities) -> None:
         st.caption(f"Retrieval: **{found.retrieval}**")
         loaded = [name for name, ok in found.loaded.items() if ok]
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))
-        with st.expander("Models"):
+        with st.expander("Model ids"):
             for role, model_id in found.models.items():
                 st.caption(f"{role}: `{model_id}`")
 

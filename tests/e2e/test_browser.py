@@ -185,7 +185,7 @@ def test_regions_click_an_object_name_its_look_and_render(app_url, browser, tmp_
     line_sketch(192, 128).save(sketch)
     uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Sketch or photo")
     for _ in range(4):  # a click while the page is still starting up can be lost: click again
-        page.get_by_text("Upload", exact=True).first.click()
+        page.get_by_test_id("stMain").get_by_text("Upload", exact=True).first.click()  # not the sidebar's uploader
         try:
             uploader.wait_for(timeout=20_000)
             break
@@ -458,4 +458,81 @@ def test_generate_right_after_typing_renders_the_new_words_with_their_styles(app
     ticked = page.locator("[data-testid=stCheckbox]").filter(has=page.locator("input:checked"))
     expect(ticked).to_have_count(1)
     assert ticked.inner_text().strip() == used  # the new words' first style, as the page now shows them
+    page.close()
+
+
+def test_variations_inpaint_with_another_style_compare_star_and_find_it_in_history(
+    app_url, browser, e2e_data, tmp_path
+):
+    """A designer's day: two variations side by side; the first reworked in one part only (brushed), with another
+    style; two renders compared in the History; one starred in the Studio and found in History's starred grid."""
+    page = open_studio(browser, app_url)
+    draw_house(page)
+    page.get_by_label("Prompt", exact=True).fill("a timber cabin")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Retrieved from your library").wait_for()
+    quick_settings(page, steps=2)
+    set_slider(page, "Variations", 2)
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Generate").click()
+    seeds = page.locator("[data-testid=stCaptionContainer]").filter(has_text=re.compile(r"^seed \d+$"))
+    expect(seeds).to_have_count(2, timeout=240_000)
+    first, second = seeds.nth(0).bounding_box(), seeds.nth(1).bounding_box()
+    assert abs(first["y"] - second["y"]) < 2 and second["x"] > first["x"] + 100  # side by side
+    made = History(e2e_data / "history.sqlite").list(limit=1)[0]
+
+    # inpaint: start from the first variation, brush its middle, another style
+    page.get_by_role("button", name="Start from this").first.click()
+    page.get_by_text("Repaint only a part (inpaint)").click()
+    page.get_by_text("Paint or click the part to repaint").wait_for()
+    page.wait_for_timeout(1500)
+    box = page.locator("canvas").last.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.5, steps=8)
+    page.mouse.up()
+    page.get_by_text(re.compile(r"Repaints \d+ % of the image")).wait_for()
+    shots = Path(os.environ.get("STUDIO_SCREENSHOTS", tmp_path))  # the README's pictures (make screenshots)
+    page.locator("canvas").last.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "inpaint.png"))
+    page.get_by_text("From library", exact=True).click()
+    page.get_by_text("Library style").wait_for()
+    page.locator("[data-testid=stSelectbox]").filter(has_text="Library style").click()
+    first_style = next(s["name"] for s in made["metadata"]["styles"] if s["used"])
+    other = "Blueprint" if first_style == "Terrazzo" else "Terrazzo"
+    page.get_by_role("option", name=other).click()
+    page.wait_for_timeout(1000)
+    if not page.get_by_role("slider", name="Variations").is_visible():
+        page.get_by_text("Advanced").click()
+    set_slider(page, "Variations", 1)
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Generate").click()
+    expect(seeds).to_have_count(3, timeout=240_000)
+    inpainted = History(e2e_data / "history.sqlite").list(limit=1)[0]
+    meta = inpainted["metadata"]
+    assert meta["kind"] == "inpaint" and meta["mask_hash"] and meta["params"]["strength"] == 0.6
+    assert [s["name"] for s in meta["styles"] if s["used"]] == [other]
+    assert page.get_by_text(f"inpainted at 0.6 · {other} · quality").count() == 1
+    assert page.locator("[data-testid=stException]").count() == 0
+    assert page.locator("[data-testid=stAlertContentError]").count() == 0
+    page.get_by_text("this session, newest first").scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "gallery.png"))
+
+    # star the inpainted render right where it is
+    page.get_by_role("button", name="☆ Star").first.click()
+    page.get_by_role("button", name="★ Starred").wait_for()
+
+    # the History: compare the two runs, then find the starred one
+    page.get_by_role("link", name="History").click()
+    page.wait_for_selector("h1:has-text('History')")
+    for run in (inpainted, made):
+        page.locator(f".st-key-compare-{run['id']}").get_by_text("Compare").click()
+        page.wait_for_timeout(1500)
+    panel = page.locator(".st-key-compare_panel")
+    panel.wait_for()
+    expect(panel).to_contain_text("≠")
+    page.get_by_text("★ Starred only").click()
+    cards = page.locator("[class*='st-key-card-']")
+    expect(cards).to_have_count(1)
+    expect(page.locator(f".st-key-card-{inpainted['id']}")).to_contain_text("a timber cabin")
     page.close()
