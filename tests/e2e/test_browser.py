@@ -21,8 +21,6 @@ from engine.arena import Arena
 from engine.history import History
 from tests.conftest import REPO, line_sketch, make_data_dir
 from tools.studio_driver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     draw_house,
     generate_and_watch,
     open_studio,
@@ -59,17 +57,6 @@ def app_server(e2e_data):
 @pytest.fixture(scope="module")
 def app_url(app_server):
     return app_server[0]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: apt-get install chromium (.ci/run does)"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def new_page(browser, **kw):

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from pathlib import Path
 
-import pytest
 import streamlit as st
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO, make_data_dir
-from tools.studio_driver import CHROMIUM, CHROMIUM_ARGS, draw_house, open_studio, streamlit_app, tiny_env
+from tools.studio_driver import draw_house, open_studio, streamlit_app, tiny_env
 
 
 def race_a_closing_tab() -> BaseException | None:
@@ -94,17 +92,6 @@ def test_the_app_keeps_that_error_out_of_its_log_and_logs_every_other(tmp_path, 
         uvicorn.removeHandler(handler)
     assert [r.exc_info[1] for r in logged] == [other], [repr(r.exc_info[1]) for r in logged]
     assert len([f for f in uvicorn.filters if type(f).__name__ == "ClosedTabFilter"]) == 1
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), "Debian's chromium is needed: apt-get install chromium (.ci/run does)"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_closing_tabs_leaves_no_traceback_in_the_server_log(tmp_path, tiny_models, browser):
