@@ -446,7 +446,7 @@ def mode_section() -> None:
 
 def render_settings() -> None:
     """The Advanced fields: steps, strengths, size, sampler, seed, and the run set the render joins."""
-    with st.expander("Advanced"):
+    with st.expander("Advanced", key="advanced"):  # a key: it stays open when styles appear above it
         a1, a2 = st.columns(2)
         a1.slider("Steps", 1, 100, key="steps")
         a2.slider("Guidance", 0.0, 20.0, step=0.5, key="guidance")

@@ -68,7 +68,14 @@ def new_page(browser, **kw):
 
 def quick_settings(page, steps: int, size: int = 256) -> None:
     """Open Advanced and set, with the keyboard as a user would, `steps` steps and the size."""
-    page.get_by_text("Advanced").click()
+    steps_slider = page.get_by_role("slider", name="Steps")
+    for _ in range(3):  # a click while the page still reruns (the prompt's styles arriving) can be lost
+        page.get_by_text("Advanced").click()
+        try:
+            steps_slider.wait_for(state="visible", timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            continue
     set_slider(page, "Steps", steps)
     set_slider(page, "Size (short side)", size)
     page.wait_for_timeout(1000)
