@@ -283,12 +283,10 @@ def _parse_lora(engine, spec: str) -> dict:
     """FILE[:WEIGHT] or NAME[:WEIGHT] → {name, weight}."""
     target, sep, weight = spec.rpartition(":")
     try:
-        value = float(weight) if sep else 1.0
-    except ValueError:
-        target, value = spec, 1.0
-    if not sep or not target:
-        target = spec
-    return {"name": _model_name(engine, "lora", target), "weight": value}
+        name, value = (target, float(weight)) if sep and target else (spec, 1.0)
+    except ValueError:  # a colon that is no weight (C:\models\wood.safetensors)
+        name, value = spec, 1.0
+    return {"name": _model_name(engine, "lora", name), "weight": value}
 
 
 def _parse_regions(specs: list[str], max_bytes: int) -> list[dict]:

@@ -355,9 +355,6 @@ class Generator:
         else:
             pipe.set_ip_adapter_scale(strength)
 
-    def text_pipe(self):
-        return self.task(self.pipe, "text")
-
     # ---- the render --------------------------------------------------------------------------------------------
     def run(
         self,

@@ -122,17 +122,22 @@ def idle_cpu(page, pid: int, seconds: float = 10.0) -> float:
     return (cpu_seconds(pid) - c0) / (time.perf_counter() - t0)
 
 
-def draw_house(page) -> None:
-    """One pen stroke on the Studio's canvas: a house outline."""
+def stroke(page, points) -> None:
+    """One stroke of the current tool through `points` (pixels of the page's last canvas)."""
     canvas = page.locator("canvas").last
     canvas.wait_for(timeout=60_000)
     box = canvas.bounding_box()
-    (x0, y0), *rest = HOUSE_STROKE
+    (x0, y0), *rest = points
     page.mouse.move(box["x"] + x0, box["y"] + y0)
     page.mouse.down()
     for x, y in rest:
         page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
     page.mouse.up()
+
+
+def draw_house(page) -> None:
+    """One pen stroke on the Studio's canvas: a house outline."""
+    stroke(page, HOUSE_STROKE)
 
 
 def open_studio(browser, url: str, height: int = 1700):

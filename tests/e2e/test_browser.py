@@ -26,6 +26,7 @@ from tools.studio_driver import (
     open_studio,
     set_slider,
     streamlit_app,
+    stroke,
     tiny_env,
     watch_messages,
 )
@@ -359,17 +360,6 @@ def test_live_canvas_renders_after_a_burst_of_strokes_once_and_keep_adds_one_ren
     page.close()
 
 
-def drag(page, points: list[tuple[int, int]]) -> None:
-    """One stroke of the current tool through `points` (canvas pixels)."""
-    box = page.locator("canvas").last.bounding_box()
-    (x0, y0), *rest = points
-    page.mouse.move(box["x"] + x0, box["y"] + y0)
-    page.mouse.down()
-    for x, y in rest:
-        page.mouse.move(box["x"] + x, box["y"] + y, steps=6)
-    page.mouse.up()
-
-
 def pick_tool(page, name: str, hint: str | None = None) -> None:
     """Choose a canvas tool; the page reruns with it (and shows its `hint`) before the next stroke."""
     page.get_by_text(name, exact=True).click()
@@ -390,14 +380,14 @@ def test_canvas_aspect_eraser_and_shapes_then_variations_side_by_side(app_url, b
             break
         page.wait_for_timeout(500)
     assert round(canvas.bounding_box()["width"]) == 448 and round(canvas.bounding_box()["height"]) == 252
-    drag(page, [(60, 60), (200, 60), (200, 120)])
+    stroke(page, [(60, 60), (200, 60), (200, 120)])
     page.get_by_text("What ControlNet will follow").wait_for()
     pick_tool(page, "Eraser", "The eraser paints")
     page.get_by_role("slider", name="Width").focus()
     page.keyboard.press("End")  # the widest: 40 px
     expect(page.get_by_role("slider", name="Width")).to_have_attribute("aria-valuetext", "40")
     page.wait_for_timeout(1500)  # the page has rerun with it
-    drag(page, [(60, 60), (200, 60), (200, 120)])
+    stroke(page, [(60, 60), (200, 60), (200, 120)])
     page.get_by_text("No sketch yet").wait_for()  # erased back to paper
     pick_tool(page, "Polygon", "close the polygon")
     box = page.locator("canvas").last.bounding_box()
@@ -406,7 +396,7 @@ def test_canvas_aspect_eraser_and_shapes_then_variations_side_by_side(app_url, b
         page.wait_for_timeout(300)
     page.get_by_text("What ControlNet will follow").wait_for()
     pick_tool(page, "Circle")
-    drag(page, [(60, 120), (130, 190)])
+    stroke(page, [(60, 120), (130, 190)])
     page.get_by_label("Prompt", exact=True).fill("a wide low cabinet")
     page.keyboard.press("Control+Enter")
     page.get_by_text("Retrieved from your library").wait_for()
