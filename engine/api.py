@@ -90,6 +90,8 @@ class Capabilities(BaseModel):
     profile: str
     device: str
     dtype: str
+    precision: str = ""  # what the dtype means on this hardware: "bf16 (AMX)", "fp32", "fp16"
+    cpu: dict[str, Any] = Field(default_factory=dict)  # the processor: model, torch's ISA, bf16/int8 units
     models: dict[str, str]
     loaded: dict[str, bool]
     retrieval: str

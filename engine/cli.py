@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--profile", choices=["default", "tiny"], help="model profile (overrides the settings)")
     common.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
     common.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    common.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="precision (overrides DESIGN_STUDIO_DTYPE); auto: fp16 on a GPU, bf16 on a CPU with bf16 units, else fp32",
+    )
     common.add_argument("--remote", metavar="URL", help="use the engine served at URL (`python -m engine serve`)")
     common.add_argument("--token", help="the remote engine's token (or DESIGN_STUDIO_API_TOKEN)")
     common.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
@@ -201,7 +206,14 @@ def _settings(args):
     from .settings import Settings
 
     overrides = {
-        k: v for k, v in (("profile", args.profile), ("data_dir", args.data_dir), ("device", args.device)) if v
+        k: v
+        for k, v in (
+            ("profile", args.profile),
+            ("data_dir", args.data_dir),
+            ("device", args.device),
+            ("dtype", getattr(args, "dtype", None)),
+        )
+        if v
     }
     return Settings(**overrides)
 

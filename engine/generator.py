@@ -233,13 +233,15 @@ class Generator:
         """The pipeline for a task on `base`, sharing its modules; another ControlNet type is swapped in."""
         key = (id(base), task, control)
         if key not in self._tasks:
+            # from_pipe casts every shared module to its `dtype` (float32 unless told): the base's own, or an fp16/bf16
+            # engine's UNet would silently become fp32 after the first image-to-image or other-ControlNet render
             if task.startswith("text"):
-                pipe = TASKS[task].from_pipe(base)
+                pipe = TASKS[task].from_pipe(base, dtype=base.dtype)
             elif task == "txt2img" and control == "canny":
                 pipe = base
             else:
                 controlnet = base.controlnet if control == "canny" else self.models.controlnet(control)
-                pipe = TASKS[task].from_pipe(base, controlnet=controlnet)
+                pipe = TASKS[task].from_pipe(base, controlnet=controlnet, dtype=base.dtype)
             pipe.set_progress_bar_config(disable=True)
             self._tasks[key] = pipe
         return self._tasks[key]

@@ -310,7 +310,7 @@ def load_sam2(model_id: str, device: str, dtype, use_safetensors: bool | None = 
     from transformers import Sam2Model
 
     model = Sam2Model.from_pretrained(model_id, use_safetensors=use_safetensors)
-    model = model.to(device, dtype if str(device).startswith("cuda") else torch.float32).eval()
+    model = model.to(device, dtype).eval()  # the engine's precision (bf16 on a CPU with bf16 units)
     return Segmenter(model, read_preprocess_config(model_id), device)
 
 

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     profile: Literal["default", "tiny"] = "default"
     data_dir: Path = DEFAULT_DATA_DIR
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    # auto: fp16 on a GPU, bf16 on a CPU with bf16 units (AMX, AVX512-BF16), fp32 on any other CPU
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
 
     base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -200,9 +201,8 @@ class Settings(BaseSettings):
         return "cpu"
 
     def resolve_dtype(self, device: str):
-        """CUDA → fp16, anything else fp32, unless the user chose."""
-        import torch
+        """The dtype set, or for `auto` the one the hardware runs fastest (engine/precision.py: CUDA and MPS fp16,
+        a CPU with bf16 units bf16, any other CPU fp32)."""
+        from .precision import choose_dtype
 
-        if self.dtype != "auto":
-            return getattr(torch, self.dtype)
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        return choose_dtype(device, self.dtype)

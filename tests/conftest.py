@@ -14,6 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach for the hub in tests
+# The same numbers on every CI machine: fp32, whatever the processor (an AMX one would pick bf16 by itself);
+# tests/engine/test_precision.py runs the bf16 paths on purpose.
+os.environ.setdefault("DESIGN_STUDIO_DTYPE", "float32")
 
 REPO = Path(__file__).resolve().parent.parent
 

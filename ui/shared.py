@@ -155,7 +155,15 @@ def _status(found: Capabilities) -> None:
             st.warning("**Tiny profile** — random-weight demo models: images are noise, the workflow is real.")
         where = "Remote engine: device" if found.remote else "Device"
         workers = f" · {found.workers} {found.executor} workers" if found.executor != "local" else ""
-        st.caption(f"{where} **{found.device}** · {found.dtype} · profile **{found.profile}**{workers}")
+        precision = found.precision or found.dtype  # (an older server sends no precision)
+        cpu = found.cpu or {}
+        about = f"{cpu.get('model') or 'CPU'}, {cpu.get('isa') or 'unknown ISA'}" if found.device == "cpu" else None
+        st.caption(
+            f"{where} **{found.device}** · {precision} · profile **{found.profile}**{workers}",
+            help=f"{about}. Precision is chosen from the hardware (DESIGN_STUDIO_DTYPE overrides it)."
+            if about
+            else None,
+        )
         st.caption(f"Retrieval: **{found.retrieval}**")
         loaded = [name for name, ok in found.loaded.items() if ok]
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))

@@ -32,7 +32,7 @@ class CatalogModels:
             if model_id not in self._translators:
                 self._ensure_tiny()
                 self._translators[model_id] = Translator(
-                    model_id, device=self.device, allow_pickle=self.settings.allow_pickle
+                    model_id, device=self.device, dtype=self.dtype, allow_pickle=self.settings.allow_pickle
                 )
             return self._translators[model_id]
 

