@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,6 +30,7 @@ from PIL import Image
 from .errors import Busy, Cancelled
 from .render.modes import FAST_ADAPTER, MODES
 from .schema import Progress
+from .style_embeds import StyleEmbeds, encoder_id
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ TASKS = {
 }
 PREVIEW_SIDE = 256  # step previews are decoded at most this size (long side)
 PREVIEW_EVERY = 0.4  # seconds between two previews at most
+PROMPT_CACHE = 32  # prompt encodings kept (a live canvas re-renders one prompt; a sweep walks a few)
 
 
 @dataclass
@@ -203,6 +207,14 @@ def style_block(unet) -> str:
     raise ValueError("this UNet has no cross-attention up block")
 
 
+def style_store(models) -> StyleEmbeds:
+    """The image embeddings a Generator keeps: in memory, and with a ModelStore in its data folder too."""
+    if models is None:
+        return StyleEmbeds(None, "this pipeline's image encoder")
+    settings = models.settings
+    return StyleEmbeds(settings.data_dir / "embeds" / "ip-adapter", encoder_id(settings))
+
+
 class Generator:
     """Owns the loaded pipelines; callers serialise through the engine's GPU queue. Every task (text only, sketch,
     image-to-image, inpainting; any ControlNet type) is a pipeline made from the loaded components."""
@@ -216,7 +228,9 @@ class Generator:
         self._tasks: dict[tuple[int, str, str], Any] = {}  # (base, task, control type) → pipeline
         self._style_block = style_block(pipe.unet)
         self._adapters: dict[int, dict[str, Any]] = {}  # per base pipeline: loaded / active adapters, fused
-        self._image_embeds: dict[str, torch.Tensor] = {}  # a reference's image embedding, by its pixels' hash
+        # a reference's image embedding (memory → <data_dir>/embeds → encode); memory only without a ModelStore
+        self._image_embeds = style_store(models)
+        self._prompts: OrderedDict[tuple, tuple] = OrderedDict()  # prompt encodings, newest last (`prompt_embeds`)
 
     # ---- models ----------------------------------------------------------------------------------------------
     def base(self, checkpoint: str | None):
@@ -318,16 +332,16 @@ class Generator:
         return torch.cat([torch.zeros_like(positive), positive]) if cfg else positive
 
     def _image_embed(self, image: Image.Image) -> torch.Tensor:
-        """One reference's image embedding (1, dim), kept by the hash of its pixels: the same style again (a live
-        canvas re-renders with it many times) costs nothing, and gives the same numbers."""
-        import hashlib
-
-        key = hashlib.sha1(image.tobytes() + repr((image.size, image.mode)).encode()).hexdigest()
-        if key not in self._image_embeds:
-            if len(self._image_embeds) >= 64:
-                self._image_embeds.pop(next(iter(self._image_embeds)))
-            self._image_embeds[key] = self.pipe.encode_image([image], self.device, 1)[0]
-        return self._image_embeds[key]
+        """One reference's image embedding (1, dim), by its pixels, the image encoder and the dtype it runs in: from
+        memory, else from the data folder (a style any earlier process encoded), else encoded and kept in both. The
+        same style again (a live canvas, a sweep, a catalog run, another day) costs nothing and gives the same
+        numbers."""
+        key = self._image_embeds.key(image, self.pipe.image_encoder.dtype, self.device)
+        embed = self._image_embeds.get(key, self.device)
+        if embed is None:
+            embed = self.pipe.encode_image([image], self.device, 1)[0]
+            self._image_embeds.put(key, embed)
+        return embed
 
     @torch.inference_mode()
     def region_inputs(self, p: Params, cfg: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,7 +351,7 @@ class Generator:
         from diffusers.image_processor import IPAdapterMaskProcessor
 
         masks = [m for m, _ in p.regions]
-        embeds, _ = self.pipe.encode_image([ref for _, ref in p.regions], self.device, 1)  # (regions, dim)
+        embeds = torch.cat([self._image_embed(ref) for _, ref in p.regions])  # (regions, dim)
         parts = [embeds]
         if p.references:
             rest = ~np.logical_or.reduce(masks)
@@ -356,6 +370,28 @@ class Generator:
             pipe.set_ip_adapter_scale({"up": {self._style_block: strength}})
         else:
             pipe.set_ip_adapter_scale(strength)
+
+    # ---- the prompt ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prompt_embeds(self, pipe, base, p: Params) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt's and the negative prompt's encodings (1, tokens, dim; the negative one None without guidance)
+        by the pipeline's own `encode_prompt`, kept per text encoder, LoRAs active on `base` (in their order: the
+        text encoder may carry some), prompt, negative prompt and guidance on/off. The pipeline repeats them per
+        image, as it does its own encodings, so the pixels are the same; a re-render encodes no text."""
+        cfg = p.guidance > 1.0  # with guidance the negative is encoded even where a pipeline would not use it
+        encoder = pipe.text_encoder
+        active = tuple(self._adapters.get(id(base), {}).get("active", {}).items())
+        key = (id(encoder), active, p.prompt, p.negative_prompt or None, cfg)
+        hit = self._prompts.get(key)
+        if hit is not None and hit[0]() is encoder:  # (an id is reused once its encoder is gone)
+            self._prompts.move_to_end(key)
+            return hit[1]
+        embeds = pipe.encode_prompt(p.prompt, self.device, 1, cfg, p.negative_prompt or None)
+        self._prompts[key] = (weakref.ref(encoder), embeds)
+        self._prompts.move_to_end(key)
+        while len(self._prompts) > PROMPT_CACHE:
+            self._prompts.popitem(last=False)
+        return embeds
 
     # ---- the render --------------------------------------------------------------------------------------------
     def run(
@@ -387,6 +423,10 @@ class Generator:
                 task = "inpaint" if p.mask is not None else "img2img" if p.init is not None else "txt2img"
             pipe = self.task(base, task, p.control_type)
             pipe.scheduler = self._scheduler(p.scheduler)
+            t0 = time.perf_counter()
+            prompt_embeds, negative_embeds = self.prompt_embeds(pipe, base, p)
+            self._sync()
+            timings["prompt_encode"] = time.perf_counter() - t0
             first = denoise_steps(p.steps, p.strength) if p.init is not None else p.steps
             refine = hires_steps(p)[1] * len(p.seeds) if p.hires_size else 0
             previews = self._previewer() if on_progress is not None else None
@@ -394,8 +434,8 @@ class Generator:
             vae = self._taesd() if mode.uses_tiny_vae(self.device.type) else base.vae
 
             call = dict(
-                prompt=p.prompt,
-                negative_prompt=p.negative_prompt or None,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
                 height=p.height,
                 width=p.width,
                 num_inference_steps=p.steps,
