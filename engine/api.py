@@ -35,7 +35,11 @@ TopK = Annotated[int, Field(ge=1, le=100)]
 Pixels = Annotated[int, Field(ge=0, le=1024)]
 Index = Annotated[int, Field(ge=0, le=64)]
 TERMINAL: tuple[str, ...] = ("done", "failed", "cancelled")
-JobKind = Literal["render", "sweep", "catalog", "tag", "tune-prepare", "tune-train", "tune-eval", "retrieval", "arena"]
+JobKind = Literal[
+    "render", "measure", "sweep", "catalog", "tag", "tune-prepare", "tune-train", "tune-eval", "retrieval", "arena"
+]
+# Kinds of job that finish what another job started (a render's metrics): they run whether or not anyone follows them
+UNATTENDED: tuple[str, ...] = ("measure",)
 
 
 def operation(method: Callable) -> Callable:
@@ -103,7 +107,12 @@ class Capabilities(BaseModel):
 
 
 class RenderResult(BaseModel):
-    """A finished render: its PNGs as saved (the full metadata inside each), the control image and the recipe."""
+    """A finished render: its PNGs as saved (the full metadata inside each), the control image and the recipe.
+
+    A render queued through `renders.submit` ends as soon as its images are kept, before they are measured: its
+    metadata then says `"measured": false` (per image `metrics` `{}`, no `timings["metrics"]`) and `measure_job`
+    names the "measure" job that adds the numbers; once that job is done, the run (`history.get`, `renders.result`)
+    says `"measured": true` and carries them, in its PNGs, sidecars and history row alike."""
 
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -115,6 +124,12 @@ class RenderResult(BaseModel):
     png: list[bytes] = Field(default_factory=list, repr=False)
     edges: bytes | None = Field(None, repr=False)  # PNG of what ControlNet followed; None for text-to-image
     paths: list[str] = Field(default_factory=list)  # where the engine keeps the files, on its own machine
+    measure_job: str | None = None  # the job measuring its images; None when they were measured with the render
+
+    @property
+    def measured(self) -> bool:
+        """Whether the metrics are in (runs from before the marker count as measured)."""
+        return bool(self.metadata.get("measured", True))
 
     def images(self) -> list:
         """The outputs as PIL images."""
@@ -178,12 +193,13 @@ class Renders(ABC):
     @abstractmethod
     @operation
     def submit(self, request: GenerateRequest) -> JobInfo:
-        """Queue a render; its job's result names the run (`run_id`)."""
+        """Queue a render; its job's result names the run (`run_id`) and, for a kept render, the job that measures
+        it (`measure_job`): the render ends when its images are kept, the numbers follow."""
 
     @abstractmethod
     @operation
     def result(self, job_id: str) -> RenderResult:
-        """The finished render of a job."""
+        """The finished render of a job (measured or not yet: see `RenderResult.measure_job`)."""
 
     @abstractmethod
     @operation
@@ -618,9 +634,17 @@ class Engine(ABC):
         on_progress: Callable[[Progress], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> RenderResult:
-        """Render and wait: the CLI's and the tests' way (pages follow the job instead)."""
+        """Render and wait, metrics included: the CLI's and the tests' way (pages follow the jobs instead)."""
         job = self.follow(self.renders.submit(request), on_progress, cancel)
-        return self.renders.result(job.id)
+        return self.measured(job.id)
+
+    def measured(self, render_job: str) -> RenderResult:
+        """A render job's result once its images are measured: waits for its measure job, if it has one."""
+        result = self.renders.result(render_job)
+        if result.measure_job is None or result.measured:
+            return result
+        self.follow(self.jobs.get(result.measure_job))  # short, and the render is kept already: not cancelled
+        return self.renders.result(render_job)
 
 
 def raise_for(job: JobInfo) -> JobInfo:

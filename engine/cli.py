@@ -432,7 +432,7 @@ def _generate(args) -> dict:
     )
     start = time.perf_counter()
     job = _follow(engine, engine.renders.submit(request))
-    result = engine.renders.result(job.id)
+    result = engine.measured(job.id)  # the numbers in the files it writes, as before
     outputs = result.paths
     out = args.out or (Path(f"{result.run_id}.png") if args.remote else None)  # remote: the files come here
     if out:

@@ -199,8 +199,9 @@ class HistoryIndex:
         self.embeddings = embeddings
         self.col = client.get_or_create_collection(collection, configuration={"hnsw": HNSW})
 
-    def add(self, run_id: str, images: list, paths: list[str], meta: dict[str, Any]) -> None:
-        vectors = self.embeddings.embed_images(images)
+    def add(self, run_id: str, images: list, paths: list[str], meta: dict[str, Any], vectors=None) -> None:
+        """Index a run's outputs (`vectors`: their embeddings by this index's model, when the caller has them)."""
+        vectors = vectors if vectors is not None else self.embeddings.embed_images(images)
         self.col.upsert(
             ids=[f"{run_id}-{i}" for i in range(len(images))],
             embeddings=vectors,

@@ -8,6 +8,8 @@ kind of job, in one store, run by one runner, seen through one `JobInfo`.
 - The runner takes queued jobs in order with a few worker threads (renders among them still take turns on the GPU
   through the executor's queue) and keeps each running job's progress in memory, where `get` and `wait` read it.
 - A job is cancelled at once while queued, and between two steps while running.
+- Jobs nobody asks about may be cancelled (`abandon_after`: their caller is gone), except the `unattended` kinds, which
+  finish another job's work (a render's metrics) whether or not anyone follows them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import JobInfo, Jobs
+from .api import UNATTENDED, JobInfo, Jobs
 from .errors import Cancelled, EngineError, NotFound, QueueFull
 from .schema import Progress
 
@@ -62,6 +64,7 @@ class JobContext:
     """What a running job's handler gets: where to report progress, and the cancel it must heed between steps."""
 
     id: str
+    kind: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -95,6 +98,7 @@ class JobRunner(Jobs):
         abandon_after: float | None = None,
         max_attempts: int = 3,
         adopt: bool = True,
+        unattended: tuple[str, ...] = UNATTENDED,
     ):
         self.path = Path(path)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -103,6 +107,7 @@ class JobRunner(Jobs):
         self.workers = workers
         self.max_queued = max_queued
         self.abandon_after = abandon_after  # a queued or running job nobody asks about for this long is cancelled
+        self.unattended = set(unattended)  # … unless it is of one of these kinds
         self.max_attempts = max_attempts
         self._ready = False
         self._changed = threading.Condition()  # a job moved (a step, an end): followers wake
@@ -223,7 +228,9 @@ class JobRunner(Jobs):
         cutoff = time.time() - self.abandon_after
         with closing(self._db()) as db:
             queued = [
-                r["id"] for r in db.execute("SELECT id FROM job WHERE state = 'queued' AND owner = ?", (self.owner,))
+                r["id"]
+                for r in db.execute("SELECT id, kind FROM job WHERE state = 'queued' AND owner = ?", (self.owner,))
+                if r["kind"] not in self.unattended
             ]
         for job_id in queued:
             if self._polled.setdefault(job_id, time.time()) < cutoff:
@@ -232,7 +239,7 @@ class JobRunner(Jobs):
                 )
 
     def _run(self, row: dict[str, Any]) -> None:
-        ctx = JobContext(row["id"])
+        ctx = JobContext(row["id"], row["kind"])
         ctx.report_to = lambda: self._reported(ctx)
         with self._changed:
             self._live[ctx.id] = ctx
@@ -406,7 +413,7 @@ class JobRunner(Jobs):
 
     def stale(self, ctx: JobContext) -> bool:
         """A running job nobody has asked about for `abandon_after` seconds (its caller is gone)."""
-        if self.abandon_after is None:
+        if self.abandon_after is None or ctx.kind in self.unattended:
             return False
         return self._polled.get(ctx.id, time.time()) < time.time() - self.abandon_after
 

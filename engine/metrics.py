@@ -66,10 +66,16 @@ def aggregate(values: list[float]) -> dict[str, float]:
 
 
 def image_metrics(
-    embeddings, images: list[Image.Image], prompt: str, control: Image.Image | None, references: list[Image.Image]
+    embeddings,
+    images: list[Image.Image],
+    prompt: str,
+    control: Image.Image | None,
+    references: list[Image.Image],
+    vectors: list[list[float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """The three numbers for every output of one run (style and structure only where they apply)."""
-    vecs = embeddings.embed_images(images)
+    """The three numbers for every output of one run (style and structure only where they apply). `vectors`: the
+    images' embeddings by these `embeddings`, when the caller has them already (the search index needs them too)."""
+    vecs = vectors if vectors is not None else embeddings.embed_images(images)
     text = embeddings.embed_query(prompt)
     ref_vecs = embeddings.embed_images(references) if references else []
     control_edges = np.asarray(control.convert("L")) > 127 if control is not None else None

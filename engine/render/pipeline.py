@@ -48,11 +48,13 @@ class RenderPipeline:
         request: GenerateRequest | Plan,
         on_progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
+        measure: bool = True,
     ) -> GenerateResult:
-        """Sketch (or none) + prompt → images with their metadata, kept in outputs/ and the history."""
+        """Sketch (or none) + prompt → images with their metadata, kept in outputs/ and the history. Measured before
+        they are kept unless `measure` is False: then kept as `"measured": false`, for `recorder.measure(run_id)`."""
         planned = request if isinstance(request, Plan) else self.plan(request)
         planned.timings["retrieval_started"] = time.perf_counter()
-        return self.chain.invoke({"plan": planned, "on_progress": on_progress, "cancel": cancel})
+        return self.chain.invoke({"plan": planned, "on_progress": on_progress, "cancel": cancel, "measure": measure})
 
     # ---- the chain's steps -------------------------------------------------------------------------------------
     def _styles(self, x: dict[str, Any]) -> list[StyleHit]:
@@ -98,4 +100,6 @@ class RenderPipeline:
         timings.update(out.timings)
         references = [r for r, _ in params.references]
         where = {"name": self.executor.name, "worker": out.worker} if self.executor.name != "local" else None
-        return self.recorder.finish(p, x["styles"], x["region_styles"], out.images, timings, references, where)
+        return self.recorder.finish(
+            p, x["styles"], x["region_styles"], out.images, timings, references, where, x.get("measure", True)
+        )

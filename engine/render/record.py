@@ -1,5 +1,10 @@
 """Record a render: measure its images, then keep them as one thing in three places that say the same (the PNG's
-own text chunk, a JSON sidecar, a history row) plus the search index; the sketch once, by its content hash."""
+own text chunk, a JSON sidecar, a history row) plus the search index; the sketch once, by its content hash.
+
+A render may also be kept first and measured after (the Renders service does so: the designer sees the image without
+waiting for CLIP): it is recorded with `"measured": false` and per image `metrics` `{}`, and `measure(run_id)` later
+computes the numbers, indexes the outputs for search and rewrites the three places with `"measured": true` and
+`timings["metrics"]`. `timings["total"]` stays what the designer waited: until the images were kept."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..errors import NotFound
 from ..metadata import save_png, write_png, write_sidecar
 from ..metrics import image_metrics
 from ..schema import GenerateResult, StyleHit
@@ -59,19 +65,24 @@ class Recorder:
         timings: dict[str, Any],
         references: list[Image.Image],
         executor: dict[str, Any] | None = None,
+        measure: bool = True,
     ) -> GenerateResult:
-        """Measure rendered images and keep them. The last step of every render, wherever it ran."""
+        """Measure rendered images and keep them. The last step of every render, wherever it ran. `measure` False:
+        keep them unmeasured (`"measured": false`), for `measure(run_id)` to finish later."""
         request, library = plan.request, self.retrieval.library
         t0 = time.perf_counter()
-        if request.keep:
+        measured = request.keep and measure
+        if measured:
             metrics = image_metrics(library.embeddings, images, request.prompt, plan.control, references)
-        else:  # a live frame: on screen for a moment, not worth measuring
+        else:  # a live frame (on screen for a moment, not worth measuring), or measured after it is kept
             metrics = [{} for _ in images]
-        timings = {**plan.timings, **timings, "metrics": time.perf_counter() - t0}
+        timings = {**plan.timings, **timings}
+        if measured or not request.keep:
+            timings["metrics"] = time.perf_counter() - t0
         result = GenerateResult(
             images=images,
             seeds=plan.seeds,
-            metadata={"metrics": metrics},
+            metadata={"metrics": metrics, "measured": measured},
             styles=styles,
             edges=plan.control,
             regions=self.region_records(plan, region_styles, images),
@@ -209,6 +220,7 @@ class Recorder:
                 k: (round(v, 4) if isinstance(v, float) else [round(s, 4) for s in v]) for k, v in timings.items()
             },
             "metrics": result.metadata["metrics"],
+            "measured": result.metadata["measured"],  # False: kept before measuring; `measure` adds the numbers
         }
 
     def record(self, plan: Plan, result: GenerateResult, timings: dict[str, Any], executor=None) -> None:
@@ -235,7 +247,8 @@ class Recorder:
             save_output(image, path, meta, i)
             paths.append(str(path))
         self.history.add(run_id, meta, paths)
-        self.retrieval.history_index.add(run_id, result.images, paths, meta)
+        if meta["measured"]:  # else `measure` indexes it, with the embeddings it computes anyway
+            self.retrieval.history_index.add(run_id, result.images, paths, meta)
         result.metadata = meta
         result.paths = paths
         result.run_id = run_id
@@ -244,24 +257,58 @@ class Recorder:
         path = self.data_dir / "sketches" / f"{sketch_hash}.png"
         return path if sketch_hash and path.is_file() else None
 
-    def remeasure(self, runs: list[dict[str, Any]]) -> int:
-        """Measure past runs again (after a metric or model change); PNG, sidecar and history stay in step."""
+    def control(self, row: dict[str, Any]) -> Image.Image | None:
+        """The control edges a kept run followed, made again from its sketch (or, without one, from the image it
+        started from, as the plan does)."""
+        meta = row["metadata"]
+        source = self.sketch_path(row["sketch_hash"] or meta.get("init_hash"))
+        return control_of(source.read_bytes(), meta, self.settings.max_input_pixels) if source else None
+
+    def _measure(self, row: dict[str, Any], index: bool) -> bool:
+        """Measure a kept run from its files and write the numbers into its PNGs, sidecars and history row (with
+        `index`, its outputs also join the search index). False when an output file is missing."""
+        meta = row["metadata"]
+        paths = [Path(p) for p in row["outputs"]]
+        if not all(p.is_file() for p in paths):
+            log.warning("run %s: an output file is missing; not measured", row["id"])
+            return False
         library = self.retrieval.library
+        emb = library.embeddings
         known = {s.id for s in library.list(include_hidden=True)}
+        images = [Image.open(p).convert("RGB") for p in paths]
+        control = self.control(row)
+        refs = [library.image(s["id"]) for s in meta["styles"] if s.get("used") and s["id"] in known]
+        t0 = time.perf_counter()
+        vectors = emb.embed_images(images)
+        meta["metrics"] = image_metrics(emb, images, meta["prompt"], control, refs, vectors=vectors)
+        seconds = time.perf_counter() - t0
+        if index:
+            search = self.retrieval.history_index
+            search.add(row["id"], images, [str(p) for p in paths], meta, vectors if search.embeddings is emb else None)
+        if meta.get("measured") is False:  # measured after it was kept: say when, and how long it took
+            meta["timings"]["metrics"] = round(seconds, 4)
+        meta["measured"] = True
+        for i, image in enumerate(images):
+            save_output(image, paths[i], meta, i)
+        self.history.update_metadata(row["id"], meta)
+        return True
+
+    def measure(self, run_id: str) -> dict[str, Any]:
+        """Measure a run kept unmeasured (`"measured": false`), index it for search, and rewrite its PNGs, sidecars
+        and history row with the numbers; a run measured already is left as it is."""
+        row = self.history.get(run_id)
+        if row is None:
+            raise NotFound(f"no run '{run_id}' in the history")
+        if row["metadata"].get("measured", True):
+            return {"run_id": run_id, "measured": True, "already": True}
+        if not self._measure(row, index=True):
+            raise NotFound(f"run '{run_id}': an output file is missing; it cannot be measured")
+        return {"run_id": run_id, "measured": True}
+
+    def remeasure(self, runs: list[dict[str, Any]]) -> int:
+        """Measure past runs again (after a metric or model change); PNG, sidecar and history stay in step. A run
+        still unmeasured is measured and indexed here as its measure job would."""
         done = 0
         for run in runs:
-            meta = run["metadata"]
-            paths = [Path(p) for p in run["outputs"]]
-            if not all(p.is_file() for p in paths):
-                log.warning("run %s: an output file is missing; skipped", run["id"])
-                continue
-            images = [Image.open(p).convert("RGB") for p in paths]
-            sketch = self.sketch_path(run["sketch_hash"])
-            control = control_of(sketch.read_bytes(), meta, self.settings.max_input_pixels) if sketch else None
-            refs = [library.image(s["id"]) for s in meta["styles"] if s.get("used") and s["id"] in known]
-            meta["metrics"] = image_metrics(library.embeddings, images, meta["prompt"], control, refs)
-            for i, image in enumerate(images):
-                save_output(image, paths[i], meta, i)
-            self.history.update_metadata(run["id"], meta)
-            done += 1
+            done += self._measure(run, index=run["metadata"].get("measured") is False)
         return done

@@ -87,6 +87,10 @@ class HistoryService(History):
         if like_run:
             vector = retrieval.history_index.vector(like_run, like_index)
             if vector is None:
+                row = self.core.history.get(like_run)
+                if row is not None and row["metadata"].get("measured") is False:  # indexed with its numbers
+                    raise NotFound(f"output {like_run}#{like_index} is not in the search index yet: it is being "
+                                   "measured; try again in a moment")  # fmt: skip
                 raise NotFound(f"output {like_run}#{like_index} is not in the search index")
         elif text and text.strip():
             vector = retrieval.library.embeddings.embed_query(text.strip())

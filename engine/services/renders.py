@@ -10,11 +10,11 @@ from PIL import Image
 
 from .. import images as imgs
 from ..api import JobInfo, RenderResult, Renders, SegmentResult
-from ..errors import BadInput, NotFound
+from ..errors import BadInput, NotFound, QueueFull
 from ..jobs import JobContext
 from ..masks import mask_png
 from ..regions import cutout
-from ..render.plan import Plan, control_of
+from ..render.plan import Plan
 from ..render.record import FRAMES
 from ..schema import GenerateRequest, StyleHit
 from . import Core, png
@@ -33,7 +33,7 @@ class RendersService(Renders):
         self._lock = threading.Lock()
 
     def handlers(self):
-        return {"render": self._run}
+        return {"render": self._run, "measure": self._measure}
 
     def check(self, request: GenerateRequest) -> Plan:
         """Everything that would fail later, now: the plan (sketch, sizes, masks) and the styles it names."""
@@ -58,8 +58,26 @@ class RendersService(Renders):
             planned = self._plans.pop(ctx.id, None)
         if planned is None:  # queued before a restart: plan again
             planned = self.core.pipeline.plan(GenerateRequest.model_validate_json(payload["request"]))
-        result = self.core.pipeline.generate(planned, ctx.report, ctx.cancel)
-        return {"run_id": result.run_id, "images": len(result.images)}
+        # kept first, measured after: the designer waits for the images, not for CLIP (a live frame: never measured)
+        result = self.core.pipeline.generate(planned, ctx.report, ctx.cancel, measure=False)
+        out = {"run_id": result.run_id, "images": len(result.images)}
+        if planned.request.keep:
+            out["measure_job"] = self.measure_later(result.run_id, planned.request.prompt)
+        return out
+
+    def measure_later(self, run_id: str, prompt: str = "") -> str | None:
+        """Queue the job that measures a run kept unmeasured; its id. With the queue full, the run is measured now
+        instead (None): a render's numbers are never left behind."""
+        try:
+            job = self.core.jobs.submit("measure", {"run_id": run_id}, title=f"measure: {prompt[:60]}", key=run_id)
+        except QueueFull:
+            self.core.recorder.measure(run_id)
+            return None
+        return job.id
+
+    def _measure(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        ctx.check()
+        return self.core.recorder.measure(payload["run_id"])
 
     def result(self, job_id: str) -> RenderResult:
         job = self.core.jobs.get(job_id)
@@ -67,7 +85,9 @@ class RendersService(Renders):
             raise BadInput(f"job '{job_id}' is a {job.kind} job, not a render")
         if job.state != "done":
             raise BadInput(f"job '{job_id}' is {job.state}" + (f": {job.error}" if job.error else ""))
-        return self.of_run(job.result["run_id"])
+        result = self.of_run(job.result["run_id"])
+        result.measure_job = job.result.get("measure_job")
+        return result
 
     def of_run(self, run_id: str) -> RenderResult:
         """A past render as a result: its files as saved and the edges it followed (a frame not kept: from memory,
@@ -84,8 +104,8 @@ class RendersService(Renders):
         if row is None:
             raise NotFound(f"no run '{run_id}' in the history")
         meta = row["metadata"]
-        source = self.core.recorder.sketch_path(row["sketch_hash"] or meta.get("init_hash"))
-        edges = png(control_of(source.read_bytes(), meta, self.core.settings.max_input_pixels)) if source else None
+        control = self.core.recorder.control(row)
+        edges = png(control) if control is not None else None
         return RenderResult(
             run_id=run_id,
             seeds=meta["seeds"],

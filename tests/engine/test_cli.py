@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from engine.cli import main
+from engine.metadata import read_png
 from tests.conftest import REPO, line_sketch, make_data_dir, png
 
 
@@ -66,6 +67,10 @@ def test_generate_prints_one_json_line_and_writes_the_png(capsys, data_dir, file
     assert report["seconds"] > 0
     with Image.open(out_path) as im:
         assert im.size == (96, 64) and "Seed: 42" in im.text["parameters"]
+    # the CLI waits for the numbers: the PNG it writes carries them, as the history row does
+    written = read_png(out_path)
+    assert written["measured"] is True and written["metrics"]["clip_score"] is not None
+    assert written["metrics"]["edge_f1"] is not None and "metrics" in report["timings"]
 
 
 @pytest.mark.parametrize(
