@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import partial
 from typing import get_args
 
 import streamlit as st
@@ -213,6 +214,8 @@ def on_clear_override() -> None:
 
 
 def on_clear_gallery() -> None:
+    for entry in gallery():
+        state.pop(measure_key(entry["result"].run_id), None)  # nothing left on the page to follow them for
     for key in ("gallery", "result", "result_request", "result_sketch"):
         state.pop(key, None)
 
@@ -242,6 +245,47 @@ def on_render_done(job: JobInfo) -> None:
         state["result"] = result
         state["result_request"] = state.get("pending_request")
         add_to_gallery(result, state.get("pending_request"))
+        if result.measure_job and not result.measured:  # shown now; its numbers follow (the tile's line)
+            state[measure_key(result.run_id)] = result.measure_job
+
+
+def measure_key(run_id: str) -> str:
+    """Where the session keeps the measure job of a render it shows, while that job runs."""
+    return f"measure_{run_id}"
+
+
+def describe_measure(p: Progress | None) -> str:
+    return "measuring…"
+
+
+def on_measured(run_id: str, job: JobInfo) -> None:
+    """A render's measure job ended: the run read again (its numbers, and the PNGs that now carry them)."""
+    entry = entry_of(run_id)
+    latest = state.get("result")
+    shown = entry["result"] if entry is not None else latest if latest is not None and latest.run_id == run_id else None
+    if shown is None:
+        return
+    try:
+        run = engine.history.get(run_id)
+        pngs = [engine.history.image(run_id, i) for i in range(len(shown.png))]
+    except EngineError as exc:
+        if entry is not None:
+            entry["measure_error"] = str(exc)
+        return
+    measured = shown.model_copy(update={"metadata": run.metadata, "png": pngs})
+    if entry is not None:
+        entry["result"] = measured
+        if not measured.measured:
+            entry["measure_error"] = job.error or f"the measuring {job.state}"
+    if latest is not None and latest.run_id == run_id:
+        state["result"] = measured
+
+
+def measuring_line(entry: dict) -> str:
+    """What a render kept before its numbers says in their place."""
+    if state.get(measure_key(entry["result"].run_id)):
+        return "measuring…"
+    return f"not measured: {entry['measure_error']}" if entry.get("measure_error") else "not measured yet"
 
 
 def on_live_done(job: JobInfo) -> None:
@@ -609,8 +653,13 @@ def tile(entry: dict, index: int) -> None:
     st.image(result.png[index], width="stretch")
     st.caption(f"seed {result.seeds[index]}")
     st.caption(settings_line(meta))
-    numbers = numbers_line(meta, index)
-    if numbers:
+    if not result.measured:  # shown before its numbers: they follow, the page following its measure job
+        if index == 0 and state.get(measure_key(run_id)):  # one follower per render, in its first tile's line
+            job_panel(engine, measure_key(run_id), describe_measure, on_done=partial(on_measured, run_id),
+                      cancel_button=False, caption=True)  # fmt: skip
+        else:
+            st.caption(measuring_line(entry))
+    elif numbers := numbers_line(meta, index):
         st.caption(numbers)
     b1, b2, b3 = st.columns(3)
     b1.download_button("PNG", result.png[index], file_name=f"{run_id}-{index}.png", mime="image/png",

@@ -44,8 +44,9 @@ COVERED_PARAMS = {"size", "style", "blend", "use_style"}  # shown as "Size" and 
 NOT_SETTINGS = {
     "version", "run_id", "kind", "created_at", "prompt", "negative_prompt", "seed", "seeds", "width", "height",
     "edge_mode", "canny", "sketch_hash", "batch", "label", "params", "styles", "regions", "models", "profile",
-    "device", "dtype", "timings", "metrics", "executor", "index", "source", "ref",
+    "device", "dtype", "timings", "metrics", "measured", "executor", "index", "source", "ref",
 }  # fmt: skip
+NOT_MEASURED = "not measured yet"  # a run kept before its numbers (its measure job runs, or did not finish)
 
 state = st.session_state
 
@@ -65,6 +66,9 @@ def first_metrics(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def numbers_line(meta: dict[str, Any], names: dict[str, str] = NUMBERS) -> str:
+    """The first output's numbers, short; a run kept before it was measured says so instead of showing none."""
+    if meta.get("measured") is False:
+        return NOT_MEASURED
     got = first_metrics(meta)
     return " · ".join(f"{word} {number(got[m])}" for m, word in names.items() if got.get(m) is not None)
 

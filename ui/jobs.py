@@ -54,6 +54,7 @@ class _Panel:
     drawn_at: float = field(default_factory=time.monotonic)
     preview_slot: Any = None  # the st.empty() the step preview lives in (renders)
     preview_shown: int = 0
+    caption: bool = False  # the line as a caption, no bar (a short job beside something else, e.g. measuring)
 
 
 def start(key: str, job: JobInfo) -> None:
@@ -68,6 +69,13 @@ def _line(job: JobInfo, describe: Callable[[Progress | None], str]) -> tuple[flo
     value = min(p.step / p.total, 1.0) if p is not None and p.total and p.stage != "queued" else 0.0
     text = describe(p)
     return value, ("Cancelling… " + text if job.state == "running" and _cancelling(job) else text)
+
+
+def _draw(panel: _Panel, line: tuple[float, str]) -> None:
+    if panel.caption:
+        panel.slot.caption(line[1])
+    else:
+        panel.slot.progress(*line)
 
 
 def _cancelling(job: JobInfo) -> bool:
@@ -102,10 +110,12 @@ def job_panel(
     error_key: str | None = None,
     preview: bool = False,
     cancel_button: bool = True,
+    caption: bool = False,
 ) -> None:
     """The job in `st.session_state[key]`, if any: a progress line with `describe(progress)` and Cancel, here (and,
-    with `preview`, the render forming: its newest step preview). When it ends (done, failed or cancelled) its error
-    goes to `error_key`, `on_done(job)` runs and the page redraws. Without a job it draws nothing and costs nothing."""
+    with `preview`, the render forming: its newest step preview; with `caption`, the line is a caption, no bar). When
+    it ends (done, failed or cancelled) its error goes to `error_key`, `on_done(job)` runs and the page redraws.
+    Without a job it draws nothing and costs nothing."""
     state = st.session_state
     job_id = state.get(key)
     if job_id is None:
@@ -117,12 +127,12 @@ def job_panel(
         if error_key:
             state[error_key] = str(exc)
         return
-    panel = _Panel(engine, key, None, describe, on_done, error_key, job)
+    panel = _Panel(engine, key, None, describe, on_done, error_key, job, caption=caption)
     if job.done:  # it ended while the page was elsewhere
         _end(panel, job)
     panel.slot = st.empty()
     panel.shown = _line(job, describe)
-    panel.slot.progress(*panel.shown)
+    _draw(panel, panel.shown)
     if preview:
         panel.preview_slot = st.empty()
         _draw_preview(panel)
@@ -172,7 +182,7 @@ def follow_jobs(every: float = FOLLOW_EVERY) -> None:
             if time.monotonic() - panel.drawn_at >= REDRAW_EVERY:
                 line = _line(panel.job, panel.describe)
                 if line != panel.shown:
-                    panel.slot.progress(*line)
+                    _draw(panel, line)
                     panel.shown, panel.drawn_at = line, time.monotonic()
                 if panel.preview_slot is not None and panel.job.preview_step != panel.preview_shown:
                     _draw_preview(panel)
