@@ -762,7 +762,7 @@ def bench_accuracy_parts(args) -> dict:
 def _measure_parts(engine, args) -> tuple[str, list[dict]]:
     import torch
 
-    from .embeddings import _features
+    from .embeddings import pooled
     from .images import edges
 
     device = engine.models.device
@@ -819,8 +819,8 @@ def _measure_parts(engine, args) -> tuple[str, list[dict]]:
         ("IP-Adapter image encoder", "224², 1 image",
          lambda dt: pipe.image_encoder(pixels.to(dt)).image_embeds, "cosine"),
         ("retrieval CLIP, image", "224², 1 image",
-         lambda dt: _features(clip.get_image_features(pixel_values=clip_pixels.to(dt))), "cosine"),
-        ("retrieval CLIP, text", "1 prompt", lambda dt: _features(clip.get_text_features(**clip_text)), "cosine"),
+         lambda dt: pooled(clip.get_image_features(pixel_values=clip_pixels.to(dt))), "cosine"),
+        ("retrieval CLIP, text", "1 prompt", lambda dt: pooled(clip.get_text_features(**clip_text)), "cosine"),
     ]  # fmt: skip
     modules = [pipe.unet, pipe.controlnet, pipe.vae, pipe.text_encoder, pipe.image_encoder, taesd, clip]
     results: dict[str, dict] = {name: {"part": name, "input": what, "compare": how} for name, what, _, how in parts}

@@ -452,6 +452,7 @@ def _generate(args) -> dict:
         "profile": result.metadata.get("profile", settings.profile),
         "edge_mode": result.metadata.get("edge_mode"),
         "kind": result.metadata.get("kind"),
+        "dtype": result.metadata.get("dtype"),
         "control": result.metadata["params"].get("control"),
         "styles": [s.as_dict() for s in result.styles],
         "regions": [{k: r[k] for k in ("index", "words", "style", "area", "style_similarity")} for r in result.regions],

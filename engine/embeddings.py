@@ -12,7 +12,8 @@ from PIL import Image
 BATCH = 16
 
 
-def _features(out) -> torch.Tensor:
+def pooled(out) -> torch.Tensor:
+    """The projected embedding from what get_text_features / get_image_features return (a tensor or an output)."""
     # transformers 5 returns a model output whose pooler_output is the projected embedding.
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
@@ -34,13 +35,13 @@ class ClipEmbeddings(Embeddings):
     def _encode_texts(self, texts: list[str]) -> torch.Tensor:
         inputs = self.processor(text=texts, return_tensors="pt", padding=True, truncation=True)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        return _features(self.model.get_text_features(**inputs))
+        return pooled(self.model.get_text_features(**inputs))
 
     @torch.inference_mode()
     def _encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.device, self.model.dtype)
-        return _features(self.model.get_image_features(pixel_values=pixels))
+        return pooled(self.model.get_image_features(pixel_values=pixels))
 
     def _batched(self, items: Sequence, encode) -> list[list[float]]:
         out: list[list[float]] = []

@@ -6,11 +6,11 @@ import gc
 from pathlib import Path
 from typing import Any
 
+from . import precision
 from .api import Capabilities, Engine
 from .history import History
 from .jobs import JobRunner
 from .models import ModelStore
-from .precision import cpu_features, precision_label
 from .render.executors import LocalExecutor
 from .render.pipeline import RenderPipeline
 from .render.record import Recorder
@@ -118,8 +118,8 @@ class LocalEngine(Engine):
             profile=self.settings.profile,
             device=self.models.device,
             dtype=str(self.models.dtype).removeprefix("torch."),
-            precision=precision_label(self.models.device, self.models.dtype),
-            cpu=cpu_features().as_dict(),
+            precision=precision.precision_label(self.models.device, self.models.dtype),
+            cpu=precision.cpu_features().as_dict(),
             models={
                 "base": ids.base,
                 "controlnet": ids.controlnet,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +72,21 @@ def write_png(image: Image.Image, out, meta: dict[str, Any]) -> None:
     image.save(out, format="PNG", pnginfo=info)
 
 
+def _tmp(path: Path, suffix: str) -> Path:
+    """A temporary name beside `path` that no other writer of the same file uses (two processes may rewrite one run's
+    files at once: a measure job and a remeasure), so each `replace` moves its own complete file."""
+    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}{suffix}")
+
+
 def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
+    tmp = _tmp(path, ".tmp.png")
     write_png(image, tmp, meta)
     tmp.replace(path)
 
 
 def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
+    tmp = _tmp(path, ".json.tmp")
     tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
     tmp.replace(path)
 

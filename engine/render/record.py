@@ -55,6 +55,7 @@ class Recorder:
         self.device, self.dtype = device, dtype
         self.frames: OrderedDict[str, GenerateResult] = OrderedDict()  # renders not kept, newest last
         self._frames_lock = threading.Lock()
+        self._measure_lock = threading.Lock()  # one measuring at a time: a measure job and a remeasure may meet
 
     def finish(
         self,
@@ -296,13 +297,14 @@ class Recorder:
     def measure(self, run_id: str) -> dict[str, Any]:
         """Measure a run kept unmeasured (`"measured": false`), index it for search, and rewrite its PNGs, sidecars
         and history row with the numbers; a run measured already is left as it is."""
-        row = self.history.get(run_id)
-        if row is None:
-            raise NotFound(f"no run '{run_id}' in the history")
-        if row["metadata"].get("measured", True):
-            return {"run_id": run_id, "measured": True, "already": True}
-        if not self._measure(row, index=True):
-            raise NotFound(f"run '{run_id}': an output file is missing; it cannot be measured")
+        with self._measure_lock:
+            row = self.history.get(run_id)
+            if row is None:
+                raise NotFound(f"no run '{run_id}' in the history")
+            if row["metadata"].get("measured", True):
+                return {"run_id": run_id, "measured": True, "already": True}
+            if not self._measure(row, index=True):
+                raise NotFound(f"run '{run_id}': an output file is missing; it cannot be measured")
         return {"run_id": run_id, "measured": True}
 
     def remeasure(self, runs: list[dict[str, Any]]) -> int:
@@ -310,5 +312,7 @@ class Recorder:
         still unmeasured is measured and indexed here as its measure job would."""
         done = 0
         for run in runs:
-            done += self._measure(run, index=run["metadata"].get("measured") is False)
+            with self._measure_lock:
+                run = self.history.get(run["id"]) or run  # as it is now: its measure job may have run meanwhile
+                done += self._measure(run, index=run["metadata"].get("measured") is False)
         return done

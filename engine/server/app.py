@@ -224,6 +224,8 @@ def serve(engine, host: str = "127.0.0.1", port: int = 8000, ngrok: bool = False
         token = secrets.token_urlsafe(24)
         print(f"API token (send as 'Authorization: Bearer …'): {token}", flush=True)
     app = create_app(engine, token)
+    caps = engine.capabilities()
+    print(f"Engine: device {caps.device} · {caps.precision or caps.dtype} · profile {caps.profile}", flush=True)
     if ngrok:
         print(f"Public URL: {open_tunnel(port)}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=30)

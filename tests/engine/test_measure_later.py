@@ -205,3 +205,28 @@ def test_a_measure_job_nobody_follows_still_runs(tmp_path):
         assert states == {other.id: "cancelled", measure.id: "done"}
     finally:
         runner.stop()
+
+
+def test_a_remeasure_while_the_measure_job_runs_never_fails_and_leaves_one_story(eng, sketch_bytes):
+    """A designer's "measure again" (or an API client's) can meet a render's own measure job on the same files: both
+    finish, nothing answers an internal error, and the PNGs, sidecars and row agree at the end."""
+    shown = eng.renders.result(eng.follow(eng.renders.submit(request(sketch_bytes))).id)
+    errors: list[BaseException] = []
+
+    def again() -> None:
+        try:
+            eng.history.remeasure([shown.run_id])
+        except BaseException as exc:  # noqa: BLE001 (collected for the assertion)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=again) for _ in range(3)]
+    for t in threads:
+        t.start()
+    eng.follow(eng.jobs.get(shown.measure_job))
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    said = three_places(eng, shown.run_id)
+    row, files = said[0], said[1:]  # the row holds every output's numbers, each PNG and sidecar its own
+    assert row["measured"] is True and len(row["metrics"]) == 1 and row["metrics"][0]
+    assert all(m["measured"] is True and m["metrics"] == row["metrics"][m["index"]] for m in files)

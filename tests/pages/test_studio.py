@@ -188,6 +188,7 @@ def test_as_sketch_says_the_edge_mode_changed(app_env):
 def test_each_render_shows_its_prompt_style_and_edge_fidelity(app_env):
     at = studio(app_env, sketch_override=png(line_sketch()), prompt="a timber cabin", variations=2, **QUICK)
     at = ok(generate(at))
+    at = ok(settle(at, f"measure_{at.session_state['result'].run_id}"))  # the numbers follow the render
     metrics = at.session_state["result"].metadata["metrics"]
     lines = [c.value for c in at.caption if c.value.startswith("prompt fidelity")]
 
