@@ -113,7 +113,9 @@ def _engine_picker() -> None:
             if st.button("Test connection"):
                 try:
                     found = current_engine().capabilities()
-                    st.success(f"Connected: {found.device} · profile {found.profile}")
+                    st.success(
+                        f"Connected: {found.device} · profile {found.profile} · {found.precision or found.dtype}"
+                    )
                 except EngineError as exc:
                     st.error(str(exc))
 
