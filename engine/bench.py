@@ -255,7 +255,8 @@ class Timed:
 
 def wait_job(engine, job_id: str, timeout: float):
     """The job once it has ended, following it the way a client does (`jobs.wait` holds until it moves)."""
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline, said = start + timeout, start
     info = engine.jobs.get(job_id)
     while not info.done:
         left = deadline - time.monotonic()
@@ -263,6 +264,9 @@ def wait_job(engine, job_id: str, timeout: float):
             engine.jobs.cancel(job_id)
             raise TimeoutError(f"job {job_id} ({info.kind}) still {info.state} after {timeout:.0f} s")
         info = engine.jobs.wait(job_id, timeout=min(left, 20.0))
+        if time.monotonic() - said > 60:  # a slow render says where it is, once a minute at most
+            said = time.monotonic()
+            log.warning("  %s: %s %d/%d after %.0f s", info.kind, info.stage, info.step, info.total, said - start)
     if info.state != "done":
         raise RuntimeError(f"job {job_id} ({info.kind}) {info.state}: {info.error}")
     return info
@@ -742,7 +746,8 @@ def accuracy_markdown(out: dict, against: str) -> list[str]:
 def bench_accuracy_parts(args) -> dict:
     """Each model part alone, float32 against the other dtype, on the same input: the fp32 engine's parts run
     first, then are cast in place (as loading in that dtype would: the same round-to-nearest) and run again. Time
-    per part is its second call in each dtype (the first pays the kernels' set-up)."""
+    per part is its last of --part-calls calls in each dtype (by default the second: the first pays the kernels'
+    set-up)."""
     overrides, build_s = engine_overrides(args)
     overrides["previews"] = False
     engine = open_engine(overrides, "float32")
@@ -753,6 +758,7 @@ def bench_accuracy_parts(args) -> dict:
         free = close_engine(engine)
         del engine
     out = {"size": args.size - args.size % 8, "against": args.against, "device": device, "style": style,
+           "calls": max(1, args.part_calls),
            "build_s": round(build_s, 1), "parts": results, **free()}  # fmt: skip
     out["machine"] = machine_info(device)
     out["markdown"] = parts_markdown(out)
@@ -829,7 +835,7 @@ def _measure_parts(engine, args) -> tuple[str, list[dict]]:
             module.to(dt)  # fp32 first; then cast once, in place (nothing of fp32 is needed after its pass)
         for name, _, call, _ in parts:
             times, output = [], None
-            for _ in range(2):
+            for _ in range(max(1, args.part_calls)):
                 with torch.inference_mode():
                     sync()
                     t0 = time.perf_counter()
@@ -837,10 +843,10 @@ def _measure_parts(engine, args) -> tuple[str, list[dict]]:
                     sync()
                     times.append(time.perf_counter() - t0)
             key = "float32" if dt == torch.float32 else args.against
-            results[name][f"{key}_s"] = round(times[1], 4)
+            results[name][f"{key}_s"] = round(times[-1], 4)
             results[name][f"{key}_first_s"] = round(times[0], 4)
             results[name][f"_{key}"] = output.detach().float().cpu()
-            log.warning("%s, %s: %.3f s", name, key, times[1])
+            log.warning("%s, %s: %.3f s", name, key, times[-1])
     for row in results.values():
         a, b = row.pop("_float32"), row.pop(f"_{args.against}")
         if row["compare"] == "psnr":
@@ -858,7 +864,8 @@ def parts_markdown(out: dict) -> list[str]:
     lines = [
         machine_line(out["machine"]),
         "",
-        f"Each part alone on the same input, float32 vs {against} ({out['device']}; time: the second call).",
+        f"Each part alone on the same input, float32 vs {against} ({out['device']}; time: call {out['calls']} of "
+        f"{out['calls']}).",
         "",
         f"| part | input | fp32 | {short} | {short} ÷ fp32 time | agreement |",
         "|---|---|---|---|---|---|",
@@ -1119,6 +1126,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--accuracy", action="store_true", help="one render in float32 and in --against: latents, PSNR")
     p.add_argument("--accuracy-parts", action="store_true", help="each model part in float32 and in --against")
+    p.add_argument(
+        "--part-calls",
+        type=int,
+        default=2,
+        help="--accuracy-parts: calls per part and dtype, the last timed (1: the first call is timed)",
+    )
     p.add_argument(
         "--against",
         default="bfloat16",

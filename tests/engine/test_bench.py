@@ -40,7 +40,7 @@ def test_modes_table_has_one_row_per_mode_and_precision_with_the_machine(bench):
     for r in rows:
         # a designer who stays in the mode, and one who just switched to it: both timed
         assert r["end_to_end_s"] > 0 and r["after_switch_s"] > 0 and r["s_per_step"] > 0
-        assert r["metrics_after_s"] is not None  # measured after the image, by the measure job
+        assert "metrics_after_s" in r  # the measure job's time after the image (None: measured with the render)
     assert rows[0]["speedup_vs_quality"] == 1.0 and rows[2]["speedup_vs_quality"] > 0
     assert all(r["fp32_over_this"]["end_to_end"] > 0 for r in rows[3:])
     assert [e["freed"] for e in modes["engines"]] == [True, True]  # each engine let go before the next
@@ -67,7 +67,7 @@ def test_one_mode_has_no_switch_to_time(bench):
 
 
 def test_accuracy_compares_float32_and_bfloat16_renders_and_parts(bench):
-    report, err = bench("--accuracy", "--accuracy-parts", "--steps", "3")
+    report, err = bench("--accuracy", "--accuracy-parts", "--steps", "3", "--part-calls", "1")
     acc = report["accuracy"]
     assert acc["latents_shape"] == [1, 4, 8, 8]
     assert math.isfinite(acc["latents_rel_error"]) and 0 < acc["latents_rel_error"] < 1
