@@ -17,8 +17,9 @@ state = st.session_state
 
 st.title("Dashboard")
 st.caption(
-    "Every render is measured when it is made: **prompt fidelity** (CLIP score, 0–100), **style similarity** "
-    "(CLIP cosine to its reference) and **structure fidelity** (edge F1 against the sketch, 2 px tolerance)."
+    "Every render is measured as it is made (a Studio render just after it shows): **prompt fidelity** (CLIP score, "
+    "0–100), **style similarity** (CLIP cosine to its reference) and **structure fidelity** (edge F1 against the "
+    "sketch, 2 px tolerance)."
 )
 
 try:
