@@ -123,6 +123,11 @@ def bf16_engine(tmp_path_factory, tiny_models):
         mp.undo()
 
 
+def render(engine, prompt: str, **kw):
+    """A small styled sketch render (64 px, 2 steps unless said), through the interface."""
+    return engine.generate(GenerateRequest.build(**{"prompt": prompt, "sketch": SKETCH, "size": 64, "steps": 2, **kw}))
+
+
 def recorded(engine, result) -> list[dict]:
     """The run's metadata as the result, the history row, the PNG's own text and the sidecar say it."""
     path = Path(result.paths[0])
@@ -137,7 +142,7 @@ def test_a_default_render_on_a_bf16_cpu_is_bf16_and_says_so(bf16_engine):
     pipe = bf16_engine.executor.generator("sd15").pipe  # the loaded parts themselves (an internal, measured here)
     for part in ("unet", "controlnet", "vae", "text_encoder", "image_encoder"):
         assert getattr(pipe, part).dtype == torch.bfloat16, part
-    result = bf16_engine.generate(GenerateRequest.build(prompt="a chair", sketch=SKETCH, size=64, steps=2, seed=3))
+    result = render(bf16_engine, "a chair", seed=3)
     for meta in recorded(bf16_engine, result):
         assert meta["dtype"] == "bfloat16"
     assert np.asarray(result.images()[0]).std() > 0  # an image, not a blank
@@ -166,18 +171,7 @@ def test_image_to_image_inpainting_and_regions_run_in_bf16(bf16_engine):
     start = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     mask = np.zeros((64, 64), bool)
     mask[16:48, 16:48] = True
-    inpainted = bf16_engine.generate(
-        GenerateRequest.build(
-            prompt="a rug",
-            sketch=SKETCH,
-            size=64,
-            steps=2,
-            seed=2,
-            init_image=png(start),
-            mask=mask_png(mask),
-            strength=0.8,
-        )  # fmt: skip
-    )
+    inpainted = render(bf16_engine, "a rug", seed=2, init_image=png(start), mask=mask_png(mask), strength=0.8)
     out = np.asarray(inpainted.images()[0]).astype(int)
     assert (out[~_grown(mask)] == np.asarray(start)[~_grown(mask)]).all()  # the rest kept exactly, in bf16 too
     assert inpainted.metadata["dtype"] == "bfloat16"
@@ -186,16 +180,7 @@ def test_image_to_image_inpainting_and_regions_run_in_bf16(bf16_engine):
     assert 0 <= segment.area <= 1 and segment.mask().shape == (64, 64)
     left = np.zeros((64, 64), bool)
     left[:, :32] = True
-    regions = bf16_engine.generate(
-        GenerateRequest.build(
-            prompt="a room",
-            sketch=SKETCH,
-            size=64,
-            steps=2,
-            seed=4,
-            regions=[{"mask": mask_png(left), "words": "walnut"}],
-        )  # fmt: skip
-    )
+    regions = render(bf16_engine, "a room", seed=4, regions=[{"mask": mask_png(left), "words": "walnut"}])
     assert regions.metadata["dtype"] == "bfloat16" and len(regions.metadata["regions"]) == 1
 
 
@@ -212,7 +197,7 @@ def test_bf16_forced_by_the_variable_is_recorded_on_a_cpu_without_bf16_units(mon
     try:
         caps = engine.capabilities()
         assert (caps.dtype, caps.precision) == ("bfloat16", "bf16 (emulated: slower here)")
-        result = engine.generate(GenerateRequest.build(prompt="a stool", sketch=SKETCH, size=64, steps=2, seed=9))
+        result = render(engine, "a stool", seed=9)
         assert result.metadata["dtype"] == "bfloat16"
     finally:
         engine.close()
@@ -232,8 +217,7 @@ def test_no_render_leaves_a_part_in_another_precision(bf16_engine):
     """diffusers' from_pipe casts shared modules to fp32 unless told: after image-to-image and another ControlNet
     the default pipeline's parts are still bf16 (on a GPU they would have doubled in memory)."""
     start = png(Image.new("RGB", (64, 64), "tan"))
-    bf16_engine.generate(GenerateRequest.build(prompt="a vase", sketch=SKETCH, size=64, steps=2, seed=6,
-                                               init_image=start, strength=0.6, control="scribble"))  # fmt: skip
+    render(bf16_engine, "a vase", seed=6, init_image=start, strength=0.6, control="scribble")
     pipe = bf16_engine.executor.generator("sd15").pipe
     for part in ("unet", "controlnet", "vae", "text_encoder", "image_encoder"):
         assert getattr(pipe, part).dtype == torch.bfloat16, part
