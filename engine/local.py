@@ -8,6 +8,7 @@ from typing import Any
 
 from . import precision
 from .api import Capabilities, Engine
+from .catalog.models import local_llm_ready
 from .history import History
 from .jobs import JobRunner
 from .models import ModelStore
@@ -137,7 +138,7 @@ class LocalEngine(Engine):
                 "regions": True,
                 "flux": True,
                 "tuning": True,
-                "local_llm": True,
+                "local_llm": local_llm_ready(self.settings),  # real weights here, not the tiny profile's
                 "ray": self.executor.name == "ray",
             },
         )

@@ -10,7 +10,7 @@ import streamlit as st
 
 from engine.catalog.options import CatalogOptions
 from engine.catalog.prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELDS
-from engine.catalog.sheets import guess_columns, items, read_sheet
+from engine.catalog.sheets import guess_columns, guess_language, items, read_sheet
 from engine.errors import EngineError
 from engine.render.capabilities import rules
 from ui import jobs
@@ -82,6 +82,30 @@ def on_preview() -> None:
     state["cat_preview_wanted"] = uploaded()[2]  # made in the page's run, under a status that says what it does
 
 
+def preview_settings(sheet_id: str) -> str | None:
+    """Everything a preview depends on (the sheet and every option), so that a preview is shown only under the
+    settings that made it; None while the options cannot be built."""
+    try:
+        return f"{sheet_id}:{options(sheet_id).model_dump_json()}"
+    except EngineError:
+        return None
+
+
+def preview_verdict(rows: list[dict]) -> tuple[str, str]:
+    """("ok" | "partial" | "failed", the line saying how many rows failed and the first reason)."""
+    failed = [p for p in rows if p.get("error")]
+    if not failed:
+        return "ok", ""
+    first = failed[0]["error"]
+    first = md(first if len(first) <= 160 else first[:160] + "…")  # it may quote an LLM's reply
+    if len(failed) == len(rows):
+        return "failed", f"All {len(rows)} preview rows failed; the first: {first}"
+    return (
+        "partial",
+        f"{len(rows) - len(failed)} of {len(rows)} rows previewed; {len(failed)} failed, the first: {first}",
+    )
+
+
 def preview_steps() -> list[str]:
     """What a preview does, in the order it does it: the first one also loads the models, which takes a while."""
     steps = []
@@ -104,14 +128,21 @@ def run_preview(data: bytes, name: str, sheet_id: str) -> None:
             st.write(f"{step}…")
         started = time.perf_counter()
         try:
-            state["cat_preview"] = (sheet_id, engine.catalog.preview(data, name, options(sheet_id), PREVIEW_ROWS))
+            rows = engine.catalog.preview(data, name, options(sheet_id), PREVIEW_ROWS)
         except EngineError as exc:
             state["cat_error"] = str(exc)
             status.update(label="The preview failed (the reason is below)", state="error", expanded=False)
             return
+        state["cat_preview"] = (preview_settings(sheet_id), rows)
         seconds = time.perf_counter() - started
-        status.update(label=f"Preview of the first {PREVIEW_ROWS} rows ready ({seconds:.0f} s)", state="complete",
-                      expanded=False)  # fmt: skip
+        verdict, _ = preview_verdict(rows)
+        failed = sum(1 for p in rows if p.get("error"))
+        if verdict == "failed":  # never a ✓ over rows that all failed
+            status.update(label=f"The preview failed for all {len(rows)} rows (the first reason is below)",
+                          state="error", expanded=False)  # fmt: skip
+        else:
+            ready = f"{len(rows) - failed} of {len(rows)} rows" if failed else f"the first {len(rows)} rows"
+            status.update(label=f"Preview of {ready} ready ({seconds:.0f} s)", state="complete", expanded=False)
 
 
 def on_start() -> None:
@@ -154,10 +185,27 @@ def on_dashboard(run_id: str) -> None:
 if state.pop("goto_dashboard", False):
     st.switch_page("pages/dashboard.py")
 
-for key, value in {"cat_lang": "de", "cat_llm": "local", "cat_llm_url": "", "cat_llm_model": "local-model",
-                   "cat_template": DEFAULT_TEMPLATE, "cat_seed": 42, "cat_steps": 20, "cat_size": 512,
-                   "cat_style": NONE, "cat_limit": 0, "cat_model": "sd15"}.items():  # fmt: skip
+# Attributes from the local LLM only where the engine has a real one (not the tiny profile's random weights, and its
+# weights downloaded): elsewhere each prompt uses the row's own description, which works offline.
+HAS_LLM = bool(state["capabilities"].features.get("local_llm"))
+for key, value in {"cat_lang": "en", "cat_llm": "local" if HAS_LLM else "none", "cat_llm_url": "",
+                   "cat_llm_model": "local-model",
+                   "cat_template": DEFAULT_TEMPLATE if HAS_LLM else DESCRIPTION_TEMPLATE, "cat_seed": 42,
+                   "cat_steps": 20, "cat_size": 512, "cat_style": NONE, "cat_limit": 0,
+                   "cat_model": "sd15"}.items():  # fmt: skip
     state.setdefault(key, value)
+
+
+def no_llm_reason() -> str:
+    """Why the attributes default to none here, in one caption."""
+    if state["capabilities"].profile == "tiny":
+        why = "The engine runs the tiny profile, whose local LLM has random weights"
+    else:
+        why = "The local LLM's weights are not downloaded on the engine (DESIGN_STUDIO_LLM_MODEL)"
+    return (
+        f"{why}, so the attributes default to none: each prompt uses the row's own description. For attributes,"
+        " use an OpenAI-compatible server."
+    )
 
 
 def mapping_widgets(sheet, sheet_id: str) -> None:
@@ -191,6 +239,9 @@ def sheet_section() -> None:
     except EngineError as exc:
         st.error(str(exc))
         return
+    if state.get("cat_lang_sheet") != sheet_id:  # a new sheet: its language guessed from its descriptions
+        state["cat_lang"] = guess_language([r.text for r in rows if r.text])
+        state["cat_lang_sheet"] = sheet_id
     broken = [r for r in rows if r.error]
     st.caption(f"{len(rows)} rows" + (f" · {len(broken)} will be reported as failed" if broken else ""))
     st.dataframe(pd.DataFrame(sheet.rows[:8]), hide_index=True, key="cat_rows")
@@ -205,9 +256,16 @@ def sheet_section() -> None:
     if state.pop("cat_preview_wanted", None) == sheet_id:
         run_preview(data, name, sheet_id)
     preview = state.get("cat_preview")
-    if preview and preview[0] == sheet_id:
+    if preview and preview[0] != preview_settings(sheet_id):
+        state.pop("cat_preview")  # made under other settings (or another sheet): it would show what they gave
+    elif preview:
+        verdict, line = preview_verdict(preview[1])
+        if verdict == "failed":
+            st.warning(line)
+        elif verdict == "partial":
+            st.caption(line)
         shown = [
-            {"row": p["row"], "id": p["id"], "translation": p["translation"],
+            {"id": p["id"], "translation": p["translation"],
              "product_type": (p.get("attributes") or {}).get("product_type", ""), "prompt": p.get("prompt", ""),
              "error": p.get("error", "")}
             for p in preview[1]
@@ -218,10 +276,13 @@ def sheet_section() -> None:
 def settings_section() -> None:
     left, right = st.columns(2)
     with left:
-        st.selectbox("Sheet language", list(LANGUAGES), format_func=LANGUAGES.get, key="cat_lang")
+        st.selectbox("Sheet language", list(LANGUAGES), format_func=LANGUAGES.get, key="cat_lang",
+                     help="guessed from the sheet's descriptions; English when nothing points elsewhere")  # fmt: skip
         st.segmented_control(
             "Attributes from", list(LLMS), format_func=LLMS.get, key="cat_llm", on_change=on_llm_change
         )
+        if not HAS_LLM:
+            st.caption(no_llm_reason())
         if state["cat_llm"] == "server":
             st.text_input("Server URL", key="cat_llm_url", placeholder="http://127.0.0.1:1234/v1")
             st.text_input("Model name", key="cat_llm_model")
@@ -276,8 +337,9 @@ def show_run(run: dict, where: str) -> None:
         st.info(f"{run['written']} of {run['rows']} rows are done; resume to finish.")
         st.button("Resume", on_click=on_resume, args=(name,), key=f"resume_{key}",
                   disabled=state.get("cat_job") is not None)  # fmt: skip
-    if summary.get("failures"):
-        st.dataframe(pd.DataFrame(summary["failures"]), hide_index=True, key=f"fail_{key}")
+    if summary.get("failures"):  # the reason names the sheet row: no row numbers beside the ids
+        failures = [{"id": f["id"], "error": f["error"]} for f in summary["failures"]]
+        st.dataframe(pd.DataFrame(failures), hide_index=True, key=f"fail_{key}")
     if not summary:
         return
     try:

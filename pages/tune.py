@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import EngineError
+from engine.tune.data import MIN_HELD_OUT, min_pairs
 from ui import jobs
 from ui.jobs import job_panel, timing
 from ui.shared import engine_or_stop, md
@@ -45,6 +46,7 @@ def run_job(key: str, start) -> None:
 
 # ---- 1 · data -------------------------------------------------------------------------------------------------
 def on_prepare() -> None:
+    state.pop("tune_data_done", None)  # a refused or failed prepare never stands under the last one's success
     source = state.get("tune_source") or "library"
     images, captions = state.get("tune_images"), state.get("tune_captions")
     run_job(
@@ -73,9 +75,15 @@ with st.expander("1 · Data: image–text pairs", expanded=not datasets):
     st.segmented_control("Pairs from", list(SOURCES), format_func=SOURCES.get, key="tune_source", default="library")
     source = state.get("tune_source") or "library"
     if source == "library":
+        styles, need = len(engine.styles.list(include_hidden=True)), min_pairs()
         st.caption(
-            f"{len(engine.styles.list(include_hidden=True))} styles: each image with its name, description "
-            "and tags. Add your own styles first; a few dozen pairs is a minimum."
+            f"{styles} styles: each image with its name, description and tags. "
+            + (
+                f"Recall is measured on held-out pairs ({MIN_HELD_OUT} for validation, {MIN_HELD_OUT} for test), "
+                f"which takes at least {need} pairs: add {need - styles} more styles first, or upload pairs."
+                if styles < need
+                else "Add your own styles first; a few dozen pairs is a minimum."
+            )
         )
     elif source == "upload":
         st.file_uploader("Images (.zip)", type=["zip"], key="tune_images")
@@ -186,9 +194,14 @@ for a in adapters:
     rows.append(row)
     cols = st.columns([3, 1, 1], vertical_alignment="center")
     cols[0].markdown(f"**{md(a['name'])}** · {md(a['scenario'])}" + (" · *active*" if a["active"] else ""))
-    cols[1].button("Use", key=f"tune_use_{a['id']}", on_click=run_job,
-                   args=("tune_use_job", lambda name=a["name"]: engine.tuning.use(name)),
-                   disabled=a["active"] or state.get("tune_use_job") is not None)  # fmt: skip
+    if a.get("usable", a["metrics"] is not None):
+        cols[1].button("Use", key=f"tune_use_{a['id']}", on_click=run_job,
+                       args=("tune_use_job", lambda name=a["name"]: engine.tuning.use(name)),
+                       disabled=a["active"] or state.get("tune_use_job") is not None)  # fmt: skip
+    elif a.get("failed"):  # never switched to: it has no scores to justify it
+        cols[0].caption(f"Failed: {md(a['failed'])}. Not usable until its recall is measured.")
+    else:
+        cols[0].caption("Not measured yet: measure its recall before retrieval can use it.")
     cols[2].button("Measure recall", key=f"tune_eval_{a['id']}", on_click=run_job,
                    args=("tune_train_job", lambda name=a["name"]: engine.tuning.evaluate(name)),
                    disabled=state.get("tune_train_job") is not None)  # fmt: skip

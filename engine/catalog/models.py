@@ -3,8 +3,38 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from ..settings import Settings
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def local_llm_ready(settings: Settings) -> bool:
+    """Whether the local attribute LLM is a real one on this machine: not the tiny profile's random weights, and its
+    weights in their folder or in the hub cache (so that the Catalog does not default to an LLM that cannot
+    answer). A quick look at files; nothing loads and nothing is downloaded."""
+    if settings.profile == "tiny":
+        return False
+    model = settings.llm_model_path()
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+        return (folder / "config.json").is_file() and weights
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    try:
+        found = [try_to_load_from_cache(model, name) for name in ("config.json", *WEIGHT_FILES)]
+    except ValueError:  # not a hub id either (a folder that is not there): no LLM here
+        return False
+    return isinstance(found[0], str) and any(isinstance(f, str) for f in found[1:])
 
 
 class CatalogModels:

@@ -353,7 +353,11 @@ class CatalogRun:
             "methods": {m: sum(r["method"] == m for r in done) for m in sorted({r["method"] for r in done})},
         }
         write_json(self.folder / "summary.json", summary)
-        write_atomic(self.folder / "report.md", _report(summary).encode())
+        try:
+            started = json.loads((self.folder / "run.json").read_text()).get("created_at")
+        except (OSError, ValueError):
+            started = None
+        write_atomic(self.folder / "report.md", _report(summary, started).encode())
         return summary
 
 
@@ -378,18 +382,27 @@ def _first_png(result) -> bytes:
     return result.png[0] if result.png else Path(result.paths[0]).read_bytes()
 
 
-def _report(s: dict[str, Any]) -> str:
+def model_name(model: str) -> str:
+    """A model as a person reads it: a hub id as it is, a local folder by its name (never the engine's path)."""
+    return Path(model).name if Path(model).is_absolute() or model.startswith(("~", ".")) else model
+
+
+def _report(s: dict[str, Any], started: str | None = None) -> str:
+    """The run in a designer's words: the sheet, the counts, the CLIP scores and the failures, the files by their
+    names in the run's download; the run id only in the closing technical note."""
+    when = f" · started {started[:16].replace('T', ' ')} UTC" if started else ""
     lines = [
-        f"# Catalog run {s['run_id']}",
+        f"# Catalog: {s['sheet']}",
         "",
-        f"Sheet: {s['sheet']} · {s['rows']} rows · {s['done']} rendered · {s['failed']} failed"
-        + (f" · {s['pending']} not yet done" if s["pending"] else ""),
+        f"{s['rows']} rows · {s['done']} rendered · {s['failed']} failed"
+        + (f" · {s['pending']} not yet done" if s["pending"] else "")
+        + when,
         "",
     ]
     clip, secs = s["clip_score"], s["seconds_per_item"]
     if clip.get("n"):
         lines += [
-            f"CLIP score (prompt fidelity, 0–100) with {s['clip_model']}:",
+            f"CLIP score (prompt fidelity, 0–100) with {model_name(s['clip_model'])}:",
             "",
             "| | n | mean | median | std | p10 | p90 |",
             "|---|---|---|---|---|---|---|",
@@ -401,6 +414,14 @@ def _report(s: dict[str, Any]) -> str:
         ]
     if s["failures"]:
         lines += ["## Failures", ""] + [f"- {f['id']}: {f['error']}" for f in s["failures"]] + [""]
+    lines += [
+        "Every row, with its attributes, prompt and score, is in results.csv and results.xlsx; each image is "
+        "images/<id>.png.",
+        "",
+        "---",
+        f"Technical note: run {s['run_id']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

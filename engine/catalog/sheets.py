@@ -312,6 +312,36 @@ def guess_columns(columns: list[str]) -> dict[str, str | None]:
     }
 
 
+# Short words that are common in one of the sheet languages and rare in the others (product descriptions are terse,
+# so the few articles, prepositions and conjunctions they do have carry the language).
+_STOPWORDS = {
+    "en": {"the", "and", "with", "for", "of", "a", "an", "on", "to", "is", "from", "made", "by", "this", "its"},
+    "de": {"der", "die", "das", "und", "mit", "für", "aus", "ein", "eine", "einem", "einer", "im", "ist", "den",
+           "dem", "von", "zum", "zur", "oder", "auf"},
+    "fr": {"le", "la", "les", "et", "avec", "pour", "du", "des", "un", "une", "au", "aux", "est", "en"},
+    "it": {"il", "lo", "gli", "e", "con", "per", "di", "da", "una", "del", "della", "dei", "è", "nel"},
+    "es": {"el", "los", "las", "y", "con", "para", "del", "una", "es", "por", "al"},
+    "nl": {"het", "een", "en", "met", "voor", "van", "op", "uit", "bij", "of", "is"},
+}  # fmt: skip
+_LETTERS = {"de": "äöüß", "fr": "éèêàçù", "es": "ñ¿¡á", "it": "ìò"}
+_WORD = re.compile(r"[^\W\d_]+")
+
+
+def guess_language(texts: list[str]) -> str:
+    """The sheet's language ("en", "de", "fr", "it", "es", "nl") from its descriptions: the language whose common
+    short words (and letters such as ä, ß, é, ñ) occur most, English when nothing points elsewhere."""
+    scores = dict.fromkeys(_STOPWORDS, 0.0)
+    for text in texts[:200]:
+        lowered = text.casefold()
+        for word in _WORD.findall(lowered):
+            for lang, words in _STOPWORDS.items():
+                scores[lang] += word in words
+        for lang, letters in _LETTERS.items():
+            scores[lang] += 0.5 * sum(lowered.count(c) for c in letters)
+    best = max(scores, key=lambda lang: (scores[lang], lang == "en"))
+    return best if scores[best] > scores["en"] else "en"
+
+
 def items(
     sheet: Sheet,
     text_column: str,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import JobInfo, Tuning
-from ..errors import BadInput, Cancelled
+from ..errors import BadInput, Cancelled, EngineError
 from ..jobs import JobContext
 from ..retrieval import find_runs
 from ..schema import Progress
@@ -18,6 +18,7 @@ from ..tune import DEFAULT_EPOCHS, DEFAULT_LR
 from . import Core, named, newest_json
 
 SCENARIOS = ("dual_lora", "vision_lora", "text_lora", "linear_probe", "zero_shot")
+FAILED = "failed.json"  # in an adapter's folder: why its recall could not be measured (gone once it is)
 
 
 def slug(text: str) -> str:
@@ -47,6 +48,10 @@ class TuningService(Tuning):
                 "retrieval": self._use}  # fmt: skip
 
     def prepare(self, name, source, images=None, captions=None, tagging_run=None) -> JobInfo:
+        """Refused now, in one line, when the source holds too few pairs for recall to be measured (the job checks
+        again once unreadable and duplicate pairs are dropped)."""
+        from ..tune.data import check_enough, pairs_from_folder, pairs_from_library, pairs_from_tagging
+
         name = slug(name) or f"data-{datetime.now():%Y%m%d-%H%M%S}"
         payload: dict[str, Any] = {"name": name, "source": source}
         if source == "upload":
@@ -59,11 +64,21 @@ class TuningService(Tuning):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "images.zip").write_bytes(images)
             (folder / "captions.csv").write_bytes(captions)
+            raw = pairs_from_folder(folder / "images.zip", folder / "captions.csv")
+            fix = "add rows to the captions CSV"
         elif source == "tagging":
-            named(self.core.folder("tags"), tagging_run or "", "tagging run")
+            tags = named(self.core.folder("tags"), tagging_run or "", "tagging run")
+            if not (tags / "results.csv").is_file():
+                raise BadInput(f"tagging run {tagging_run} has no table yet (has it finished?)")
             payload["tagging_run"] = tagging_run
-        elif source != "library":
+            raw = pairs_from_tagging(tags / "results.csv", tags / "upload.zip")
+            fix = "tag more photos, or upload images with captions"
+        elif source == "library":
+            raw = pairs_from_library(self.core.retrieval.library)
+            fix = "add styles to the library first, or upload images with captions"
+        else:
             raise BadInput(f"pairs come from the library, an upload or a tagging run (not '{source}')")
+        check_enough(sum(1 for r in raw if r.text), fix=fix)
         return self.core.jobs.submit("tune-prepare", payload, title=f"prepare {name}")
 
     def _prepare(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
@@ -101,9 +116,17 @@ class TuningService(Tuning):
     def train(self, dataset, name, scenario, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR) -> JobInfo:
         """At least the engine's minimum of optimizer steps (a small set trains more epochs than asked); the
         adapter keeps the epoch with the best recall on the dataset's validation split, the base included."""
+        from ..tune.data import MIN_HELD_OUT, load_manifest, min_pairs
         from ..tune.train import TrainConfig
 
-        named(self.data, dataset, "dataset")
+        folder = named(self.data, dataset, "dataset")
+        test = load_manifest(folder).get("splits", {}).get("test", {}).get("samples", 0)
+        if test < MIN_HELD_OUT:
+            raise BadInput(
+                f"'{dataset}' holds {test} test pair(s); recall needs at least {MIN_HELD_OUT}, so training it would "
+                f"leave an adapter without scores",
+                fix=f"prepare it again from at least {min_pairs()} pairs",
+            )
         if scenario not in SCENARIOS:
             raise BadInput(f"scenario must be one of {', '.join(SCENARIOS)} (got '{scenario}')")
         config = TrainConfig(scenario=scenario, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr))
@@ -125,7 +148,7 @@ class TuningService(Tuning):
         trained = train(
             self.data / payload["dataset"], run_dir, self.core.settings, config, device=device, on_progress=report
         )
-        metrics = evaluate(run_dir, self.core.settings, device=device, on_progress=report)
+        metrics = _measured(run_dir, lambda: evaluate(run_dir, self.core.settings, device=device, on_progress=report))
         return {"adapter": payload["run"], "metrics": _brief(metrics), "steps": trained["steps"],
                 "kept_epoch": trained["kept_epoch"], **_said(run_dir, metrics)}  # fmt: skip
 
@@ -137,7 +160,9 @@ class TuningService(Tuning):
         from ..tune.evaluate import evaluate
 
         run_dir = self.runs / payload["run"]
-        metrics = evaluate(run_dir, self.core.settings, device=self.core.models.device, on_progress=ctx.report)
+        device = self.core.models.device
+        metrics = _measured(run_dir, lambda: evaluate(run_dir, self.core.settings, device=device,
+                                                      on_progress=ctx.report))  # fmt: skip
         return {"adapter": payload["run"], "metrics": _brief(metrics), **_said(run_dir, metrics)}
 
     def adapters(self) -> list[dict[str, Any]]:
@@ -152,13 +177,22 @@ class TuningService(Tuning):
             metrics_path = run_dir / "metrics.json"
             metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
             said = _said(run_dir, metrics) if metrics else {"recall_change": None, "verdict": None, "note": None}
+            # usable: measured, so it can be switched to; failed: why its measurement failed, when it did
             out.append({"name": run_dir.name, "scenario": info["scenario"], "id": info["id"],
-                        "active": info["id"] == active, "metrics": metrics, **said})  # fmt: skip
+                        "active": info["id"] == active, "metrics": metrics, "usable": metrics is not None,
+                        "failed": _failure(run_dir) if metrics is None else None, **said})  # fmt: skip
         return out
 
     def use(self, adapter: str | None) -> JobInfo:
         if adapter is not None:
-            named(self.runs, adapter, "adapter")
+            run_dir = named(self.runs, adapter, "adapter")
+            if not (run_dir / "metrics.json").is_file():
+                why = _failure(run_dir)
+                raise BadInput(
+                    f"adapter '{adapter}' has no recall scores"
+                    + (f" (its measurement failed: {why})" if why else "")
+                    + "; measure its recall before retrieval uses it"
+                )
         title = f"retrieval → {adapter}" if adapter else "retrieval → base CLIP"
         return self.core.jobs.submit("retrieval", {"run": adapter}, title=title)
 
@@ -168,6 +202,26 @@ class TuningService(Tuning):
         info = out.get("retrieval")
         return {**out, "retrieval": {"name": info["name"], "scenario": info["scenario"], "id": info["id"]} if info
                 else None, "label": self.core.retrieval.label()}  # fmt: skip
+
+
+def _measured(run_dir: Path, measure) -> dict[str, Any]:
+    """`measure()`'s metrics; when it fails (not cancelled), the reason is kept beside the adapter for the list."""
+    try:
+        metrics = measure()
+    except Cancelled:
+        raise
+    except EngineError as exc:
+        (run_dir / FAILED).write_text(json.dumps({"reason": str(exc)}, ensure_ascii=False))
+        raise
+    (run_dir / FAILED).unlink(missing_ok=True)
+    return metrics
+
+
+def _failure(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / FAILED).read_text()).get("reason") or None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -66,6 +66,7 @@ LABEL_COLUMNS = ("label", "category", "class")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_CLEAN_FAILURES = 5  # the caption hook failed this often in a row: stop asking, keep the captions
 UNCERTAIN = "uncertain"  # the tagger's word for a low-confidence attribute (engine.catalog.tagging.UNCERTAIN)
+MIN_HELD_OUT = 2  # recall ranks each held-out pair among the others: a held-out split needs at least two
 
 
 @dataclass
@@ -407,6 +408,30 @@ def _counts(n: int, fractions: tuple[float, ...]) -> list[int]:
     return counts
 
 
+def min_pairs(fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> int:
+    """The fewest pairs whose split gives each held-out split with a share (val, test) `MIN_HELD_OUT` pairs."""
+    held = [i for i in (1, 2) if fractions[i] > 0]
+    n = 1
+    while held and n < 100_000 and any(_counts(n, tuple(fractions))[i] < MIN_HELD_OUT for i in held):
+        n += 1
+    return n
+
+
+def check_enough(n: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, fix: str | None = None) -> None:
+    """Refuse, in one line, pairs too few for recall to be measured on the held-out splits (training would run,
+    then fail at its measurement and leave an adapter without scores)."""
+    need = min_pairs(fractions)
+    if n < need:
+        held = " and ".join(w for w, f in zip(("validation", "test"), fractions[1:], strict=True) if f > 0)
+        pairs = "1 usable pair is" if n == 1 else f"{n} usable pairs are"
+        raise BadInput(
+            f"{pairs} too few: recall is measured on held-out pairs, at least {MIN_HELD_OUT} in "
+            f"{'each of the ' + held + ' splits' if ' and ' in held else 'the ' + held + ' split'}, which takes at "
+            f"least {need} pairs ({need - n} more)",
+            fix=fix,
+        )
+
+
 def split_pairs(
     pairs: list[Pair], fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, seed: int = 0, mini_train: int = 1000
 ) -> dict[str, list[Pair]]:
@@ -632,6 +657,7 @@ def prepare(
     if not pairs:
         reasons = "; ".join(f"{d.name}: {d.reason}" for d in dropped[:3])
         raise BadInput(f"no readable image–caption pairs ({len(dropped)} dropped{': ' + reasons if reasons else ''})")
+    check_enough(len(pairs), fractions)
     splits = split_pairs(pairs, fractions, seed, mini_train)
     result = write_shards(splits, out, shard_size, max_side, max_pixels, max_bytes, overwrite, on_progress, on_shard)
     plan = result["plan"]

@@ -499,3 +499,20 @@ def test_missing_model_folder(tmp_path: Path) -> None:
         backend.complete(extraction_messages("x"))
     msg = str(info.value)
     assert "no-such-model" in msg and "--llm" in msg and "\n" not in msg
+
+
+def test_the_local_llm_counts_only_where_its_real_weights_are(tmp_path):
+    """The Catalog defaults to the local LLM only where it can answer: never the tiny profile's random weights, and
+    only with the weights on the engine (a folder, or the hub cache); nothing loads to find out."""
+    from engine.catalog.models import local_llm_ready
+    from engine.settings import Settings
+
+    folder = tmp_path / "Phi-3-mini-4k-instruct"
+    assert not local_llm_ready(Settings(profile="tiny", data_dir=tmp_path))
+    assert not local_llm_ready(Settings(data_dir=tmp_path, llm_model=str(folder)))  # not there
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert not local_llm_ready(Settings(data_dir=tmp_path, llm_model=str(folder)))  # no weights
+    (folder / "model.safetensors").write_bytes(b"")
+    assert local_llm_ready(Settings(data_dir=tmp_path, llm_model=str(folder)))
+    assert not local_llm_ready(Settings(data_dir=tmp_path, llm_model="nobody/no-such-model-here"))  # not cached

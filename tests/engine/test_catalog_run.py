@@ -126,9 +126,13 @@ def test_a_sheet_with_umlauts_and_a_broken_row(fresh_engine, llm, tmp_path):
     scores = [float(r["clip_score"]) for r in table if r["status"] == "done"]
     assert summary["clip_score"] == pytest.approx(aggregate(scores))
     assert summary["clip_model"].endswith("clip-vit-base-patch32")  # the tiny profile's CLIP stands in for ViT-L/14
-    assert (
-        "CLIP score (prompt fidelity, 0–100) with" in (out / "report.md").read_text()
-        and "A-3: row 4" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "CLIP score (prompt fidelity, 0–100) with clip-vit-base-patch32:" in report and "A-3: row 4" in report
+    # a designer reads it: the sheet's name, no engine folders; the run id only in the closing technical note
+    assert report.startswith("# Catalog: produkte.xlsx\n") and "images/<id>.png" in report
+    assert str(Path(summary["clip_model"]).parent) not in report and str(tmp_path) not in report
+    assert report.count(summary["run_id"]) == 1 and report.rstrip().endswith(
+        f"Technical note: run {summary['run_id']}."
     )
     xlsx_rows = list(openpyxl.load_workbook(out / "results.xlsx").active.iter_rows(values_only=True))
     assert len(xlsx_rows) == 6 and xlsx_rows[2][5] == "Schwarze Lederjacke für Herren, Größe M"

@@ -15,7 +15,7 @@ import openpyxl
 import pytest
 
 from engine.catalog.prompts import DEFAULT_TEMPLATE, PromptTemplate
-from engine.catalog.sheets import guess_columns, items, read_sheet, safe_name
+from engine.catalog.sheets import guess_columns, guess_language, items, read_sheet, safe_name
 from engine.errors import BadInput, TooLarge
 from engine.tables import csv_bytes, xlsx_bytes
 
@@ -329,3 +329,20 @@ def test_empty_rows_are_counted_up_to_a_bound_and_sane_sheets_still_read():
             read_sheet(data, "p.csv")
         assert message in str(err.value) and "\n" not in str(err.value)
         assert time.perf_counter() - started < 3
+
+
+@pytest.mark.parametrize(
+    ("texts", "lang"),
+    [
+        ([r[1] for r in ROWS[1:]], "de"),  # umlauts, "mit", "aus", "für"; the empty row counts for nothing
+        (["A brass desk lamp with a green shade", "Walnut sideboard in oak veneer"], "en"),
+        (["Chaise en chêne avec assise en lin", "Lampe de bureau"], "fr"),
+        (["Sedia in legno di noce con seduta in lino"], "it"),
+        (["Silla de madera con asiento de lino para el comedor"], "es"),
+        (["Stoel van eikenhout met een linnen zitting"], "nl"),
+        (["Sofa", "Lamp", ""], "en"),  # nothing points anywhere: English, no translation
+        ([], "en"),
+    ],
+)
+def test_the_sheet_language_is_guessed_from_its_descriptions(texts, lang):
+    assert guess_language(texts) == lang

@@ -183,8 +183,12 @@ def test_tagging_table_gives_captions(tmp_path):
     assert by_name[names[0]].text == "Shirt 0. blue, long sleeve" and by_name[names[0]].label == "blue"
     assert by_name[names[1]].text == "Shirt 1. blue"  # the uncertain attribute is left out
     assert by_name[names[6]].text == "red, long sleeve"
-    result = prepare(tmp_path / "data", tagging=table, images=folder)
+    with pytest.raises(BadInput, match=r"^9 usable pairs are too few: .* at least 17 pairs \(8 more\)$"):
+        prepare(tmp_path / "data", tagging=table, images=folder)  # 80/10/10 would hold out 1 + 1: no recall
+    assert not (tmp_path / "data" / "manifest.json").exists()
+    result = prepare(tmp_path / "data", tagging=table, images=folder, fractions=(0.6, 0.2, 0.2))
     assert result["samples"] == 9 and result["sources"] == {"tagging": 9}
+    assert (result["splits"]["val"]["samples"], result["splits"]["test"]["samples"]) == (2, 2)
     with pytest.raises(BadInput, match="not a tagging table"):
         pairs_from_tagging(make_shapes(tmp_path / "other", per_class=1), folder)
 
