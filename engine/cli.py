@@ -1,4 +1,6 @@
-"""`python -m engine`: generate, manage styles, build the tiny profile. JSON on stdout, one-line errors."""
+"""`python -m engine`: generate, manage styles, build the tiny profile. A command that lists things prints a table
+(JSON with --json); the others print one JSON line. Errors are one line on stderr: exit 2 when the user can fix
+them (the input, or weights missing on this machine), 1 otherwise."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import BadInput, EngineError
+from .errors import BadInput, EngineError, ModelUnavailable
 from .model_files import CONTROLS
 from .progress import ProgressBar
 from .render.modes import MODES
@@ -27,23 +29,30 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--profile", choices=["default", "tiny"], help="model profile (overrides the settings)")
-    common.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
-    common.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
-    common.add_argument(
+    # Each command takes the options that mean something to it: `verbose` everywhere, `local` where this process may
+    # run the engine, `remote` where the engine may instead be the one served at --remote.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+    local = argparse.ArgumentParser(add_help=False, parents=[verbose])
+    local.add_argument("--profile", choices=["default", "tiny"], help="model profile (overrides the settings)")
+    local.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
+    local.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    local.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],
         help="precision (overrides DESIGN_STUDIO_DTYPE); auto: fp16 on a GPU, bf16 on a CPU with bf16 units, else fp32",
     )
-    common.add_argument("--remote", metavar="URL", help="use the engine served at URL (`python -m engine serve`)")
-    common.add_argument("--token", help="the remote engine's token (or DESIGN_STUDIO_API_TOKEN)")
-    common.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks) to stderr")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--remote", metavar="URL", help="use the engine served at URL (`python -m engine serve`)")
+    remote.add_argument("--token", help="the remote engine's token (or DESIGN_STUDIO_API_TOKEN)")
+    common = [local, remote]
+    listing = argparse.ArgumentParser(add_help=False)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = _Parser(prog="python -m engine", description="Generative Design Studio engine", parents=[common])
+    p = _Parser(prog="python -m engine", description="Generative Design Studio engine")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    g = sub.add_parser("generate", parents=[common], help="sketch + prompt → image(s)")
+    g = sub.add_parser("generate", parents=common, help="sketch + prompt → image(s)")
     _generation_args(g)
     g.add_argument("--steps", type=int, help="default: the mode's (quality 20, fast 4, live 2)")
     g.add_argument("--structure", type=float, default=1.5, help="ControlNet scale")
@@ -79,43 +88,43 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--hires", type=float, default=1.0, help="hires fix: upscale 1.5–2× and refine (1: off)")
     g.add_argument("--hires-strength", type=float, default=0.35, help="the hires fix's refine strength")
 
-    sg = sub.add_parser("segment", parents=[common], help="SAM2: the object at a point or in a box → mask + polygon")
+    sg = sub.add_parser("segment", parents=common, help="SAM2: the object at a point or in a box → mask + polygon")
     sg.add_argument("image", type=Path)
     sg.add_argument("--point", action="append", default=[], metavar="X,Y", help="inside the object (repeatable)")
     sg.add_argument("--negative-point", action="append", default=[], metavar="X,Y", help="outside it (repeatable)")
     sg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object")
     sg.add_argument("--out", type=Path, help="write the mask here (.png, white inside)")
 
-    w = sub.add_parser("sweep", parents=[common], help="one sketch + prompt over a grid of settings")
+    w = sub.add_parser("sweep", parents=common, help="one sketch + prompt over a grid of settings")
     _generation_args(w)
     w.add_argument("--structure", default="0.5,1.0,1.5", help="structure strengths, comma-separated")
     w.add_argument("--style-strength", default="0.2,0.6,1.0", help="style strengths, comma-separated")
     w.add_argument("--steps", default="20", help="step counts, comma-separated (optional third axis)")
     w.add_argument("--out", type=Path, help="put BATCH/contact.png, table.csv, sweep.json here (default: .)")
 
-    s = sub.add_parser("styles", parents=[common], help="the style library")
+    s = sub.add_parser("styles", help="the style library")
     ssub = s.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    ls = ssub.add_parser("list", parents=[common])
+    ls = ssub.add_parser("list", parents=[*common, listing], help="the styles, as a table (--json: JSON)")
     ls.add_argument("--all", action="store_true", help="include hidden styles")
-    add = ssub.add_parser("add", parents=[common])
+    add = ssub.add_parser("add", parents=common)
     add.add_argument("image", type=Path)
     add.add_argument("--name", required=True)
     add.add_argument("--description", default="")
     add.add_argument("--tags", default="", help="comma-separated")
     for verb in ("remove", "hide", "unhide"):
-        ssub.add_parser(verb, parents=[common]).add_argument("name")
-    se = ssub.add_parser("search", parents=[common])
+        ssub.add_parser(verb, parents=common).add_argument("name")
+    se = ssub.add_parser("search", parents=[*common, listing], help="styles like words or a picture")
     se.add_argument("text", nargs="?")
     se.add_argument("--image", type=Path)
     se.add_argument("-k", type=int, default=3)
 
-    me = sub.add_parser("metrics", parents=[common], help="measure past runs again")
+    me = sub.add_parser("metrics", parents=common, help="measure past runs again")
     me.add_argument("--run", action="append", help="a run id (repeatable); all runs when absent")
 
-    c = sub.add_parser("catalog", parents=[common], help="product sheets → photos, attributes and scores")
+    c = sub.add_parser("catalog", help="product sheets → photos, attributes and scores")
     csub = c.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    for action in ("run", "preview"):
-        ca = csub.add_parser(action, parents=[common])
+    for action, parents in (("run", common), ("preview", [verbose, listing])):  # a preview only reads the sheet
+        ca = csub.add_parser(action, parents=parents)
         ca.add_argument("sheet", type=Path, help=".xlsx or .csv, the first row names the columns")
         ca.add_argument("--text-column", help="the description column (guessed when absent)")
         ca.add_argument("--id-column", help="the product id column (guessed; else row numbers)")
@@ -145,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", help="join this Ray cluster (`ray start --head`); default: a local one")
     run.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else 1)")
 
-    tg = csub.add_parser("tag", parents=[common], help="product photos → attributes, listings, a table")
+    tg = csub.add_parser("tag", parents=common, help="product photos → attributes, listings, a table")
     tg.add_argument("source", type=Path, help="a folder of images or a .zip")
     tg.add_argument("--out", type=Path, required=True, help="the table: .csv or .xlsx (the other is written beside)")
     tg.add_argument("--vocab", type=Path, help="a YAML vocabulary (default: the shipped apparel one)")
@@ -153,17 +162,18 @@ def _parser() -> argparse.ArgumentParser:
     tg.add_argument("--llm-model", default="local-model")
     tg.add_argument("--concurrency", type=int, default=4, help="listing requests at once")
     tg.add_argument("--retries", type=int, default=2)
-    si = csub.add_parser("similar", parents=[common], help="tagged products like a photo or like words")
+    si = csub.add_parser("similar", parents=[*common, listing], help="tagged products like a photo or like words")
     si.add_argument("text", nargs="?")
     si.add_argument("--image", type=Path)
     si.add_argument("-k", type=int, default=8)
 
-    tu = sub.add_parser("tune", parents=[common], help="tune retrieval (CLIP LoRA) on your own image–text pairs")
+    tu = sub.add_parser("tune", help="tune retrieval (CLIP LoRA) on your own image–text pairs")
     from .tune.cli import add_parsers as add_tune_parsers
 
-    add_tune_parsers(tu, common, _Parser)
+    add_tune_parsers(tu, local, _Parser)  # tune works on the data of this machine: never --remote
 
-    sv = sub.add_parser("serve", parents=[common], help="serve the engine over HTTP")
+    sv = sub.add_parser("serve", parents=[local], help="serve the engine over HTTP")
+    sv.add_argument("--token", help="the token clients must send (or DESIGN_STUDIO_API_TOKEN; generated when unset)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--ngrok", action="store_true", help="open a public tunnel (needs NGROK_AUTHTOKEN)")
@@ -171,7 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--ray-address", help="join this Ray cluster (`ray start --head`); default: a local one")
     sv.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else 1)")
 
-    t = sub.add_parser("prepare-tiny", parents=[common], help="build the tiny random-weight profile")
+    t = sub.add_parser("prepare-tiny", parents=[verbose], help="build the tiny random-weight profile")
+    t.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
+    t.add_argument("--profile", choices=["tiny"], help="accepted for symmetry: it always builds the tiny profile")
     t.add_argument("--force", action="store_true")
     return p
 
@@ -205,25 +217,34 @@ def _generation_args(p: argparse.ArgumentParser) -> None:
 def _settings(args):
     from .settings import Settings
 
-    overrides = {
-        k: v
-        for k, v in (
-            ("profile", args.profile),
-            ("data_dir", args.data_dir),
-            ("device", args.device),
-            ("dtype", getattr(args, "dtype", None)),
-        )
-        if v
-    }
+    overrides = {k: v for k in LOCAL_OPTIONS if (v := getattr(args, k, None))}
     return Settings(**overrides)
 
 
-def _engine(args, settings, **local):
-    """The engine the command talks to: the one served at --remote, or one in this process."""
-    if args.remote:
+LOCAL_OPTIONS = ("profile", "data_dir", "device", "dtype")  # they choose and shape an engine in this process
+
+
+def _engine(args, settings, renders: bool = False, **local):
+    """The engine the command talks to: the one served at --remote, or one in this process. One that `renders`
+    checks first, before the heavy imports, that the models every render needs are here or the hub answers."""
+    remote = getattr(args, "remote", None)
+    if remote:
+        given = [f"--{k.replace('_', '-')}" for k in LOCAL_OPTIONS if getattr(args, k, None)]
+        if given:
+            raise BadInput(
+                f"{', '.join(given)} {'sets' if len(given) == 1 else 'set'} up an engine in this process, not the one "
+                f"at --remote (it has its own settings)",
+                fix="leave out --remote, or the local options",
+            )
         from .remote import RemoteEngine
 
-        return RemoteEngine(args.remote, args.token or settings.api_token)
+        return RemoteEngine(remote, args.token or settings.api_token)
+    if getattr(args, "token", None):
+        raise BadInput("--token goes with --remote URL (the engine served there)")
+    if renders:
+        from .hub import check_render_models
+
+        check_render_models(settings)
     from .local import LocalEngine
 
     return LocalEngine(settings, adopt_jobs=False, **local)
@@ -390,7 +411,7 @@ def _sweep(args) -> dict:
     steps = parse_values(args.steps, "--steps", int)
     sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
     request = _request(args, sketch, steps=steps[0])
-    engine = _engine(args, settings)
+    engine = _engine(args, settings, renders=True)
     job = _follow(engine, engine.sweeps.start(request, structures, styles, steps))
     batch = job.result["batch"]
     sweep = engine.sweeps.get(batch)
@@ -410,7 +431,7 @@ def _generate(args) -> dict:
     sketch = read_bytes(args.sketch, limit) if args.sketch else None
     if args.out:
         _check_writable(args.out)
-    engine = _engine(args, settings)
+    engine = _engine(args, settings, renders=args.model == "sd15")
     request = _request(
         args,
         sketch,
@@ -465,13 +486,48 @@ def _style_dict(s) -> dict:
     return {"id": s.id, "name": s.name, "source": s.source, "hidden": s.hidden, "tags": s.tags}
 
 
-def _styles(args) -> dict | list:
+class Listing:
+    """What a list command found: a table for a person, and behind --json the same data as JSON (`data`, shaped as
+    the command always printed it)."""
+
+    def __init__(self, rows: list[dict], columns: dict[str, str], empty: str, data=None, intro: list[str] = ()):
+        self.rows, self.columns, self.empty = rows, columns, empty
+        self.data = rows if data is None else data
+        self.intro = list(intro)
+
+    def table(self) -> str:
+        """A header and one row per item, each column as wide as its widest cell."""
+        if not self.rows:
+            return "\n".join([*self.intro, self.empty])
+        cells = [list(self.columns.values())] + [[_cell(r.get(k)) for k in self.columns] for r in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+        return "\n".join([*self.intro, *lines])
+
+
+def _cell(value) -> str:
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "yes"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return " ".join(str(value).split())  # one line per row, whatever the text holds
+
+
+def _styles(args) -> dict | list | Listing:
     from .images import read_bytes
 
     settings = _settings(args)
     styles = _engine(args, settings).styles
     if args.action == "list":
-        return [_style_dict(s) for s in styles.list(include_hidden=args.all)]
+        found = [_style_dict(s) for s in styles.list(include_hidden=args.all)]
+        columns = {"name": "NAME", "source": "SOURCE", "tags": "TAGS"}
+        if args.all:
+            columns["hidden"] = "HIDDEN"
+        return Listing(found, {**columns, "id": "ID"}, "no styles in the library")
     if args.action == "add":
         tags = [t for t in args.tags.split(",") if t.strip()]
         data = read_bytes(args.image, settings.max_upload_bytes)
@@ -481,7 +537,10 @@ def _styles(args) -> dict | list:
     if args.action in ("hide", "unhide"):
         return _style_dict(styles.hide(args.name, args.action == "hide"))
     image = read_bytes(args.image, settings.max_upload_bytes) if args.image else None
-    return [s.as_dict() for s in styles.search(text=args.text, image=image, k=args.k)]
+    hits = [s.as_dict() for s in styles.search(text=args.text, image=image, k=args.k)]
+    ranked = [{"rank": i, **h} for i, h in enumerate(hits, 1)]
+    return Listing(ranked, {"rank": "#", "name": "NAME", "score": "SCORE", "source": "SOURCE", "id": "ID"},
+                   "no styles found", data=hits)  # fmt: skip
 
 
 def _prepare_tiny(args) -> dict:
@@ -574,6 +633,24 @@ def _catalog_tag(args, settings) -> dict:
 def _catalog(args) -> dict:
     from .catalog.sheets import items, load_sheet
 
+    if args.action == "preview":  # the sheet alone: no engine, no settings
+        sheet = load_sheet(args.sheet)
+        columns = _catalog_columns(args, sheet)
+        rows = items(sheet, columns["text_column"], columns["id_column"], columns["name_column"],
+                     columns["category_column"])[: args.limit or 5]  # fmt: skip
+        preview = [{"row": r.row, "id": r.id, "text": r.text, "error": r.error} for r in rows]
+        mapping = ", ".join(f"{k.removesuffix('_column')}: {v}" for k, v in columns.items() if v)
+        data = {"sheet": sheet.name, "columns": sheet.columns, "mapping": columns, "rows": len(sheet.rows),
+                "preview": preview}  # fmt: skip
+        intro = [f"{sheet.name}: {len(sheet.rows)} rows; columns {', '.join(sheet.columns)}", f"using {mapping}", ""]
+        shown = [{**r, "text": _clip(r["text"], 70)} for r in preview]
+        headers = {
+            "row": "ROW",
+            "id": "ID",
+            "text": "TEXT",
+            **({"error": "PROBLEM"} if any(r.error for r in rows) else {}),
+        }
+        return Listing(shown, headers, "no rows", data, intro)
     settings = _settings(args)
     if args.action == "tag":
         return _catalog_tag(args, settings)
@@ -581,19 +658,14 @@ def _catalog(args) -> dict:
         from .images import read_bytes
 
         image = read_bytes(args.image, settings.max_upload_bytes) if args.image else None
-        return {"results": _engine(args, settings).catalog.similar(image=image, text=args.text, k=args.k)}
+        found = _engine(args, settings).catalog.similar(image=image, text=args.text, k=args.k)
+        shown = {"id", "name", "score", "thumbnail"}
+        rows = [{"rank": i, **f, "attributes": ", ".join(f"{k} {v}" for k, v in f.items() if k not in shown)}
+                for i, f in enumerate(found, 1)]  # fmt: skip
+        return Listing(rows, {"rank": "#", "name": "NAME", "score": "SCORE", "attributes": "ATTRIBUTES"},
+                       "no similar products", data={"results": found})  # fmt: skip
     sheet = load_sheet(args.sheet)
     columns = _catalog_columns(args, sheet)
-    if args.action == "preview":
-        rows = items(sheet, columns["text_column"], columns["id_column"], columns["name_column"],
-                     columns["category_column"])[: args.limit or 5]  # fmt: skip
-        return {
-            "sheet": sheet.name,
-            "columns": sheet.columns,
-            "mapping": columns,
-            "rows": len(sheet.rows),
-            "preview": [{"row": r.row, "id": r.id, "text": r.text, "error": r.error} for r in rows],
-        }
     from .catalog.options import CatalogOptions
     from .catalog.prompts import DEFAULT_TEMPLATE
     from .render.capabilities import rules
@@ -627,6 +699,11 @@ def _catalog(args) -> dict:
             if row["status"] == "done":
                 _write(args.out / row["image"], engine.catalog.image(run, row["id"]))
     return {"run": run, "folder": str(args.out) if args.out else None, "executor": args.executor, **found["summary"]}
+
+
+def _clip(text: str | None, width: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _tune(args) -> dict:
@@ -678,11 +755,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         out = handlers[args.command](args)
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (BadInput, ModelUnavailable) as exc:  # the user can fix it: the input, or the weights on this machine
+        print(f"error: {exc.line('cli')}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.line('cli')}", file=sys.stderr)
         return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
@@ -692,5 +769,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)", file=sys.stderr)
         return EXIT_INTERNAL
-    print(json.dumps(out))
+    if isinstance(out, Listing):
+        print(json.dumps(out.data) if args.json else out.table())
+    else:
+        print(json.dumps(out))
     return EXIT_OK

@@ -6,13 +6,24 @@ from __future__ import annotations
 class EngineError(Exception):
     """Base of every error the UI, CLI and server show as one line (never a traceback)."""
 
-    def __init__(self, message: str, fix: str | None = None):
+    def __init__(self, message: str, fix: str | None = None, fixes: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.fix = fix
+        # The fix in the words of one entry point where they differ ("app": started with `make run`, "cli": flags)
+        self.fixes = dict(fixes or {})
+
+    def fix_for(self, entry: str) -> str | None:
+        """The fix as `entry` ("app", "cli") says it: its own words where the error has them, else the general one."""
+        return self.fixes.get(entry, self.fix)
+
+    def line(self, entry: str | None = None) -> str:
+        """The one line to show: the message and, in brackets, the fix for `entry`."""
+        fix = self.fix_for(entry) if entry else self.fix
+        return f"{self.message} ({fix})" if fix else self.message
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.fix})" if self.fix else self.message
+        return self.line()
 
 
 class BadInput(EngineError):

@@ -10,6 +10,7 @@ from . import precision
 from .api import Capabilities, Engine
 from .catalog.models import local_llm_ready
 from .history import History
+from .hub import check_render_models, hub_online
 from .jobs import JobRunner
 from .models import ModelStore
 from .render.executors import LocalExecutor
@@ -99,13 +100,18 @@ class LocalEngine(Engine):
         if self._catalog_models is None:
             from .catalog.models import CatalogModels
 
+            if self.settings.profile != "tiny":
+                hub_online()  # offline, its loads read the cache at once instead of retrying the hub
+
             clip = self.retrieval.library.embeddings if self.retrieval.loaded else None
             self._catalog_models = CatalogModels(self.settings, self.models.device, self.models.dtype, clip)
         return self._catalog_models
 
     def load(self, freeze: bool = False) -> None:
         """Load the models every render needs now (the UI and the server warm up with this). With `freeze`, the
-        loaded objects leave the garbage collector's full passes: they live as long as the process."""
+        loaded objects leave the garbage collector's full passes: they live as long as the process. Offline, the
+        models the cache lacks are named at once (engine/hub.py)."""
+        check_render_models(self.settings)
         _ = self.retrieval.library
         if isinstance(self.executor, LocalExecutor):
             self.executor.generator("sd15")

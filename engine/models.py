@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from .errors import ModelUnavailable
-from .hub import PICKLE_SUFFIXES, quiet_libraries, safetensors_kw, unavailable
+from .hub import PICKLE_SUFFIXES, hub_online, quiet_libraries, require, safetensors_kw, unavailable
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,13 +20,15 @@ def load_pipeline(settings: Settings, device: str, dtype):
 
     ids = settings.models()
     kw = {"dtype": dtype, **safetensors_kw(settings)}
+    offline = require(ids.controlnet, "DESIGN_STUDIO_CONTROLNET_MODEL", settings)
+    base_offline = require(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings)
     try:
-        controlnet = ControlNetModel.from_pretrained(ids.controlnet, **kw)
+        controlnet = ControlNetModel.from_pretrained(ids.controlnet, **kw, **offline)
     except (OSError, ValueError) as exc:
         raise unavailable(ids.controlnet, "DESIGN_STUDIO_CONTROLNET_MODEL", settings, exc) from None
     try:
         pipe = StableDiffusionControlNetPipeline.from_pretrained(
-            ids.base, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **kw
+            ids.base, controlnet=controlnet, safety_checker=None, requires_safety_checker=False, **kw, **base_offline
         )
     except (OSError, ValueError) as exc:
         raise unavailable(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings, exc) from None
@@ -45,12 +47,14 @@ def add_ip_adapter(pipe, settings: Settings) -> None:
             f"IP-Adapter weight '{ids.ip_adapter_weight}' is a pickled checkpoint, which can run code when loaded",
             fix="use ip-adapter_sd15.safetensors, or set DESIGN_STUDIO_ALLOW_PICKLE=true if you trust the file",
         )
+    offline = require(ids.ip_adapter, "DESIGN_STUDIO_IP_ADAPTER_MODEL", settings)
     try:
         pipe.load_ip_adapter(
             ids.ip_adapter,
             subfolder=ids.ip_adapter_subfolder,
             weight_name=ids.ip_adapter_weight,
             image_encoder_folder=ids.ip_adapter_image_encoder,
+            **offline,
         )
     except (OSError, ValueError) as exc:
         raise unavailable(ids.ip_adapter, "DESIGN_STUDIO_IP_ADAPTER_MODEL", settings, exc) from None
@@ -71,9 +75,10 @@ def load_checkpoint(settings: Settings, checkpoint: str, default, device: str, d
             checkpoint, ids.base, default.controlnet, dtype=dtype, allow_pickle=settings.allow_pickle
         )
     else:
+        offline = require(checkpoint, "the checkpoint name", settings)
         try:
             pipe = StableDiffusionControlNetPipeline.from_pretrained(
-                checkpoint, dtype=dtype, **shared, **safetensors_kw(settings)
+                checkpoint, dtype=dtype, **shared, **safetensors_kw(settings), **offline
             )
         except (OSError, ValueError) as exc:
             raise unavailable(checkpoint, "the checkpoint name", settings, exc) from None
@@ -89,8 +94,9 @@ def load_controlnet(settings: Settings, control: str, device: str, dtype):
     from diffusers import ControlNetModel
 
     model_id = settings.models().controlnet_for(control)
+    offline = require(model_id, f"DESIGN_STUDIO_CONTROLNET_{control.upper()}", settings)
     try:
-        controlnet = ControlNetModel.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings))
+        controlnet = ControlNetModel.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings), **offline)
     except (OSError, ValueError) as exc:
         raise unavailable(model_id, f"DESIGN_STUDIO_CONTROLNET_{control.upper()}", settings, exc) from None
     return controlnet.to(device).eval()
@@ -105,8 +111,9 @@ def load_fast_lora(pipe, settings: Settings, adapter: str) -> None:
             f"LoRA weight '{ids.fast_lora_weight}' is a pickled checkpoint, which can run code when loaded",
             fix="use its .safetensors file, or set DESIGN_STUDIO_ALLOW_PICKLE=true if you trust the file",
         )
+    offline = require(ids.fast_lora, "DESIGN_STUDIO_FAST_LORA", settings)
     try:
-        pipe.load_lora_weights(ids.fast_lora, weight_name=ids.fast_lora_weight, adapter_name=adapter)
+        pipe.load_lora_weights(ids.fast_lora, weight_name=ids.fast_lora_weight, adapter_name=adapter, **offline)
     except (OSError, ValueError) as exc:
         raise unavailable(ids.fast_lora, "DESIGN_STUDIO_FAST_LORA", settings, exc) from None
 
@@ -116,8 +123,9 @@ def load_taesd(settings: Settings, device: str, dtype):
     from diffusers import AutoencoderTiny
 
     model_id = settings.models().taesd
+    offline = require(model_id, "DESIGN_STUDIO_TAESD_MODEL", settings)
     try:
-        vae = AutoencoderTiny.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings))
+        vae = AutoencoderTiny.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings), **offline)
     except (OSError, ValueError) as exc:
         raise unavailable(model_id, "DESIGN_STUDIO_TAESD_MODEL", settings, exc) from None
     return vae.to(device).eval()
@@ -128,9 +136,10 @@ def load_clip(settings: Settings, device: str, model_id: str | None = None, sett
     from transformers import CLIPModel, CLIPProcessor
 
     model_id = model_id or settings.models().clip
+    offline = require(model_id, setting, settings)
     try:
-        model = CLIPModel.from_pretrained(model_id, **safetensors_kw(settings))
-        processor = CLIPProcessor.from_pretrained(model_id)
+        model = CLIPModel.from_pretrained(model_id, **safetensors_kw(settings), **offline)
+        processor = CLIPProcessor.from_pretrained(model_id, **offline)
     except (OSError, ValueError) as exc:
         raise unavailable(model_id, setting, settings, exc) from None
     return model.to(device).eval(), processor
@@ -141,6 +150,7 @@ def load_segmenter(settings: Settings, device: str, dtype):
     from .regions import load_sam2
 
     model_id = settings.models().sam2
+    require(model_id, "DESIGN_STUDIO_SAM2_MODEL", settings)
     try:
         return load_sam2(model_id, device, dtype, safetensors_kw(settings)["use_safetensors"])
     except (OSError, ValueError) as exc:
@@ -266,6 +276,9 @@ class ModelStore:
             if self._flux is None:
                 self._ensure_tiny()
                 model, lora = self.settings.flux_paths()
+                require(model, "DESIGN_STUDIO_FLUX_MODEL", self.settings)
+                if lora and self.settings.profile != "tiny":
+                    hub_online()  # decided before the LoRA's hub id is looked up
                 self._flux = load_flux(model, lora, self.device, self.dtype, self.settings.allow_pickle, self.settings)
             return self._flux
 

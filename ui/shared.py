@@ -76,11 +76,19 @@ FIELD_TO_PARAM: dict[str, str] = {
 @st.cache_resource(show_spinner="Loading models…")
 def get_engine() -> Engine:
     """The local engine, loaded once per process and shared by every session."""
-    from engine.local import LocalEngine
+    from engine.hub import check_render_models
     from engine.settings import Settings
 
-    engine = LocalEngine(Settings())
-    engine.load(freeze=True)
+    settings = Settings()
+    check_render_models(settings)  # offline without the weights: said at once, before the heavy imports
+    from engine.local import LocalEngine
+
+    engine = LocalEngine(settings)
+    try:
+        engine.load(freeze=True)
+    except BaseException:
+        engine.close()  # not cached: the next page load tries again (after a download, say), without this one's threads
+        raise
     return engine
 
 
@@ -143,8 +151,8 @@ def engine_or_stop() -> Engine:
         found = engine.capabilities()
     except EngineError as exc:
         st.error(f"**The engine could not start.** {exc.message}")
-        if exc.fix:
-            st.info(f"How to fix: {exc.fix}")
+        if exc.fix_for("app"):
+            st.info(f"How to fix: {exc.fix_for('app')}")
         st.stop()
     st.session_state["capabilities"] = found
     _status(found)

@@ -66,14 +66,15 @@ def test_tag_a_folder_into_a_table_with_listings(photos, server, tmp_path, tiny_
     assert book.max_row == 4 and book.cell(1, 1).value == "image"
 
     # similar products: a photo ranks itself first; words give a ranked list
-    code = main(["catalog", "similar", "--image", str(photos / "red.jpg"), "-k", "3", *base(data)])
+    code = main(["catalog", "similar", "--image", str(photos / "red.jpg"), "-k", "3", "--json", *base(data)])
     found = json.loads(capsys.readouterr().out)["results"]
     assert code == 0 and found[0]["name"] == "red.jpg" and found[0]["score"] == pytest.approx(1.0, abs=1e-3)
     picture = make_engine(data).catalog.product_image(found[0]["thumbnail"])  # a photo to show, even from a zip
     assert picture[:2] == b"\xff\xd8"
     assert [f["score"] for f in found] == sorted((f["score"] for f in found), reverse=True)
-    code = main(["catalog", "similar", "a blue top", *base(data)])
-    assert code == 0 and len(json.loads(capsys.readouterr().out)["results"]) == 3
+    code = main(["catalog", "similar", "a blue top", *base(data)])  # a person reads a table: header + one row each
+    header, *rows = capsys.readouterr().out.rstrip("\n").split("\n")
+    assert code == 0 and header.split()[:3] == ["#", "NAME", "SCORE"] and len(rows) == 3
 
 
 def test_a_vocabulary_edit_changes_the_columns_and_bad_input_is_one_line(photos, tmp_path, tiny_models, capsys):

@@ -1,4 +1,5 @@
-"""`python -m engine` as a user types it: JSON on success, exit 2 and one line on bad input."""
+"""`python -m engine` as a user types it: JSON on success (a table for a list, JSON behind --json), exit 2 and one line
+on bad input."""
 
 from __future__ import annotations
 
@@ -109,23 +110,83 @@ def test_missing_sketch_file_and_bad_option_exit_2(capsys, data_dir, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "invalid int value" in err
 
 
+def columns(line: str, header: str) -> list[str]:
+    """A table row cut where the header's columns start."""
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or header[i - 1] == " ")]
+    return [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+
+
 def test_styles_commands(capsys, data_dir, tmp_path):
     base = ["--profile", "tiny", "--data-dir", str(data_dir)]
     swatch = tmp_path / "swatch.png"
     Image.new("RGB", (64, 64), (240, 200, 10)).save(swatch)
     code, out, _ = run_cli(capsys, "styles", "add", str(swatch), "--name", "Mustard", "--tags", "yellow,warm", *base)
     assert code == 0 and json.loads(out)["name"] == "Mustard"
+    code, out, _ = run_cli(capsys, "styles", "list", "--json", *base)
+    listed = json.loads(out)
+    assert "Mustard" in [s["name"] for s in listed]
+
+    # a person gets a table: a header, then one aligned row per style
     code, out, _ = run_cli(capsys, "styles", "list", *base)
-    assert "Mustard" in [s["name"] for s in json.loads(out)]
-    code, out, _ = run_cli(capsys, "styles", "search", "--image", str(swatch), "-k", "2", *base)
+    header, *rows = out.rstrip("\n").split("\n")
+    assert code == 0 and header.split() == ["NAME", "SOURCE", "TAGS", "ID"]
+    assert len(rows) == len(listed)
+    by_name = {columns(r, header)[0]: columns(r, header) for r in rows}
+    assert by_name["Mustard"] == ["Mustard", "user", "yellow, warm", next(s["id"] for s in listed
+                                                                         if s["name"] == "Mustard")]  # fmt: skip
+    assert all(columns(r, header)[3] for r in rows)  # every id sits in the ID column
+
+    code, out, _ = run_cli(capsys, "styles", "search", "--image", str(swatch), "-k", "2", "--json", *base)
     hits = json.loads(out)
     assert hits[0]["name"] == "Mustard" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     code, out, _ = run_cli(capsys, "styles", "search", "warm yellow", *base)
-    assert code == 0 and len(json.loads(out)) == 3
+    header, *rows = out.rstrip("\n").split("\n")
+    assert code == 0 and header.split() == ["#", "NAME", "SCORE", "SOURCE", "ID"] and len(rows) == 3
+    assert [columns(r, header)[0] for r in rows] == ["1", "2", "3"]
     code, out, _ = run_cli(capsys, "styles", "remove", "Mustard", *base)
     assert code == 0
     code, _, err = run_cli(capsys, "styles", "remove", "Mustard", *base)
     assert code == 2 and "unknown style 'Mustard'" in err
+
+
+def test_catalog_preview_is_a_table_of_the_first_rows(capsys, tmp_path):
+    sheet = tmp_path / "products.csv"
+    sheet.write_text("sku,Beschreibung\nA-1,Ein roter Stuhl aus Eiche\nB-22,Ein blaues Sofa\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "catalog", "preview", str(sheet))
+    lines = out.rstrip("\n").split("\n")
+    header = next(line for line in lines if line.startswith("ROW"))
+    rows = lines[lines.index(header) + 1 :]
+    assert code == 0 and header.split() == ["ROW", "ID", "TEXT"]
+    assert [columns(r, header)[1:3] for r in rows] == [
+        ["A-1", "Ein roter Stuhl aus Eiche"],
+        ["B-22", "Ein blaues Sofa"],
+    ]
+    code, out, _ = run_cli(capsys, "catalog", "preview", str(sheet), "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)["preview"]] == ["A-1", "B-22"]
+
+
+@pytest.mark.parametrize(
+    ("command", "absent"),
+    [
+        (["serve"], ["--remote"]),  # serve runs the engine in this process
+        (["prepare-tiny"], ["--remote", "--token", "--device", "--dtype"]),  # it only writes files
+        (["catalog", "preview", "x.csv"], ["--remote", "--profile", "--device"]),  # it only reads the sheet
+        (["tune", "train", "d", "--out", "r"], ["--remote"]),  # tuning works on this machine's data
+    ],
+)
+def test_each_command_offers_only_the_options_it_uses(capsys, command, absent):
+    code, out, _ = run_cli(capsys, *command, "--help")
+    assert code == 0
+    assert not [a for a in absent if a in out], out
+    code, _, err = run_cli(capsys, *command, absent[0], "x")
+    assert code == 2 and err.count("\n") == 1 and "unrecognized arguments" in err
+
+
+def test_remote_and_local_options_do_not_mix(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "styles", "list", "--remote", "http://127.0.0.1:9", "--profile", "tiny")
+    assert code == 2 and err.count("\n") == 1 and "--profile sets up an engine in this process" in err
+    code, _, err = run_cli(capsys, "styles", "list", "--token", "secret", "--data-dir", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "--token goes with --remote" in err
 
 
 def test_real_process_bad_input_has_no_traceback(data_dir, files):
