@@ -19,6 +19,44 @@ METRICS: dict[str, str] = {
     "chamfer": "Chamfer distance (px)",
 }
 HIGHER_IS_BETTER = {"clip_score": True, "style_similarity": True, "edge_f1": True, "chamfer": False}
+# The words a table a person reads gives its columns; the rows, the CSV and the JSON keep the names on the left.
+COLUMN_NAMES: dict[str, str] = {
+    "set": "Run set",
+    "style": "Style",
+    "source": "Source",
+    "images": "Images",
+    "prompt": "Prompt",
+    "structure_strength": "Structure strength",
+    "style_strength": "Style strength",
+    "steps": "Steps",
+    "guidance": "Guidance",
+    "seed": "Seed",
+    "clip_score": "Prompt fidelity",
+    "style_similarity": "Style similarity",
+    "edge_f1": "Edge F1",
+    "chamfer": "Chamfer (px)",
+    "run_id": "Run",
+    "seconds": "Seconds",
+}
+STAT_NAMES = {
+    "mean": "mean",
+    "median": "median",
+    "std": "spread, SD",
+    "p10": "10th percentile",
+    "p90": "90th percentile",
+}
+
+
+def column_name(key: str) -> str:
+    """A table column as a person reads it: "clip_score" → "Prompt fidelity", "edge_f1_p90" → "Edge F1 (90th
+    percentile)"; a name it does not know, with spaces for its underscores."""
+    if key in COLUMN_NAMES:
+        return COLUMN_NAMES[key]
+    for metric in METRICS:
+        stat = key.removeprefix(f"{metric}_")
+        if stat != key and stat in STAT_NAMES:
+            return f"{COLUMN_NAMES[metric]} ({STAT_NAMES[stat]})"
+    return key.replace("_", " ").capitalize()
 
 
 def run_set(meta: dict[str, Any]) -> str:

@@ -179,17 +179,26 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def cell_lines(cell: SweepCell) -> list[str]:
+    """The two lines under a cell of the contact sheet. The strength axes say "style strength"; the score here says
+    "style similarity", so the two are never read as one. A number that was not measured (no sketch: no edge F1) is
+    left out, never drawn as a dash the sheet's font may not have."""
+    m = cell.metrics
+    first = [f"CLIP {m['clip_score']:.1f}"] if m.get("clip_score") is not None else []
+    if m.get("edge_f1") is not None:
+        first.append(f"edge F1 {m['edge_f1']:.2f}")
+    second = [f"style similarity {m['style_similarity']:.2f}"] if m.get("style_similarity") is not None else []
+    second.append(f"{cell.seconds:.1f}s")
+    return [" · ".join(first) or "not measured", " · ".join(second)]
 
 
 def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
     """Rows: structure strength; columns: style strength; one block per steps value. Under every cell its
-    CLIP score, style similarity and edge F1."""
+    CLIP score, edge F1 and style similarity (`cell_lines`)."""
     structures = list(dict.fromkeys(c.structure_strength for c in result.cells))
     styles = list(dict.fromkeys(c.style_strength for c in result.cells))
     steps = list(dict.fromkeys(c.steps for c in result.cells))
-    label_w, head_h, text_h, pad, block_h = 120, 28, 40, 8, 26
+    label_w, head_h, text_h, pad, block_h = 150, 28, 40, 8, 26
     title_h = 48
     cols, rows = len(styles), len(structures)
     width = label_w + cols * (cell_px + pad) + pad
@@ -199,17 +208,17 @@ def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
     draw = ImageDraw.Draw(sheet)
     big, small = _font(16), _font(12)
     draw.text((pad, 8), result.prompt[:110], fill="black", font=big)
-    draw.text((pad, 28), f"style: {result.style} · batch {result.batch}", fill="#555", font=small)
+    draw.text((pad, 28), f"style reference: {result.style} · {result.batch}", fill="#555", font=small)
     by_key = {(c.steps, c.structure_strength, c.style_strength): k for k, c in enumerate(result.cells)}
     y0 = title_h
     for n in steps:
         draw.text((pad, y0 + 4), f"{n} steps", fill="black", font=big)
         for j, sy in enumerate(styles):
             x = label_w + j * (cell_px + pad)
-            draw.text((x, y0 + block_h + 6), f"style {sy:g}", fill="black", font=small)
+            draw.text((x, y0 + block_h + 6), f"style strength {sy:g}", fill="black", font=small)
         for i, st in enumerate(structures):
             y = y0 + block_h + head_h + i * (cell_px + text_h + pad)
-            draw.text((pad, y + cell_px // 2 - 8), f"structure {st:g}", fill="black", font=small)
+            draw.text((pad, y + cell_px // 2 - 8), f"structure strength {st:g}", fill="black", font=small)
             for j, sy in enumerate(styles):
                 k = by_key.get((n, st, sy))
                 if k is None:
@@ -221,9 +230,7 @@ def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
                 if image is not None:
                     thumb = ImageOps.contain(image, (cell_px, cell_px))
                     sheet.paste(thumb, (x + (cell_px - thumb.width) // 2, y + (cell_px - thumb.height) // 2))
-                m = cell.metrics
-                line1 = f"CLIP {_fmt(m.get('clip_score'), 1)} · style {_fmt(m.get('style_similarity'), 2)}"
-                line2 = f"edge F1 {_fmt(m.get('edge_f1'), 2)} · {cell.seconds:.1f}s"
+                line1, line2 = cell_lines(cell)
                 draw.text((x, y + cell_px + 4), line1, fill="black", font=small)
                 draw.text((x, y + cell_px + 20), line2, fill="#333", font=small)
         y0 += block

@@ -46,6 +46,11 @@ def on_undo(contest_id: str) -> None:
     engine.arena.undo(contest_id)
 
 
+def count(n: int, word: str) -> str:
+    """ "1 pair", "4 pairs"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def describe(c: dict) -> str:
     return f"{c['a_set']}  vs  {c['b_set']} · {c['voted']}/{c['pairs']} voted · {c['created_at'][:10]}"
 
@@ -127,7 +132,8 @@ def show_side(col, side: dict) -> None:
 with st.expander("New comparison", expanded=not contests):
     sets = sorted(by_set, key=lambda s: max(r["created_at"] for r in by_set[s]), reverse=True)
     modes = ["Two run sets", "Two settings", "Retrieval: base vs tuned"]
-    mode = st.segmented_control("Compare", modes, key="arena_mode") or "Two run sets"
+    state.setdefault("arena_mode", modes[0])
+    mode = st.segmented_control("Compare", modes, key="arena_mode", required=True) or modes[0]
     if mode == "Retrieval: base vs tuned":
         retrieval_form()
     elif mode == "Two settings":
@@ -156,7 +162,9 @@ with st.expander("New comparison", expanded=not contests):
         a = c1.selectbox("Set A", sets, index=1, key="arena_a")
         b = c2.selectbox("Set B", sets, index=0, key="arena_b")
         shared = {match_key(r) for r in by_set[a]} & {match_key(r) for r in by_set[b]}
-        st.caption(f"{len(shared)} pairs share a sketch, prompt and seed.")
+        st.caption(
+            f"{count(len(shared), 'pair')} {'shares' if len(shared) == 1 else 'share'} a sketch, prompt and seed."
+        )
         st.button("Start voting", type="primary", on_click=on_create, args=(a, b), disabled=a == b or not shared)
     if state.get("arena_error"):
         st.error(state["arena_error"])
@@ -181,14 +189,16 @@ if not contests:
 ids = [c["id"] for c in contests]
 if state.get("arena_contest") not in ids:
     state["arena_contest"] = ids[0]
-contest_id = st.selectbox(
-    "Comparison", ids, format_func=lambda i: describe(next(c for c in contests if c["id"] == i)), key="arena_contest"
-)
+labels = {c["id"]: describe(c) for c in contests}
+# No widget key: the labels carry the vote counts, and a keyed select box goes on showing the text it had ("0/1
+# voted") after a vote. Without one, new counts make a new box, which shows them; the choice lives in arena_contest.
+contest_id = st.selectbox("Comparison", ids, index=ids.index(state["arena_contest"]), format_func=labels.get)
+state["arena_contest"] = contest_id
 contest = next(c for c in contests if c["id"] == contest_id)
 
 pair = engine.arena.next_pair(contest_id)
 if pair is None:
-    st.success(f"All {contest['pairs']} pairs voted.")
+    st.success("The pair is voted." if contest["pairs"] == 1 else f"All {contest['pairs']} pairs voted.")
 else:
     st.progress(contest["voted"] / contest["pairs"], text=f"Pair {contest['voted'] + 1} of {contest['pairs']}")
     st.markdown(f"**{md(pair['match_key'].split('|')[1])}**")
@@ -218,17 +228,27 @@ with st.expander("Results (names the sets)", expanded=pair is None):
         m[3].metric("p-value", f"{s['p_value']:.3g}" if s["p_value"] is not None else "–",
                     help="two-sided binomial test of A's wins against 50 %")  # fmt: skip
         st.caption(
-            f"A = {contest['a_set']} · B = {contest['b_set']} · {s['a_wins']} A, {s['b_wins']} B, {s['ties']} ties"
+            f"A = {md(contest['a_set'])} · B = {md(contest['b_set'])} · {s['a_wins']} A, {s['b_wins']} B,"
+            f" {count(s['ties'], 'tie')}"
         )
+        # only the numbers measured on both sides of a decisive vote (no sketch: no edge F1 to agree with)
         agreement = [
-            {"metric": METRICS[k], "pairs compared": v["compared"], "agrees with the votes": v["rate"]}
+            {"Metric": METRICS[k], "Pairs compared": v["compared"], "Agrees with the votes": v["rate"]}
             for k, v in s["agreement"].items()
+            if v["compared"]
         ]
-        st.dataframe(
-            pd.DataFrame(agreement),
-            hide_index=True,
-            column_config={
-                "agrees with the votes": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent")
-            },
-            key="agreement_table",
-        )
+        left_out = [METRICS[k] for k, v in s["agreement"].items() if not v["compared"]]
+        if agreement:
+            st.dataframe(
+                pd.DataFrame(agreement),
+                hide_index=True,
+                column_config={
+                    "Agrees with the votes": st.column_config.ProgressColumn(min_value=0, max_value=1, format="percent")
+                },
+                key="agreement_table",
+            )
+        if left_out:
+            st.caption(
+                f"Not compared: {', '.join(left_out)} (not measured on both images of a decisive vote"
+                + ("; ties are left out)." if s["ties"] else ").")
+            )

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from engine.errors import EngineError
-from engine.evaluation import METRICS, compare, filter_rows, summarize, to_csv
+from engine.evaluation import COLUMN_NAMES, METRICS, column_name, compare, filter_rows, summarize, to_csv
+from ui.gallery import image_name, short_id
 from ui.shared import data_uri, engine_or_stop, md, output_thumbs
 
 MAX_RUNS = 5000
+RUN_ID = re.compile(r"(frame-)?\d{8}-\d{6}-[0-9a-f]{8}")
+BY = {"set": "Run set", "style": "Style", "source": "Source"}  # what the summary can group by
+
+
+def set_name(name: str) -> str:
+    """A run set as a person reads it: a run that belongs to no batch is its own set, named by its short id."""
+    return short_id(name) if RUN_ID.fullmatch(name) else name
+
 
 engine = engine_or_stop()
 state = st.session_state
@@ -40,7 +51,7 @@ last_day = max(r["created_at"] for r in rows)[:10]
 
 with st.container(border=True):
     c1, c2, c3 = st.columns([3, 2, 2])
-    c1.multiselect("Run sets", all_sets, key="dash_sets", placeholder="All run sets")
+    c1.multiselect("Run sets", all_sets, key="dash_sets", placeholder="All run sets", format_func=set_name)
     c2.multiselect("Sources", sorted({r["source"] for r in rows}), key="dash_sources", placeholder="All sources")
     c3.multiselect("Styles", sorted({r["style"] for r in rows}), key="dash_styles", placeholder="All styles")
     c4, c5 = st.columns([3, 4])
@@ -66,7 +77,7 @@ def scope(picked: list[str]) -> str:
     batches = {s.split(" · ", 1)[0] for s in picked}
     if len(picked) > 1 and len(batches) == 1 and all(" · " in s for s in picked):
         return f"the {len(picked)} run sets of {md(next(iter(batches)))}"
-    named = ", ".join(md(s) for s in picked[:3]) + (f" and {len(picked) - 3} more" if len(picked) > 3 else "")
+    named = ", ".join(md(set_name(s)) for s in picked[:3]) + (f" and {len(picked) - 3} more" if len(picked) > 3 else "")
     return f"run set{'s' if len(picked) > 1 else ''} {named}"
 
 
@@ -86,6 +97,15 @@ if not shown:
     st.stop()
 
 df = pd.DataFrame(shown)
+# the page's names: a set's, and an image's ("…abcd1234 · 1"); the filters and the export keep the ids
+df["set_name"] = df["set"].map(set_name)
+df["name"] = [image_name(run, i) for run, i in zip(df["run_id"], df["index"], strict=True)]
+LABELS = {
+    **COLUMN_NAMES,
+    **METRICS,
+    "set_name": "Run set",
+    "name": "Run · image",
+}  # the charts' words for their columns
 cols = st.columns(4)
 cols[0].metric("Images", len(df))
 HEADLINE = {"clip_score": "{:.1f}", "style_similarity": "{:.2f}", "edge_f1": "{:.2f}"}
@@ -102,12 +122,12 @@ def tradeoff(df: pd.DataFrame, strength: str, metric: str, what: str, name: str,
         st.caption(f"**{what.capitalize()} strength → {name}**: no image here was {needs}, so there is no {name}.")
         return
     used = sorted(data[strength].dropna().unique())
-    common = dict(color="set", hover_data=["run_id", "prompt", "seed", strength], height=360)
+    common = dict(color="set_name", hover_data=["name", "prompt", "seed", strength], height=360, labels=LABELS)
     if len(used) > 1:
         fig = px.scatter(data, x=strength, y=metric, title=f"{what.capitalize()} strength → {name}", **common)
         fig.update_layout(xaxis_title=f"{what} strength")
     else:
-        fig = px.strip(data, x="set", y=metric, title=f"{name[0].upper()}{name[1:]} per run set", **common)
+        fig = px.strip(data, x="set_name", y=metric, title=f"{name[0].upper()}{name[1:]} per run set", **common)
         fig.update_layout(xaxis_title="")
         one = f"{used[0]:g}" if used else "unrecorded"
         st.caption(
@@ -123,14 +143,16 @@ overview, table_tab, compare_tab = st.tabs(["Charts", "Images", "Compare two set
 with overview:
     left, right = st.columns(2)
     fig = px.histogram(
-        df, x="clip_score", nbins=30, title="Prompt fidelity (CLIP score)", color_discrete_sequence=["#4c6ef5"]
-    )
+        df, x="clip_score", nbins=30, title="Prompt fidelity (CLIP score)", color_discrete_sequence=["#4c6ef5"],
+        labels=LABELS,
+    )  # fmt: skip
     fig.update_layout(xaxis_title="CLIP score", yaxis_title="images", height=340, margin=dict(t=50, b=10))
     left.plotly_chart(fig, key="chart_hist")
     box_metric = right.selectbox("Per style", list(METRICS), format_func=METRICS.get, key="dash_box_metric")
     fig = px.box(
-        df.dropna(subset=[box_metric]), x="style", y=box_metric, points="all", title=f"{METRICS[box_metric]} per style"
-    )
+        df.dropna(subset=[box_metric]), x="style", y=box_metric, points="all", title=f"{METRICS[box_metric]} per style",
+        hover_data=["name", "prompt"], labels=LABELS,
+    )  # fmt: skip
     fig.update_layout(xaxis_title="", yaxis_title=METRICS[box_metric], height=340, margin=dict(t=50, b=10))
     right.plotly_chart(fig, key="chart_box")
     left, right = st.columns(2)
@@ -139,8 +161,14 @@ with overview:
     with right:
         tradeoff(df, "style_strength", "style_similarity", "style", "style similarity", "rendered with a style",
                  "chart_style")  # fmt: skip
-    by = st.segmented_control("Summary by", ["set", "style", "source"], key="dash_by") or "set"
-    st.dataframe(pd.DataFrame(summarize(shown, by)), hide_index=True, key="summary_table")
+    state.setdefault("dash_by", "set")
+    by = st.segmented_control("Summary by", list(BY), format_func=BY.get, key="dash_by", required=True) or "set"
+    summary = pd.DataFrame(summarize(shown, by)).dropna(axis="columns", how="all")  # a number nothing measured
+    if by == "set":
+        summary["set"] = summary["set"].map(set_name)
+    st.dataframe(summary.rename(columns=column_name), hide_index=True, key="summary_table", placeholder="–")
+    if unmeasured := [METRICS[m] for m in METRICS if df[m].isna().all()]:
+        st.caption(f"Not measured on any image here: {', '.join(unmeasured)} (they need a sketch or a style).")
 
 with table_tab:
     thumbs = output_thumbs(engine, list(df["image"]))
@@ -148,6 +176,7 @@ with table_tab:
         thumbnail=[data_uri(thumbs[ref]) for ref in df["image"]],
         created_at=pd.to_datetime(df["created_at"], utc=True),
     )
+    measured = [m for m in METRICS if table[m].notna().any()]  # a column nothing measured is left out
     st.dataframe(
         table,
         hide_index=True,
@@ -157,17 +186,14 @@ with table_tab:
             "created_at",
             "prompt",
             "style",
-            "clip_score",
-            "style_similarity",
-            "edge_f1",
-            "chamfer",
+            *measured,
             "structure_strength",
             "style_strength",
             "steps",
             "seed",
-            "set",
+            "set_name",
             "source",
-            "run_id",
+            "name",
         ],  # fmt: skip
         column_config={
             "thumbnail": st.column_config.ImageColumn("Image", width="small"),
@@ -178,15 +204,18 @@ with table_tab:
             "style_strength": st.column_config.NumberColumn("Style str."),
             "steps": st.column_config.NumberColumn("Steps"),
             "seed": st.column_config.NumberColumn("Seed", format="%d"),
-            "set": st.column_config.TextColumn("Run set"),
+            "set_name": st.column_config.TextColumn("Run set"),
             "source": st.column_config.TextColumn("Source"),
-            "run_id": st.column_config.TextColumn("Run"),
+            "name": st.column_config.TextColumn(
+                "Run · image", help="the end of the run's id · the image's number in it"
+            ),
             "clip_score": st.column_config.NumberColumn("CLIP score", format="%.1f"),
             "style_similarity": st.column_config.NumberColumn("Style sim.", format="%.3f"),
             "edge_f1": st.column_config.NumberColumn("Edge F1", format="%.3f"),
             "chamfer": st.column_config.NumberColumn("Chamfer px", format="%.2f"),
         },
         row_height=64,
+        placeholder="–",
     )
     st.download_button(
         f"Export CSV ({len(shown)} images)",
@@ -208,9 +237,9 @@ with compare_tab:
         )
     else:
         c1, c2, c3 = st.columns(3)
-        a = c1.selectbox("Set A", sets_here, index=1, key="cmp_a")
-        b = c2.selectbox("Set B", sets_here, index=0, key="cmp_b")
-        metric = c3.selectbox("Metric", list(METRICS), format_func=METRICS.get, key="cmp_metric")
+        a = c1.selectbox("Set A", sets_here, index=1, key="dash_cmp_a", format_func=set_name)
+        b = c2.selectbox("Set B", sets_here, index=0, key="dash_cmp_b", format_func=set_name)
+        metric = c3.selectbox("Metric", list(METRICS), format_func=METRICS.get, key="dash_cmp_metric")
         va, vb = df.loc[df["set"] == a, metric].tolist(), df.loc[df["set"] == b, metric].tolist()
         try:
             res = compare(va, vb)

@@ -1,5 +1,5 @@
 """History: every past render with its recipe, as a gallery (filters, stars, two compared side by side: ui/gallery.py);
-restore one into the Studio, or find work by meaning."""
+restore one into the Studio, or find work by meaning (the hits as the same cards, under the same filters)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from engine.errors import EngineError
 from engine.schema import StyleHit
 from ui import gallery
 from ui import regions as regions_ui
+from ui.gallery import short_id
 from ui.shared import DEFAULTS, FIELD_TO_PARAM, engine_or_stop, md, output_thumbs
 
 engine = engine_or_stop()
@@ -48,7 +49,7 @@ def on_restore(run_id: str) -> None:
             state[f"w_{h.id}"] = h.weight
     sketch = engine.history.sketch(run_id)
     if sketch:
-        state.update(sketch_override=sketch, sketch_override_label=f"sketch of {run_id}")
+        state.update(sketch_override=sketch, sketch_override_label=f"sketch of {short_id(run_id)}")
     else:
         state.pop("sketch_override", None)
     regions_ui.restore(meta, sketch)
@@ -67,10 +68,12 @@ st.title("History")
 query = st.text_input("Search by meaning", key="history_query", placeholder="blue watercolor chairs")
 like = state.get("history_like")
 
+found = None  # no search: the gallery of every run, newest first (ui/gallery.py)
 try:
     if query.strip():
         state.pop("history_like", None)
         found = engine.history.search(text=query, k=12)
+        st.caption("The images closest in meaning to these words, closest first; the filters below apply to them.")
     elif like:
         found = engine.history.search(like_run=like[0], like_index=like[1], k=12)
         source, words = st.columns([1, 7], vertical_alignment="center")
@@ -78,25 +81,8 @@ try:
             source.image(picture, width="stretch")
         words.caption(f"More like **{md(engine.history.get(like[0]).metadata['prompt'][:80])}**")
         words.button("Show all", on_click=lambda: state.pop("history_like", None))
-    else:
-        found = None
 except EngineError as exc:
     st.error(str(exc))
     found = []
 
-if found is not None:
-    thumbs = output_thumbs(engine, [f"{h['run_id']}#{h['index']}" for h in found], 256)
-    cols = st.columns(4)
-    for i, hit in enumerate(found):
-        with cols[i % 4], st.container(border=True):
-            thumb = thumbs.get(f"{hit['run_id']}#{hit['index']}")
-            if thumb:
-                st.image(thumb, width="stretch")
-            st.markdown(f"**{md(hit['prompt'][:80])}**")
-            made = hit["created_at"].replace("T", " ")[:16]
-            st.caption(f"{md(hit.get('style', ''))} · {made} · similarity {hit['score']:.2f}")
-            st.button("Restore", key=f"hr_{hit['run_id']}_{hit['index']}", on_click=on_restore, args=(hit["run_id"],))
-    if not found:
-        st.info("Nothing found.")
-else:  # no search: the gallery of every run, newest first (ui/gallery.py)
-    gallery.show(engine, on_restore, on_like)
+gallery.show(engine, on_restore, on_like, hits=found)

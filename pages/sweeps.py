@@ -5,11 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.errors import EngineError
+from engine.errors import EngineError, NotFound
+from engine.evaluation import METRICS, column_name
 from engine.images import UPLOAD_TYPES
 from engine.schema import GenerateRequest
 from engine.sweep import MAX_CELLS, parse_values
 from ui import jobs
+from ui.gallery import short_id
 from ui.jobs import job_panel, timing
 from ui.shared import current_sketch, engine_or_stop, md, random_seed
 
@@ -32,9 +34,18 @@ def studio_sketch() -> tuple[bytes | None, str]:
         return None, ""
 
 
-def build() -> tuple[GenerateRequest, list[float], list[float], list[int]]:
+def on_upload() -> None:
+    """Keep the uploaded sketch itself: a file uploader forgets its file when the page is left."""
     upload = state.get("sweep_upload")
-    sketch = upload.getvalue() if upload is not None else studio_sketch()[0]
+    if upload is not None:
+        state["sweep_sketch"] = (upload.getvalue(), upload.name)
+    else:  # the user took the file away
+        state.pop("sweep_sketch", None)
+
+
+def build() -> tuple[GenerateRequest, list[float], list[float], list[int]]:
+    kept = state.get("sweep_sketch")
+    sketch = kept[0] if kept else studio_sketch()[0]
     style = state["sweep_style"]
     request = GenerateRequest.build(
         prompt=state["sweep_prompt"],
@@ -87,27 +98,39 @@ for key, value in {
 if "sweep_seed" not in state:
     state["sweep_seed"] = random_seed()
 
+# The form's fields live for the whole session (persist_state): leaving the page and coming back finds them as typed.
+KEEP = "session"
 inputs, axes = st.columns([3, 2], gap="large")
 with inputs:
-    st.text_area("Prompt", key="sweep_prompt", height=80, placeholder="a lounge chair, product photo")
-    st.file_uploader("Sketch (optional)", type=UPLOAD_TYPES, key="sweep_upload")
+    st.text_area("Prompt", key="sweep_prompt", height=80, placeholder="a lounge chair, product photo",
+                 persist_state=KEEP)  # fmt: skip
+    st.file_uploader("Sketch (optional)", type=UPLOAD_TYPES, key="sweep_upload", on_change=on_upload)
+    kept = state.get("sweep_sketch")
     sketch, where = studio_sketch()
-    if state.get("sweep_upload") is None:
+    if kept and state.get("sweep_upload") is None:  # uploaded before the page was left: still the one used
+        note, drop = st.columns([4, 1], vertical_alignment="center")
+        note.caption(f"Using the uploaded sketch **{md(kept[1])}**.")
+        drop.button("Use the Studio's" if sketch else "No sketch", key="sweep_drop_sketch",
+                    on_click=lambda: state.pop("sweep_sketch", None))  # fmt: skip
+    elif not kept:
         st.caption(f"Using the Studio's sketch ({where})." if sketch else "No sketch: the grid is text-to-image.")
     try:
         names = [s.name for s in engine.styles.list()]
     except EngineError as exc:
         names = []
         st.error(str(exc))
-    st.selectbox("Style", [AUTO, NO_STYLE, *names], key="sweep_style")
+    if state.get("sweep_style") not in (AUTO, NO_STYLE, *names):  # a style this engine's library does not have
+        state["sweep_style"] = AUTO
+    st.selectbox("Style", [AUTO, NO_STYLE, *names], key="sweep_style", persist_state=KEEP)
 with axes:
-    st.text_input("Structure strengths", key="sweep_structure", help="comma-separated, each 0–3")
-    st.text_input("Style strengths", key="sweep_styles", help="comma-separated, each 0–2")
-    st.text_input("Steps", key="sweep_steps", help="one value, or several for a third axis")
+    st.text_input("Structure strengths", key="sweep_structure", help="comma-separated, each 0–3", persist_state=KEEP)
+    st.text_input("Style strengths", key="sweep_styles", help="comma-separated, each 0–2", persist_state=KEEP)
+    st.text_input("Steps", key="sweep_steps", help="one value, or several for a third axis", persist_state=KEEP)
     c1, c2, c3 = st.columns(3)
-    c1.number_input("Seed", 0, 2**32 - 1, key="sweep_seed")
-    c2.selectbox("Size", [256, 384, 512, 768], key="sweep_size")
-    c3.number_input("Variations", 1, 4, key="sweep_variations", help="seeds per cell; metrics are their mean")
+    c1.number_input("Seed", 0, 2**32 - 1, key="sweep_seed", persist_state=KEEP)
+    c2.selectbox("Size", [256, 384, 512, 768], key="sweep_size", persist_state=KEEP)
+    c3.number_input("Variations", 1, 4, key="sweep_variations", help="seeds per cell; metrics are their mean",
+                    persist_state=KEEP)  # fmt: skip
     try:
         n = len(parse_values(state["sweep_structure"], "s")) * len(parse_values(state["sweep_styles"], "s"))
         n *= len(parse_values(state["sweep_steps"], "s", int))
@@ -157,26 +180,43 @@ def sweep_file(batch: str, name: str) -> bytes | None:
     return cache[(id(engine), batch, name)]
 
 
+def shown_table(rows: list[dict]) -> pd.DataFrame:
+    """The sweep's table as a person reads it: words for its columns, a short id for each cell's run, and no column
+    for a number no cell measured (a text-only sweep has no edge F1). The CSV keeps the machine names."""
+    table = pd.DataFrame(rows)
+    unmeasured = [m for m in METRICS if m in table and table[m].isna().all()]
+    table = table.drop(columns=unmeasured).assign(run_id=[short_id(r) for r in table["run_id"]])
+    return table.rename(columns=column_name)
+
+
 batch = state.get("sweep_result")
 result = None
 if batch:
     try:
         result = engine.sweeps.get(batch)
+    except NotFound:  # another engine's sweep, or one removed since: say so once, then forget it
+        state.pop("sweep_result", None)
+        st.warning(f"The sweep {md(batch)} is not on this engine (any more), so its results cannot be shown.")
     except EngineError as exc:
         st.error(str(exc))
 if result is not None:
-    st.subheader(f"{md(result['prompt'])} · {md(result['style'])}")
+    st.subheader(md(result["prompt"]))
     sheet = sweep_file(batch, "contact.png")
     if sheet:
-        st.image(sheet, caption=f"Contact sheet of {batch}", width="content")
+        st.image(sheet, width="content")
+    st.caption(
+        f"Sweep {md(batch)} · style reference **{md(result['style'])}**. Rows: **structure strength**; columns:"
+        " **style strength**. Under each image: its prompt fidelity (CLIP), edge F1 where there is a sketch, its"
+        " **style similarity** to the reference, and the seconds it took."
+    )
     table = pd.DataFrame(result["table"])
     best = table.loc[table["edge_f1"].idxmax()] if table["edge_f1"].notna().any() else None
     if best is not None:
         st.caption(
-            f"Most faithful to the sketch: structure {best.structure_strength:g}, style {best.style_strength:g}"
-            f" (edge F1 {best.edge_f1:.2f})."
+            f"Most faithful to the sketch: structure strength {best.structure_strength:g}, style strength"
+            f" {best.style_strength:g} (edge F1 {best.edge_f1:.2f})."
         )
-    st.dataframe(table, hide_index=True, key="sweep_table")
+    st.dataframe(shown_table(result["table"]), hide_index=True, key="sweep_table")
     d1, d2, d3 = st.columns([1, 1, 2])
     d1.download_button("Contact sheet (PNG)", sheet or b"", f"{batch}.png", "image/png", disabled=not sheet)
     d2.download_button("Table (CSV)", lambda: sweep_file(batch, "table.csv") or b"", f"{batch}.csv", "text/csv",

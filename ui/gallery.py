@@ -1,5 +1,6 @@
 """History's gallery: every run as a card in a grid (newest first) with its prompt, style and numbers, filters, a star
-to keep favourites, and two runs side by side with the settings that differ marked.
+to keep favourites, and two runs side by side with the settings that differ marked. A search by meaning shows its hits
+as the same cards, under the same filters, with the same buttons.
 
 Widget keys are stable so a browser test can find them: `star-<run id>`, `compare-<run id>`, `restore_<run id>`,
 `like_<run id>`, the filters `history_text`, `history_style`, `history_set`, `history_starred`, the comparison's
@@ -8,6 +9,7 @@ table `compare_table`."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -39,16 +41,33 @@ PARAMS = {
     "variations": "Images",
     "k": "Styles retrieved (k)",
 }
-COVERED_PARAMS = {"size", "style", "blend", "use_style"}  # shown as "Size" and "Styles"
+COVERED_PARAMS = {"size", "style", "blend", "use_style", "hires", "hires_strength"}  # rows of their own
 # Top-level metadata that is no setting (or has its own row); any other key with a value gets a row
 NOT_SETTINGS = {
     "version", "run_id", "kind", "created_at", "prompt", "negative_prompt", "seed", "seeds", "width", "height",
     "edge_mode", "canny", "sketch_hash", "batch", "label", "params", "styles", "regions", "models", "profile",
-    "device", "dtype", "timings", "metrics", "measured", "executor", "index", "source", "ref",
+    "device", "dtype", "timings", "metrics", "measured", "executor", "index", "source", "ref", "init_hash", "mask_hash",
 }  # fmt: skip
+# Pictures a run started from, by their hash in the metadata: a row says whether there was one, and the comparison
+# whether the two runs had the same one (a hash is no word for a person)
+PICTURES = {
+    "Sketch": ("sketch_hash", "a sketch", "another sketch", "none (text only)"),
+    "Start picture": ("init_hash", "a picture", "another picture", "—"),
+    "Brushed area": ("mask_hash", "a mask", "another mask", "—"),
+}
 NOT_MEASURED = "not measured yet"  # a run kept before its numbers (its measure job runs, or did not finish)
 
 state = st.session_state
+
+
+def short_id(run_id: str) -> str:
+    """A run as a person reads it: "…abcd1234", the end of its id (the whole id stays in tooltips and JSON)."""
+    return f"…{run_id[-8:]}"
+
+
+def image_name(run_id: str, index: int) -> str:
+    """One image of a run as a person reads it: "…abcd1234 · 2", its number counted from 1."""
+    return f"{short_id(run_id)} · {index + 1}"
 
 
 def number(value: float) -> str:
@@ -86,9 +105,27 @@ def shown(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, list) and all(isinstance(v, dict) and "name" in v for v in value):  # LoRAs: name (weight)
+        return ", ".join(f"{v['name']} ({shown(v.get('weight'))})" if "weight" in v else str(v["name"]) for v in value)
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return str(value)
+
+
+def model_name(value: Any) -> str:
+    """A model by its name: the last part of a folder on the engine's machine (never the whole path) or a hub id."""
+    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+        return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
+    return shown(value)
+
+
+def hires(params: dict[str, Any]) -> str:
+    """The hires fix as a person reads it: "off" at 1 (render size), else the upscale and its strength."""
+    factor = params.get("hires") or 1
+    if factor <= 1:
+        return "off"
+    strength = params.get("hires_strength")
+    return f"×{factor:g}" + (f", strength {strength:g}" if strength is not None else "")
 
 
 def settings_of(meta: dict[str, Any]) -> dict[str, str]:
@@ -105,17 +142,20 @@ def settings_of(meta: dict[str, Any]) -> dict[str, str]:
     for key, word in PARAMS.items():
         if key in params:
             rows[word] = shown(params[key])
+    if "hires" in params:
+        rows["Hires"] = hires(params)
     for key in sorted(set(params) - set(PARAMS) - COVERED_PARAMS):
         rows[key.replace("_", " ").capitalize()] = shown(params[key])
     canny = meta.get("canny")
     rows["Edges"] = shown(meta.get("edge_mode")) + (f" ({canny[0]}–{canny[1]})" if canny else "")
-    rows["Sketch"] = (meta.get("sketch_hash") or "")[:12] or "none (text only)"
+    for row, (key, some, _, none) in PICTURES.items():
+        rows[row] = some if meta.get(key) else none
     for key in sorted(set(meta) - NOT_SETTINGS):
         if meta[key] not in (None, "", [], {}):
             rows[key.replace("_", " ").capitalize()] = shown(meta[key])
     rows["Run set"] = run_set_name(meta)
     for key, value in sorted((meta.get("models") or {}).items()):
-        rows[f"Model: {key.replace('_', ' ')}"] = shown(value)
+        rows[f"Model: {key.replace('_', ' ')}"] = model_name(value)
     return rows
 
 
@@ -123,6 +163,9 @@ def compare_settings(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, str
     """Two runs' recipes row by row, each marked "≠" where they differ. Left out: settings neither has, and model
     rows where they agree (a profile's models are the same for every run it made)."""
     left, right = settings_of(a), settings_of(b)
+    for row, (key, _, other, _) in PICTURES.items():  # two pictures: the same one, or not
+        if a.get(key) and b.get(key) and a[key] != b[key]:
+            right[row] = other
     out = []
     for name in dict.fromkeys([*left, *right]):
         va, vb = left.get(name, "—"), right.get(name, "—")
@@ -139,7 +182,7 @@ def on_star(engine: Engine, run_id: str, starred: bool) -> None:
     try:
         engine.history.star(run_id, starred)
     except EngineError as exc:
-        state["gallery_error"] = str(exc)
+        state["history_error"] = str(exc)
 
 
 def on_pick(run_id: str) -> None:
@@ -210,7 +253,7 @@ def comparison(engine: Engine) -> None:
             if thumbs.get(f"{run.id}#0"):
                 col.image(thumbs[f"{run.id}#0"], width=384)
             col.markdown(f"**{side}** · {md(meta['prompt'][:120])}")
-            col.caption(f"{md(run.id)} · {run.created_at.replace('T', ' ')[:16]} UTC")
+            col.caption(f"{image_name(run.id, 0)} · {run.created_at.replace('T', ' ')[:16]} UTC", help=f"Run {run.id}")
             got = numbers_line(meta, NUMBER_NAMES)
             if got:
                 col.caption(got)
@@ -235,8 +278,17 @@ def comparison(engine: Engine) -> None:
         )
 
 
-def card(engine: Engine, run: RunRecord, thumb: bytes | None, on_restore: Callable, on_like: Callable) -> None:
+def card(
+    engine: Engine,
+    run: RunRecord,
+    thumb: bytes | None,
+    on_restore: Callable,
+    on_like: Callable,
+    hit: dict[str, Any] | None = None,
+) -> None:
+    """One run as a card; `hit`, a search's: the image it found (its index) and how close it is (its score)."""
     meta = run.metadata
+    index = hit["index"] if hit else 0
     with st.container(border=True, key=f"card-{run.id}"):
         if thumb:
             st.image(thumb, width="stretch")
@@ -248,6 +300,8 @@ def card(engine: Engine, run: RunRecord, thumb: bytes | None, on_restore: Callab
             f" · {meta['params']['steps']} steps{more} · {run.created_at.replace('T', ' ')[:16]} UTC"
             f" · {run.seconds:.1f}s"
         )
+        if hit:
+            st.caption(f"similarity {hit['score']:.2f} · image {image_name(run.id, index)}", help=f"Run {run.id}")
         got = numbers_line(meta)
         if got:
             st.caption(got)
@@ -264,12 +318,12 @@ def card(engine: Engine, run: RunRecord, thumb: bytes | None, on_restore: Callab
             st.checkbox("Compare", key=f"compare-{run.id}", on_change=on_pick, args=(run.id,))
         with st.container(horizontal=True, gap="small"):
             st.button("Restore", key=f"restore_{run.id}", on_click=on_restore, args=(run.id,))
-            st.button("More like this", key=f"like_{run.id}", on_click=on_like, args=(run.id, 0))
+            st.button("More like this", key=f"like_{run.id}", on_click=on_like, args=(run.id, index))
         with st.expander("Details"):
             st.code(json.dumps(meta, indent=2), language="json")
             for i in range(run.images):
                 st.download_button(
-                    f"Download {run.id}-{i}.png",
+                    f"Download {image_name(run.id, i)}",
                     lambda run_id=run.id, i=i: engine.history.image(run_id, i),
                     file_name=f"{run.id}-{i}.png",
                     mime="image/png",
@@ -278,12 +332,56 @@ def card(engine: Engine, run: RunRecord, thumb: bytes | None, on_restore: Callab
                 )
 
 
-def show(engine: Engine, on_restore: Callable, on_like: Callable) -> None:
-    """The gallery: filters, the comparison of two picked runs, and the grid of cards, newest first."""
-    if "gallery_error" in state:
-        st.error(state.pop("gallery_error"))
+def found_runs(engine: Engine, hits: list[dict[str, Any]], picked: dict[str, Any], batch: str | None) -> list:
+    """A search's hits as (run, hit) pairs, best first, one card per run (its closest image), under the filters."""
+    out, seen = [], set()
+    words = picked["text"].casefold().split()
+    for hit in hits:
+        if hit["run_id"] in seen:
+            continue
+        seen.add(hit["run_id"])
+        try:
+            run = engine.history.get(hit["run_id"])
+        except EngineError:  # removed since it was indexed
+            continue
+        meta = run.metadata
+        used = {s["name"] for s in meta.get("styles", []) if s.get("used")}
+        if (
+            (picked["starred"] and not run.starred)
+            or not all(w in meta.get("prompt", "").casefold() for w in words)
+            or (picked["style"] and picked["style"] not in used)
+            or (batch and meta.get("batch") != batch)
+        ):
+            continue
+        out.append((run, hit))
+    return out
+
+
+def grid(engine: Engine, found: list, on_restore: Callable, on_like: Callable) -> None:
+    """(run, hit) pairs as cards, a row of COLUMNS at a time."""
+    refs = {run.id: f"{run.id}#{hit['index'] if hit else 0}" for run, hit in found}
+    thumbs = output_thumbs(engine, list(refs.values()), 256)
+    for start in range(0, len(found), COLUMNS):
+        for (run, hit), col in zip(found[start : start + COLUMNS], st.columns(COLUMNS), strict=False):
+            with col:
+                card(engine, run, thumbs.get(refs[run.id]), on_restore, on_like, hit)
+
+
+def show(engine: Engine, on_restore: Callable, on_like: Callable, hits: list[dict[str, Any]] | None = None) -> None:
+    """The gallery: filters, the comparison of two picked runs, and the grid of cards, newest first; or, given a
+    search's `hits`, those, closest first, under the same filters and with the same buttons."""
+    if "history_error" in state:
+        st.error(state.pop("history_error"))
     picked, batch = filters(engine)
     comparison(engine)
+    if hits is not None:
+        found = found_runs(engine, hits, picked, batch)
+        if found:
+            grid(engine, found, on_restore, on_like)
+        else:
+            filtered = any(picked.values()) or batch
+            st.info("Nothing found matches these filters." if hits and filtered else "Nothing found.")
+        return
     limit = state.get("gallery_limit", PAGE)
     try:
         runs = engine.history.list(limit=limit, batch=batch, **picked)
@@ -300,10 +398,6 @@ def show(engine: Engine, on_restore: Callable, on_like: Callable) -> None:
         else:
             st.info("No renders yet. Make one in the Studio.")
         return
-    thumbs = output_thumbs(engine, [f"{run.id}#0" for run in runs], 256)
-    for start in range(0, len(runs), COLUMNS):
-        for run, col in zip(runs[start : start + COLUMNS], st.columns(COLUMNS), strict=False):
-            with col:
-                card(engine, run, thumbs.get(f"{run.id}#0"), on_restore, on_like)
+    grid(engine, [(run, None) for run in runs], on_restore, on_like)
     if not batch and len(runs) >= limit:
         st.button("Show more", key="gallery_more", on_click=on_more)

@@ -71,9 +71,9 @@ def test_dashboard_charts_table_filters_and_export(seeded):
 def test_dashboard_compares_two_sets_with_a_bootstrap_interval(seeded):
     app_env = seeded
     at = open_page(app_env, "pages/dashboard.py")
-    at.selectbox(key="cmp_a").select("ab · A").run()
-    at.selectbox(key="cmp_b").select("ab · B").run()
-    at.selectbox(key="cmp_metric").select("edge_f1").run()
+    at.selectbox(key="dash_cmp_a").select("ab · A").run()
+    at.selectbox(key="dash_cmp_b").select("ab · B").run()
+    at.selectbox(key="dash_cmp_metric").select("edge_f1").run()
     rows = image_rows(seeded.engine.history_store.list(limit=100))
     want = compare(*([r["edge_f1"] for r in filter_rows(rows, sets=[s])] for s in ("ab · A", "ab · B")))
     shown = " ".join(m.value for m in at.markdown)
@@ -93,7 +93,7 @@ def test_a_sweep_from_the_page_shows_its_sheet_and_table_and_opens_in_the_dashbo
     batch = at.session_state["sweep_result"]
     assert (app_env.data / "runs" / "sweeps" / batch / "contact.png").is_file()  # on the engine's machine
     table = next(d for d in at.dataframe).value
-    assert list(table["structure_strength"]) == [0.5, 1.5] and table["clip_score"].notna().all()
+    assert list(table["Structure strength"]) == [0.5, 1.5] and table["Prompt fidelity"].notna().all()
     assert {"Contact sheet (PNG)", "Table (CSV)"} <= set(downloads(at))
     next(b for b in at.button if b.label == "Open in the Dashboard").click().run()
     assert at.title[0].value == "Dashboard"
