@@ -1,5 +1,7 @@
 """Generative Design Studio: the Streamlit router (`streamlit run app.py`)."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from ui.gate import require_password
@@ -7,7 +9,10 @@ from ui.jobs import begin_run, follow_jobs
 from ui.logs import quiet_closed_tabs
 
 quiet_closed_tabs()  # a tab closed mid-draw leaves a Streamlit-internal traceback in the server log; see ui/logs.py
-st.set_page_config(page_title="Generative Design Studio", page_icon=":material/draw:", layout="wide")
+# the icon ships with the app: a Material one would be fetched from a font CDN on every load (offline: a failed request)
+st.set_page_config(
+    page_title="Generative Design Studio", page_icon=str(Path(__file__).parent / "ui" / "icon.png"), layout="wide"
+)
 require_password()  # served beyond 127.0.0.1, the app asks for the team password first
 
 pages = {
