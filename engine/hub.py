@@ -227,6 +227,39 @@ def unavailable(model_id: str, setting: str, settings: Settings, exc: Exception)
     return ModelUnavailable(f"model '{model_id}' cannot be loaded: {where}", **_fixes([model_id], setting, settings))
 
 
+FALLBACK_NOTICE = "requires torchvision (not installed); falling back to"
+
+
+class _NoFallbackNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return FALLBACK_NOTICE not in record.getMessage()
+
+
+def quiet_import_notices() -> None:
+    """Drop two notices the libraries print at import or load that nobody using the engine can act on (these only):
+
+    - transformers without torchvision: importing diffusers' pipelines and its IP-Adapter loader imports
+      `CLIPImageProcessor` and `SiglipImageProcessor`, names that now mean the torchvision backend, so transformers
+      falls back to the PIL processors and says so. The PIL ones are what this engine has always used (torchvision is
+      no dependency: the CPU torch build is installed alone), so the notice is about a choice already made.
+    - huggingface_hub: diffusers still passes `local_dir_use_symlinks` when it reads a hub id's config, and
+      huggingface_hub, which ignores that argument now, warns on every such load.
+
+    Runs when this module is imported, before anything imports diffusers' pipelines (engine/local.py, ui/shared.py
+    import this module first)."""
+    import warnings
+
+    notices = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _NoFallbackNotice) for f in notices.filters):
+        notices.addFilter(_NoFallbackNotice())
+    warnings.filterwarnings(
+        "ignore", message="The `local_dir_use_symlinks` argument is deprecated", category=UserWarning
+    )
+
+
+quiet_import_notices()
+
+
 def quiet_libraries() -> None:
     """Model loading prints progress bars and advice; the engine reports through its own logging."""
     import diffusers

@@ -29,7 +29,8 @@ RENDER_MODELS = {
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
     """The default profile, an empty hub cache, a data folder of its own, and a hub that does not answer."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    unset = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TRANSFORMERS_VERBOSITY")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.pop("DESIGN_STUDIO_PROFILE", None)
     env.update(
         PYTHONPATH=str(REPO),
@@ -61,9 +62,11 @@ def test_the_cli_without_weights_or_network_says_so_in_seconds(tmp_path):
     assert not (tmp_path / "data").exists()  # nothing half-built
 
 
-def test_cached_weights_load_offline_without_the_hub_clients_retries(tmp_path, tiny_models):
+def test_cached_weights_load_offline_quietly(tmp_path, tiny_models):
     """The hub unreachable and the weights in its cache: the process works offline from the start (no retries, no
-    revision look-ups) and renders. The tiny profile's folders stand in for the real snapshots, in the same layout."""
+    revision look-ups) and renders. The tiny profile's folders stand in for the real snapshots, in the same layout.
+    With -v (warnings and library notices shown, as the app's terminal shows them) the render prints none of the
+    notices nobody can act on: transformers' torchvision fallback, huggingface_hub's deprecated argument."""
     commit = "0" * 40
     for repo, folder in RENDER_MODELS.items():
         root = tmp_path / "hf" / "hub" / f"models--{repo.replace('/', '--')}"
@@ -73,9 +76,10 @@ def test_cached_weights_load_offline_without_the_hub_clients_retries(tmp_path, t
         (root / "snapshots" / commit).symlink_to(tiny_models / folder, target_is_directory=True)
     env = offline_env(tmp_path)
     make_data_dir(Path(env["DESIGN_STUDIO_DATA_DIR"]), tiny_models, warm=True)  # the styles already indexed
-    proc, seconds = generate(env, "--no-style", timeout=120)
+    proc, seconds = generate(env, "--no-style", "-v", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert not any(noise in proc.stderr for noise in HUB_NOISE), proc.stderr
+    assert "torchvision" not in proc.stderr and "local_dir_use_symlinks" not in proc.stderr, proc.stderr
     assert '"profile": "default"' in proc.stdout
     assert seconds <= 60
 
