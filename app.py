@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ui import draft
 from ui.gate import require_password
 from ui.jobs import begin_run, follow_jobs
 from ui.logs import quiet_closed_tabs
@@ -30,5 +31,7 @@ pages = {
     ],
 }
 begin_run()
+draft.keep()  # the unfinished sketch, prompt and settings come back after a reload (ui/draft.py)
 st.navigation(pages).run()
+draft.save()  # and are kept in the browser as the page left them
 follow_jobs()  # while a job the page shows runs, keep its progress line current; returns at once otherwise
