@@ -717,6 +717,9 @@ def _serve(args) -> dict:
 
     settings = _settings(args)
     token = check_token(args.token if args.token is not None else settings.api_token)  # refused before any model
+    from .hub import check_render_models
+
+    check_render_models(settings)  # offline without the weights: said at once, before the heavy imports
     from .local import LocalEngine
     from .server import serve
 

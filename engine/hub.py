@@ -189,24 +189,28 @@ def not_cached(missing: list[tuple[str, str]], settings: Settings) -> ModelUnava
         if len(names) == 1
         else f"models {quoted} cannot be loaded: they are not in the local cache and {why_offline()}"
     )
-    setting = missing[0][1] if len(missing) == 1 else None
-    return ModelUnavailable(message, **_fixes(names, setting, settings))
+    return ModelUnavailable(message, **_fixes(_download(names, missing[0][1] if len(missing) == 1 else None), settings))
 
 
-def _fixes(names: list[str], setting: str | None, settings: Settings) -> dict:
-    """The fix in each entry point's words: the app is started with `make run`, the CLI takes --profile."""
-    if settings.profile == "tiny":
-        return {"fix": "run `python -m engine prepare-tiny` to build the tiny profile"}
+def _download(names: list[str], setting: str | None) -> str:
     hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
     real = f"for real images, run it once where the hub is reachable: it downloads the models into `HF_HOME={hf_home}`"
     if setting:
         real += f" (or `hf download {names[0]}` there, or set {setting} to a local folder)"
+    return real
+
+
+def _fixes(real: str, settings: Settings) -> dict:
+    """The fix in each entry point's words (the app is started with `make run`, the CLI takes --profile): the demo
+    profile first, then `real`, how to get the model itself."""
+    if settings.profile == "tiny":
+        return {"fix": "run `python -m engine prepare-tiny` to build the tiny profile"}
     return {
         "fix": f"set DESIGN_STUDIO_PROFILE=tiny to try it with random-weight demo models; {real}",
         "fixes": {
             "cli": f"add --profile tiny to try it with random-weight demo models; {real}",
             "app": "to try the app with random-weight demo models, start it with `DESIGN_STUDIO_PROFILE=tiny make run`;"
-            f" {real.replace('run it', 'start it')}",
+            f" {real.replace('run it once', 'start it once')}",
         },
     }
 
@@ -214,17 +218,18 @@ def _fixes(names: list[str], setting: str | None, settings: Settings) -> dict:
 def unavailable(model_id: str, setting: str, settings: Settings, exc: Exception) -> ModelUnavailable:
     """A load that failed: why, in one line, with the fix."""
     log.debug("loading %s failed", model_id, exc_info=exc)
-    folder = Path(model_id).expanduser()
-    if folder.exists():
-        where = f"the folder {model_id} does not hold it in the layout it needs"
+    where_to = f"set {setting} to a folder that holds the model, or to a hub id (`hf download OWNER/NAME` fetches one)"
+    if Path(model_id).expanduser().exists():
+        where, real = f"the folder {model_id} does not hold it in the layout it needs", where_to
     elif not is_hub_id(model_id):
-        where = "no such folder, and it is not a hub id (owner/name)"
+        where, real = "no such folder, and it is not a hub id (owner/name)", f"check the path, or {where_to}"
     elif hub_online():
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         where = f"the hub did not give it ({first})"
+        real = f"check that the hub has {model_id} and lets you download it (`hf download {model_id}` says why not)"
     else:
-        where = f"not found in the local cache, and {why_offline()}"
-    return ModelUnavailable(f"model '{model_id}' cannot be loaded: {where}", **_fixes([model_id], setting, settings))
+        where, real = f"not found in the local cache, and {why_offline()}", _download([model_id], setting)
+    return ModelUnavailable(f"model '{model_id}' cannot be loaded: {where}", **_fixes(real, settings))
 
 
 FALLBACK_NOTICE = "requires torchvision (not installed); falling back to"

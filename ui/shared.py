@@ -150,7 +150,7 @@ def engine_or_stop() -> Engine:
         engine = current_engine()
         found = engine.capabilities()
     except EngineError as exc:
-        st.error(f"**The engine could not start.** {exc.message}")
+        st.error(f"**The engine could not start.** {exc.message[:1].upper()}{exc.message[1:]}")
         if exc.fix_for("app"):
             st.info(f"How to fix: {exc.fix_for('app')}")
         st.stop()
