@@ -230,6 +230,7 @@ def _engine(args, settings, renders: bool = False, **local):
     remote = getattr(args, "remote", None)
     if remote:
         given = [f"--{k.replace('_', '-')}" for k in LOCAL_OPTIONS if getattr(args, k, None)]
+        given += [f"--{k.replace('_', '-')}" for k, v in local.items() if v and v != "local"]  # --executor ray, ...
         if given:
             raise BadInput(
                 f"{', '.join(given)} {'sets' if len(given) == 1 else 'set'} up an engine in this process, not the one "

@@ -187,6 +187,10 @@ def test_remote_and_local_options_do_not_mix(capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "--profile sets up an engine in this process" in err
     code, _, err = run_cli(capsys, "styles", "list", "--token", "secret", "--data-dir", str(tmp_path))
     assert code == 2 and err.count("\n") == 1 and "--token goes with --remote" in err
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("sku,text\n1,a chair\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "catalog", "run", str(sheet), "--remote", "http://127.0.0.1:9", "--executor", "ray")
+    assert code == 2 and err.count("\n") == 1 and "--executor sets up an engine in this process" in err
 
 
 def test_real_process_bad_input_has_no_traceback(data_dir, files):
