@@ -49,12 +49,13 @@ all_sets = sorted(latest, key=lambda s: (latest[s], s), reverse=True)  # newest 
 first_day = min(r["created_at"] for r in rows)[:10]
 last_day = max(r["created_at"] for r in rows)[:10]
 
-with st.container(border=True):
-    c1, c2, c3 = st.columns([3, 2, 2])
-    c1.multiselect("Run sets", all_sets, key="dash_sets", placeholder="All run sets", format_func=set_name)
-    c2.multiselect("Sources", sorted({r["source"] for r in rows}), key="dash_sources", placeholder="All sources")
-    c3.multiselect("Styles", sorted({r["style"] for r in rows}), key="dash_styles", placeholder="All styles")
-    c4, c5 = st.columns([3, 4])
+with st.container(border=True):  # a row of its own for the run sets: a sweep's names are long, and shown whole
+    st.multiselect("Run sets", all_sets, key="dash_sets", placeholder="All run sets", format_func=set_name, wrap=True)
+    c2, c3, c4, c5 = st.columns([2, 3, 3, 3])
+    c2.multiselect(
+        "Sources", sorted({r["source"] for r in rows}), key="dash_sources", placeholder="All sources", wrap=True
+    )
+    c3.multiselect("Styles", sorted({r["style"] for r in rows}), key="dash_styles", placeholder="All styles", wrap=True)
     c4.text_input("Prompt contains", key="dash_text", placeholder="chair")
     dates = c5.date_input(
         "Dates (UTC)", value=(pd.Timestamp(first_day).date(), pd.Timestamp(last_day).date()), key="dash_dates"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import streamlit as st
+from PIL import Image, ImageOps
 
 from engine.errors import EngineError
 from engine.images import UPLOAD_TYPES
@@ -10,6 +13,7 @@ from ui.shared import engine_or_stop, md, style_thumb
 
 engine = engine_or_stop()
 state = st.session_state
+COLUMNS = 4  # cards per row
 
 st.title("Style library")
 
@@ -35,6 +39,37 @@ def on_add() -> None:
 def uploader_key() -> str:
     # A file uploader cannot be emptied through session state; a new key gives an empty one.
     return f"new_style_files_{state.get('uploader_gen', 0)}"
+
+
+def square(jpeg: bytes | None) -> bytes | None:
+    """A style's picture cropped to a square (its middle): every card's picture the same height, whatever its shape."""
+    if not jpeg:
+        return None
+    with Image.open(io.BytesIO(jpeg)) as im:
+        side = min(im.size)
+        if im.width == im.height:
+            return jpeg
+        out = io.BytesIO()
+        ImageOps.fit(im.convert("RGB"), (side, side)).save(out, format="JPEG", quality=90)
+        return out.getvalue()
+
+
+def card(style, score: float | None) -> None:
+    """One style as a card as tall as its row's tallest (rows line up), the picture square, the name in full."""
+    with st.container(border=True, height="stretch", key=f"style-card-{style.id}"):
+        thumb = square(style_thumb(engine, style.id, 384))
+        if thumb:
+            st.image(thumb, width="stretch")
+        st.markdown(f"**{md(style.name)}**" + (f" · {score:.2f}" if score is not None else ""))
+        st.caption(("yours" if style.source == "user" else "shipped") + (" · hidden" if style.hidden else ""))
+        if style.tags:
+            st.caption(" ".join(f"#{md(t)}" for t in style.tags[:6]))
+        st.space("stretch")  # the buttons at the foot of every card in the row
+        if style.source == "user":
+            st.button("Remove", key=f"rm_{style.id}", on_click=on_remove, args=(style.name,))
+        else:
+            label = "Unhide" if style.hidden else "Hide"
+            st.button(label, key=f"hide_{style.id}", on_click=on_hide, args=(style.name, not style.hidden))
 
 
 def on_remove(name: str) -> None:
@@ -81,21 +116,9 @@ if query.strip():
 else:
     styles, scores = engine.styles.list(include_hidden=show_hidden), {}
 
-cols = st.columns(4)
-for i, style in enumerate(styles):
-    with cols[i % 4], st.container(border=True):
-        thumb = style_thumb(engine, style.id, 384)
-        if thumb:
-            st.image(thumb, width="stretch")
-        score = f" · {scores[style.id]:.2f}" if style.id in scores else ""
-        st.markdown(f"**{md(style.name)}**{score}")
-        st.caption(("yours" if style.source == "user" else "shipped") + (" · hidden" if style.hidden else ""))
-        if style.tags:
-            st.caption(" ".join(f"#{t}" for t in style.tags[:6]))
-        if style.source == "user":
-            st.button("Remove", key=f"rm_{style.id}", on_click=on_remove, args=(style.name,))
-        else:
-            label = "Unhide" if style.hidden else "Hide"
-            st.button(label, key=f"hide_{style.id}", on_click=on_hide, args=(style.name, not style.hidden))
+for start in range(0, len(styles), COLUMNS):  # row by row, so every row starts level
+    for style, col in zip(styles[start : start + COLUMNS], st.columns(COLUMNS), strict=False):
+        with col:
+            card(style, scores.get(style.id))
 if not styles:
     st.info("No styles match." if query.strip() else "The library is empty: add a reference image above.")

@@ -4,7 +4,7 @@ as the same cards, under the same filters, with the same buttons.
 
 Widget keys are stable so a browser test can find them: `star-<run id>`, `compare-<run id>`, `restore_<run id>`,
 `like_<run id>`, the filters `history_text`, `history_style`, `history_set`, `history_starred`, the comparison's
-table `compare_table`."""
+panel `compare_panel`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ PAGE = 40  # cards per "Show more"
 ANY_STYLE = "Any style"
 ALL_SETS = "All run sets"
 # The numbers a card shows, short, and the comparison's long words for them
-NUMBERS = {"clip_score": "fidelity", "style_similarity": "style", "edge_f1": "edge F1"}
+NUMBERS = {"clip_score": "fidelity", "style_similarity": "style similarity", "edge_f1": "edge F1"}
 NUMBER_NAMES = {"clip_score": "Prompt fidelity", "style_similarity": "Style similarity", "edge_f1": "Edge F1"}
 # The comparison's rows from the generation parameters, in this order, with their words; other parameters (a later
 # version's) follow under their own names
@@ -216,7 +216,7 @@ def filters(engine: Engine) -> tuple[dict[str, Any], str | None]:
     for key, options in (("history_style", styles), ("history_set", sets)):
         if state.get(key) not in options:  # a style or run set that is no longer in the history
             state[key] = options[0]
-    text, style, batch, starred = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
+    text, style, batch, starred = st.columns([2.4, 2, 3, 1.4], vertical_alignment="bottom")
     words = text.text_input("Prompt contains", key="history_text", placeholder="chair")
     chosen_style = style.selectbox("Style", styles, key="history_style")
     chosen_set = batch.selectbox("Run set", sets, key="history_set")
@@ -265,17 +265,8 @@ def comparison(engine: Engine) -> None:
         marked = table.style.apply(
             lambda row: ["background-color: rgba(255, 190, 60, 0.35)" if row["≠"] else ""] * len(row), axis=1
         )
-        st.dataframe(
-            marked,
-            hide_index=True,
-            width="stretch",
-            height="content",
-            key="compare_table",
-            column_config={
-                "≠": st.column_config.TextColumn(width=40),
-                "Setting": st.column_config.TextColumn(width=180),
-            },
-        )
+        # a static table: its cells wrap, so a long value (a sweep's run set, a prompt) is read whole, never cut
+        st.table(marked, hide_index=True, width="stretch")
 
 
 def card(
@@ -289,7 +280,7 @@ def card(
     """One run as a card; `hit`, a search's: the image it found (its index) and how close it is (its score)."""
     meta = run.metadata
     index = hit["index"] if hit else 0
-    with st.container(border=True, key=f"card-{run.id}"):
+    with st.container(border=True, key=f"card-{run.id}", height="stretch"):  # as tall as its row's tallest
         if thumb:
             st.image(thumb, width="stretch")
         prompt = meta["prompt"]
@@ -307,6 +298,7 @@ def card(
             st.caption(got)
         if meta.get("batch"):
             st.caption(f"Run set {md(run_set_name(meta))}")
+        st.space("stretch")  # the buttons at the foot of every card in the row
         with st.container(horizontal=True, gap="small"):
             st.button(
                 "★ Starred" if run.starred else "☆ Star",

@@ -150,7 +150,7 @@ def test_the_dashboard_summary_speaks_words_and_leaves_out_what_was_not_measured
 
 # ---- History (items 14, 16) ------------------------------------------------------------------------------------
 def compared(at: AppTest):
-    table = next(d.value for d in at.dataframe if "Setting" in d.value.columns)
+    (table,) = (t.value for t in at.table)
     return table.set_index("Setting")
 
 

@@ -28,7 +28,7 @@ def prompts(at: AppTest) -> list[str]:
 
 def compared(at: AppTest):
     """The comparison's table (the page's only one), by setting."""
-    (table,) = at.dataframe
+    (table,) = at.table
     return table.value.set_index("Setting")
 
 
@@ -87,7 +87,7 @@ def test_two_picked_runs_are_compared_side_by_side_with_the_differing_settings_m
     b = render(app_env, "a rattan chair", steps=3)
     c = render(app_env, "a rattan lamp", steps=2)
     at = history(app_env)
-    assert not at.dataframe
+    assert not at.table
     at.checkbox(key=f"compare-{a}").check().run()
     ok(at)
     assert any("one more render" in x.value for x in at.caption)
@@ -109,5 +109,5 @@ def test_two_picked_runs_are_compared_side_by_side_with_the_differing_settings_m
     assert table.loc["Prompt", "≠"] == "≠" and table.loc["Steps", "≠"] == "≠"
     at.button(key="compare_clear").click().run()
     ok(at)
-    assert not at.dataframe
+    assert not at.table
     assert not any(x.value for x in at.checkbox if x.key and x.key.startswith("compare-"))
