@@ -27,6 +27,7 @@ from ui import regions as regions_ui
 from ui.jobs import job_panel, timing
 from ui.live import LiveScheduler
 from ui.shared import (
+    DEFAULTS,
     FIELD_TO_PARAM,
     current_sketch,
     engine_or_stop,
@@ -34,6 +35,7 @@ from ui.shared import (
     number,
     random_seed,
     remote,
+    short_ref,
     style_thumb,
 )
 
@@ -44,6 +46,9 @@ PREVIEW_SIDE = 256  # the short side of the sketch previews (the upload's and th
 GALLERY_COLUMNS = 3
 GALLERY_MAX = 48  # renders a session's gallery keeps (the oldest leave it first; the History keeps them all)
 ERROR_KEYS = ("error", "live_error", "regions_error")  # every error line a new render makes stale
+MODE_LABELS = {"quality": "Quality", "fast": "Fast", "live": "Draft"}
+# Streamlit's page starts 6rem down: the Studio needs the room for the canvas, the live frame and Generate
+TIGHTER = "<style>.block-container {padding-top: 2.5rem !important}</style>"
 
 
 # ---- the request --------------------------------------------------------------------------------------------------
@@ -108,8 +113,53 @@ def build_request(**changes) -> GenerateRequest:
 
 def clear_errors() -> None:
     """A new render starts: the error lines of earlier ones go."""
-    for key in ERROR_KEYS:
+    for key in (*ERROR_KEYS, "error_cause"):
         state.pop(key, None)
+
+
+# A refusal names the request field it is about ("prompt: the prompt is empty"): the Studio fields behind each
+CAUSES: dict[str, tuple[str, ...]] = {
+    "prompt": ("prompt",),
+    "negative_prompt": ("negative",),
+    "sketch": ("source", "sketch"),
+    "seed": ("seed",),
+    "canny_low": ("canny_low", "canny_high"),
+    "canny_high": ("canny_low", "canny_high"),
+    "style": ("style_mode", "library_style"),
+    "blend": ("style_mode",),
+    **{param: (field,) for field, param in FIELD_TO_PARAM.items()},
+}
+
+
+def input_fingerprint(fields: tuple[str, ...] | None = None) -> str:
+    """What the designer has set (`fields` of it; all: every Studio field, the sketch and the start image)."""
+    keys = fields or tuple(k for k in DEFAULTS if k not in ("remote_url", "remote_token")) + ("sketch", "init")
+    digest = hashlib.sha1()
+    for key in keys:
+        if key == "sketch":
+            value = current_sketch()[0]
+        elif key == "init":
+            value = state.get("init_image")
+        else:
+            value = state.get(key)
+        digest.update(hashlib.sha1(value).digest() if isinstance(value, bytes) else repr(value).encode())
+    return digest.hexdigest()
+
+
+def refused(exc: EngineError) -> None:
+    """A request the engine refuses: one line beside Generate, which goes as soon as its cause is changed."""
+    state["error"] = str(exc)
+    if isinstance(exc, BadInput):
+        fields = CAUSES.get(str(exc).split(":", 1)[0].strip())  # what it is about, where it says so; else anything
+        state["error_cause"] = (fields, input_fingerprint(fields))
+
+
+def drop_stale_error() -> None:
+    """The refusal's cause was changed (a prompt typed, a setting moved): its line goes."""
+    cause = state.get("error_cause")
+    if cause and cause[1] != input_fingerprint(cause[0]):
+        state.pop("error", None)
+        state.pop("error_cause", None)
 
 
 def submit(request: GenerateRequest) -> None:
@@ -119,7 +169,7 @@ def submit(request: GenerateRequest) -> None:
         jobs.start("job", engine.renders.submit(request))
         state["pending_request"] = request
     except EngineError as exc:
-        state["error"] = str(exc)
+        refused(exc)
 
 
 def on_generate(new_seed: bool = False) -> None:
@@ -130,7 +180,7 @@ def on_generate(new_seed: bool = False) -> None:
     try:
         request = build_request()
     except EngineError as exc:
-        state["error"] = str(exc)
+        refused(exc)
         return
     submit(request)
 
@@ -141,7 +191,7 @@ def on_keep() -> None:
     try:
         request = build_request(mode="quality", variations=1)
     except EngineError as exc:
-        state["error"] = str(exc)
+        refused(exc)
         return
     submit(request)
 
@@ -200,17 +250,12 @@ def on_use_as_sketch(run_id: str, index: int) -> None:
         return
     control, _ = imgs.edges(entry["result"].images()[index], "canny")
     state["sketch_override"] = imgs.png_bytes(Image.eval(control, lambda v: 255 - v))
-    state["sketch_override_label"] = f"edges of {run_id} #{index}"
+    state["sketch_override_label"] = f"the edges of {short_ref(run_id, index)}"
     was = state["edge_mode"] or "auto"
     state["sketch_override_note"] = (
         f"Edge mode switched to lines (was {was}): a render's edges are line art already." if was != "lines" else None
     )
     state["edge_mode"] = "lines"
-
-
-def on_clear_override() -> None:
-    for key in ("sketch_override", "sketch_override_note"):
-        state.pop(key, None)
 
 
 def on_clear_gallery() -> None:
@@ -357,18 +402,6 @@ def sketch_preview(data: bytes) -> tuple[Image.Image, tuple[int, int]]:
     return cached[1], cached[2]
 
 
-def override_section() -> None:
-    """A sketch brought in from elsewhere (a render's edges, a restored run), instead of the canvas."""
-    try:
-        shown, _ = sketch_preview(state["sketch_override"])
-        st.image(shown, caption=f"Sketch: {state.get('sketch_override_label')}", width=320)
-    except BadInput as exc:
-        st.error(str(exc))
-    if state.get("sketch_override_note") and state["edge_mode"] == "lines":
-        st.caption(state["sketch_override_note"])
-    st.button("Clear this sketch", on_click=on_clear_override)
-
-
 def upload_section() -> bool:
     """The uploader and the uploaded sketch itself; True when it was shown (or what is wrong with it)."""
     st.file_uploader("Sketch or photo", type=UPLOAD_TYPES, key="upload")
@@ -386,15 +419,20 @@ def upload_section() -> bool:
 
 
 def sketch_section() -> bool:
-    """Where the sketch comes from: the canvas, an upload, or an override. True when the sketch was previewed here
-    (or what is wrong with it said)."""
-    if state.get("sketch_override"):
-        override_section()
-        return True
-    st.segmented_control("Sketch", ["Draw", "Upload"], key="source")
-    if state["source"] == "Upload":
-        return upload_section()
-    canvas_ui.panel()
+    """Where the sketch comes from: the canvas (over a brought-in sketch, if any) or an upload. True when the sketch
+    was previewed here (or what is wrong with it said)."""
+    brought = state.get("sketch_override")
+    if brought is not None and brought != state.get("_canvas_base"):
+        state["source"] = "Draw"  # a sketch just brought in (As sketch, Restore) is drawn over on the canvas
+        state["_brought_at"] = hashlib.sha1(brought).hexdigest()
+    with st.container(key="sketch_panel"):
+        st.segmented_control("Sketch", ["Draw", "Upload"], key="source", required=True)
+        if state["source"] == "Upload":
+            return upload_section()
+        canvas_ui.panel()
+        canvas_ui.back_buttons()
+        if state.get("_brought_at"):
+            scroll_once("sketch_panel", state["_brought_at"])
     return False
 
 
@@ -437,8 +475,11 @@ def edges_section(sketch: bytes | None, previewed: bool) -> None:
 
 # ---- words, style and render settings -----------------------------------------------------------------------------
 def words_section() -> None:
-    st.text_area("Prompt", key="prompt", placeholder="a timber cabin at dusk, warm light in the windows")
-    st.text_input("Negative prompt", key="negative", placeholder="blurry, text, watermark")
+    st.text_area(
+        "Prompt", key="prompt", height=90,
+        placeholder="Describe what to render, for example: a timber cabin at dusk, warm light in the windows",
+    )  # fmt: skip
+    st.text_input("Negative prompt", key="negative", help="what the render should avoid (leave empty for nothing)")
 
 
 def auto_styles() -> None:
@@ -456,7 +497,7 @@ def auto_styles() -> None:
             thumb = style_thumb(engine, hit.id)
             if thumb:
                 st.image(thumb, width="stretch")
-            st.checkbox(md(hit.name), key=f"use_{hit.id}", help=md(hit.name))
+            st.checkbox(md(hit.name), key=f"use_{hit.id}")  # no help icon: it took the room the name needs
             st.caption(f"similarity {number(hit.score)}")  # its own line: a long name is cut, never the score
             if blending and state.get(f"use_{hit.id}"):
                 state.setdefault(f"w_{hit.id}", 1.0)
@@ -475,17 +516,24 @@ def style_section() -> None:
         st.selectbox("Library style", names, key="library_style")
 
 
-def mode_section() -> None:
+def mode_label(name: str) -> str:
+    """A mode as the page names it ("live" is the Draft mode: the one Render as I draw uses, kept apart by name)."""
+    return MODE_LABELS.get(name, name.capitalize())
+
+
+def generate_section() -> None:
+    """The mode and Generate, right under the words (greyed out only while a render runs: an empty prompt is one
+    line on the click), the mode's cost, the error line and the render's progress."""
     m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
     m1.segmented_control(
-        "Mode", list(MODES), key="mode", format_func=str.capitalize, on_change=on_mode_change,
-        help="\n\n".join(f"**{m.name.capitalize()}**: {m.summary}" for m in MODES.values()),
+        "Mode", list(MODES), key="mode", format_func=mode_label, on_change=on_mode_change,
+        help="\n\n".join(f"**{mode_label(m.name)}**: {m.summary}" for m in MODES.values()),
     )  # fmt: skip
-    m2.toggle(
-        "Live canvas", key="live", help="re-render (fast, small) whenever the sketch, prompt, style or a strength "
-        "changes; the seed stays fixed; **Keep** renders the frame in quality mode into the History",
-    )  # fmt: skip
+    m2.button("Generate", type="primary", on_click=on_generate, disabled=state.get("job") is not None, width="stretch")
     st.caption(MODES[state["mode"] or "quality"].summary)
+    if state.get("error"):
+        st.error(state["error"])
+    job_panel(engine, "job", describe_render, on_done=on_render_done, error_key="error", preview=True)
 
 
 def render_settings() -> None:
@@ -523,25 +571,22 @@ def render_settings() -> None:
         )  # fmt: skip
 
 
-def generate_section() -> None:
-    """Generate (greyed out only while a render runs: an empty prompt is one line on the click), its error line and
-    the render's progress."""
-    st.button("Generate", type="primary", on_click=on_generate, disabled=state.get("job") is not None, width="stretch")
-    if state.get("error"):
-        st.error(state["error"])
-    job_panel(engine, "job", describe_render, on_done=on_render_done, error_key="error", preview=True)
-
-
 # ---- live ---------------------------------------------------------------------------------------------------------
-def live_section(column):
-    """The live frame beside the canvas with Keep; the box its progress goes in (None with Live off)."""
-    if not state["live"]:  # Live off: a frame in flight is let go, and the next switch-on starts afresh
+def live_section():
+    """Render as I draw: its switch, and with it on the live frame and Keep, at the top of the column beside the
+    canvas, where the designer is looking while drawing; returns the box its progress goes in (None when off)."""
+    st.toggle(
+        "Render as I draw", key="live", help="a quick small render (Draft mode: 2 steps) whenever the sketch, prompt, "
+        "style or a strength changes, shown here; the seed stays fixed; **Keep** renders the frame in Quality mode "
+        "into the History",
+    )  # fmt: skip
+    if not state["live"]:  # off: a frame in flight is let go, and the next switch-on starts afresh
         if state.get("live_job"):
             jobs.cancel(engine, "live_job")
             state.pop("live_job", None)
         state.pop("_live", None)
         return None
-    with column, st.container(border=True):  # beside the canvas, where the designer is looking
+    with st.container(border=True, key="live_frame_box"):
         frame = state.get("live_frame")
         if frame is not None:
             fm = frame.metadata
@@ -551,7 +596,7 @@ def live_section(column):
                 f"{fm['params']['steps']} steps · seed {fm['seed']}"
             )
         else:
-            st.caption("Live canvas: the first frame appears a moment after you draw or type.")
+            st.caption("The first frame appears here a moment after you draw or type.")
         k1, k2 = st.columns([1, 3], vertical_alignment="center")
         k1.button(
             "Keep", type="primary", on_click=on_keep, disabled=frame is None or state.get("job") is not None,
@@ -576,40 +621,69 @@ def restored_sketch(result: RenderResult) -> bytes | None:
     return restored[1]
 
 
-def latest_run(result: RenderResult) -> None:
+def scroll_once(container_key: str, token: str) -> None:
+    """Scroll the page to the container with key `container_key`, once per `token` (a new render, a sketch brought
+    to the canvas): what the designer's click made is then in view, not a screen away."""
+    if state.get(f"_scrolled_{container_key}") == token:
+        return
+    state[f"_scrolled_{container_key}"] = token
+    st.html(  # run once per token (a block: scripts share the page's scope); again as images above it load
+        f"<script>{{ /* {token} */ const go = () => document.querySelector('.st-key-{container_key}')"
+        "?.scrollIntoView({block: 'start'}); [60, 300, 700, 1200].forEach(t => setTimeout(go, t)); }</script>",
+        unsafe_allow_javascript=True,  # our own fixed script: no user text in it
+    )
+
+
+def followed(result: RenderResult) -> None:
     """What the latest run followed: its sketch and edges, its style(s) and regions, and how long it took."""
     meta = result.metadata
-    c1, c2, c3 = st.columns(3)
-    with c1:
-        st.markdown("**Sketch**")
-        if result.edges is not None:
-            k1, k2 = st.columns(2)
-            sketch = restored_sketch(result)
-            if sketch:
-                k1.image(sketch, caption="sketch", width="stretch")
-            k2.image(result.edges, caption=f"edges ({meta['edge_mode']})", width="stretch")
-        else:
-            st.caption("text only")
-    with c2:
-        st.markdown("**Style**")
-        used = [s for s in result.styles if s.used]
-        for s in used:
+    st.markdown("**Sketch**")
+    if result.edges is not None:
+        k1, k2 = st.columns(2)
+        sketch = restored_sketch(result)
+        if sketch:
+            k1.image(sketch, caption="sketch", width="stretch")
+        k2.image(result.edges, caption=f"edges ({meta['edge_mode']})", width="stretch")
+    else:
+        st.caption("text only")
+    st.markdown("**Style**")
+    used = [s for s in result.styles if s.used]
+    for column, s in zip(st.columns(max(2, len(used))), used, strict=False):
+        with column:
             thumb = style_thumb(engine, s.id)
             if thumb:
                 st.image(thumb, width="stretch")
             weight = f" · weight {s.weight:g}" if len(used) > 1 else ""
             where = " · outside the regions" if result.regions else ""
             st.caption(f"{md(s.name)} · similarity {number(s.score)}{weight}{where}")
-        if not used:
-            st.caption("no style reference" + (" outside the regions" if result.regions else ""))
-    with c3:
-        regions_ui.result_regions(engine, result)
+    if not used:
+        st.caption("no style reference" + (" outside the regions" if result.regions else ""))
+    regions_ui.result_regions(engine, result)
     t = meta["timings"]
     where = "on the remote engine" if remote() else "in the History"
     st.caption(
-        f"Latest: {t['total']:.1f}s in all · denoise {t.get('denoise', 0):.1f}s · {meta['width']}×{meta['height']} · "
-        f"{meta['params']['steps']} steps · run `{result.run_id}`, kept {where}"
+        f"{t['total']:.1f}s in all · denoise {t.get('denoise', 0):.1f}s · {meta['width']}×{meta['height']} · "
+        f"{meta['params']['steps']} steps · run {short_ref(result.run_id)}, kept {where}",
+        help=f"run id `{result.run_id}`",
     )
+
+
+def latest_run(result: RenderResult) -> None:
+    """The newest render, large, beside what it followed; the page scrolls to it when it arrives."""
+    entry = entry_of(result.run_id)
+    with st.container(key="latest_render"):
+        st.markdown(f"**Latest render** · {md(result.metadata.get('prompt', '')[:120])}")
+        big, side = st.columns([2, 1], gap="medium")
+        with big:
+            count = len(result.png)
+            for start in range(0, count, 2 if count > 1 else 1):
+                row = range(start, min(start + (2 if count > 1 else 1), count))
+                for col, i in zip(st.columns(len(row)) if count > 1 else [st.container()], row, strict=False):
+                    with col:
+                        tile(entry or {"result": result, "request": state.get("result_request")}, i)
+        with side:
+            followed(result)
+        scroll_once("latest_render", result.run_id)
 
 
 def settings_line(meta: dict) -> str:
@@ -617,7 +691,11 @@ def settings_line(meta: dict) -> str:
     p = meta.get("params", {})
     styles = " + ".join(md(s["name"]) for s in meta.get("styles", []) if s.get("used")) or "no style"
     parts = [styles, p.get("mode") or "quality", f"{p.get('steps')} steps"]
-    for key, word in (("guidance", "guidance"), ("structure_strength", "structure"), ("style_strength", "style")):
+    for key, word in (
+        ("guidance", "guidance"),
+        ("structure_strength", "structure"),
+        ("style_strength", "style strength"),
+    ):
         if p.get(key) is not None:
             parts.append(f"{word} {p[key]:g}")
     if meta.get("kind") in ("img2img", "inpaint") and p.get("strength") is not None:
@@ -679,11 +757,16 @@ def tile(entry: dict, index: int) -> None:
               args=(run_id,), help="keep it as a favourite (History: Starred only)")  # fmt: skip
 
 
-def gallery_section() -> None:
-    """Every render of this session side by side, newest first; Vary adds to it, nothing is replaced."""
-    tiles = [(entry, i) for entry in gallery() for i in range(len(entry["result"].png))]
+def gallery_section(latest: str | None) -> None:
+    """This session's other renders side by side, newest first (the latest is shown large above); Vary adds to
+    them, nothing is replaced."""
+    tiles = [
+        (entry, i) for entry in gallery() if entry["result"].run_id != latest for i in range(len(entry["result"].png))
+    ]
+    if not tiles:
+        return
     h1, h2 = st.columns([4, 1], vertical_alignment="bottom")
-    h1.markdown(f"**Renders** · this session, newest first ({len(tiles)})")
+    h1.markdown(f"**Renders** · this session, newest first ({len(tiles)} before the latest)")
     h2.button("Clear the gallery", on_click=on_clear_gallery, help="empties this view; the History keeps them")
     st.caption(
         "Under each: prompt fidelity (CLIP score, 0–100), style similarity (CLIP cosine to its reference) and edge F1 "
@@ -699,15 +782,22 @@ def result_section() -> None:
     st.divider()
     result = state.get("result")
     if result is None and not gallery():
-        st.info("Draw or upload a sketch (or none, for text-to-image), describe the look, and press **Generate**.")
+        st.caption("Your renders appear here, the newest large, with what each followed.")
         return
     if result is not None:
         latest_run(result)
-    gallery_section()
+    gallery_section(result.run_id if result is not None else None)
 
 
 # ---- the page -----------------------------------------------------------------------------------------------------
+st.markdown(TIGHTER, unsafe_allow_html=True)
 st.title("Studio")
+if not gallery() and state.get("result") is None:
+    st.info(
+        "**Start here:** ① draw a sketch (or upload one) · ② describe what to render · ③ press **Generate**: the "
+        "look comes from your style library."
+    )
+drop_stale_error()
 models_ui.sidebar(engine)
 left, right = st.columns([1, 1], gap="large")
 with left:
@@ -718,12 +808,11 @@ with left:
     regions_ui.panel(engine, sketch, last.png[0] if last is not None and last.png else None)
     start_image.panel(engine, state.get("regions") if state.get("regions_on") else [])
 with right:
+    live_box = live_section()
     words_section()
-    style_section()
-    mode_section()
-    render_settings()
     generate_section()
-live_box = live_section(right)
+    style_section()
+    render_settings()
 result_section()
 if live_box is not None:  # last: its short wait for a still input must not hold up the rest of the page
     live_tick(live_box)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import EngineError
-from engine.tune.data import MIN_HELD_OUT, min_pairs
+from engine.tune.splits import MIN_HELD_OUT, min_pairs
 from ui import jobs
 from ui.jobs import job_panel, timing
 from ui.shared import engine_or_stop, md

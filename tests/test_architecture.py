@@ -14,10 +14,12 @@ ALLOWED_IN_UI = {
     "engine.api", "engine.errors", "engine.schema", "engine.images", "engine.masks", "engine.evaluation",
     "engine.arena", "engine.sweep", "engine.tables", "engine.catalog.options", "engine.catalog.prompts",
     "engine.catalog.sheets", "engine.catalog.tagging", "engine.render.capabilities", "engine.render.modes",
-    # ui/shared.py builds the engines it hands the pages: the local one in this process, or the remote client
-    "engine.local", "engine.remote", "engine.settings",
+    "engine.tune.splits",
+    # ui/shared.py builds the engines it hands the pages: the local one in this process (its weights checked first,
+    # offline in a second), or the remote client
+    "engine.local", "engine.remote", "engine.settings", "engine.hub",
 }  # fmt: skip
-BUILDERS = {"engine.local", "engine.remote", "engine.settings"}  # only ui/shared.py
+BUILDERS = {"engine.local", "engine.remote", "engine.settings", "engine.hub"}  # only ui/shared.py
 
 
 def modules(root: str) -> dict[str, Path]:

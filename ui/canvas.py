@@ -2,11 +2,17 @@
 canvas's size and so the render's aspect, and what it sends back (the drawing as a PNG, kept in `drawn_png`).
 
 The render's short side is the Studio's Size; its aspect is the sketch's, so a drawing made on a 16:9 canvas renders
-at 16:9. Changing the aspect fits the drawing so far into the new canvas (scaled, centred) rather than dropping it."""
+at 16:9. Changing the aspect fits the drawing so far into the new canvas (scaled, centred) rather than dropping it.
+
+A sketch brought from elsewhere (a render's edges by "As sketch", a run's sketch by the History's Restore, kept in
+`sketch_override`) becomes the canvas's picture: the canvas takes its aspect, the designer draws over it, and the
+sketch sent is the picture with the strokes on top. The drawing it replaced is kept: "Back to my previous drawing"
+brings it back (the last few replacements, newest first)."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 from typing import Any
 
@@ -45,8 +51,121 @@ HINTS = {
 }
 
 
+LONG_SIDE = 448  # the canvas's long side, whatever its shape
+UNDO_DEPTH = 5  # drawings replaced by a brought-in sketch that can still be brought back
+
+
 def canvas_size(aspect: str | None) -> tuple[int, int]:
     return ASPECTS.get(aspect or DEFAULT_ASPECT, ASPECTS[DEFAULT_ASPECT])
+
+
+def picture_canvas_size(width: int, height: int) -> tuple[int, int]:
+    """The canvas for drawing over a picture: the picture's own aspect, the long side 448."""
+    scale = LONG_SIDE / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def draw_over(picture: Image.Image, strokes: np.ndarray | None) -> bytes:
+    """The sketch a picture with strokes drawn over it makes, at the picture's own size: every painted pixel of the
+    canvas (pen, shapes, the eraser's white) over the picture. Without strokes, the picture itself."""
+    base = picture.convert("RGB")
+    if strokes is not None:
+        layer = Image.fromarray(np.asarray(strokes, dtype=np.uint8), "RGBA")
+        if layer.getchannel("A").getbbox() is not None:
+            layer = layer.resize(base.size, Image.Resampling.LANCZOS)
+            base.paste(layer, (0, 0), layer)
+    return imgs.png_bytes(base)
+
+
+def _picture(data: bytes) -> Image.Image | None:
+    """The brought-in sketch, decoded once per content (None when it is no image: the Studio says so)."""
+    key = hashlib.sha1(data).hexdigest()
+    cached = st.session_state.get("_canvas_picture")
+    if cached is None or cached[0] != key:
+        try:
+            cached = (key, imgs.decode(data, MAX_TRACE_PIXELS).convert("RGB"))
+        except BadInput:
+            cached = (key, None)
+        st.session_state["_canvas_picture"] = cached
+    return cached[1]
+
+
+def _remount(initial: dict[str, Any] | None, drawn: bytes | None = None) -> None:
+    """A fresh canvas with `initial` on it, and `drawn` its sketch until the designer draws again (a canvas sends
+    its pixels only once drawn on)."""
+    state = st.session_state
+    state["canvas_initial"] = initial
+    state["canvas_json"] = initial
+    for key in ("drawn_png", "_strokes_png", "_drawn_over"):
+        state.pop(key, None)
+    if drawn is not None:
+        state["drawn_png"] = drawn
+    state["canvas_rev"] = state.get("canvas_rev", 0) + 1
+
+
+def _current_drawing() -> dict[str, Any]:
+    """What the canvas holds now, as an undo entry."""
+    state = st.session_state
+    return {
+        "canvas_json": state.get("canvas_json"),
+        "drawn_png": state.get("drawn_png"),
+        "strokes_png": state.get("_strokes_png"),
+        "picture": state.get("_canvas_base"),
+        "label": state.get("_canvas_base_label"),
+        "size": state.get("canvas_size"),
+    }
+
+
+def _notice_brought_sketch() -> None:
+    """A sketch just brought in (As sketch, Restore): the drawing it replaces goes on the undo list, and the canvas
+    starts afresh over the new picture."""
+    state = st.session_state
+    brought = state.get("sketch_override")
+    if brought == state.get("_canvas_base"):
+        return
+    if brought is not None:
+        previous = _current_drawing()
+        if previous["picture"] is not None or previous["drawn_png"] or (previous["canvas_json"] or {}).get("objects"):
+            state["sketch_undo"] = [previous, *state.get("sketch_undo", [])][:UNDO_DEPTH]
+        _remount(None)
+    state["_canvas_base"] = brought
+    state["_canvas_base_label"] = state.get("sketch_override_label")
+
+
+def on_back() -> None:
+    """Back to the drawing (and picture) a brought-in sketch replaced."""
+    state = st.session_state
+    undo = state.get("sketch_undo") or []
+    if not undo:
+        return
+    entry, state["sketch_undo"] = undo[0], undo[1:]
+    if entry["picture"] is None:
+        for key in ("sketch_override", "sketch_override_label", "sketch_override_note"):
+            state.pop(key, None)
+    else:
+        state["sketch_override"], state["sketch_override_label"] = entry["picture"], entry["label"]
+    state["_canvas_base"], state["_canvas_base_label"] = entry["picture"], entry["label"]
+    drawing, drawn = entry["canvas_json"], entry["drawn_png"]
+    new = canvas_size(state.get("aspect"))
+    if entry["picture"] is None and entry["size"] and entry["size"] != new:
+        drawing = carry_drawing(drawing, entry["size"], new) if drawing else None
+        drawn = fit_png(drawn, new) if drawn else None
+    _remount(drawing, drawn)
+    state["_strokes_png"] = entry.get("strokes_png")
+
+
+def on_remove_picture() -> None:
+    """The brought-in picture goes; the strokes drawn over it stay, on white paper (Back brings the picture back)."""
+    state = st.session_state
+    previous = _current_drawing()
+    state["sketch_undo"] = [previous, *state.get("sketch_undo", [])][:UNDO_DEPTH]
+    for key in ("sketch_override", "sketch_override_label", "sketch_override_note", "_canvas_base"):
+        state.pop(key, None)
+    drawing, strokes = previous["canvas_json"], previous["strokes_png"]
+    new = canvas_size(state.get("aspect"))
+    if drawing and drawing.get("objects") and previous["size"] and previous["size"] != new:
+        drawing = carry_drawing(drawing, previous["size"], new)
+    _remount(drawing if drawing and drawing.get("objects") else None, fit_png(strokes, new) if strokes else None)
 
 
 def canvas_png(image_data: np.ndarray | None) -> bytes | None:
@@ -110,10 +229,47 @@ def render_size_note(width: int, height: int, size: int) -> str:
     return f"renders at {w}×{h}"
 
 
-def panel() -> None:
-    """The tools, the aspect, the canvas; the drawing goes to `drawn_png` (None while blank)."""
+def picture_bar(picture: Image.Image | None) -> None:
+    """Above a canvas with a brought-in picture: what it is, and the ways back."""
     state = st.session_state
-    st.segmented_control("Tool", list(TOOLS), key="draw_mode", format_func=TOOLS.get, required=True)
+    label = state.get("sketch_override_label") or "a brought-in sketch"
+    if picture is None:
+        st.error(f"The brought-in sketch ({label}) is not an image any more: remove it, or go back.")
+    else:
+        st.caption(
+            f"Drawing over **{label}** ({picture.width}×{picture.height}): draw on it, or erase with the eraser."
+        )
+    if state.get("sketch_override_note") and state.get("edge_mode") == "lines":
+        st.caption(state["sketch_override_note"])
+
+
+def back_buttons() -> None:
+    state = st.session_state
+    b1, b2 = st.columns(2)
+    undo = state.get("sketch_undo") or []
+    b1.button(
+        "Back to my previous drawing", on_click=on_back, disabled=not undo, width="stretch",
+        help="the drawing (and picture) this one replaced" if undo else "nothing was replaced yet",
+    )  # fmt: skip
+    if state.get("sketch_override") is not None:
+        b2.button(
+            "Remove the picture", on_click=on_remove_picture, width="stretch",
+            help="keep what you drew over it, on white paper",
+        )  # fmt: skip
+
+
+def panel() -> None:
+    """The tools, the aspect, the canvas (over a brought-in picture, if any); the sketch goes to `drawn_png` (None
+    while blank)."""
+    state = st.session_state
+    _notice_brought_sketch()
+    brought = state.get("sketch_override")
+    picture = _picture(brought) if brought is not None else None
+    if brought is not None:
+        picture_bar(picture)
+    row = st.columns([5, 1], vertical_alignment="bottom")
+    row[0].segmented_control("Tool", list(TOOLS), key="draw_mode", format_func=TOOLS.get, required=True)
+    row[1].color_picker("Colour", key="pen_color")
     row = st.columns([2, 1], vertical_alignment="bottom")
     row[0].segmented_control(
         "Aspect",
@@ -121,15 +277,18 @@ def panel() -> None:
         key="aspect",
         required=True,
         on_change=on_aspect_change,
+        disabled=brought is not None,
         help="The canvas's shape, and so the render's: the Size is its short side. The drawing so far is fitted "
-        "into the new shape.",
+        "into the new shape."
+        + (" While drawing over a picture, the canvas keeps the picture's shape." if brought is not None else ""),
     )
     row[1].slider("Width", 1, 40, key="pen_width")
-    row = st.columns([5, 1])
-    trace = row[0].file_uploader("Trace over an image (optional)", type=UPLOAD_TYPES)
-    row[1].color_picker("Colour", key="pen_color")
+    trace = None
+    if brought is None:  # folded away: most drawings need no guide, and the canvas must stay in view
+        with st.expander("Trace over an image (optional)", expanded=state.get("trace") is not None):
+            trace = st.file_uploader("Image to trace over", type=UPLOAD_TYPES, key="trace")
 
-    background = None
+    background = picture
     if trace is not None:
         try:
             background = imgs.decode(trace.getvalue(), MAX_TRACE_PIXELS, name=trace.name)
@@ -137,7 +296,7 @@ def panel() -> None:
             st.error(str(exc))
 
     tool = state["draw_mode"] or "freedraw"
-    width, height = canvas_size(state.get("aspect"))
+    width, height = picture_canvas_size(*picture.size) if picture is not None else canvas_size(state.get("aspect"))
     state["canvas_size"] = (width, height)
     canvas = st_canvas(
         stroke_width=state["pen_width"],
@@ -155,17 +314,26 @@ def panel() -> None:
     )
     if canvas.json_data is not None:
         state["canvas_json"] = canvas.json_data
-    drawn = canvas_png(canvas.image_data)
-    if drawn is not None:
-        state["drawn_png"] = drawn
-    elif canvas.image_data is not None:
-        state.pop("drawn_png", None)
+    if picture is not None:  # the picture with the strokes over it; the picture alone until the canvas answers
+        strokes = canvas.image_data
+        if strokes is not None:
+            key = (id(picture), hashlib.sha1(np.ascontiguousarray(strokes)).hexdigest())
+            if state.get("_drawn_over") != key:
+                state["drawn_png"], state["_drawn_over"] = draw_over(picture, strokes), key
+                state["_strokes_png"] = canvas_png(strokes)
+        elif not state.get("drawn_png"):
+            state["drawn_png"] = draw_over(picture, None)
+    else:
+        drawn = canvas_png(canvas.image_data)
+        if drawn is not None:
+            state["drawn_png"] = drawn
+        elif canvas.image_data is not None:
+            state.pop("drawn_png", None)
 
     size = state["size"]
-    note = (
-        f"{state.get('aspect') or DEFAULT_ASPECT} · canvas {width}×{height} · {render_size_note(width, height, size)}"
-    )
-    if not state.get("drawn_png"):
+    shape = "the picture's shape" if picture is not None else state.get("aspect") or DEFAULT_ASPECT
+    note = f"{shape} · canvas {width}×{height} · {render_size_note(width, height, size)}"
+    if not state.get("drawn_png") and brought is None:
         note += " (the words alone too)"
     st.caption(f"{note}. Hover over the canvas for undo, redo and clear.")
     if tool in HINTS:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import secrets
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from engine.api import Capabilities, Engine
 from engine.errors import EngineError
@@ -17,7 +19,7 @@ from engine.schema import MAX_SEED
 # Every Studio field, with its default. Pages read and write these keys; widgets use them as keys.
 DEFAULTS: dict[str, Any] = {
     "prompt": "",
-    "negative": "",
+    "negative": "blurry, text, watermark",  # a real default, applied (it was once a grey placeholder that was not)
     "source": "Draw",
     "edge_mode": "auto",
     "canny_low": 50,
@@ -114,7 +116,11 @@ def init_state() -> None:
 
 def _engine_picker() -> None:
     with st.sidebar:
-        st.segmented_control("Engine", ["Local", "Remote"], key="engine_mode")
+        st.segmented_control(
+            "Engine", ["Local", "Remote"], key="engine_mode", required=True,
+            help="Renders, sweeps, jobs and results belong to the engine that made them: switching sets them aside "
+            "(nothing is lost) until you switch back.",
+        )  # fmt: skip
         if st.session_state["engine_mode"] == "Remote":
             st.text_input("Server URL", key="remote_url", help="`python -m engine serve` or its ngrok URL")
             st.text_input("Token", key="remote_token", type="password")
@@ -126,6 +132,62 @@ def _engine_picker() -> None:
                     )
                 except EngineError as exc:
                     st.error(str(exc))
+
+
+# What a session keeps that belongs to one engine: its renders, jobs, results, and the errors and picks that name
+# them. A switch (Local ↔ Remote, or another server) sets these aside under the engine that made them and brings back
+# the other engine's, so nothing is ever shown or asked of the wrong engine. Only plain values and settable widgets
+# are listed (a button's, an uploader's or a table's state cannot be restored).
+_ENGINE_BOUND_WORDS = (
+    # Studio
+    "gallery result result_request result_sketch pending_request starred job live_job live_frame _live auto_hits "
+    "auto_for auto_error error error_cause live_error regions_error mask_error models_error models_note loras "
+    "checkpoint _region_hits library_style _thumbs _style_thumbs "
+    # Sweeps, Arena, Dashboard, History
+    "sweep_job sweep_result sweep_error sweep_past _sweep_files sweep_styles arena_contest arena_job arena_error "
+    "arena_inputs arena_queries dash_sets dash_styles history_like history_set history_style compare_picks "
+    "gallery_limit gallery_error "
+    # Tune, Catalog, tagging, Style library
+    "tune_data tune_data_done tune_data_job tune_error tune_train_job tune_use_job tune_use_base cat_job cat_preview "
+    "cat_preview_wanted cat_error cat_shown _cat_thumbs cat_style cat_model tag_job tag_result tag_table tag_error "
+    "_product_thumbs styles_message"
+)
+ENGINE_BOUND: frozenset[str] = frozenset(_ENGINE_BOUND_WORDS.split())
+ENGINE_BOUND_PREFIXES = ("measure_", "use_", "w_")  # a render's measure job; the ticks and weights of retrieved styles
+_ENGINE_FOR, _STASH, _CONNECTED = "_engine_for", "_engine_stash", "_remote_connected"
+
+
+def engine_identity() -> str:
+    """Which engine the session is on: "local", or "remote <url>" (a token change is the same engine)."""
+    if not remote():
+        return "local"
+    return "remote " + st.session_state.get("remote_url", "").strip().rstrip("/")
+
+
+def _engine_bound(key: str) -> bool:
+    return key in ENGINE_BOUND or key.startswith(ENGINE_BOUND_PREFIXES)
+
+
+def keep_engines_apart() -> str | None:
+    """After a switch of engine: the session's items of the engine it left are set aside, the other's come back.
+    Returns the engine switched from (once, on the run that switched), else None."""
+    state = st.session_state
+    now, was = engine_identity(), state.get(_ENGINE_FOR)
+    state[_ENGINE_FOR] = now
+    if was is None or was == now:
+        return None
+    stash: dict[str, dict] = state.setdefault(_STASH, {})
+    stash[was] = {key: state[key] for key in list(state.keys()) if _engine_bound(key)}
+    for key in stash[was]:
+        del state[key]
+    for key, value in stash.pop(now, {}).items():
+        with contextlib.suppress(StreamlitAPIException):  # a widget that cannot be set any more: it starts afresh
+            state[key] = value
+    return was
+
+
+def _engine_name(identity: str) -> str:
+    return "the local engine" if identity == "local" else f"the remote engine at {identity.split(' ', 1)[1]}"
 
 
 def remote() -> bool:
@@ -146,9 +208,16 @@ def engine_or_stop() -> Engine:
     through_the_router()
     init_state()
     _engine_picker()
+    switched_from = keep_engines_apart()
+    if switched_from is not None:
+        st.toast(
+            f"Now on {_engine_name(engine_identity())}. What this session made on {_engine_name(switched_from)} is "
+            "set aside, and comes back when you switch back."
+        )
+    connected = _remote_or_stop() if remote() else None
     try:
         engine = current_engine()
-        found = engine.capabilities()
+        found = connected or engine.capabilities()
     except EngineError as exc:
         st.error(f"**The engine could not start.** {exc.message[:1].upper()}{exc.message[1:]}")
         if exc.fix_for("app"):
@@ -159,10 +228,38 @@ def engine_or_stop() -> Engine:
     return engine
 
 
+def _remote_or_stop() -> Capabilities:
+    """The remote engine's capabilities; or, when it does not answer, one line on the page and the script stops. Until
+    this address has answered once, that line is a calm "not connected yet" with what to do (the prefilled address is
+    only a guess, not the designer's mistake; Test connection says in the sidebar what went wrong)."""
+    state = st.session_state
+    ident = engine_identity()
+    try:
+        found = current_engine().capabilities()
+    except EngineError as exc:
+        url = md(state.get("remote_url", "").strip() or "(no URL)")
+        if state.get(_CONNECTED) == ident:
+            st.error(f"**Lost the remote engine at {url}.** {md(exc.message)}")
+            if exc.fix_for("app"):
+                st.info(f"How to fix: {exc.fix_for('app')}")
+        else:
+            st.info(
+                "**Remote engine: not connected yet.** Type the server's URL and token in the sidebar (`python -m "
+                "engine serve` prints both; a Colab notebook prints its ngrok URL), then press **Test connection**."
+            )
+            st.caption(f"{url} does not answer yet: {md(exc.message)}")
+        st.stop()
+    state[_CONNECTED] = ident
+    return found
+
+
 def _status(found: Capabilities) -> None:
     with st.sidebar:
         if found.profile == "tiny":
-            st.warning("**Tiny profile** — random-weight demo models: images are noise, the workflow is real.")
+            st.warning(
+                "**Tiny profile**: random-weight demo models. Images are noise, and style retrieval, tags and scores "
+                'are random too ("watercolor" may well bring back walnut); the workflow is real.'
+            )
         where = "Remote engine: device" if found.remote else "Device"
         workers = f" · {found.workers} {found.executor} workers" if found.executor != "local" else ""
         precision = found.precision or found.dtype  # (an older server sends no precision)
@@ -185,11 +282,13 @@ def _status(found: Capabilities) -> None:
 def current_sketch() -> tuple[bytes | None, str]:
     """The sketch the Studio's next generation uses, and where it came from."""
     state = st.session_state
-    if state.get("sketch_override"):
-        return state["sketch_override"], state.get("sketch_override_label", "restored sketch")
     if state["source"] == "Upload":
         upload = state.get("upload")
         return (upload.getvalue(), upload.name) if upload is not None else (None, "")
+    if state.get("sketch_override"):  # drawn over on the canvas: the picture with the strokes, once the canvas drew
+        label = state.get("sketch_override_label", "restored sketch")
+        drawn_over = state.get("drawn_png") if state.get("_canvas_base") == state["sketch_override"] else None
+        return (drawn_over or state["sketch_override"]), label
     return state.get("drawn_png"), "drawing"
 
 
@@ -240,3 +339,9 @@ def md(text: object) -> str:
     """User text (a prompt, a style or file name, an id) as literal Markdown: no image a stranger's URL loads, no link,
     no colour directive, no emphasis; it reads as typed."""
     return _MARKDOWN.sub(r"\\\1", str(text))
+
+
+def short_ref(run_id: str, index: int | None = None) -> str:
+    """A render as a person reads it: "…9cd5aeac · 2" (the run id's last 8 characters, the 1-based image number)."""
+    tail = f"…{run_id[-8:]}" if len(run_id) > 8 else run_id
+    return tail if index is None else f"{tail} · {index + 1}"

@@ -116,7 +116,8 @@ class TuningService(Tuning):
     def train(self, dataset, name, scenario, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR) -> JobInfo:
         """At least the engine's minimum of optimizer steps (a small set trains more epochs than asked); the
         adapter keeps the epoch with the best recall on the dataset's validation split, the base included."""
-        from ..tune.data import MIN_HELD_OUT, load_manifest, min_pairs
+        from ..tune.data import load_manifest
+        from ..tune.splits import MIN_HELD_OUT, min_pairs
         from ..tune.train import TrainConfig
 
         folder = named(self.data, dataset, "dataset")

@@ -48,12 +48,12 @@ from ..errors import BadInput, EngineError
 from ..files import atomic_writer, write_atomic
 from ..images import decode
 from ..schema import Progress
+from .splits import DEFAULT_FRACTIONS, MIN_HELD_OUT, min_pairs, split_counts
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 ALL_SPLITS = (*SPLITS, "mini_train")
-DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 SHARD_PATTERN = "shard-%06d.tar"
 MANIFEST = "manifest.json"
 PLAN = "plan.json"
@@ -66,7 +66,6 @@ LABEL_COLUMNS = ("label", "category", "class")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_CLEAN_FAILURES = 5  # the caption hook failed this often in a row: stop asking, keep the captions
 UNCERTAIN = "uncertain"  # the tagger's word for a low-confidence attribute (engine.catalog.tagging.UNCERTAIN)
-MIN_HELD_OUT = 2  # recall ranks each held-out pair among the others: a held-out split needs at least two
 
 
 @dataclass
@@ -394,29 +393,6 @@ def llm_caption_cleaner(backend) -> Callable[[str], str]:
 
 
 # ---- split -----------------------------------------------------------------------------------------------------------
-def _counts(n: int, fractions: tuple[float, ...]) -> list[int]:
-    """Largest-remainder counts summing to n; every split with a positive fraction gets one when n allows."""
-    raw = [n * f for f in fractions]
-    counts = [int(r) for r in raw]
-    for i in sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)[: n - sum(counts)]:
-        counts[i] += 1
-    for i, f in enumerate(fractions):
-        if f > 0 and counts[i] == 0 and n >= sum(1 for g in fractions if g > 0):
-            j = max(range(len(counts)), key=lambda j: counts[j])
-            counts[j] -= 1
-            counts[i] += 1
-    return counts
-
-
-def min_pairs(fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> int:
-    """The fewest pairs whose split gives each held-out split with a share (val, test) `MIN_HELD_OUT` pairs."""
-    held = [i for i in (1, 2) if fractions[i] > 0]
-    n = 1
-    while held and n < 100_000 and any(_counts(n, tuple(fractions))[i] < MIN_HELD_OUT for i in held):
-        n += 1
-    return n
-
-
 def check_enough(n: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, fix: str | None = None) -> None:
     """Refuse, in one line, pairs too few for recall to be measured on the held-out splits (training would run,
     then fail at its measurement and leave an adapter without scores)."""
@@ -454,7 +430,7 @@ def split_pairs(
         rng.shuffle(members)
         ordered += members
     n = len(ordered)
-    target = _counts(n, tuple(fractions))
+    target = split_counts(n, tuple(fractions))
     got = [0, 0, 0]
     out: dict[str, list[Pair]] = {s: [] for s in SPLITS}
     for i, p in enumerate(ordered):

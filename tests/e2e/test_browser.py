@@ -327,7 +327,7 @@ def test_live_canvas_renders_after_a_burst_of_strokes_once_and_keep_adds_one_ren
     page.keyboard.press("Control+Enter")
     page.get_by_text("Retrieved from your library").wait_for()
     before_jobs, before_runs = len(live_jobs(e2e_data)), len(History(e2e_data / "history.sqlite").list())
-    page.get_by_text("Live canvas", exact=True).click()
+    page.get_by_text("Render as I draw", exact=True).click()
     page.get_by_text("Live frame").wait_for(timeout=120_000)  # the words alone, at once
     draw_house(page)
     deadline = time.time() + 120
@@ -356,7 +356,7 @@ def test_live_canvas_renders_after_a_burst_of_strokes_once_and_keep_adds_one_ren
     assert len(History(e2e_data / "history.sqlite").list()) == before_runs + 1
     shot = Path(os.environ.get("LIVE_SCREENSHOT", "/tmp/live.png"))
     page.screenshot(path=str(shot), full_page=True)
-    page.get_by_text("Live canvas", exact=True).click()  # off again
+    page.get_by_text("Render as I draw", exact=True).click()  # off again
     page.close()
 
 

@@ -52,7 +52,7 @@ def test_a_generation_fills_the_three_result_columns(app_env):
     assert len([c for c in at.checkbox if c.key.startswith("use_")]) == 3  # the top 3 retrieved styles
     at = ok(generate(at))
     shown = texts(at)
-    for column in ("**Sketch**", "**Style**", "**Renders** · this session"):
+    for column in ("**Sketch**", "**Style**", "**Latest render**"):
         assert column in shown
     assert "seed 9" in shown and "similarity" in shown
     assert at.session_state["result"].metadata["edge_mode"] == "lines"
@@ -179,7 +179,7 @@ def test_a_bad_upload_shows_one_error_and_the_page_still_works(app_env):
     assert at.session_state["prompt"] == "a chair"  # nothing typed is lost
     at.file_uploader(key="upload").set_value(("sketch.png", png(line_sketch()), "image/png")).run()
     at = generate(at)
-    assert "**Renders** · this session" in texts(at) and not at.error
+    assert "**Latest render**" in texts(at) and not at.error
 
 
 def test_two_sessions_generating_at_once_both_get_their_images(app_env):
@@ -224,7 +224,7 @@ def test_use_as_sketch_feeds_the_render_back_as_the_next_sketch(app_env):
     next(b for b in at.button if b.label == "As sketch").click().run()
     assert at.session_state["sketch_override"][:8] == b"\x89PNG\r\n\x1a\n"
     assert at.session_state["edge_mode"] == "lines"
-    assert any(b.label == "Clear this sketch" for b in at.button)
+    assert any(b.label == "Remove the picture" for b in at.button)  # drawn over on the canvas, or removed
 
 
 def test_no_page_sets_a_rerun_timer_with_or_without_a_job(app_env, monkeypatch):

@@ -166,23 +166,25 @@ CSV = "Artikelnummer;Beschreibung\nK-1;Rotes Baumwoll-T-Shirt\nK-2;Weiße Sneake
 
 
 def test_the_catalog_preview_says_what_it_is_doing(app_env):
-    """The first preview with the default local model loads the translation model and the LLM (~20 s on a CPU; the
-    spin a new user waited through in silence): a status names each step while it runs, and says when it is done."""
+    """The first preview with the local model loads the translation model and the LLM (~20 s on a CPU; the spin a new
+    user waited through in silence): a status names each step while it runs, and says when it is done. (The tiny
+    profile's LLM is random: the page defaults to the description there, so the test picks the local model itself.)"""
     at = open_page(app_env, "pages/catalog.py")
     at.file_uploader(key="cat_sheet").set_value(("produkte.csv", CSV, "text/csv")).run()
+    at.session_state["cat_llm"] = "local"
     at.button(key="cat_preview_btn").click().run()
-    ok(at)
     status = at.main.status
-    assert len(status) == 1 and status[0].state == "complete", [s.label for s in status]
-    assert re.fullmatch(r"Preview of the first 3 rows ready \(\d+ s\)", status[0].label)
+    assert len(status) == 1, [s.label for s in status]
+    assert status[0].label == "The preview failed for all 2 rows (the first reason is below)"  # random LLM: no ✓
+    assert status[0].state == "error"
     assert [m.value for m in status[0].markdown] == [
         "Translating from German (the first time also loads the translation model)…",
         "Reading the attributes with the local model (the first time loads it: ~20 s on a CPU)…",
         "Writing each row's prompt…",
     ]
-    assert list(next(d.value for d in at.dataframe if "prompt" in d.value.columns)["id"]) == ["K-1", "K-2"]
-    ok(at.run())
-    assert not at.main.status  # it belongs to the run that made the preview; the table stays
+    assert not at.exception
+    at.run()
+    assert not at.exception and not at.main.status  # it belongs to the run that made the preview
 
 
 # ---- History ---------------------------------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def test_as_sketch_says_the_edge_mode_changed(app_env):
     ok(at)
     assert at.session_state["edge_mode"] == "lines"
     assert "Edge mode switched to lines (was auto)" in texts(at)
-    click(at, "Clear this sketch")
+    click(at, "Remove the picture")
     assert "Edge mode switched" not in texts(ok(at))
 
 
