@@ -9,6 +9,7 @@ from engine.arena import match_key
 from engine.errors import EngineError
 from engine.evaluation import METRICS
 from ui import jobs
+from ui.gallery import set_name
 from ui.jobs import job_panel
 from ui.shared import engine_or_stop, md, output_thumbs, style_thumb
 
@@ -52,7 +53,9 @@ def count(n: int, word: str) -> str:
 
 
 def describe(c: dict) -> str:
-    return f"{c['a_set']}  vs  {c['b_set']} · {c['voted']}/{c['pairs']} voted · {c['created_at'][:10]}"
+    return (
+        f"{set_name(c['a_set'])}  vs  {set_name(c['b_set'])} · {c['voted']}/{c['pairs']} voted · {c['created_at'][:10]}"
+    )
 
 
 SETTINGS = {  # what a designer tunes between two settings: field → (label, min, max, step)
@@ -119,7 +122,7 @@ def show_side(col, side: dict) -> None:
                 cell.image(thumb, width="stretch")
             else:
                 cell.caption("(removed)")
-            cell.caption(s["name"])
+            cell.caption(md(s["name"]))
     else:
         ref = side.get("image") or f"{side['run_id']}#{side['index']}"
         thumb = output_thumbs(engine, [ref], 512)[ref]
@@ -141,7 +144,7 @@ with st.expander("New comparison", expanded=not contests):
             "Render the sketches, prompts, seeds and styles of one run set again with setting A and with setting B;"
             " the two new sets are then compared blind. Settings left empty keep each run's own value."
         )
-        inputs = st.selectbox("Inputs from", sets, key="arena_inputs") if sets else None
+        inputs = st.selectbox("Inputs from", sets, key="arena_inputs", format_func=set_name) if sets else None
         cols = st.columns(2)
         for col, side in zip(cols, ("A", "B"), strict=True):
             col.markdown(f"**Setting {side}**")
@@ -159,8 +162,8 @@ with st.expander("New comparison", expanded=not contests):
         )
     else:
         c1, c2 = st.columns(2)
-        a = c1.selectbox("Set A", sets, index=1, key="arena_a")
-        b = c2.selectbox("Set B", sets, index=0, key="arena_b")
+        a = c1.selectbox("Set A", sets, index=1, key="arena_a", format_func=set_name)
+        b = c2.selectbox("Set B", sets, index=0, key="arena_b", format_func=set_name)
         shared = {match_key(r) for r in by_set[a]} & {match_key(r) for r in by_set[b]}
         st.caption(
             f"{count(len(shared), 'pair')} {'shares' if len(shared) == 1 else 'share'} a sketch, prompt and seed."
@@ -228,8 +231,8 @@ with st.expander("Results (names the sets)", expanded=pair is None):
         m[3].metric("p-value", f"{s['p_value']:.3g}" if s["p_value"] is not None else "–",
                     help="two-sided binomial test of A's wins against 50 %")  # fmt: skip
         st.caption(
-            f"A = {md(contest['a_set'])} · B = {md(contest['b_set'])} · {s['a_wins']} A, {s['b_wins']} B,"
-            f" {count(s['ties'], 'tie')}"
+            f"A = {md(set_name(contest['a_set']))} · B = {md(set_name(contest['b_set']))} · {s['a_wins']} A,"
+            f" {s['b_wins']} B, {count(s['ties'], 'tie')}"
         )
         # only the numbers measured on both sides of a decisive vote (no sketch: no edge F1 to agree with)
         agreement = [

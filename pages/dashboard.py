@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
 from engine.errors import EngineError
 from engine.evaluation import COLUMN_NAMES, METRICS, column_name, compare, filter_rows, summarize, to_csv
-from ui.gallery import image_name, short_id
+from ui.gallery import image_name, set_name
 from ui.shared import data_uri, engine_or_stop, md, output_thumbs
 
 MAX_RUNS = 5000
-RUN_ID = re.compile(r"(frame-)?\d{8}-\d{6}-[0-9a-f]{8}")
 BY = {"set": "Run set", "style": "Style", "source": "Source"}  # what the summary can group by
-
-
-def set_name(name: str) -> str:
-    """A run set as a person reads it: a run that belongs to no batch is its own set, named by its short id."""
-    return short_id(name) if RUN_ID.fullmatch(name) else name
 
 
 engine = engine_or_stop()
@@ -164,7 +156,7 @@ with overview:
                  "chart_style")  # fmt: skip
     state.setdefault("dash_by", "set")
     by = st.segmented_control("Summary by", list(BY), format_func=BY.get, key="dash_by", required=True) or "set"
-    summary = pd.DataFrame(summarize(shown, by)).dropna(axis="columns", how="all")  # a number nothing measured
+    summary = pd.DataFrame(summarize(shown, by)).dropna(axis="columns", how="all").round(3)  # none: not measured
     if by == "set":
         summary["set"] = summary["set"].map(set_name)
     st.dataframe(summary.rename(columns=column_name), hide_index=True, key="summary_table", placeholder="–")

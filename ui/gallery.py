@@ -65,6 +65,14 @@ def short_id(run_id: str) -> str:
     return f"…{run_id[-8:]}"
 
 
+RUN_ID = re.compile(r"(frame-)?\d{8}-\d{6}-[0-9a-f]{8}")  # a run's id, as the engine makes them
+
+
+def set_name(name: str) -> str:
+    """A run set as a person reads it: a run that belongs to no batch is its own set, named by its short id."""
+    return short_id(name) if RUN_ID.fullmatch(name) else name
+
+
 def image_name(run_id: str, index: int) -> str:
     """One image of a run as a person reads it: "…abcd1234 · 2", its number counted from 1."""
     return f"{short_id(run_id)} · {index + 1}"
@@ -198,7 +206,7 @@ def on_clear_picks() -> None:
 
 
 def on_more() -> None:
-    state["gallery_limit"] = state.get("gallery_limit", PAGE) + PAGE
+    state["history_limit"] = state.get("history_limit", PAGE) + PAGE
 
 
 # ---- the page's parts -------------------------------------------------------------------------------------------
@@ -374,7 +382,7 @@ def show(engine: Engine, on_restore: Callable, on_like: Callable, hits: list[dic
             filtered = any(picked.values()) or batch
             st.info("Nothing found matches these filters." if hits and filtered else "Nothing found.")
         return
-    limit = state.get("gallery_limit", PAGE)
+    limit = state.get("history_limit", PAGE)
     try:
         runs = engine.history.list(limit=limit, batch=batch, **picked)
         if batch:  # a batch comes whole, oldest first
