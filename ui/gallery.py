@@ -320,7 +320,9 @@ def card(
             st.button("Restore", key=f"restore_{run.id}", on_click=on_restore, args=(run.id,))
             st.button("More like this", key=f"like_{run.id}", on_click=on_like, args=(run.id, index))
         with st.expander("Details"):
-            st.code(json.dumps(meta, indent=2), language="json")
+            # the whole recipe, ids in full; a model by its name, never its folder on the engine's machine
+            models = {k: model_name(v) if v else v for k, v in (meta.get("models") or {}).items()}
+            st.code(json.dumps({**meta, "models": models}, indent=2, ensure_ascii=False), language="json")
             for i in range(run.images):
                 st.download_button(
                     f"Download {image_name(run.id, i)}",
