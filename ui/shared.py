@@ -145,8 +145,8 @@ _ENGINE_BOUND_WORDS = (
     "checkpoint _region_hits library_style _thumbs _style_thumbs "
     # Sweeps, Arena, Dashboard, History
     "sweep_job sweep_result sweep_error sweep_past _sweep_files sweep_styles arena_contest arena_job arena_error "
-    "arena_inputs arena_queries dash_sets dash_styles history_like history_set history_style compare_picks "
-    "gallery_limit gallery_error "
+    "arena_inputs arena_queries arena_a arena_b arena_tuned dash_sets dash_styles dash_sources dash_cmp_a dash_cmp_b "
+    "sweep_style history_like history_set history_style compare_picks history_limit history_error "
     # Tune, Catalog, tagging, Style library
     "tune_data tune_data_done tune_data_job tune_error tune_train_job tune_use_job tune_use_base cat_job cat_preview "
     "cat_preview_wanted cat_error cat_shown _cat_thumbs cat_style cat_model tag_job tag_result tag_table tag_error "
@@ -276,7 +276,8 @@ def _status(found: Capabilities) -> None:
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))
         with st.expander("Model ids"):
             for role, model_id in found.models.items():
-                st.caption(f"{role}: `{model_id}`")
+                if model_id:  # (a role with no model, e.g. no LoRA, is not listed)
+                    st.caption(f"{role}: `{model_name(model_id)}`")
 
 
 def current_sketch() -> tuple[bytes | None, str]:
@@ -290,6 +291,16 @@ def current_sketch() -> tuple[bytes | None, str]:
         drawn_over = state.get("drawn_png") if state.get("_canvas_base") == state["sketch_override"] else None
         return (drawn_over or state["sketch_override"]), label
     return state.get("drawn_png"), "drawing"
+
+
+def model_name(model_id: str) -> str:
+    """A model as a designer reads it: a hub id as it is ("lllyasviel/sd-controlnet-canny"), a folder or file on the
+    engine's machine by its last two parts, not the engine's absolute path."""
+    path = str(model_id).replace("\\", "/").rstrip("/")
+    if not path.startswith(("/", "~", ".")) and ":" not in path[:3]:
+        return path
+    parts = [p for p in path.split("/") if p]
+    return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else path
 
 
 def data_uri(jpeg: bytes | None) -> str | None:

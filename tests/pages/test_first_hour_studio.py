@@ -3,6 +3,8 @@ session that switches between a local and a remote engine."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -56,8 +58,11 @@ def test_the_first_steps_are_on_top_and_a_refusal_goes_with_its_cause(app_env):
 
 # ---- item 11: the tiny banner says what is random ---------------------------------------------------------------
 def test_the_tiny_banner_says_retrieval_and_scores_are_random_too(app_env):
-    banner = next(w.value for w in studio(app_env).sidebar.warning if "Tiny profile" in w.value)
+    at = studio(app_env)
+    banner = next(w.value for w in at.sidebar.warning if "Tiny profile" in w.value)
     assert "retrieval" in banner and "scores are random" in banner
+    models = [c.value for c in at.sidebar.caption if re.match(r"\w+: `", c.value)]  # the Model ids list
+    assert models and not any(str(app_env.data) in m or "None" in m for m in models)  # names, not engine paths
 
 
 # ---- item 4: Render as I draw, named apart from the modes, beside the canvas ----------------------------------
