@@ -133,7 +133,10 @@ def _parser() -> argparse.ArgumentParser:
         ca.add_argument("--limit", type=int, help="only the first N rows")
     run = csub.choices["run"]
     run.add_argument("--out", type=Path, help="copy the tables, the report and the images here when done")
-    run.add_argument("--source-lang", default="de", help="the sheet's language; 'en' turns translation off")
+    run.add_argument(
+        "--source-lang", default="auto", help="the sheet's language (auto: guessed from its descriptions, as the "
+        "Catalog page does); 'en' turns translation off",
+    )  # fmt: skip
     run.add_argument(
         "--llm",
         metavar="URL|local|none",
@@ -672,9 +675,14 @@ def _catalog(args) -> dict:
     from .render.capabilities import rules
 
     model = rules(args.model)
+    language = args.source_lang
+    if language == "auto":
+        from .catalog.sheets import guess_language
+
+        language = guess_language([row.get(columns["text_column"]) or "" for row in sheet.rows])
     options = CatalogOptions.build(
         **columns,
-        source_lang=args.source_lang,
+        source_lang=language,
         template=args.template or DEFAULT_TEMPLATE,
         seed=args.seed,
         model=args.model,

@@ -34,6 +34,7 @@ from ui.shared import DEFAULTS
 FOLDER = Path(__file__).with_name("draft_component")
 COMPONENT_KEY = "draft_keeper"  # the component's widget key (its value: what the browser had stored)
 LOADED = "_draft_loaded"  # set once the browser has answered, in this session
+SLOT = "_draft_slot"  # this run's place for the component (made before the page, filled after it)
 MAX_CHARS = 500_000  # a larger draft (stored or to store) is left alone; localStorage holds about 5 MB
 MAX_PNG_CHARS = 400_000  # the drawing's PNG, as base64 (a line drawing on a 448-pixel canvas: a few kB)
 MAX_PNG_PIXELS = 1024 * 1024
@@ -281,15 +282,19 @@ def keep() -> None:
         if line:
             st.toast(line, icon=":material/restore:", duration=12)
     st.html(HIDE)
+    slot = st.empty()  # one place for the component, every run: the page's elements after it never shift
+    state[SLOT] = slot
     if not state.get(LOADED):
-        _component()(want=True, key=COMPONENT_KEY, default=None)
+        with slot:
+            _component()(want=True, key=COMPONENT_KEY, default=None)
 
 
 def save() -> None:
     """After the page (app.py): hand the browser the draft as the page left it (the canvas's newest stroke is only
     known once the page has drawn the canvas). A page that stopped or was interrupted skips this; the next run saves."""
     state = st.session_state
-    if not state.get(LOADED):
+    slot = state.pop(SLOT, None)
+    if not state.get(LOADED) or slot is None:
         return
     try:
         text = json.dumps(snapshot(state), separators=(",", ":"), default=str)  # a few kB, about a millisecond
@@ -298,4 +303,5 @@ def save() -> None:
     if len(text) > MAX_CHARS:
         text = ""  # too large to keep: the last draft that fitted stays in the browser
     digest = hashlib.sha1(text.encode()).hexdigest()[:16] if text else ""
-    _component()(want=False, draft=text or None, hash=digest, key=COMPONENT_KEY, default=None)
+    with slot:  # where keep() asked: the same element, so the browser's frame is kept, not made again
+        _component()(want=False, draft=text or None, hash=digest, key=COMPONENT_KEY, default=None)

@@ -130,6 +130,8 @@ def test_add_a_style_by_upload_and_find_it_in_the_grid(app_url, browser, tmp_pat
 def open_page(browser, app_url, name: str, height: int = 1400):
     page = new_page(browser, viewport={"width": 1440, "height": height})
     page.goto(app_url)
+    page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
+    page.wait_for_timeout(1000)  # a draft this browser kept is restored by one rerun: let it land before the click
     page.get_by_role("link", name=name).click()
     page.wait_for_selector(f"h1:has-text('{name}')", timeout=120_000)
     return page

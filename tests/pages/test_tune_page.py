@@ -86,9 +86,8 @@ def test_prepare_train_measure_and_switch(app_env, tmp_path):
     at.text_area(key="arena_queries").set_value("walnut wood\nneon city").run()
     at.button(key="arena_retrieval_start").click().run()
     assert not at.error, [e.value for e in at.error]
-    assert "base CLIP  vs  tuned: shapes-dual" in at.selectbox(key="arena_contest").format_func(
-        at.selectbox(key="arena_contest").value
-    )
+    picker = next(s for s in at.selectbox if s.label == "Comparison")
+    assert "base CLIP  vs  tuned: shapes-dual" in picker.format_func(picker.value)
     assert len(at.get("image")) == 8
     assert any(m.value in ("**walnut wood**", "**neon city**") for m in at.markdown)  # the query, not the model
     at.button(key="vote_left").click().run()
