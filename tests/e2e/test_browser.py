@@ -411,7 +411,11 @@ def test_canvas_aspect_eraser_and_shapes_then_variations_side_by_side(app_url, b
 
     seeds = page.locator("[data-testid=stCaptionContainer]").filter(has_text=re.compile(r"^seed \d+$"))
     expect(seeds).to_have_count(2)
-    first, second = seeds.nth(0).bounding_box(), seeds.nth(1).bounding_box()
+    for _ in range(40):  # until both pictures have loaded (an image takes its height only then)
+        first, second = seeds.nth(0).bounding_box(), seeds.nth(1).bounding_box()
+        if abs(first["y"] - second["y"]) < 2:
+            break
+        page.wait_for_timeout(250)
     assert abs(first["y"] - second["y"]) < 2 and second["x"] > first["x"] + 100  # side by side
     before = seeds.all_inner_texts()
     page.get_by_role("button", name="Vary").first.click()
@@ -463,7 +467,11 @@ def test_variations_inpaint_with_another_style_compare_star_and_find_it_in_histo
     page.get_by_role("button", name="Generate").click()
     seeds = page.locator("[data-testid=stCaptionContainer]").filter(has_text=re.compile(r"^seed \d+$"))
     expect(seeds).to_have_count(2, timeout=240_000)
-    first, second = seeds.nth(0).bounding_box(), seeds.nth(1).bounding_box()
+    for _ in range(40):  # until both pictures have loaded (an image takes its height only then)
+        first, second = seeds.nth(0).bounding_box(), seeds.nth(1).bounding_box()
+        if abs(first["y"] - second["y"]) < 2:
+            break
+        page.wait_for_timeout(250)
     assert abs(first["y"] - second["y"]) < 2 and second["x"] > first["x"] + 100  # side by side
     made = History(e2e_data / "history.sqlite").list(limit=1)[0]
 
