@@ -116,6 +116,23 @@ def _current_drawing() -> dict[str, Any]:
     }
 
 
+def _push_undo(entry: dict[str, Any]) -> None:
+    state = st.session_state
+    state["sketch_undo"] = [entry, *state.get("sketch_undo", [])][:UNDO_DEPTH]
+
+
+def _fitted(
+    drawing: dict[str, Any] | None, png: bytes | None, old: tuple[int, int] | None, new: tuple[int, int]
+) -> tuple[dict[str, Any] | None, bytes | None]:
+    """A drawing and its PNG from a canvas of size `old` fitted into one of size `new` (as they are, same size)."""
+    if not old or tuple(old) == tuple(new):
+        return drawing, png
+    return (
+        carry_drawing(drawing, old, new) if drawing and drawing.get("objects") else None,
+        fit_png(png, new) if png else None,
+    )
+
+
 def _notice_brought_sketch() -> None:
     """A sketch just brought in (As sketch, Restore): the drawing it replaces goes on the undo list, and the canvas
     starts afresh over the new picture."""
@@ -126,7 +143,7 @@ def _notice_brought_sketch() -> None:
     if brought is not None:
         previous = _current_drawing()
         if previous["picture"] is not None or previous["drawn_png"] or (previous["canvas_json"] or {}).get("objects"):
-            state["sketch_undo"] = [previous, *state.get("sketch_undo", [])][:UNDO_DEPTH]
+            _push_undo(previous)
         _remount(None)
     state["_canvas_base"] = brought
     state["_canvas_base_label"] = state.get("sketch_override_label")
@@ -146,10 +163,8 @@ def on_back() -> None:
         state["sketch_override"], state["sketch_override_label"] = entry["picture"], entry["label"]
     state["_canvas_base"], state["_canvas_base_label"] = entry["picture"], entry["label"]
     drawing, drawn = entry["canvas_json"], entry["drawn_png"]
-    new = canvas_size(state.get("aspect"))
-    if entry["picture"] is None and entry["size"] and entry["size"] != new:
-        drawing = carry_drawing(drawing, entry["size"], new) if drawing else None
-        drawn = fit_png(drawn, new) if drawn else None
+    if entry["picture"] is None:  # back on plain paper: the canvas has the aspect's shape
+        drawing, drawn = _fitted(drawing, drawn, entry["size"], canvas_size(state.get("aspect")))
     _remount(drawing, drawn)
     state["_strokes_png"] = entry.get("strokes_png")
 
@@ -158,14 +173,11 @@ def on_remove_picture() -> None:
     """The brought-in picture goes; the strokes drawn over it stay, on white paper (Back brings the picture back)."""
     state = st.session_state
     previous = _current_drawing()
-    state["sketch_undo"] = [previous, *state.get("sketch_undo", [])][:UNDO_DEPTH]
+    _push_undo(previous)
     for key in ("sketch_override", "sketch_override_label", "sketch_override_note", "_canvas_base"):
         state.pop(key, None)
-    drawing, strokes = previous["canvas_json"], previous["strokes_png"]
     new = canvas_size(state.get("aspect"))
-    if drawing and drawing.get("objects") and previous["size"] and previous["size"] != new:
-        drawing = carry_drawing(drawing, previous["size"], new)
-    _remount(drawing if drawing and drawing.get("objects") else None, fit_png(strokes, new) if strokes else None)
+    _remount(*_fitted(previous["canvas_json"], previous["strokes_png"], previous["size"], new))
 
 
 def canvas_png(image_data: np.ndarray | None) -> bytes | None:
@@ -215,13 +227,8 @@ def on_aspect_change() -> None:
     old, new = state.get("canvas_size") or canvas_size(None), canvas_size(state.get("aspect"))
     if old == new:
         return
-    drawing = state.get("canvas_json")
-    state["canvas_initial"] = carry_drawing(drawing, old, new) if drawing and drawing.get("objects") else None
-    state["canvas_json"] = state["canvas_initial"]
-    if state.get("drawn_png"):
-        state["drawn_png"] = fit_png(state["drawn_png"], new)
+    _remount(*_fitted(state.get("canvas_json"), state.get("drawn_png"), old, new))  # a canvas takes its size at mount
     state["canvas_size"] = new
-    state["canvas_rev"] = state.get("canvas_rev", 0) + 1  # remount: a canvas takes its size when it mounts
 
 
 def render_size_note(width: int, height: int, size: int) -> str:
