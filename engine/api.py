@@ -104,6 +104,7 @@ class Capabilities(BaseModel):
     workers: int = 1
     remote: bool = False
     features: dict[str, bool] = Field(default_factory=dict)  # regions, flux, local_llm, tuning, ray
+    store_error: str | None = None  # one line while the job store cannot be written (a full disk, a lock), else None
 
 
 class RenderResult(BaseModel):
@@ -218,9 +219,10 @@ class Renders(ABC):
     def segment(
         self,
         image: bytes,
-        points: list[list[float]] | None = None,
-        labels: list[int] | None = None,
-        box: list[float] | None = None,
+        points: Annotated[list[Annotated[list[float], Field(min_length=2, max_length=2)]], Field(max_length=64)]
+        | None = None,  # at most engine.masks.MAX_POINTS
+        labels: Annotated[list[Annotated[int, Field(ge=0, le=1)]], Field(max_length=64)] | None = None,
+        box: Annotated[list[float], Field(min_length=4, max_length=4)] | None = None,
     ) -> SegmentResult:
         """SAM2: the object at the points (label 1 inside, 0 outside) and/or in the box, in image pixels."""
 

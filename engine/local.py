@@ -35,7 +35,9 @@ class LocalEngine(Engine):
     of a local one); everything else stays here. `job_workers` jobs run at once (renders among them take turns on
     the GPU); `abandon_after` cancels jobs nobody asks about (the server's clients can vanish); `adopt_jobs` takes
     over, at start, the jobs of an engine on this data folder whose process died (the UI and the server do; a CLI
-    command runs only its own)."""
+    command runs only its own). `max_per_client` bounds each client's share of the queue (the server names the
+    client of each request; None: a quarter of `max_queued`, at least 4); `store_timeout` is how long a call waits
+    for another process's lock on jobs.sqlite before the store counts as failing."""
 
     def __init__(
         self,
@@ -47,6 +49,8 @@ class LocalEngine(Engine):
         max_queued: int = 64,
         abandon_after: float | None = None,
         adopt_jobs: bool = True,
+        max_per_client: int | None = None,
+        store_timeout: float = 30.0,
     ):
         self.settings = settings or Settings()
         self.data_dir = Path(self.settings.data_dir).expanduser()
@@ -92,7 +96,10 @@ class LocalEngine(Engine):
             max_queued=max_queued,
             abandon_after=abandon_after,
             adopt=adopt_jobs,
+            max_per_client=max_per_client,
+            timeout=store_timeout,
         )
+        self.jobs.on_end.append(self.renders.ended)  # a job that ends in any state: what it held in memory goes
         self.core.jobs = self.jobs
 
     def catalog_models(self):
@@ -138,6 +145,7 @@ class LocalEngine(Engine):
             loaded=self.models.loaded(),
             retrieval=self.retrieval.label(),
             jobs_waiting=self.jobs.waiting(),
+            store_error=self.jobs.store_error,
             executor=self.executor.name,
             workers=self.executor.workers,
             features={

@@ -18,9 +18,12 @@ from .errors import BadInput
 REGION_COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
 
 
+MAX_POINTS = 64  # SAM2 point prompts in one call: a designer clicks a few; 100k took 20 s
+
+
 def parse_json_list(text: str | None, name: str, length: int | None = None) -> list | None:
     """A JSON list from a form field or a CLI flag (points, labels, a box), or one line saying what is wrong:
-    points are [x, y] pairs and a box four numbers (finite), labels are 0 or 1."""
+    points are at most MAX_POINTS [x, y] pairs and a box four numbers (finite), labels are 0 or 1."""
     if text is None or text == "":
         return None
     if len(text) > 100_000:
@@ -31,13 +34,43 @@ def parse_json_list(text: str | None, name: str, length: int | None = None) -> l
         raise BadInput(f"{name} must be JSON, e.g. {EXAMPLES[name]}") from None
     if not isinstance(value, list) or (length is not None and len(value) != length):
         raise BadInput(f"{name} must be a JSON list, e.g. {EXAMPLES[name]}")
-    if name == "points" and not all(isinstance(p, list) and len(p) == 2 and all(map(_finite, p)) for p in value):
-        raise BadInput(f"points must be a JSON list of [x, y] pairs, e.g. {EXAMPLES[name]}")
-    if name == "box" and not all(map(_finite, value)):
+    return check_list(value, name)
+
+
+def check_list(value, name: str) -> list:
+    """One of SAM2's prompts as given (from JSON or from Python), checked: points at most MAX_POINTS [x, y] pairs,
+    a box four finite numbers, labels 0 or 1; a plain list back, or one line saying what is wrong."""
+    if not isinstance(value, list | tuple):
+        raise BadInput(f"{name} must be a list, e.g. {EXAMPLES[name]}")
+    value = list(value)
+    if name == "points":
+        if len(value) > MAX_POINTS:
+            raise BadInput(f"{len(value)} points is too many: at most {MAX_POINTS} in one call (draw a box instead)")
+        if not all(isinstance(p, list | tuple) and len(p) == 2 and all(map(_finite, p)) for p in value):
+            raise BadInput(f"points must be a JSON list of [x, y] pairs, e.g. {EXAMPLES[name]}")
+        return [list(p) for p in value]
+    if name == "box" and (len(value) != 4 or not all(map(_finite, value))):
         raise BadInput(f"box must be four numbers x0, y0, x1, y1, e.g. {EXAMPLES[name]}")
-    if name == "labels" and not all(v in (0, 1) and not isinstance(v, float | bool) for v in value):
-        raise BadInput(f"labels must be 1 (inside) or 0 (outside), one per point, e.g. {EXAMPLES[name]}")
+    if name == "labels":
+        if len(value) > MAX_POINTS:
+            raise BadInput(f"{len(value)} labels is too many: at most {MAX_POINTS}, one per point")
+        if not all(v in (0, 1) and not isinstance(v, float | bool) for v in value):
+            raise BadInput(f"labels must be 1 (inside) or 0 (outside), one per point, e.g. {EXAMPLES[name]}")
     return value
+
+
+def check_prompts(points, labels, box) -> tuple[list | None, list | None, list | None]:
+    """SAM2's prompts, checked the same way for every route (the form of /segment, the JSON of
+    /api/renders/segment, a Python caller): each as `check_list` says, a point or a box at least, one label per
+    point."""
+    points = check_list(points, "points") if points is not None else None
+    labels = check_list(labels, "labels") if labels is not None else None
+    box = check_list(box, "box") if box is not None else None
+    if not points and box is None:
+        raise BadInput("segmenting needs a point or a box on the image")
+    if labels is not None and len(labels) != len(points or []):
+        raise BadInput(f"give one label per point ({len(points or [])} points, {len(labels)} labels)")
+    return points, labels, box
 
 
 def _finite(v) -> bool:

@@ -1,4 +1,9 @@
-"""Renders as jobs, their results, and the analysis of images (SAM2 masks, CLIP concepts)."""
+"""Renders as jobs, their results, and the analysis of images (SAM2 masks, CLIP concepts).
+
+A render is planned at submit (the sketch decoded once) and the plan waits in memory for its job; it is released
+when the job ends in any state. A `keep: false` render (a live frame) is never written to disk: its job's row in
+the store holds no request at all, only that it lives in memory, so after a restart it fails with a line saying so
+instead of running again."""
 
 from __future__ import annotations
 
@@ -10,9 +15,9 @@ from PIL import Image
 
 from .. import images as imgs
 from ..api import JobInfo, RenderResult, Renders, SegmentResult
-from ..errors import BadInput, NotFound, QueueFull
-from ..jobs import JobContext
-from ..masks import mask_png
+from ..errors import BadInput, EngineError, NotFound, QueueFull
+from ..jobs import JobContext, StoreUnavailable
+from ..masks import check_prompts, mask_png
 from ..regions import cutout
 from ..render.plan import Plan
 from ..render.record import FRAMES
@@ -48,14 +53,30 @@ class RendersService(Renders):
 
     def submit(self, request: GenerateRequest) -> JobInfo:
         planned = self.check(request)
+        if request.keep:
+            payload, title = {"request": request.model_dump_json()}, request.prompt[:80]
+        else:  # nothing of it on disk: the plan in memory is all there is
+            payload, title = {"memory": True}, "render (not kept)"
         with self._lock:
-            job = self.core.jobs.submit("render", {"request": request.model_dump_json()}, title=request.prompt[:80])
-            self._plans[job.id] = planned
+            job = self.core.jobs.submit("render", payload, title=title)
+            if not job.done:
+                self._plans[job.id] = planned
         return job
+
+    def ended(self, job_id: str) -> None:
+        """The job ended (done, failed, cancelled, abandoned): its plan, sketch and inputs go."""
+        with self._lock:
+            self._plans.pop(job_id, None)
 
     def _run(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         with self._lock:
             planned = self._plans.pop(ctx.id, None)
+        if planned is None and payload.get("memory"):
+            raise EngineError(
+                "this render was not to be kept (keep: false), so it was held in memory only, and the engine "
+                "restarted before it ran",
+                fix="render it again",
+            )
         if planned is None:  # queued before a restart: plan again
             planned = self.core.pipeline.plan(GenerateRequest.model_validate_json(payload["request"]))
         # kept first, measured after: the designer waits for the images, not for CLIP (a live frame: never measured)
@@ -70,7 +91,7 @@ class RendersService(Renders):
         instead (None): a render's numbers are never left behind."""
         try:
             job = self.core.jobs.submit("measure", {"run_id": run_id}, title=f"measure: {prompt[:60]}", key=run_id)
-        except QueueFull:
+        except (QueueFull, StoreUnavailable):
             self.core.recorder.measure(run_id)
             return None
         return job.id
@@ -131,6 +152,7 @@ class RendersService(Renders):
         return imgs.decode(image, s.max_input_pixels, s.max_upload_bytes)
 
     def segment(self, image: bytes, points=None, labels=None, box=None) -> SegmentResult:
+        points, labels, box = check_prompts(points, labels, box)  # before the image is decoded: cheap refusals first
         found = self.core.models.segmenter.segment(self._decode(image), points, labels, box)
         return SegmentResult(
             mask_png=mask_png(found.mask), score=round(found.score, 4), area=round(found.area, 4), bbox=found.bbox,
