@@ -165,10 +165,11 @@ class JobRunner(Jobs):
         self._start_lock = threading.Lock()
         self._file_lock = threading.Lock()
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, timeout: float | None = None) -> sqlite3.Connection:
+        """A connection that waits at most `timeout` seconds (default: the runner's) for another's lock."""
         with self._file_lock if not self._ready else contextlib.nullcontext():
             self._prepare()
-        return self._open()
+        return self._open(timeout)
 
     def _prepare(self) -> None:
         """The file and its table, made on first use: an engine that never runs leaves no file behind."""
@@ -192,8 +193,10 @@ class JobRunner(Jobs):
             return self.max_per_client
         return max(4, self.max_queued // 4)
 
-    def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level="IMMEDIATE")
+    def _open(self, timeout: float | None = None) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=self.timeout if timeout is None else timeout, isolation_level="IMMEDIATE"
+        )
         db.row_factory = sqlite3.Row
         return db
 
@@ -307,7 +310,8 @@ class JobRunner(Jobs):
             yield
         except STORE_ERRORS as exc:
             self._store_failed(exc)
-            raise StoreUnavailable(self.store_error or store_line(exc), fix="try again in a moment") from None
+            line = store_line(exc)
+            raise StoreUnavailable(line, fix=None if line == DISK_FULL else "try again in a moment") from None
 
     def _claim(self) -> dict[str, Any] | None:
         """The oldest queued job, now running (atomically, so two workers never share one)."""
@@ -375,6 +379,10 @@ class JobRunner(Jobs):
             if disk_full(exc):
                 log.warning("job %s (%s) failed: %s", ctx.id, row["kind"], DISK_FULL)
                 return "failed", None, DISK_FULL, "EngineError", None
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):  # history.sqlite, say
+                log.warning("job %s (%s) failed: a store was locked: %s", ctx.id, row["kind"], exc)
+                line = f"a store in the data folder cannot be written: {exc} (another process holds it; try again)"
+                return "failed", None, line, "Busy", None
             log.exception("job %s (%s) failed", ctx.id, row["kind"])
             return "failed", None, f"internal error: {type(exc).__name__}: {exc}", "EngineError", None
 
@@ -564,9 +572,10 @@ class JobRunner(Jobs):
         return [self._info(r) for r in rows]
 
     def waiting(self) -> int:
-        """Jobs queued or running (0 while the store cannot be read: `store_error` says why)."""
+        """Jobs queued or running (0 while the store cannot be read: `store_error` says why). It waits at most a
+        second for a lock: /health asks it and must answer at once."""
         try:
-            with closing(self._db()) as db:
+            with closing(self._db(min(self.timeout, 1.0))) as db:
                 return db.execute(f"SELECT COUNT(*) FROM job WHERE {ACTIVE}").fetchone()[0]  # noqa: S608
         except STORE_ERRORS as exc:
             self._store_failed(exc)
