@@ -101,15 +101,38 @@ def get_remote_engine(url: str, token: str) -> Engine:
     return RemoteEngine(url, token or None)
 
 
+REMOTE_URL_ENV, REMOTE_TOKEN_ENV = "DESIGN_STUDIO_REMOTE_URL", "DESIGN_STUDIO_REMOTE_TOKEN"
+
+
+def _same_server(a: str, b: str) -> bool:
+    return a.strip().rstrip("/") == b.strip().rstrip("/")
+
+
+def studio_token(url: str) -> str:
+    """The engine token set on this Studio's process (DESIGN_STUDIO_REMOTE_TOKEN), for the server it was set for
+    (DESIGN_STUDIO_REMOTE_URL) only: a URL typed in the sidebar never gets it, or anyone past the gate could have it
+    sent to their own server. It stays on the server side: never in session state nor in a widget, whose values are
+    sent to the browser."""
+    token = os.environ.get(REMOTE_TOKEN_ENV, "").strip()
+    home = os.environ.get(REMOTE_URL_ENV, "").strip()
+    return token if token and home and _same_server(url, home) else ""
+
+
+def remote_token() -> str:
+    """The token the remote engine is called with: the one typed in the sidebar; else the one set on this Studio."""
+    state = st.session_state
+    return state.get("remote_token", "").strip() or studio_token(state.get("remote_url", ""))
+
+
 def init_state() -> None:
     """Keep every field alive across pages and reruns (Streamlit drops keys of widgets not drawn). A laptop that
     always renders on one server says so once (DESIGN_STUDIO_REMOTE_URL, _REMOTE_TOKEN): every session starts in
-    Remote mode there, and the laptop never tries to load models it may not have."""
+    Remote mode there, and the laptop never tries to load models it may not have. The token stays out of the
+    session (see studio_token)."""
     state = st.session_state
-    if "engine_mode" not in state and os.environ.get("DESIGN_STUDIO_REMOTE_URL", "").strip():
+    if "engine_mode" not in state and os.environ.get(REMOTE_URL_ENV, "").strip():
         state["engine_mode"] = "Remote"
-        state["remote_url"] = os.environ["DESIGN_STUDIO_REMOTE_URL"].strip()
-        state["remote_token"] = os.environ.get("DESIGN_STUDIO_REMOTE_TOKEN", "").strip()
+        state["remote_url"] = os.environ[REMOTE_URL_ENV].strip()
     for key, value in DEFAULTS.items():
         state[key] = state.get(key, value)
 
@@ -124,6 +147,8 @@ def _engine_picker() -> None:
         if st.session_state["engine_mode"] == "Remote":
             st.text_input("Server URL", key="remote_url", help="`python -m engine serve` or its ngrok URL")
             st.text_input("Token", key="remote_token", type="password")
+            if not st.session_state["remote_token"].strip() and studio_token(st.session_state["remote_url"]):
+                st.caption("Token: set on this Studio", help="A token typed above replaces it for this session.")
             if st.button("Test connection"):
                 try:
                     found = current_engine().capabilities()
@@ -197,7 +222,7 @@ def remote() -> bool:
 def current_engine() -> Engine:
     state = st.session_state
     if remote():
-        return get_remote_engine(state["remote_url"].strip(), state["remote_token"].strip())
+        return get_remote_engine(state["remote_url"].strip(), remote_token())
     return get_engine()
 
 
