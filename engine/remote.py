@@ -8,14 +8,23 @@ longer than ~20 s, so tunnels that cut long requests do no harm: long work is a 
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
 
-from . import api
+from . import api, clients
 from .api import Capabilities, Engine
 from .errors import EngineError, ModelUnavailable, error_class
 from .rpc import Operation, operations
+
+
+def is_degraded(resp: httpx.Response) -> bool:
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("status") == "degraded"
 
 
 class Transport:
@@ -23,12 +32,15 @@ class Transport:
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
         self.url = url.rstrip("/")
-        headers = {"ngrok-skip-browser-warning": "true"}
+        # one client id per engine object (one per Studio session): the server bounds each client's queue share
+        headers = {"ngrok-skip-browser-warning": "true", clients.HEADER: f"remote-{secrets.token_hex(8)}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=True)
 
-    def request(self, method: str, path: str, **kw) -> httpx.Response:
+    def request(self, method: str, path: str, degraded_ok: bool = False, **kw) -> httpx.Response:
+        """The response; an error status raised as the `EngineError` the server named. `degraded_ok`: a 503 whose
+        body says `status: degraded` (/health while the job store fails) is an answer, not an error."""
         try:
             resp = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -38,6 +50,8 @@ class Transport:
             ) from None
         if resp.status_code == 401:
             raise EngineError("the engine refused the token (401)", fix="paste the token the server printed")
+        if degraded_ok and resp.status_code == 503 and is_degraded(resp):
+            return resp
         if resp.status_code >= 400:
             try:
                 body = resp.json()
@@ -89,8 +103,10 @@ class RemoteEngine(Engine):
             setattr(self, name, remote_service(self.transport, name))
 
     def capabilities(self) -> Capabilities:
-        info = self.transport.request("GET", "/health").json()
-        return Capabilities(**{**info, "remote": True})
+        """What the server's engine is; a degraded one (503, `status: degraded`) too: `store_error` says why."""
+        info = self.transport.request("GET", "/health", degraded_ok=True).json()
+        known = {k: v for k, v in info.items() if k in Capabilities.model_fields}
+        return Capabilities(**{**known, "remote": True})
 
     def follow(self, job, on_progress=None, cancel=None, every: float | None = None):
         return super().follow(job, on_progress, cancel, every=self.poll if every is None else every)

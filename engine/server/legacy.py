@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -17,7 +18,7 @@ from ..api import TERMINAL, JobInfo
 from ..errors import BadInput, NotFound
 from ..masks import parse_json_list
 from ..schema import GenerateRequest
-from .routes import read_limited
+from .routes import Waits, read_limited
 
 
 def job_view(job: JobInfo) -> dict[str, Any]:
@@ -158,7 +159,7 @@ def result_payload(result) -> dict[str, Any]:
     }
 
 
-def add_job_routes(router: APIRouter, engine, limit: int) -> None:
+def add_job_routes(router: APIRouter, engine, limit: int, waits: Waits) -> None:
     @router.post("/jobs", status_code=202)
     async def submit(
         prompt: Annotated[str, Form()],
@@ -174,20 +175,27 @@ def add_job_routes(router: APIRouter, engine, limit: int) -> None:
 
     @router.get("/jobs/{job_id}/events")
     async def job_events(job_id: str) -> StreamingResponse:
-        """Server-sent events: one `data:` line per change of state or step, until the job ends."""
+        """Server-sent events: one `data:` line per change of state or step, until the job ends. A stream is a
+        long poll: it holds no worker thread, and past the bound on open waits it sends the job as it is and ends
+        (the client reconnects)."""
         await run_in_threadpool(engine.jobs.get, job_id)
 
         async def stream():
             last = None
-            while True:
-                view = job_view(await run_in_threadpool(engine.jobs.get, job_id))
-                key = (view["state"], view["step"], view["position"])
-                if key != last:
-                    yield f"data: {json.dumps(view)}\n\n"
-                    last = key
-                if view["state"] in TERMINAL:
-                    return
-                await asyncio.sleep(0.1)
+            held = waits.take()
+            try:
+                while True:
+                    view = job_view(await run_in_threadpool(engine.jobs.get, job_id))
+                    key = (view["state"], view["step"], view["position"])
+                    if key != last:
+                        yield f"data: {json.dumps(view)}\n\n"
+                        last = key
+                    if view["state"] in TERMINAL or not held:
+                        return
+                    await asyncio.sleep(waits.every)
+            finally:
+                if held:
+                    waits.give()
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -206,15 +214,23 @@ def add_job_routes(router: APIRouter, engine, limit: int) -> None:
         return job_view(engine.jobs.cancel(job_id))
 
 
-def add_routes(app: FastAPI, engine, guarded: list, request_timeout: float) -> None:
+def add_routes(app: FastAPI, engine, guarded: list, request_timeout: float, waits: Waits) -> None:
     limit = engine.settings.max_upload_bytes
     router = APIRouter(dependencies=guarded, tags=["seed API"])
+    health_threads = ThreadPoolExecutor(2, thread_name_prefix="health")  # its own: a busy threadpool cannot starve it
 
-    @router.get("/health")
-    def health() -> dict[str, Any]:
-        return engine.capabilities().model_dump()
+    @router.get("/health", responses={503: {"description": "degraded: the job store cannot be written"}})
+    async def health() -> Response:
+        """What the engine is. 200 while it works; 503 with the same body plus `status: degraded` and the reason
+        (`store_error`) while the job store cannot be written: submits would not run."""
+        caps = await asyncio.get_running_loop().run_in_executor(health_threads, engine.capabilities)
+        body = caps.model_dump(mode="json")
+        problem = getattr(caps, "store_error", None)
+        if problem:
+            return JSONResponse({**body, "status": "degraded", "detail": problem, "error": "Degraded"}, 503)
+        return JSONResponse(body)
 
     add_style_routes(router, engine, limit)
     add_render_routes(router, engine, limit, request_timeout)
-    add_job_routes(router, engine, limit)
+    add_job_routes(router, engine, limit, waits)
     app.include_router(router)

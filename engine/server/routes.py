@@ -4,7 +4,9 @@ the work runs in a worker thread, never on the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -14,6 +16,33 @@ from starlette.datastructures import UploadFile
 
 from ..errors import BadInput, TooLarge
 from ..rpc import Operation, operations
+
+
+class BadBody(BadInput):
+    """A body that cannot be read at all: not UTF-8, a form without its boundary or cut short (400)."""
+
+    status = 400
+
+
+class WrongMediaType(BadInput):
+    """A content type the route does not declare (415)."""
+
+    status = 415
+
+
+def parse_object(raw: bytes, what: str = "the request body") -> dict[str, Any]:
+    """A JSON object from raw bytes: 400 when they are not UTF-8, 422 when they are not a JSON object."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadBody(f"{what} is not UTF-8 text") from None
+    try:
+        parsed = json.loads(text or "{}")
+    except (ValueError, RecursionError):
+        raise BadInput(f"{what} is not JSON: send the arguments as a JSON object") from None
+    if not isinstance(parsed, dict):
+        raise BadInput(f"{what} must be a JSON object, not a {type(parsed).__name__}")
+    return parsed
 
 
 async def read_limited(upload: UploadFile, name: str, limit: int) -> bytes:
@@ -31,8 +60,7 @@ async def call_arguments(request: Request, op: Operation, limit: int) -> dict[st
         form = await request.form(max_files=len(op.files) + 1, max_fields=len(op.files) + 2,
                                   max_part_size=int(limit * 1.4) + 4096)  # fmt: skip
         text = form.get("args") or "{}"
-        if isinstance(text, UploadFile):
-            text = (await read_limited(text, "args", int(limit * 1.4))).decode()
+        raw = (await read_limited(text, "args", int(limit * 1.4))) if isinstance(text, UploadFile) else text.encode()
         for name in op.files:
             part = form.get(name)
             if isinstance(part, UploadFile):
@@ -42,14 +70,9 @@ async def call_arguments(request: Request, op: Operation, limit: int) -> dict[st
         unknown = sorted(set(form) - {"args", *op.files})
         if unknown:
             raise BadInput(f"{op.path} takes no '{unknown[0]}'")
+        parsed = parse_object(raw, "args")
     else:
-        text = (await request.body()).decode() or "{}"
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        raise BadInput("args must be a JSON object") from None
-    if not isinstance(parsed, dict):
-        raise BadInput("args must be a JSON object")
+        parsed = parse_object(await request.body())
     missing = [name for name in op.required_files if name not in files]
     if missing:
         raise BadInput(f"{op.path} needs '{missing[0]}': send it as a file part (multipart/form-data)")
@@ -57,13 +80,65 @@ async def call_arguments(request: Request, op: Operation, limit: int) -> dict[st
     return {**{k: getattr(plain, k) for k in type(plain).model_fields}, **files}
 
 
-def make_route(engine, op: Operation, limit: int):
+class Waits:
+    """Long polls on the event loop, at most `bound` at once. A waiting request holds no worker thread: it reads the
+    job (a short call in the threadpool) every `every` seconds and sleeps in between, so open waits can never take
+    the threads that /health and every other call need. Past the bound a wait answers at once with the job as it
+    is (the client simply asks again)."""
+
+    def __init__(self, bound: int = 32, every: float = 0.2) -> None:
+        self.bound = bound
+        self.every = every
+        self.open = 0
+
+    def take(self) -> bool:
+        """A slot for one more long poll, if there is one (the event loop is one thread: no lock needed)."""
+        if self.open >= self.bound:
+            return False
+        self.open += 1
+        return True
+
+    def give(self) -> None:
+        self.open -= 1
+
+    async def wait(self, jobs, job_id: str, timeout: float = 10.0):
+        """As Jobs.wait: the job as soon as it ends or moves, or after `timeout` (at most 20 s)."""
+        info = await run_in_threadpool(jobs.get, job_id)
+        if info.done or not self.take():
+            return info
+        try:
+            seen = where(info)
+            deadline = time.monotonic() + max(0.0, min(timeout, 20.0))
+            while not info.done and (left := deadline - time.monotonic()) > 0:
+                await asyncio.sleep(min(left, self.every))
+                info = await run_in_threadpool(jobs.get, job_id)
+                if where(info) != seen:
+                    break
+            return info
+        finally:
+            self.give()
+
+
+def where(info) -> tuple:
+    """What a follower waits to see change."""
+    return info.state, info.stage, info.step, info.position, info.preview_step
+
+
+def make_route(engine, op: Operation, limit: int, waits: Waits):
     service = getattr(engine, op.service)
     method = getattr(service, op.name)
+    if (op.service, op.name) == ("jobs", "wait"):
+
+        async def call(**arguments):
+            return await waits.wait(service, **arguments)
+    else:
+
+        async def call(**arguments):
+            return await run_in_threadpool(method, **arguments)
 
     async def route(request: Request) -> Response:
         arguments = await call_arguments(request, op, limit)
-        result = await run_in_threadpool(method, **arguments)
+        result = await call(**arguments)
         if op.returns_bytes:
             return Response(status_code=204) if result is None else Response(result, media_type=media_type(result))
         return JSONResponse(op.result.dump_python(result, mode="json"))
@@ -96,14 +171,14 @@ def request_schema(op: Operation) -> dict[str, Any]:
     }
 
 
-def add_routes(app: FastAPI, engine, guarded: list) -> None:
+def add_routes(app: FastAPI, engine, guarded: list, waits: Waits) -> None:
     limit = engine.settings.max_upload_bytes
     for service, ops in operations().items():
         router = APIRouter(prefix=f"/api/{service}", tags=[service], dependencies=guarded)
         for name, op in ops.items():
             router.add_api_route(
                 f"/{name}",
-                make_route(engine, op, limit),
+                make_route(engine, op, limit, waits),
                 methods=["POST"],
                 summary=(op.doc.splitlines() or [f"{service}.{name}"])[0],
                 description=op.doc,
