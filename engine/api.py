@@ -34,6 +34,10 @@ Offset = Annotated[int, Field(ge=0, le=10_000_000)]
 TopK = Annotated[int, Field(ge=1, le=100)]
 Pixels = Annotated[int, Field(ge=0, le=1024)]
 Index = Annotated[int, Field(ge=0, le=64)]
+# A folder the engine names (a catalog or tagging run, a sweep, a dataset, an adapter): a plain name, never a path
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")]
+# A sheet's file name: its suffix says how it is read
+SheetName = Annotated[str, Field(pattern=r"^[^/\\]{1,200}\.(xlsx|xlsm|csv|tsv|txt|XLSX|XLSM|CSV|TSV|TXT)$")]
 TERMINAL: tuple[str, ...] = ("done", "failed", "cancelled")
 JobKind = Literal[
     "render", "measure", "sweep", "catalog", "tag", "tune-prepare", "tune-train", "tune-eval", "retrieval", "arena"
@@ -348,7 +352,7 @@ class Sweeps(ABC):
 
     @abstractmethod
     @operation
-    def get(self, batch: str) -> dict[str, Any]:
+    def get(self, batch: Name) -> dict[str, Any]:
         """A sweep: batch, prompt, style, its cells (settings, run ids, numbers) and the run sets they make."""
 
     @abstractmethod
@@ -358,7 +362,7 @@ class Sweeps(ABC):
 
     @abstractmethod
     @operation
-    def file(self, batch: str, name: Literal["contact.png", "table.csv", "sweep.json"]) -> bytes: ...
+    def file(self, batch: Name, name: Literal["contact.png", "table.csv", "sweep.json"]) -> bytes: ...
 
 
 class Arena(ABC):
@@ -385,7 +389,7 @@ class Arena(ABC):
     @abstractmethod
     @operation
     def retrieval_contest(
-        self, adapter: str, queries: Annotated[list[str], Field(max_length=1000)], k: TopK = 4
+        self, adapter: Name, queries: Annotated[list[str], Field(max_length=1000)], k: TopK = 4
     ) -> dict[str, Any]:
         """For each query, the base CLIP's top k styles against a tuned adapter's."""
 
@@ -420,25 +424,25 @@ class Catalog(ABC):
 
     @abstractmethod
     @operation
-    def inspect(self, sheet: bytes, name: str) -> SheetInfo:
+    def inspect(self, sheet: bytes, name: SheetName) -> SheetInfo:
         """Read a sheet (.xlsx or .csv): its columns, the guessed mapping and its first rows."""
 
     @abstractmethod
     @operation
     def preview(
-        self, sheet: bytes, name: str, options: CatalogOptions, n: Annotated[int, Field(ge=1, le=20)] = 3
+        self, sheet: bytes, name: SheetName, options: CatalogOptions, n: Annotated[int, Field(ge=1, le=20)] = 3
     ) -> list[dict[str, Any]]:
         """Translation, attributes and prompt of the first rows, rendering and writing nothing."""
 
     @abstractmethod
     @operation
-    def start(self, sheet: bytes, name: str, options: CatalogOptions) -> JobInfo:
+    def start(self, sheet: bytes, name: SheetName, options: CatalogOptions) -> JobInfo:
         """Start a catalog run; its job's result names the run (`run`). The run's name comes from the sheet and
         the options, so starting the same again resumes it (nothing is rendered twice)."""
 
     @abstractmethod
     @operation
-    def resume(self, run: str) -> JobInfo: ...
+    def resume(self, run: Name) -> JobInfo: ...
 
     @abstractmethod
     @operation
@@ -447,16 +451,16 @@ class Catalog(ABC):
 
     @abstractmethod
     @operation
-    def run(self, run: str) -> dict[str, Any]:
+    def run(self, run: Name) -> dict[str, Any]:
         """A run: what it was asked (run.json), its summary and one result row per sheet row."""
 
     @abstractmethod
     @operation
-    def file(self, run: str, name: Literal["results.csv", "results.xlsx", "report.md"]) -> bytes: ...
+    def file(self, run: Name, name: Literal["results.csv", "results.xlsx", "report.md"]) -> bytes: ...
 
     @abstractmethod
     @operation
-    def image(self, run: str, item: str, px: Pixels = 0) -> bytes:
+    def image(self, run: Name, item: str, px: Pixels = 0) -> bytes:
         """A row's render (by its product id); `px` > 0: a JPEG thumbnail."""
 
     @abstractmethod
@@ -478,12 +482,12 @@ class Catalog(ABC):
 
     @abstractmethod
     @operation
-    def tagged(self, run: str) -> dict[str, Any]:
+    def tagged(self, run: Name) -> dict[str, Any]:
         """A tagging run's table: rows, columns, skipped files."""
 
     @abstractmethod
     @operation
-    def tagged_file(self, run: str, name: Literal["results.csv", "results.xlsx"]) -> bytes: ...
+    def tagged_file(self, run: Name, name: Literal["results.csv", "results.xlsx"]) -> bytes: ...
 
     @abstractmethod
     @operation
@@ -507,7 +511,7 @@ class Tuning(ABC):
         source: Literal["library", "upload", "tagging"],
         images: bytes | None = None,
         captions: bytes | None = None,
-        tagging_run: str | None = None,
+        tagging_run: Name | None = None,
     ) -> JobInfo:
         """Image–text pairs into shards: from the style library, an uploaded zip of images + captions CSV, or a
         tagging run; the job's result names the dataset."""
@@ -520,7 +524,7 @@ class Tuning(ABC):
     @operation
     def train(
         self,
-        dataset: str,
+        dataset: Name,
         name: str,
         scenario: str,
         epochs: Annotated[int, Field(ge=1, le=1000)] = 5,
@@ -532,7 +536,7 @@ class Tuning(ABC):
 
     @abstractmethod
     @operation
-    def evaluate(self, adapter: str) -> JobInfo: ...
+    def evaluate(self, adapter: Name) -> JobInfo: ...
 
     @abstractmethod
     @operation
@@ -541,7 +545,7 @@ class Tuning(ABC):
 
     @abstractmethod
     @operation
-    def use(self, adapter: str | None) -> JobInfo:
+    def use(self, adapter: Name | None) -> JobInfo:
         """Switch retrieval to an adapter (None: the base CLIP); the job re-embeds what must be."""
 
 

@@ -157,22 +157,66 @@ def media_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
-def request_schema(op: Operation) -> dict[str, Any]:
-    """The OpenAPI body of a route: the JSON arguments, or a form with them and the file parts."""
-    args = op.args.model_json_schema()
-    form = {"type": "object", "properties": {"args": {"type": "string", "description": "JSON: " + op.args.__name__}}}
+REF = "#/components/schemas/{model}"
+
+
+def shared(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its nested models moved to the OpenAPI's components (where every tool looks for them)."""
+    for name, model in schema.pop("$defs", {}).items():
+        components.setdefault(name, model)
+    return schema
+
+
+def request_schema(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI body of a route: the JSON arguments, or a form with them and the file parts; and the result."""
+    args = shared(op.args.model_json_schema(ref_template=REF), components)
+    form: dict[str, Any] = {"type": "object", "properties": {"args": args}, "additionalProperties": False}
     for name in op.files:
         form["properties"][name] = {"type": "string", "format": "binary"}
+    required = [*op.required_files, *(["args"] if args.get("required") else [])]
+    if required:
+        form["required"] = required
+    content = {"multipart/form-data": {"schema": form, "encoding": {"args": {"contentType": "application/json"}}}}
+    if not op.required_files:  # a call with a file part cannot be JSON
+        content = {"application/json": {"schema": args}, **content}
     return {
-        "requestBody": {
-            "required": False,
-            "content": {"application/json": {"schema": args}, "multipart/form-data": {"schema": form}},
-        }
+        "requestBody": {"required": bool(required), "content": content},
+        "responses": responses(op, components),
     }
+
+
+def responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    """What a call answers: the result as the interface types it, or the file's bytes (204: no file)."""
+    if op.returns_bytes:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        return {
+            "200": {
+                "description": "the file",
+                "content": {m: binary for m in ("image/png", "application/octet-stream")},
+            },
+            "204": {"description": "nothing to send"},
+        }
+    schema = shared(op.result.json_schema(mode="serialization", ref_template=REF), components)
+    return {"200": {"description": "the result", "content": {"application/json": {"schema": schema}}}}
+
+
+def with_components(app: FastAPI, components: dict[str, Any]):
+    """app.openapi with the interface's nested models in components/schemas."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def add_routes(app: FastAPI, engine, guarded: list, waits: Waits) -> None:
     limit = engine.settings.max_upload_bytes
+    components: dict[str, Any] = {}
     for service, ops in operations().items():
         router = APIRouter(prefix=f"/api/{service}", tags=[service], dependencies=guarded)
         for name, op in ops.items():
@@ -182,6 +226,7 @@ def add_routes(app: FastAPI, engine, guarded: list, waits: Waits) -> None:
                 methods=["POST"],
                 summary=(op.doc.splitlines() or [f"{service}.{name}"])[0],
                 description=op.doc,
-                openapi_extra=request_schema(op),
+                openapi_extra=request_schema(op, components),
             )
         app.include_router(router)
+    app.openapi = with_components(app, components)
