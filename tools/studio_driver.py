@@ -65,11 +65,14 @@ def tiny_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def streamlit_app(env: dict[str, str], port: int | None = None, log: Path | None = None) -> Iterator[tuple[str, int]]:
-    """`streamlit run app.py` on loopback; yields its URL and process id, and stops it afterwards."""
+def streamlit_app(
+    env: dict[str, str], port: int | None = None, log: Path | None = None, options: tuple[str, ...] = ()
+) -> Iterator[tuple[str, int]]:
+    """`streamlit run app.py` on loopback (with more `--server.x value` options, if given); yields its URL and
+    process id, and stops it afterwards."""
     port = port or free_port()
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)]
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), *options]
     proc = subprocess.Popen(
         [*cmd, "--server.address", "127.0.0.1"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
     )
@@ -220,3 +223,10 @@ def set_slider(page, name: str, value) -> None:
             if shown() != now:
                 break
     raise RuntimeError(f"the {name} slider never showed {value} (it shows {shown()})")
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now, in MB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kb / 1024
