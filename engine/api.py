@@ -491,7 +491,7 @@ class Catalog(ABC):
 
     @abstractmethod
     @operation
-    def product_image(self, key: str, px: Pixels = 96) -> bytes:
+    def product_image(self, key: Annotated[str, Field(pattern=r"^[^/]{0,200}\.jpg$")], px: Pixels = 96) -> bytes:
         """A tagged product photo (a JPEG), by the `thumbnail` key of its row or search hit."""
 
     @abstractmethod
