@@ -9,13 +9,16 @@ under the same id, so a library shared through a `chroma run` server carries its
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import os
 import re
+import threading
 import time
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,6 +64,56 @@ def style_id(image: bytes, name: str, description: str, tags: list[str]) -> str:
     return h.hexdigest()[:32]
 
 
+_registry = threading.Lock()
+_thread_locks: dict[str, threading.RLock] = {}
+_held = threading.local()  # per thread: the guards it holds now (a guard taken again inside itself is not re-locked)
+
+
+class WriteGuard:
+    """One writer at a time on a library's collections, so that a check and the write it decides (a name is free, a
+    style is visible) cannot be split by another writer: a lock shared by every library over the same store in this
+    process and, for an embedded store, an advisory lock file in its folder for the other processes on that data
+    folder (the Studio, a server, a CLI command). A `chroma run` server shared by several machines has no such file:
+    there, writers on other machines are not held back."""
+
+    def __init__(self, client, collection: str):
+        settings = client.get_settings()
+        persistent = getattr(settings, "is_persistent", False) and getattr(settings, "persist_directory", None)
+        self.path = Path(settings.persist_directory) / f".{collection}.write-lock" if persistent else None
+        self.key = str(self.path) if self.path else f"{id(client)}:{collection}"
+        with _registry:
+            self.lock = _thread_locks.setdefault(self.key, threading.RLock())
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        held: set[str] = _held.__dict__.setdefault("keys", set())
+        if self.key in held:  # this thread holds it already
+            yield
+            return
+        with self.lock, self._file():
+            held.add(self.key)
+            try:
+                yield
+            finally:
+                held.discard(self.key)
+
+    @contextlib.contextmanager
+    def _file(self) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # not on POSIX: this process's lock only
+            fcntl = None  # type: ignore[assignment]
+        if self.path is None or fcntl is None:
+            yield
+            return
+        with open(self.path, "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _info(sid: str, meta: dict) -> StyleInfo:
     return StyleInfo(
         id=sid,
@@ -93,6 +146,7 @@ class StyleLibrary:
         self.images = client.get_or_create_collection(f"{collection}-images")
         self.store = Chroma(client=client, collection_name=collection, embedding_function=embeddings)
         self._image_cache = lru_cache(maxsize=64)(self._load_image)
+        self.writing = WriteGuard(client, collection)  # add, remove, hide and ingest: one at a time
 
     # ---- reading -------------------------------------------------------------------------
     def list(self, include_hidden: bool = False) -> list[StyleInfo]:
@@ -179,6 +233,10 @@ class StyleLibrary:
 
     def ingest(self, manifest_path: Path = SHIPPED_DIR / "manifest.json") -> dict[str, int]:
         """Make the shipped styles match the manifest: new ones added, changed ones replaced, gone ones removed."""
+        with self.writing():
+            return self._ingest(manifest_path)
+
+    def _ingest(self, manifest_path: Path) -> dict[str, int]:
         manifest = json.loads(Path(manifest_path).read_text())
         visible = self.vectors.get(where={"source": "shipped"}, include=[])
         hidden = self.hidden.get(where={"source": "shipped"}, include=["metadatas"])
@@ -213,9 +271,7 @@ class StyleLibrary:
         tags = [t.strip().lower() for t in (tags or []) if t.strip()]
         if any("," in t for t in tags):
             raise BadInput("a tag cannot contain a comma")
-        for s in self.list(include_hidden=True):
-            if s.name.lower() == name.lower():
-                raise BadInput(f"a style named '{s.name}' already exists; remove it or choose another name")
+        self._name_free(name)  # before the image is decoded: the cheap refusal first
         img = decode(image, self.max_pixels, self.max_bytes, name="style image")
         if min(img.size) > 512:
             img = fit(img, 512)
@@ -229,24 +285,36 @@ class StyleLibrary:
             "hidden": False,
             "created_at": time.time(),
         }
-        self._put([(sid, data, meta)])
+        with self.writing():  # the name checked again and the style stored as one step: two adds of a name store one
+            self._name_free(name)
+            self._put([(sid, data, meta)])
         return _info(sid, meta)
 
+    def _name_free(self, name: str) -> None:
+        """BadInput when a style (visible or hidden) has this name, case aside."""
+        for s in self.list(include_hidden=True):
+            if s.name.lower() == name.lower():
+                raise BadInput(f"a style named '{s.name}' already exists; remove it or choose another name")
+
     def remove(self, name_or_id: str) -> StyleInfo:
-        style = self.find(name_or_id)
-        if style.source == "shipped":
-            raise BadInput(f"'{style.name}' ships with the studio; hide it instead (`styles hide`)")
-        self._delete([style.id])
+        with self.writing():
+            style = self.find(name_or_id)
+            if style.source == "shipped":
+                raise BadInput(f"'{style.name}' ships with the studio; hide it instead (`styles hide`)")
+            self._delete([style.id])
         return style
 
     def set_hidden(self, name_or_id: str, hidden: bool = True) -> StyleInfo:
-        """Move a style between the visible and the hidden collection (its vector travels with it)."""
-        style = self.find(name_or_id)
-        src, dst = (self.vectors, self.hidden) if hidden else (self.hidden, self.vectors)
-        got = src.get(ids=[style.id], include=["metadatas", "embeddings", "documents"])
-        if got["ids"]:
-            meta = {**got["metadatas"][0], "hidden": hidden}
-            dst.upsert(ids=[style.id], embeddings=got["embeddings"], metadatas=[meta], documents=got["documents"])
-            src.delete(ids=[style.id])
+        """Move a style between the visible and the hidden collection (its vector travels with it). Copied to the
+        other collection before it leaves this one, and one move at a time: a hide meeting an unhide leaves the style
+        in one of the two, never in neither."""
+        with self.writing():
+            style = self.find(name_or_id)
+            src, dst = (self.vectors, self.hidden) if hidden else (self.hidden, self.vectors)
+            got = src.get(ids=[style.id], include=["metadatas", "embeddings", "documents"])
+            if got["ids"]:
+                meta = {**got["metadatas"][0], "hidden": hidden}
+                dst.upsert(ids=[style.id], embeddings=got["embeddings"], metadatas=[meta], documents=got["documents"])
+                src.delete(ids=[style.id])
         style.hidden = hidden
         return style
