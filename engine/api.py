@@ -40,8 +40,9 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")]
 SheetName = Annotated[str, Field(pattern=r"^[^/\\]{1,200}\.(xlsx|xlsm|csv|tsv|txt|XLSX|XLSM|CSV|TSV|TXT)$")]
 TERMINAL: tuple[str, ...] = ("done", "failed", "cancelled")
 JobKind = Literal[
-    "render", "measure", "sweep", "catalog", "tag", "tune-prepare", "tune-train", "tune-eval", "retrieval", "arena"
-]
+    "render", "measure", "sweep", "catalog", "tag", "tune-prepare", "tune-train", "tune-eval", "retrieval", "arena",
+    "remeasure",
+]  # fmt: skip
 # Kinds of job that finish what another job started (a render's metrics): they run whether or not anyone follows them
 UNATTENDED: tuple[str, ...] = ("measure",)
 
@@ -319,8 +320,15 @@ class History(ABC):
 
     @abstractmethod
     @operation
-    def thumbnails(self, refs: Annotated[list[str], Field(max_length=10_000)], px: Pixels = 96) -> dict[str, bytes]:
-        """Small JPEGs of many outputs at once, by "RUN_ID#INDEX"; refs that are gone are left out."""
+    def thumbnails(
+        self,
+        refs: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=500)],
+        px: Annotated[int, Field(ge=16, le=512)] = 96,
+    ) -> dict[str, bytes]:
+        """Small JPEGs (at most px × px) of many outputs at once, by "RUN_ID#INDEX", keyed by that canonical form:
+        each output once however it is spelled (`RUN#00` is `RUN#0`), at most 500 refs a call (more: one-line 422)
+        and 32 MB of JPEG a reply (the refs past that are left out: ask for them again). Refs that are gone or not
+        of that form are left out."""
 
     @abstractmethod
     @operation
@@ -336,8 +344,18 @@ class History(ABC):
 
     @abstractmethod
     @operation
-    def remeasure(self, run_ids: list[str] | None = None) -> int:
-        """Measure past runs again (after a metric or model change); returns how many were."""
+    def remeasure(
+        self,
+        run_ids: Annotated[
+            list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")]],
+            Field(min_length=1, max_length=10_000),
+        ]
+        | None = None,
+    ) -> JobInfo:
+        """Measure past runs again (after a metric or model change) as a "remeasure" job: progress counts runs, a
+        cancel stops it between two runs, and its result says how many were measured (`remeasured`) and how many
+        were gone by then (`missing`). `run_ids`: at most 10000, each measured once however often it is named (a run
+        not in the history: 404); None: every run. The same request while its job runs is that job."""
 
 
 class Sweeps(ABC):

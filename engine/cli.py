@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         help="; ".join(f"{c.name}: {c.expects}" for c in CONTROLS.values()),
     )
     g.add_argument(
-        "--checkpoint", help="an SD 1.5 checkpoint: FILE.safetensors (kept on the engine), a name, or hub id"
+        "--checkpoint",
+        help="an SD 1.5 checkpoint: FILE.safetensors (kept on the engine), a name, or a hub id the engine allows",
     )
     g.add_argument(
         "--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="a LoRA (file or name), repeatable"
@@ -302,8 +303,16 @@ def _numbers(text: str, flag: str, count: int) -> list[float]:
 
 def _model_name(engine, kind: str, value: str) -> str:
     """A checkpoint or LoRA given as a file is added to the engine (the same file again is not copied twice) and
-    named by its file name; anything else is a name the engine knows (or, for a checkpoint, a hub id)."""
+    named by its file name; anything else is a name the engine knows (or, for a checkpoint, a hub id its operator
+    allows: DESIGN_STUDIO_ALLOWED_MODELS). A folder here is refused: the engine loads no folder a caller names."""
     path = Path(value)
+    if path.is_dir():  # a diffusers folder here: the engine never opens a folder a caller names
+        raise BadInput(
+            f"'{value}' is a folder; a render names a .safetensors file (it is added to the engine) or a name the "
+            "engine knows",
+            fix="pass it as one .safetensors file, or (for the engine on this machine) set DESIGN_STUDIO_BASE_MODEL "
+            "to the folder",
+        )
     if path.suffix.lower() in (".safetensors", ".ckpt", ".pt", ".bin") or path.is_file():
         if path.suffix.lower() != ".safetensors":
             raise BadInput(
@@ -557,9 +566,16 @@ def _prepare_tiny(args) -> dict:
 
 
 def _metrics(args) -> dict:
+    """Measure past runs again, as the engine's "remeasure" job, followed with the progress bar (Ctrl-C cancels)."""
     start = time.perf_counter()
-    n = _engine(args, _settings(args)).history.remeasure(args.run)
-    return {"recomputed": n, "seconds": round(time.perf_counter() - start, 3)}
+    engine = _engine(args, _settings(args))
+    job = _follow(engine, engine.history.remeasure(args.run or None))
+    result = job.result or {}
+    return {
+        "recomputed": result.get("remeasured", 0),
+        "missing": result.get("missing", 0),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def _catalog_columns(args, sheet) -> dict:

@@ -123,6 +123,21 @@ class History(SqliteStore):
             row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _row(row) if row else None
 
+    def ids(self) -> list[str]:
+        """Every run's id, newest first (ids only: a remeasure of every run reads each row when it comes to it)."""
+        with closing(self._connect()) as db:
+            return [r[0] for r in db.execute("SELECT id FROM runs ORDER BY created_at DESC, rowid DESC")]
+
+    def existing(self, run_ids: list[str]) -> set[str]:
+        """Those of `run_ids` that are runs in the history (asked in chunks: SQLite bounds a query's parameters)."""
+        found: set[str] = set()
+        with closing(self._connect()) as db:
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(r[0] for r in db.execute(f"SELECT id FROM runs WHERE id IN ({marks})", chunk))  # noqa: S608
+        return found
+
     def star(self, run_id: str, starred: bool = True) -> bool:
         """Keep a run as a favourite (or not); False when there is no such run."""
         with closing(self._connect()) as db, db:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,22 +74,30 @@ def write_png(image: Image.Image, out, meta: dict[str, Any]) -> None:
 
 
 def _tmp(path: Path, suffix: str) -> Path:
-    """A temporary name beside `path` that no other writer of the same file uses (two processes may rewrite one run's
-    files at once: a measure job and a remeasure), so each `replace` moves its own complete file."""
-    return path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}{suffix}")
+    """A temporary name beside `path` that no other write uses, not even another call in the same thread (a measure
+    job and remeasures may rewrite one run's files at once, in this process or another), so each `replace` moves its
+    own complete file."""
+    return path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def _write(path: Path, suffix: str, write: Callable[[Path], None]) -> None:
+    """`write` a temporary file of its own, then move it onto `path` in one step; a failed write leaves no temporary
+    file behind and `path` as it was."""
+    tmp = _tmp(path, suffix)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_png(image: Image.Image, path: Path, meta: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path, ".tmp.png")
-    write_png(image, tmp, meta)
-    tmp.replace(path)
+    _write(path, ".tmp.png", lambda tmp: write_png(image, tmp, meta))
 
 
 def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
-    tmp = _tmp(path, ".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    tmp.replace(path)
+    _write(path, ".json.tmp", lambda tmp: tmp.write_text(json.dumps(meta, indent=2, sort_keys=True)))
 
 
 def read_png(path: Path) -> dict[str, Any]:

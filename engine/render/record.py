@@ -307,12 +307,12 @@ class Recorder:
                 raise NotFound(f"run '{run_id}': an output file is missing; it cannot be measured")
         return {"run_id": run_id, "measured": True}
 
-    def remeasure(self, runs: list[dict[str, Any]]) -> int:
-        """Measure past runs again (after a metric or model change); PNG, sidecar and history stay in step. A run
-        still unmeasured is measured and indexed here as its measure job would."""
-        done = 0
-        for run in runs:
-            with self._measure_lock:
-                run = self.history.get(run["id"]) or run  # as it is now: its measure job may have run meanwhile
-                done += self._measure(run, index=run["metadata"].get("measured") is False)
-        return done
+    def remeasure(self, run_id: str) -> bool | None:
+        """Measure a past run again (after a metric or model change); PNG, sidecar and history stay in step. A run
+        still unmeasured is measured and indexed here as its measure job would. True when it was measured, False when
+        an output file is missing, None when the run is not in the history (any more)."""
+        with self._measure_lock:
+            run = self.history.get(run_id)  # as it is now: its measure job may have run meanwhile
+            if run is None:
+                return None
+            return self._measure(run, index=run["metadata"].get("measured") is False)

@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
-from ..api import History, RunRecord
+from PIL import Image
+
+from ..api import History, JobInfo, RunRecord
 from ..errors import BadInput, NotFound
 from ..evaluation import image_rows
+from ..jobs import JobContext
+from ..schema import Progress
 from . import Core, read_file, thumbnail
+
+MAX_THUMBNAILS = 500  # refs one thumbnails call may name (the pages ask for 500 at a time)
+THUMBNAIL_PX = (16, 512)  # a thumbnail's side: never the full PNG
+THUMBNAIL_BUDGET = 32 * 1024 * 1024  # JPEG bytes one thumbnails reply may carry; the refs past it are left out
+MAX_REMEASURE = 10_000  # run ids one remeasure may name (None: every run, read one at a time by its job)
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}")
+REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,119})#([0-9]{1,3})")  # ASCII digits only: int() reads others too
+
+
+def output_ref(ref: object) -> tuple[str, int] | None:
+    """A ref "RUN_ID#INDEX" → (run id, index): one answer for every spelling of the same output ("RUN#00" is "RUN#0");
+    None for anything else ("RUN# 0", "RUN#+0", "RUN#٠")."""
+    match = REF.fullmatch(ref) if isinstance(ref, str) else None
+    return (match[1], int(match[2])) if match else None
 
 
 def record(row: dict[str, Any]) -> RunRecord:
@@ -21,6 +43,9 @@ def record(row: dict[str, Any]) -> RunRecord:
 class HistoryService(History):
     def __init__(self, core: Core):
         self.core = core
+
+    def handlers(self):
+        return {"remeasure": self._remeasure}
 
     def _row(self, run_id: str) -> dict[str, Any]:
         row = self.core.history.get(run_id)
@@ -69,16 +94,30 @@ class HistoryService(History):
         return thumbnail(read_file(self._output(run_id, index), f"output {index} of {run_id}"), px)
 
     def thumbnails(self, refs: list[str], px: int = 96) -> dict[str, bytes]:
-        if len(refs) > 10_000:
-            raise BadInput("at most 10000 thumbnails at once")
-        out = {}
-        for ref in dict.fromkeys(refs):
-            run_id, _, index = ref.rpartition("#")
-            try:
-                out[ref] = self.image(run_id, int(index), px)
-            except (NotFound, ValueError):
+        if len(refs) > MAX_THUMBNAILS:
+            raise BadInput(f"at most {MAX_THUMBNAILS} thumbnails at once (got {len(refs)})", fix="ask in parts")
+        if not THUMBNAIL_PX[0] <= px <= THUMBNAIL_PX[1]:
+            raise BadInput(f"px must be between {THUMBNAIL_PX[0]} and {THUMBNAIL_PX[1]} (got {px})")
+        out: dict[str, bytes] = {}
+        size = 0
+        for run_id, index in dict.fromkeys(filter(None, map(output_ref, refs))):
+            jpeg = self._thumbnail(run_id, index, px)
+            if jpeg is None:
                 continue
+            size += len(jpeg)
+            if size > THUMBNAIL_BUDGET:
+                break
+            out[f"{run_id}#{index}"] = jpeg
         return out
+
+    def _thumbnail(self, run_id: str, index: int, px: int) -> bytes | None:
+        """One output's thumbnail; None when it is gone or its file cannot be read as an image."""
+        try:
+            return self.image(run_id, index, px)
+        except NotFound:
+            return None
+        except (OSError, ValueError, Image.DecompressionBombError):  # a file someone broke or replaced
+            return None
 
     def search(self, text=None, like_run=None, like_index: int = 0, k: int = 12) -> list[dict[str, Any]]:
         if not 1 <= k <= 100:
@@ -113,6 +152,47 @@ class HistoryService(History):
     def rows(self, limit: int = 5000) -> list[dict[str, Any]]:
         return image_rows(self.core.history.list(limit=limit))
 
-    def remeasure(self, run_ids: list[str] | None = None) -> int:
-        runs = [self._row(r) for r in run_ids] if run_ids else self.core.history.list(limit=1_000_000)
-        return self.core.recorder.remeasure(runs)
+    def remeasure(self, run_ids: list[str] | None = None) -> JobInfo:
+        if run_ids is None:
+            payload: dict[str, Any] = {"every": True}
+            title = "remeasure every run"
+        else:
+            payload = {"run_ids": self._remeasurable(run_ids)}
+            n = len(payload["run_ids"])
+            title = f"remeasure {n} run" + ("s" if n != 1 else "")
+        key = "remeasure:" + hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
+        return self.core.jobs.submit("remeasure", payload, title=title, key=key)
+
+    def _remeasurable(self, run_ids: list[str]) -> list[str]:
+        """The ids to measure again, each once, in the order named: every one a run in the history, at most
+        MAX_REMEASURE; else one line."""
+        if not isinstance(run_ids, list) or not run_ids:
+            raise BadInput("name at least one run to measure again, or none at all (null) for every run")
+        if len(run_ids) > MAX_REMEASURE:
+            raise BadInput(
+                f"at most {MAX_REMEASURE} runs at once (got {len(run_ids)})", fix="leave run_ids out for every run"
+            )
+        bad = next((r for r in run_ids if not isinstance(r, str) or not RUN_ID.fullmatch(r)), None)
+        if bad is not None:
+            raise BadInput(f"'{str(bad)[:60]}' is not a run id")
+        ids = list(dict.fromkeys(run_ids))
+        known = self.core.history.existing(ids)
+        missing = [r for r in ids if r not in known]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise NotFound(f"no run '{missing[0]}' in the history{more}")
+        return ids
+
+    def _remeasure(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        """The "remeasure" job: one run at a time, each measured under the recorder's lock, a cancel heeded between
+        two runs; progress counts runs."""
+        ids = self.core.history.ids() if payload.get("every") else list(payload["run_ids"])
+        started = time.perf_counter()
+        counts = {"remeasured": 0, "missing": 0, "runs": len(ids)}
+        ctx.report(Progress("remeasuring", 0, len(ids), 0.0))
+        for step, run_id in enumerate(ids, 1):
+            ctx.check()
+            measured = self.core.recorder.remeasure(run_id)
+            counts["remeasured" if measured else "missing"] += 1
+            ctx.report(Progress("remeasuring", step, len(ids), time.perf_counter() - started))
+        return counts
