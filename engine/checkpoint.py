@@ -287,7 +287,9 @@ def load_single_file(
             fix="convert it to .safetensors, or set DESIGN_STUDIO_ALLOW_PICKLE=true if you trust the file",
         )
     if not path.is_file():
-        raise ModelUnavailable(f"checkpoint '{path}' not found", fix="check the path, or copy the file there again")
+        raise ModelUnavailable(  # the file's name only: the message may reach a client, the folder is the engine's
+            f"checkpoint '{path.name}' not found on the engine", fix="upload it again, or copy the file back"
+        )
     if not (config_folder / "model_index.json").is_file():
         raise ModelUnavailable(
             f"'{config_folder}' is not a diffusers model folder (no model_index.json)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from pathlib import Path
 
 from .errors import ModelUnavailable
@@ -54,9 +55,45 @@ def restore_base_weights(unet, files: list[Path]) -> int:
     return restored
 
 
+# Markers of the model family a LoRA was trained for, in its tensor names (diffusers' and kohya's spellings alike).
+# SD 1.5's own UNet has `transformer_blocks` too, so only FLUX's own block names and its `transformer.` root count.
+FAMILIES = (
+    ("FLUX", re.compile(r"^transformer\.|single_transformer_blocks|(^|[._])(double|single)_blocks[._]")),
+    ("SDXL", re.compile(r"^(lora_te2_|text_encoder_2\.)|add_embedding|(^|[._])label_emb[._]")),
+    ("SD 3", re.compile(r"(^|[._])joint_blocks[._]|context_embedder")),
+)
+
+
+def lora_family(path: Path) -> str | None:
+    """The other model family a LoRA file was trained for ("FLUX", "SDXL", "SD 3"), from its tensor names only (the
+    safetensors header: no weight is read); None when nothing in them says it is not for SD 1.5."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except (OSError, SafetensorError):
+        return None  # unreadable: loading says so
+    for family, marker in FAMILIES:
+        if any(marker.search(k) for k in keys):
+            return family
+    return None
+
+
+def _misfit(name: str, why: str) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"LoRA '{name}' {why}; it does not fit this SD 1.5 model", fix="use a LoRA trained for SD 1.5"
+    )
+
+
 def load_user_lora(pipe, name: str, file: str, adapter: str) -> None:
-    """One of the designer's LoRAs (A1111/kohya or diffusers keys) into the pipeline as the named adapter."""
+    """One of the designer's LoRAs (A1111/kohya or diffusers keys) into the pipeline as the named adapter. A LoRA of
+    another family, or one none of whose tensors found a layer, is refused in one line (diffusers would load nothing
+    from it and fail later, when the adapter is switched on)."""
     path = Path(file)
+    family = lora_family(path)
+    if family is not None:
+        raise _misfit(name, f"is a {family} LoRA")
     try:
         pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
     except Exception as exc:  # diffusers/peft raise anything from IndexError to RuntimeError for a file that misfits
@@ -67,3 +104,6 @@ def load_user_lora(pipe, name: str, file: str, adapter: str) -> None:
             f"LoRA '{name}' does not fit this SD 1.5 model ({type(exc).__name__})",
             fix="use a LoRA trained for SD 1.5 (not SDXL or FLUX)",
         ) from None
+    loaded = {a for names in pipe.get_list_adapters().values() for a in names}
+    if adapter not in loaded:
+        raise _misfit(name, "has no tensor for any layer of the UNet or text encoder")

@@ -7,8 +7,13 @@ engine/models.py read the files."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import tempfile
+import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -84,11 +89,14 @@ def check_safetensors(data: bytes, name: str) -> None:
 
 
 class ModelFiles:
-    """The checkpoints and LoRAs in `root` (the data folder's `models/`)."""
+    """The checkpoints and LoRAs in `root` (the data folder's `models/`). `allowed`: the hub ids a request may name as
+    its checkpoint (the settings' `allowed_checkpoints()`); any other name must be a file in `root`."""
 
-    def __init__(self, root: Path, max_bytes: int):
+    def __init__(self, root: Path, max_bytes: int, allowed: Collection[str] = ()):
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self.allowed = frozenset(allowed)
+        self._placing = threading.Lock()  # only where the file system cannot link a file in place (see `_place`)
 
     def folder(self, kind: str) -> Path:
         return self.root / FOLDERS[kind]
@@ -114,40 +122,75 @@ class ModelFiles:
         return self.folder(kind) / f"{name}.safetensors"
 
     def resolve(self, kind: str, name: str) -> str:
-        """A name → the file on this engine; a checkpoint may also be a hub id (owner/name, from the local cache)."""
-        if kind == "checkpoint" and HUB_ID.match(name):
-            return name
+        """A name → the file on this engine; a checkpoint may also be a hub id the operator allows (`allowed`), loaded
+        from the hub's cache, never a folder of that name on the engine's machine. Errors name no engine path."""
+        if kind == "checkpoint" and HUB_ID.match(name.strip()):
+            if name.strip() in self.allowed:
+                return name.strip()
+            raise BadInput(
+                f"checkpoint '{name.strip()}' is not one this engine offers: a render names a checkpoint uploaded to "
+                "the engine, or a hub id its operator allows",
+                fix="upload the .safetensors file, or ask the operator to add the id to DESIGN_STUDIO_ALLOWED_MODELS",
+            )
         name = check_name(name, kind)
         path = self.path(kind, name)
         if not path.is_file():
             have = self.names(kind)
             raise NotFound(
                 f"no {kind} '{name}' on the engine" + (f" (it has: {', '.join(have[:8])})" if have else ""),
-                fix=f"add the .safetensors file to {self.folder(kind)} or upload it (CLI: --{kind} FILE)",
+                fix=f"upload it (CLI: --{kind} FILE), or copy the .safetensors file into {FOLDERS[kind]}/ in the "
+                "engine's models folder",
             )
         return str(path)
 
     def add(self, kind: str, name: str, data: bytes) -> dict:
         """Keep an uploaded file under `name` (safetensors only; the same bytes again are not written twice; another
-        file by that name is refused, never overwritten)."""
+        file by that name is refused, never overwritten). Uploads under one name at once each write their own
+        temporary file and the first to be put in place wins: the others are "added": False when their bytes are the
+        same, refused when not; the stored file is always one complete upload."""
         name = check_name(Path(name).name, kind)
         if len(data) > self.max_bytes:
             raise TooLarge(
                 f"'{name}' is {len(data) / 1e6:.0f} MB, over the {self.max_bytes / 1e6:.0f} MB upload limit",
-                fix=f"copy the file into {self.folder(kind)} on the engine's machine",
+                fix=f"copy the file into {FOLDERS[kind]}/ in the engine's models folder",
             )
         check_safetensors(data, name)
         path = self.path(kind, name)
-        digest = hashlib.sha256(data).hexdigest()
         if path.is_file():
-            if path.stat().st_size == len(data) and _sha256(path) == digest:
-                return {"name": name, "kind": kind, "added": False}
-            raise BadInput(f"a different {kind} named '{name}' is already on the engine", fix="rename the file")
+            return self._same(kind, name, path, data)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            if not self._place(Path(tmp), path):
+                return self._same(kind, name, path, data)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return {"name": name, "kind": kind, "added": True}
+
+    def _place(self, tmp: Path, path: Path) -> bool:
+        """Put the complete file `tmp` at `path` unless a file is there already (False then), atomically: a hard link
+        fails when the name is taken, so two uploads can never both think they placed it."""
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: one process's uploads take turns instead
+            with self._placing:
+                if path.exists():
+                    return False
+                os.replace(tmp, path)
+                return True
+
+    @staticmethod
+    def _same(kind: str, name: str, path: Path, data: bytes) -> dict:
+        """The answer to an upload under a taken name: nothing to do for the same bytes, a refusal for others."""
+        if path.stat().st_size == len(data) and _sha256(path) == hashlib.sha256(data).hexdigest():
+            return {"name": name, "kind": kind, "added": False}
+        raise BadInput(f"a different {kind} named '{name}' is already on the engine", fix="rename the file")
 
 
 def _sha256(path: Path) -> str:

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 from .errors import ModelUnavailable
-from .hub import PICKLE_SUFFIXES, hub_online, quiet_libraries, require, safetensors_kw, unavailable
+from .hub import PICKLE_SUFFIXES, cached, hub_online, quiet_libraries, require, safetensors_kw, unavailable
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,23 +62,24 @@ def add_ip_adapter(pipe, settings: Settings) -> None:
 
 def load_checkpoint(settings: Settings, checkpoint: str, default, device: str, dtype):
     """A designer's own SD 1.5 checkpoint: one `.safetensors` file (`from_single_file`, configured by the default
-    base's folder, so nothing is fetched) or a hub id (`from_pretrained`). The ControlNet, the image encoder and the
-    IP-Adapter's weights are the default pipeline's; the UNet, VAE and text encoder are the checkpoint's."""
+    base's folder, so nothing is fetched) or a hub id the settings allow (`from_pretrained` on its folder in the hub
+    cache: see `hub_checkpoint`). The ControlNet, the image encoder and the IP-Adapter's weights are the default
+    pipeline's; the UNet, VAE and text encoder are the checkpoint's."""
     from diffusers import StableDiffusionControlNetPipeline
 
     ids = settings.models()
     shared = {"controlnet": default.controlnet, "safety_checker": None, "requires_safety_checker": False}
-    if checkpoint.endswith(".safetensors") or Path(checkpoint).is_file():
+    if checkpoint.endswith(".safetensors") or Path(checkpoint).is_absolute():
         from .checkpoint import load_single_file
 
         pipe = load_single_file(
             checkpoint, ids.base, default.controlnet, dtype=dtype, allow_pickle=settings.allow_pickle
         )
     else:
-        offline = require(checkpoint, "the checkpoint name", settings)
+        folder = hub_checkpoint(settings, checkpoint)
         try:
             pipe = StableDiffusionControlNetPipeline.from_pretrained(
-                checkpoint, dtype=dtype, **shared, **safetensors_kw(settings), **offline
+                folder, dtype=dtype, **shared, **safetensors_kw(settings), local_files_only=True
             )
         except (OSError, ValueError) as exc:
             raise unavailable(checkpoint, "the checkpoint name", settings, exc) from None
@@ -87,6 +88,35 @@ def load_checkpoint(settings: Settings, checkpoint: str, default, device: str, d
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def hub_checkpoint(settings: Settings, model_id: str) -> str:
+    """A checkpoint a request names by hub id → its snapshot folder in the hub cache. Only ids the settings allow
+    (`allowed_checkpoints`: the base model and DESIGN_STUDIO_ALLOWED_MODELS); fetched from the hub only where the
+    operator allows downloads (DESIGN_STUDIO_ALLOW_MODEL_DOWNLOADS) and the hub answers, else from the cache alone.
+    Never a folder of that name in the engine's working directory: the id is looked up in the cache, not on disk."""
+    from diffusers import StableDiffusionControlNetPipeline
+
+    if model_id not in settings.allowed_checkpoints():
+        raise ModelUnavailable(
+            f"checkpoint '{model_id}' is not one this engine offers",
+            fix="upload the .safetensors file, or ask the operator to add the id to DESIGN_STUDIO_ALLOWED_MODELS",
+        )
+    download = settings.allow_model_downloads and hub_online()
+    if not download and not cached(model_id):
+        raise ModelUnavailable(
+            f"checkpoint '{model_id}' is not in this engine's model cache, and downloads of the models a render "
+            "names are off",
+            fix="the operator downloads it once (`hf download ID`), or sets DESIGN_STUDIO_ALLOW_MODEL_DOWNLOADS=true",
+        )
+    try:
+        return str(
+            StableDiffusionControlNetPipeline.download(
+                model_id, local_files_only=not download, **safetensors_kw(settings)
+            )
+        )
+    except (OSError, ValueError) as exc:
+        raise unavailable(model_id, "the checkpoint name", settings, exc) from None
 
 
 def load_controlnet(settings: Settings, control: str, device: str, dtype):

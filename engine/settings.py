@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ from pydantic_settings import (
 )
 
 SETTINGS_FILE_ENV = "DESIGN_STUDIO_SETTINGS_FILE"
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # owner/name
 DEFAULT_DATA_DIR = Path.home() / ".design-studio"
 
 
@@ -95,6 +97,12 @@ class Settings(BaseSettings):
     # Pickled checkpoints (.bin/.pt) can run code when loaded: refused unless the user opts in.
     allow_pickle: bool = False
 
+    # Hub ids a request may name as its checkpoint (comma-separated, e.g. "owner/model-a,owner/model-b"), besides
+    # the base model above: a client never makes the engine fetch or open any other repository or folder.
+    allowed_models: str = ""
+    # May an allowed hub id a request names be downloaded when the cache lacks it? Off: from the local cache only.
+    allow_model_downloads: bool = False
+
     # A team library: point at a `chroma run` server instead of the embedded store.
     chroma_host: str | None = None
     chroma_port: int = 8000
@@ -125,6 +133,12 @@ class Settings(BaseSettings):
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+    def allowed_checkpoints(self) -> frozenset[str]:
+        """The hub ids a request may name as its checkpoint: the base model (when it is a hub id) and the operator's
+        `allowed_models`. A name outside this set is refused before anything loads (engine/model_files.py)."""
+        named = [self.models().base, *self.allowed_models.split(",")]
+        return frozenset(m.strip() for m in named if HUB_ID.match(m.strip()))
 
     @property
     def models_dir(self) -> Path:

@@ -1,0 +1,150 @@
+"""The designer's models on the engine against careless or hostile callers (issue 30, findings 6, 13, 15, 17):
+parallel uploads under one name store one whole file, a FLUX LoRA on SD 1.5 is one line, not-found errors name no
+engine folder, and a checkpoint name never makes the engine fetch a repository or open a folder it was not given."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+import torch
+from safetensors.torch import save
+
+from engine.errors import BadInput, ModelUnavailable, NotFound
+from engine.models import hub_checkpoint
+from engine.settings import Settings
+from tests.conftest import make_data_dir, make_engine
+from tests.engine.test_measure_later import request
+
+
+@pytest.fixture(scope="module")
+def eng(tmp_path_factory, tiny_models):
+    engine = make_engine(make_data_dir(tmp_path_factory.mktemp("stores-models"), tiny_models, warm=True))
+    yield engine
+    engine.close()
+
+
+def lora_bytes(seed: int, keys: tuple[str, ...] = ("unet.down_blocks.0.attentions.0.proj_in",)) -> bytes:
+    """A small LoRA file in diffusers' key layout (different bytes per seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for k in keys:
+        tensors[f"{k}.lora_A.weight"] = torch.randn(4, 32, generator=gen)
+        tensors[f"{k}.lora_B.weight"] = torch.randn(32, 4, generator=gen)
+    return save(tensors)
+
+
+def at_once(calls):
+    start = threading.Barrier(len(calls))
+    out: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait(10)
+        try:
+            out[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 (collected for the assertions)
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_parallel_uploads_of_different_files_under_one_name_store_the_one_reported_added(eng):
+    files = eng.pipeline.files
+    for round_ in range(3):
+        name = f"oak {round_}"
+        blobs = [lora_bytes(100 * round_ + i) for i in range(8)]
+        got = at_once([lambda b=b, name=name: eng.renders.add_model("lora", name, b) for b in blobs])
+        added = [i for i, g in enumerate(got) if isinstance(g, dict) and g["added"]]
+        assert len(added) == 1, got
+        refused = [g for g in got if isinstance(g, Exception)]
+        assert len(refused) == 7 and all(isinstance(e, BadInput) for e in refused), refused
+        assert all(f"a different lora named '{name}' is already on the engine" in str(e) for e in refused)
+        assert files.path("lora", name).read_bytes() == blobs[added[0]]
+    assert not [p.name for p in files.folder("lora").iterdir() if p.suffix != ".safetensors"]  # no temporary file
+
+
+def test_parallel_uploads_of_the_same_file_add_it_once(eng):
+    blob = lora_bytes(7)
+    got = at_once([lambda: eng.renders.add_model("lora", "walnut twin", blob) for _ in range(8)])
+    assert sorted(g["added"] for g in got) == [False] * 7 + [True]
+    assert eng.pipeline.files.path("lora", "walnut twin").read_bytes() == blob
+
+
+FLUX_KEYS = {
+    "diffusers": ("transformer.single_transformer_blocks.0.attn.to_q", "transformer.transformer_blocks.0.attn.to_k"),
+    "kohya": ("lora_unet_double_blocks_0_img_attn_qkv", "lora_unet_single_blocks_0_linear1"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(FLUX_KEYS))
+def test_a_flux_lora_on_sd15_fails_the_job_in_one_line(eng, layout):
+    keys = FLUX_KEYS[layout]
+    blob = save(
+        {f"{k}.{part}.weight": torch.zeros(4, 4) for k in keys for part in ("lora_A", "lora_B")}
+        if layout == "diffusers"
+        else {f"{k}.{part}.weight": torch.zeros(4, 4) for k in keys for part in ("lora_down", "lora_up")}
+    )
+    assert eng.renders.add_model("lora", f"flux style {layout}", blob)["added"]
+    job = eng.renders.submit(request(loras=[{"name": f"flux style {layout}"}]))
+    with pytest.raises(ModelUnavailable) as err:
+        eng.follow(job)
+    line = str(err.value)
+    assert line.startswith(f"LoRA 'flux style {layout}' is a FLUX LoRA; it does not fit this SD 1.5 model"), line
+    assert "internal error" not in line and "\n" not in line
+    assert eng.jobs.get(job.id).error_kind == "ModelUnavailable"
+    assert eng.follow(eng.renders.submit(request())).state == "done"  # and the engine renders on
+
+
+def test_not_found_models_name_no_engine_folder(eng):
+    root = str(eng.settings.data_dir)
+    for kw, said in (
+        ({"loras": [{"name": "teak"}]}, "no lora 'teak' on the engine"),
+        ({"checkpoint": "dreamy"}, "no checkpoint 'dreamy' on the engine"),
+    ):
+        with pytest.raises(NotFound) as err:
+            eng.renders.submit(request(**kw))
+        line = str(err.value)
+        assert said in line and root not in line and "in the engine's models folder" in line and "\n" not in line
+    with pytest.raises(BadInput) as err:
+        eng.renders.add_model("lora", "big", b"x" * (eng.settings.max_model_bytes + 1))
+    assert root not in str(err.value)
+
+
+def test_a_hub_id_a_request_names_is_refused_before_anything_loads(eng):
+    for name in ("someone/some-model", "stable-diffusion-v1-5/stable-diffusion-v1-5"):  # tiny profile: no hub ids
+        with pytest.raises(BadInput) as err:
+            eng.renders.submit(request(checkpoint=name))
+        assert str(err.value).startswith(f"checkpoint '{name}' is not one this engine offers")
+        assert "DESIGN_STUDIO_ALLOWED_MODELS" in str(err.value) and "\n" not in str(err.value)
+    assert eng.models.loaded()["checkpoint"] is False
+
+
+def test_a_relative_folder_named_by_a_request_is_never_opened(eng, tiny_models, tmp_path, monkeypatch):
+    """An SD 1.5 folder at ./a/b in the engine's working directory: naming `a/b` neither loads it at submit nor, were
+    the id allowed, at load (it is looked up in the hub cache only)."""
+    shutil.copytree(tiny_models / "stable-diffusion-v1-5", tmp_path / "a" / "b")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInput, match="is not one this engine offers"):
+        eng.renders.submit(request(checkpoint="a/b"))
+    assert eng.models.loaded()["checkpoint"] is False
+    allowed = Settings(profile="tiny", data_dir=tmp_path / "data", allowed_models="a/b")
+    assert "a/b" in allowed.allowed_checkpoints()
+    with pytest.raises(ModelUnavailable, match="'a/b' is not in this engine's model cache") as err:
+        hub_checkpoint(allowed, "a/b")
+    assert "DESIGN_STUDIO_ALLOW_MODEL_DOWNLOADS" in str(err.value)
+    with pytest.raises(ModelUnavailable, match="is not one this engine offers"):
+        hub_checkpoint(Settings(profile="tiny", data_dir=tmp_path / "data"), "a/b")
+
+
+def test_the_allow_list_is_the_base_model_and_what_the_operator_adds(monkeypatch, tmp_path):
+    monkeypatch.setenv("DESIGN_STUDIO_ALLOWED_MODELS", " owner/model-a , owner/model-b,not a hub id,")
+    settings = Settings(data_dir=tmp_path)
+    assert settings.allowed_checkpoints() == {settings.base_model, "owner/model-a", "owner/model-b"}
+    assert settings.allow_model_downloads is False
+    assert Settings(profile="tiny", data_dir=tmp_path).allowed_checkpoints() == {"owner/model-a", "owner/model-b"}
