@@ -1,16 +1,16 @@
 """The style library under concurrent writers (issue 30, finding 5): a name is taken once, and hiding and unhiding
-at once never loses the style, through the engine interface as the server's worker threads call it and over HTTP."""
+at once never loses the style, through the engine interface as the server's worker threads call it (over HTTP:
+tests/server/test_stores_http.py)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
-import httpx
 from PIL import Image
 
 from engine.errors import BadInput
-from tests.conftest import TOKEN, Server, png
+from tests.conftest import png
 
 
 def at_once(calls: list[Callable[[], object]]) -> list[object]:
@@ -88,25 +88,3 @@ def test_another_process_holding_the_store_holds_an_add_back(fresh_engine):
         fcntl.flock(other, fcntl.LOCK_UN)
     adding.join(60)
     assert done.is_set() and [s.name for s in styles.list()].count("Birch ply") == 1
-
-
-def test_over_http_parallel_adds_of_one_name_are_one_style_and_one_line_422s(fresh_engine):
-    with Server(fresh_engine) as server:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-
-        def add(i: int) -> httpx.Response:
-            with httpx.Client(base_url=server.url, headers=headers, timeout=120) as client:
-                return client.post(
-                    "/api/styles/add",
-                    files={"image": ("s.png", swatch(i), "image/png")},
-                    data={"args": '{"name": "Oak veneer"}'},
-                )
-
-        got = at_once([lambda i=i: add(i) for i in range(8)])
-    codes = sorted(r.status_code for r in got)
-    assert codes == [200] + [422] * 7, [(r.status_code, r.text[:200]) for r in got]
-    for r in got:
-        if r.status_code == 422:
-            assert "a style named 'Oak veneer' already exists" in r.json()["detail"]
-            assert "\n" not in r.json()["detail"]
-    assert [s.name for s in fresh_engine.styles.list(include_hidden=True)].count("Oak veneer") == 1
