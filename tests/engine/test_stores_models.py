@@ -148,3 +148,14 @@ def test_the_allow_list_is_the_base_model_and_what_the_operator_adds(monkeypatch
     assert settings.allowed_checkpoints() == {settings.base_model, "owner/model-a", "owner/model-b"}
     assert settings.allow_model_downloads is False
     assert Settings(profile="tiny", data_dir=tmp_path).allowed_checkpoints() == {"owner/model-a", "owner/model-b"}
+
+
+def test_an_allowed_hub_id_resolves_as_itself_and_others_in_one_line(tmp_path):
+    from engine.model_files import ModelFiles
+
+    files = ModelFiles(tmp_path / "models", 1 << 20, allowed={"owner/model-a"})
+    assert files.resolve("checkpoint", "owner/model-a") == "owner/model-a"
+    with pytest.raises(BadInput, match="'owner/model-b' is not one this engine offers"):
+        files.resolve("checkpoint", "owner/model-b")
+    with pytest.raises(BadInput, match="characters that are not allowed"):  # a LoRA is never a hub id
+        files.resolve("lora", "owner/model-a")
