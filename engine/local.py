@@ -87,7 +87,7 @@ class LocalEngine(Engine):
         self.catalog = CatalogService(self.core)
         self.tuning = TuningService(self.core)
         handlers: dict[str, Any] = {}
-        for service in (self.renders, self.sweeps, self.arena, self.catalog, self.tuning):
+        for service in (self.renders, self.sweeps, self.arena, self.catalog, self.tuning, self.history):
             handlers.update(service.handlers())
         self.jobs = JobRunner(
             self.data_dir / "jobs.sqlite",

@@ -28,7 +28,7 @@ class RenderPipeline:
         self.recorder = recorder
         from ..model_files import ModelFiles
 
-        self.files = ModelFiles(settings.models_dir, settings.max_model_bytes)
+        self.files = ModelFiles(settings.models_dir, settings.max_model_bytes, settings.allowed_checkpoints())
         # {plan, on_progress, cancel} → attach the styles (global and per region) → render → record
         self.chain = RunnablePassthrough.assign(
             styles=RunnableLambda(self._styles, name="retrieve_styles"),
