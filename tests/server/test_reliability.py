@@ -22,11 +22,10 @@ from tests.server.test_server import TOKEN, Server, client
 
 def test_twenty_concurrent_jobs_all_complete_each_with_its_own_seed(server_engine, engine):
     with Server(server_engine) as srv:
-        remote = RemoteEngine(srv.url, TOKEN)
 
-        def one(seed: int):
+        def one(seed: int):  # twenty clients: one client alone may have 8 jobs waiting (its share of the queue)
             req = GenerateRequest.build(prompt=f"chair number {seed}", size=64, steps=2, seed=seed, use_style=False)
-            return seed, remote.generate(req)
+            return seed, RemoteEngine(srv.url, TOKEN).generate(req)
 
         with ThreadPoolExecutor(max_workers=20) as pool:
             results = list(pool.map(one, range(100, 120)))
