@@ -146,3 +146,24 @@ class Server:
         self.thread.join(timeout=30)
         for k, v in self.before.items():
             setattr(self.engine.jobs, k, v)
+
+
+def at_once(calls):
+    """Run the calls in threads released together; each one's result or the exception it raised, in order."""
+    start = threading.Barrier(len(calls))
+    out: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait(10)
+        try:
+            out[i] = calls[i]()
+        except Exception as exc:  # noqa: BLE001 (collected for the assertions)
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    return out

@@ -5,7 +5,6 @@ engine folder, and a checkpoint name never makes the engine fetch a repository o
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from safetensors.torch import save
 from engine.errors import BadInput, ModelUnavailable, NotFound
 from engine.models import hub_checkpoint
 from engine.settings import Settings
-from tests.conftest import make_data_dir, make_engine
+from tests.conftest import at_once, make_data_dir, make_engine
 from tests.engine.test_measure_later import request
 
 
@@ -33,25 +32,6 @@ def lora_bytes(seed: int, keys: tuple[str, ...] = ("unet.down_blocks.0.attention
         tensors[f"{k}.lora_A.weight"] = torch.randn(4, 32, generator=gen)
         tensors[f"{k}.lora_B.weight"] = torch.randn(32, 4, generator=gen)
     return save(tensors)
-
-
-def at_once(calls):
-    start = threading.Barrier(len(calls))
-    out: list = [None] * len(calls)
-
-    def run(i: int) -> None:
-        start.wait(10)
-        try:
-            out[i] = calls[i]()
-        except Exception as exc:  # noqa: BLE001 (collected for the assertions)
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out
 
 
 def test_parallel_uploads_of_different_files_under_one_name_store_the_one_reported_added(eng):

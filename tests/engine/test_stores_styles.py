@@ -5,33 +5,11 @@ tests/server/test_stores_http.py)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from PIL import Image
 
 from engine.errors import BadInput
-from tests.conftest import png
-
-
-def at_once(calls: list[Callable[[], object]]) -> list[object]:
-    """Run the calls in threads released together; each one's result or the exception it raised, in order."""
-    start = threading.Barrier(len(calls))
-    out: list[object] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        start.wait(10)
-        try:
-            out[i] = calls[i]()
-        except Exception as exc:  # noqa: BLE001 (collected for the assertions)
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads)
-    return out
+from tests.conftest import at_once, png
 
 
 def swatch(i: int) -> bytes:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 
 import httpx
@@ -13,7 +12,7 @@ from PIL import Image
 
 from engine.api import JobInfo
 from engine.remote import RemoteEngine
-from tests.conftest import TOKEN, Server, png
+from tests.conftest import TOKEN, Server, at_once, png
 from tests.engine.test_measure_later import request, three_places
 from tests.engine.test_stores_history import spellings
 from tests.engine.test_stores_models import lora_bytes
@@ -33,22 +32,6 @@ def run_id(server_engine) -> str:
     shown = server_engine.renders.result(job.id)
     server_engine.follow(server_engine.jobs.get(shown.measure_job))
     return shown.run_id
-
-
-def at_once(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
-    start = threading.Barrier(len(calls))
-    out: list = [None] * len(calls)
-
-    def run(i: int) -> None:
-        start.wait(10)
-        out[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return out
 
 
 def post(server, path: str, timeout: float = 120, **kw) -> httpx.Response:
