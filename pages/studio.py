@@ -629,7 +629,8 @@ def scroll_once(container_key: str, token: str) -> None:
     state[f"_scrolled_{container_key}"] = token
     st.html(  # run once per token (a block: scripts share the page's scope); again as images above it load
         f"<script>{{ /* {token} */ const go = () => document.querySelector('.st-key-{container_key}')"
-        "?.scrollIntoView({block: 'start'}); [60, 300, 700, 1200].forEach(t => setTimeout(go, t)); }</script>",
+        "?.scrollIntoView({block: 'start'}); [60, 300, 700, 1200, 2000, 3000].forEach(t => setTimeout(go, t)); }"
+        "</script>",
         unsafe_allow_javascript=True,  # our own fixed script: no user text in it
     )
 

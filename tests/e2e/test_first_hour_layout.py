@@ -5,6 +5,8 @@ shown whole."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import TOKEN, make_data_dir
@@ -46,11 +48,17 @@ def studio_url(request, tmp_path_factory, tiny_models):
             yield url
 
 
-def in_view(page, selector: str) -> dict:
-    box = page.locator(selector).first.bounding_box()
-    assert box is not None, f"{selector} is not on the page"
-    assert box["y"] >= -2 and box["y"] + box["height"] <= VIEW["height"] + 2, (selector, box)
-    return box
+def in_view(page, selector: str, within_s: float = 6.0) -> dict:
+    """`selector`'s box, once it is inside the window (the page scrolls as images above it load: a loaded
+    machine takes a few seconds)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        box = page.locator(selector).first.bounding_box()
+        assert box is not None, f"{selector} is not on the page"
+        if box["y"] >= -2 and box["y"] + box["height"] <= VIEW["height"] + 2:
+            return box
+        assert time.monotonic() < deadline, (selector, box)
+        page.wait_for_timeout(250)
 
 
 def test_live_frame_new_render_and_drawing_over_a_render_at_1440x900(browser, studio_url):

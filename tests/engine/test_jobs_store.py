@@ -96,11 +96,14 @@ def test_the_engine_reports_a_failing_store_in_its_capabilities_until_it_works_a
     engine.jobs.start()  # as the server does when it starts
     try:
         assert engine.capabilities().store_error is None
-        locker = lock_store(engine.jobs.path, 2.0)
+        request = GenerateRequest(prompt="a chair", size=64, steps=1)
+        first = engine.renders.submit(request)  # a first render loads what planning needs, before the lock
+        until(lambda: engine.jobs.get(first.id).done, timeout=120)
+        locker = lock_store(engine.jobs.path, 5.0)
         with pytest.raises(StoreUnavailable):
-            engine.renders.submit(GenerateRequest(prompt="a chair", size=64, steps=1))
+            engine.renders.submit(request)
         assert engine.capabilities().store_error == "the job store cannot be written: database is locked"
-        assert locker.wait(timeout=10) == 0
+        assert locker.wait(timeout=20) == 0
         until(lambda: engine.capabilities().store_error is None)
         assert all(t.is_alive() for t in engine.jobs._threads)
     finally:
