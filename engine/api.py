@@ -22,10 +22,11 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict
 
 from .catalog.options import CatalogOptions
 from .errors import Cancelled
-from .schema import GenerateRequest, Progress, StyleHit, StyleInfo
+from .schema import MAX_STEPS, GenerateRequest, Progress, StyleHit, StyleInfo
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 # Bounds every caller gets checked at the boundary (over HTTP: a 422 with one line)
@@ -36,6 +37,35 @@ Pixels = Annotated[int, Field(ge=0, le=1024)]
 Index = Annotated[int, Field(ge=0, le=64)]
 # A folder the engine names (a catalog or tagging run, a sweep, a dataset, an adapter): a plain name, never a path
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")]
+# A style's name as the library takes it (engine/library.py NAME_RE, which checks it, spaces around it aside)
+StyleName = Annotated[str, Field(json_schema_extra={"pattern": r"^[\w.,'&()+-][\w .,'&()+-]{0,59}$"})]
+# A checkpoint's or LoRA's name on the engine (engine/model_files.py NAME, which checks it), `.safetensors` or not
+ModelName = Annotated[str, Field(json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,119}$"})]
+# A pixel coordinate in an image (engine/regions.py checks it is inside the image at hand)
+Coordinate = Annotated[float, Field(ge=0, le=16384)]
+# A sweep's axis: one value or more (engine/sweep.py: at most 64 cells in all), each within the render's bounds
+StructureAxis = Annotated[list[Annotated[float, Field(ge=0, le=3)]], Field(min_length=1, max_length=64)]
+StyleAxis = Annotated[list[Annotated[float, Field(ge=0, le=2)]], Field(min_length=1, max_length=64)]
+StepsAxis = Annotated[list[Annotated[int, Field(ge=1, le=MAX_STEPS)]], Field(max_length=64)]
+
+
+class ArenaSetting(TypedDict, total=False):
+    """One side of an A/B render: the settings it changes (engine/services/arena.py SETTINGS), as a render takes
+    them."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    structure_strength: Annotated[float, Field(ge=0, le=3)]
+    style_strength: Annotated[float, Field(ge=0, le=2)]
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)]
+    guidance: Annotated[float, Field(ge=0, le=30)]
+
+
+class ArenaSettings(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    A: ArenaSetting
+    B: ArenaSetting
+
+
 # A sheet's file name: its suffix says how it is read
 SheetName = Annotated[str, Field(pattern=r"^[^/\\]{1,200}\.(xlsx|xlsm|csv|tsv|txt|XLSX|XLSM|CSV|TSV|TXT)$")]
 TERMINAL: tuple[str, ...] = ("done", "failed", "cancelled")
@@ -47,10 +77,24 @@ JobKind = Literal[
 UNATTENDED: tuple[str, ...] = ("measure",)
 
 
-def operation(method: Callable) -> Callable:
-    """Marks a method as part of the interface: the server routes it and the remote engine implements it."""
-    method.__engine_operation__ = True
-    return method
+def operation(
+    method: Callable | None = None,
+    *,
+    one_of: tuple[str, ...] = (),
+    needs: tuple[str, dict[str, tuple[str, ...]]] | None = None,
+) -> Callable:
+    """Marks a method as part of the interface: the server routes it and the remote engine implements it.
+    `one_of`: arguments of which the call must give at least one (a point or a box; words or an image). `needs`: an
+    argument and, for each of its values, the other arguments that value needs (a dataset from an upload needs the
+    images and the captions). The OpenAPI says both."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.__engine_operation__ = True
+        fn.__engine_one_of__ = tuple(one_of)
+        fn.__engine_needs__ = needs
+        return fn
+
+    return mark(method) if method is not None else mark
 
 
 class JobInfo(BaseModel):
@@ -215,19 +259,19 @@ class Renders(ABC):
 
     @abstractmethod
     @operation
-    def add_model(self, kind: Literal["checkpoint", "lora"], name: str, data: bytes) -> dict[str, Any]:
+    def add_model(self, kind: Literal["checkpoint", "lora"], name: ModelName, data: bytes) -> dict[str, Any]:
         """Keep a `.safetensors` checkpoint or LoRA on the engine under `name` (the same file again is a no-op;
         another file by that name is refused). Renders then name it."""
 
     @abstractmethod
-    @operation
+    @operation(one_of=("points", "box"))
     def segment(
         self,
         image: bytes,
-        points: Annotated[list[Annotated[list[float], Field(min_length=2, max_length=2)]], Field(max_length=64)]
+        points: Annotated[list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]], Field(max_length=64)]
         | None = None,  # at most engine.masks.MAX_POINTS
         labels: Annotated[list[Annotated[int, Field(ge=0, le=1)]], Field(max_length=64)] | None = None,
-        box: Annotated[list[float], Field(min_length=4, max_length=4)] | None = None,
+        box: Annotated[list[Coordinate], Field(min_length=4, max_length=4)] | None = None,
     ) -> SegmentResult:
         """SAM2: the object at the points (label 1 inside, 0 outside) and/or in the box, in image pixels."""
 
@@ -255,7 +299,7 @@ class Styles(ABC):
 
     @abstractmethod
     @operation
-    def add(self, image: bytes, name: str, description: str = "", tags: list[str] | None = None) -> StyleInfo: ...
+    def add(self, image: bytes, name: StyleName, description: str = "", tags: list[str] | None = None) -> StyleInfo: ...
 
     @abstractmethod
     @operation
@@ -266,7 +310,7 @@ class Styles(ABC):
     def hide(self, name_or_id: str, hidden: bool = True) -> StyleInfo: ...
 
     @abstractmethod
-    @operation
+    @operation(one_of=("text", "image"))
     def search(self, text: str | None = None, image: bytes | None = None, k: TopK = 3) -> list[StyleHit]:
         """Styles ranked by CLIP similarity to words or to an image."""
 
@@ -331,7 +375,7 @@ class History(ABC):
         of that form are left out."""
 
     @abstractmethod
-    @operation
+    @operation(one_of=("text", "like_run"))
     def search(
         self, text: str | None = None, like_run: str | None = None, like_index: Index = 0, k: TopK = 12
     ) -> list[dict[str, Any]]:
@@ -364,7 +408,7 @@ class Sweeps(ABC):
     @abstractmethod
     @operation
     def start(
-        self, request: GenerateRequest, structures: list[float], styles: list[float], steps: list[int] | None = None
+        self, request: GenerateRequest, structures: StructureAxis, styles: StyleAxis, steps: StepsAxis | None = None
     ) -> JobInfo:
         """Queue a sweep; its job's result names it (`batch`)."""
 
@@ -401,7 +445,7 @@ class Arena(ABC):
 
     @abstractmethod
     @operation
-    def render(self, inputs_set: str, settings: dict[str, dict[str, float]]) -> JobInfo:
+    def render(self, inputs_set: str, settings: ArenaSettings) -> JobInfo:
         """Render a run set's inputs with setting A and with setting B; the job's result names the contest."""
 
     @abstractmethod
@@ -486,12 +530,13 @@ class Catalog(ABC):
     def tag(
         self,
         photos: bytes,
-        vocabulary: str,
+        vocabulary: str | None = None,
         llm: Literal["local", "server", "none"] = "none",
         llm_url: str | None = None,
         llm_model: str = "local-model",
     ) -> JobInfo:
-        """Tag a zip of product photos with the vocabulary's attributes (and listings from an LLM)."""
+        """Tag a zip of product photos with the vocabulary's attributes (and listings from an LLM). The vocabulary is
+        YAML text; None: the shipped apparel one."""
 
     @abstractmethod
     @operation
@@ -513,7 +558,7 @@ class Catalog(ABC):
         """A tagged product photo (a JPEG), by the `thumbnail` key of its row or search hit."""
 
     @abstractmethod
-    @operation
+    @operation(one_of=("image", "text"))
     def similar(self, image: bytes | None = None, text: str | None = None, k: TopK = 8) -> list[dict[str, Any]]:
         """Tagged products ranked by CLIP similarity to a photo or to words."""
 
@@ -522,7 +567,7 @@ class Tuning(ABC):
     """Teach the retrieval CLIP your words: data, LoRA training, recall, and switching retrieval."""
 
     @abstractmethod
-    @operation
+    @operation(needs=("source", {"library": (), "upload": ("images", "captions"), "tagging": ("tagging_run",)}))
     def prepare(
         self,
         name: str,

@@ -14,7 +14,7 @@ from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import BadInput
+from .errors import BadInput, NotFound
 from .evaluation import HIGHER_IS_BETTER, METRICS, run_set
 from .history import SqliteStore
 from .schema import GenerateRequest, Progress
@@ -120,7 +120,7 @@ class Arena(SqliteStore):
         with closing(self._connect()) as db:
             row = db.execute("SELECT * FROM contests WHERE id = ?", (contest_id,)).fetchone()
             if row is None:
-                raise BadInput(f"no contest '{contest_id}'")
+                raise NotFound(f"no contest '{contest_id}'")
             n = db.execute("SELECT COUNT(*) FROM pairs WHERE contest_id = ?", (contest_id,)).fetchone()[0]
             voted = db.execute("SELECT COUNT(*) FROM votes WHERE contest_id = ?", (contest_id,)).fetchone()[0]
         return {**dict(row), "pairs": n, "voted": voted}
@@ -152,7 +152,7 @@ class Arena(SqliteStore):
                 "SELECT left_side FROM pairs WHERE contest_id = ? AND position = ?", (contest_id, position)
             ).fetchone()
             if row is None:
-                raise BadInput(f"contest '{contest_id}' has no pair {position}")
+                raise NotFound(f"contest '{contest_id}' has no pair {position}")
             left = row["left_side"]
             stored = "tie" if choice == "tie" else left if choice == "left" else ("B" if left == "A" else "A")
             db.execute(

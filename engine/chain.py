@@ -14,7 +14,7 @@ from .schema import GenerateRequest, StyleHit
 
 def chosen_style(library: StyleLibrary, name: str, query: list[float], weight: float = 1.0) -> StyleHit:
     """A style the user named, scored against the words it was chosen for."""
-    info = library.find(name)
+    info = library.find(name, missing=BadInput)
     score = float(sum(a * b for a, b in zip(query, library.vector(info.id), strict=True)))
     return StyleHit(info.id, info.name, score, info.description, info.tags, info.source, weight, True)
 

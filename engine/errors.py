@@ -34,6 +34,11 @@ class NotFound(BadInput):
     """A run, style, job, sweep or catalog run that does not exist (any more)."""
 
 
+class Conflict(BadInput):
+    """What the engine holds does not allow it: the name is taken (a style, a checkpoint or a LoRA of that name is
+    already there, and is another one), the library holds too few styles to tune on."""
+
+
 class TooLarge(BadInput):
     """An upload over the size or pixel limit."""
 
@@ -66,6 +71,7 @@ STATUS: dict[type[EngineError], int] = {
     BadInput: 422,
     QueueFull: 429,
     Cancelled: 409,
+    Conflict: 409,  # after Cancelled: a 409 that names no error is the older meaning
     Busy: 503,
     ModelUnavailable: 503,
     EngineError: 500,

@@ -158,6 +158,8 @@ class JobRunner(Jobs):
         self._changed = threading.Condition()  # a job moved (a step, an end): followers wake
         self._work = threading.Condition()  # a job was queued, or the runner stops: idle workers wake
         self._live: dict[str, JobContext] = {}
+        # cancels that came while a worker was taking the job (claimed, not yet live): honoured as it starts
+        self._cancel_asked: set[str] = set()
         self._polled: dict[str, float] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -353,6 +355,9 @@ class JobRunner(Jobs):
         ctx.report_to = lambda: self._reported(ctx)
         with self._changed:
             self._live[ctx.id] = ctx
+            if ctx.id in self._cancel_asked:
+                self._cancel_asked.discard(ctx.id)
+                ctx.cancel.set()
         try:
             outcome = self._outcome(row, ctx)
             try:
@@ -363,6 +368,7 @@ class JobRunner(Jobs):
         finally:
             with self._changed:
                 self._live.pop(ctx.id, None)
+                self._cancel_asked.discard(ctx.id)
                 self._changed.notify_all()
             self._ended(ctx.id)
 
@@ -471,6 +477,12 @@ class JobRunner(Jobs):
         self._wake_workers()
         return self.get(job_id)
 
+    def room(self) -> None:
+        """QueueFull now if a submit by the current client would be refused for the queue: the server asks before it
+        reads a body, so a client over its share costs it no decoding."""
+        with self._guarded(), closing(self._db()) as db:
+            self._bound(db, clients.current())
+
     def _bound(self, db: sqlite3.Connection, client: str | None) -> None:
         """QueueFull when the caller's own share of the queue is taken, or the whole queue is."""
         if client is not None:
@@ -551,6 +563,7 @@ class JobRunner(Jobs):
 
     def cancel(self, job_id: str) -> JobInfo:
         info = self.get(job_id)
+        cancelled = 0
         if info.state == "queued":
             with self._guarded(), closing(self._db()) as db, db:
                 cancelled = db.execute(
@@ -561,9 +574,25 @@ class JobRunner(Jobs):
             if cancelled:
                 self._ended(job_id)
             self._notify()
-        elif info.state == "running" and job_id in self._live:
-            self._live[job_id].cancel.set()
+        if info.state in ("queued", "running") and not cancelled:
+            # running here, or taken by a worker of ours between the read and the update: its cancel is set now, or
+            # as it starts (a job of another process is that process's to stop)
+            owned = self._owned(job_id)  # read before the lock: workers take it to start and end jobs
+            with self._changed:
+                if job_id in self._live:
+                    self._live[job_id].cancel.set()
+                elif owned:
+                    self._cancel_asked.add(job_id)
         return self.get(job_id)
+
+    def _owned(self, job_id: str) -> bool:
+        """Whether the job is this runner's and not ended (a worker of ours is about to run it)."""
+        with self._guarded(), closing(self._db()) as db:
+            row = db.execute(
+                f"SELECT 1 FROM job WHERE id = ? AND owner = ? AND {ACTIVE}",  # noqa: S608
+                (job_id, self.owner),
+            ).fetchone()
+        return row is not None
 
     def list(self, active: bool = True, limit: int = 50) -> list[JobInfo]:
         where = f"WHERE {ACTIVE}" if active else ""

@@ -28,7 +28,7 @@ from langchain_chroma import Chroma
 from PIL import Image
 
 from .embeddings import ClipEmbeddings
-from .errors import BadInput, EngineError
+from .errors import BadInput, Conflict, EngineError, NotFound
 from .images import decode, fit, png_bytes
 from .schema import StyleHit, StyleInfo
 
@@ -165,16 +165,17 @@ class StyleLibrary:
             got = col.get(ids=[sid], include=["embeddings"])
             if got["ids"]:
                 return [float(v) for v in got["embeddings"][0]]
-        raise BadInput(f"style {sid} is not in the library")
+        raise NotFound(f"style {sid} is not in the library")
 
-    def find(self, name_or_id: str) -> StyleInfo:
-        """A style by id or by name (case-insensitive); BadInput if there is none."""
+    def find(self, name_or_id: str, missing: type[BadInput] = NotFound) -> StyleInfo:
+        """A style by id or by name (case-insensitive); `missing` (NotFound unless the caller says) if there is none.
+        A render that names an unknown style passes BadInput: the request is wrong, not a missing resource."""
         wanted = name_or_id.strip().lower()
         for s in self.list(include_hidden=True):
             if s.id == name_or_id or s.name.lower() == wanted:
                 return s
         names = ", ".join(s.name for s in self.list()[:12])
-        raise BadInput(f"unknown style '{name_or_id}'; known styles: {names or 'none (the library is empty)'}")
+        raise missing(f"unknown style '{name_or_id}'; known styles: {names or 'none (the library is empty)'}")
 
     def image(self, sid: str) -> Image.Image:
         return self._image_cache(sid).copy()
@@ -182,7 +183,7 @@ class StyleLibrary:
     def _load_image(self, sid: str) -> Image.Image:
         got = self.images.get(ids=[sid], include=["documents"])
         if not got["ids"]:
-            raise BadInput(f"style {sid} has no stored image; add it again")
+            raise NotFound(f"style {sid} has no stored image; add it again")
         return Image.open(io.BytesIO(base64.b64decode(got["documents"][0]))).convert("RGB")
 
     # ---- searching -----------------------------------------------------------------------
@@ -294,7 +295,7 @@ class StyleLibrary:
         """BadInput when a style (visible or hidden) has this name, case aside."""
         for s in self.list(include_hidden=True):
             if s.name.lower() == name.lower():
-                raise BadInput(f"a style named '{s.name}' already exists; remove it or choose another name")
+                raise Conflict(f"a style named '{s.name}' already exists; remove it or choose another name")
 
     def remove(self, name_or_id: str) -> StyleInfo:
         with self.writing():

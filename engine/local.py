@@ -128,6 +128,7 @@ class LocalEngine(Engine):
 
     def capabilities(self) -> Capabilities:
         ids = self.settings.models()
+        shown = self.settings.shown_model
         return Capabilities(
             profile=self.settings.profile,
             device=self.models.device,
@@ -135,12 +136,12 @@ class LocalEngine(Engine):
             precision=precision.precision_label(self.models.device, self.models.dtype),
             cpu=precision.cpu_features().as_dict(),
             models={
-                "base": ids.base,
-                "controlnet": ids.controlnet,
-                "ip_adapter": f"{ids.ip_adapter}/{ids.ip_adapter_subfolder}/{ids.ip_adapter_weight}",
-                "clip": ids.clip,
-                "sam2": ids.sam2,
-                "flux": " + ".join(p for p in self.settings.flux_paths() if p),
+                "base": shown(ids.base),
+                "controlnet": shown(ids.controlnet),
+                "ip_adapter": f"{shown(ids.ip_adapter)}/{ids.ip_adapter_subfolder}/{ids.ip_adapter_weight}",
+                "clip": shown(ids.clip),
+                "sam2": shown(ids.sam2),
+                "flux": " + ".join(shown(p) for p in self.settings.flux_paths() if p),
             },
             loaded=self.models.loaded(),
             retrieval=self.retrieval.label(),

@@ -64,7 +64,7 @@ def check_prompts(points, labels, box) -> tuple[list | None, list | None, list |
     /api/renders/segment, a Python caller): each as `check_list` says, a point or a box at least, one label per
     point."""
     points = check_list(points, "points") if points is not None else None
-    labels = check_list(labels, "labels") if labels is not None else None
+    labels = check_list(labels, "labels") if labels else None  # none (or []): every point inside the object
     box = check_list(box, "box") if box is not None else None
     if not points and box is None:
         raise BadInput("segmenting needs a point or a box on the image")

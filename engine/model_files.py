@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import BadInput, NotFound, TooLarge
+from .errors import BadInput, Conflict, NotFound, TooLarge
 
 ModelKind = Literal["checkpoint", "lora"]
 FOLDERS: dict[str, str] = {"checkpoint": "checkpoints", "lora": "loras"}
@@ -86,6 +86,18 @@ def check_safetensors(data: bytes, name: str) -> None:
         raise BadInput(f"'{name}' is not a .safetensors file", fix="export the model as .safetensors") from None
     if not isinstance(header, dict) or not any(k != "__metadata__" for k in header):
         raise BadInput(f"'{name}' holds no tensors")
+    ends = [
+        t.get("data_offsets", [0, 0])[1] if isinstance(t, dict) else None
+        for k, t in header.items()
+        if k != "__metadata__"
+    ]
+    need = max((e for e in ends if isinstance(e, int)), default=0)
+    if any(not isinstance(e, int) for e in ends) or need != len(data) - 8 - size:
+        # a file cut short in the copy (or padded): its tensors would fail to load at the first render
+        raise BadInput(
+            f"'{name}' is not a whole .safetensors file (its tensors need {need} bytes, it has {len(data) - 8 - size})",
+            fix="copy or export it again",
+        )
 
 
 class ModelFiles:
@@ -190,7 +202,7 @@ class ModelFiles:
         """The answer to an upload under a taken name: nothing to do for the same bytes, a refusal for others."""
         if path.stat().st_size == len(data) and _sha256(path) == hashlib.sha256(data).hexdigest():
             return {"name": name, "kind": kind, "added": False}
-        raise BadInput(f"a different {kind} named '{name}' is already on the engine", fix="rename the file")
+        raise Conflict(f"a different {kind} named '{name}' is already on the engine", fix="rename the file")
 
 
 def _sha256(path: Path) -> str:

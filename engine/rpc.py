@@ -49,6 +49,9 @@ class Operation:
     args: type[BaseModel]  # the other arguments, validated as one JSON object
     returns_bytes: bool
     result: TypeAdapter
+    one_of: tuple[str, ...] = ()  # arguments of which a call gives at least one (api.operation's `one_of`)
+    needs: tuple[str, dict[str, tuple[str, ...]]] | None = None  # api.operation's `needs`
+    queues: bool = False  # the call queues a job (returns its JobInfo)
 
     @property
     def path(self) -> str:
@@ -81,8 +84,10 @@ def _operation(service: str, name: str, fn) -> Operation:
     args = create_model(f"{title}Args", __config__=ConfigDict(extra="forbid", **BYTES_JSON), **fields)
     returns = hints.get("return", Any)
     return Operation(
-        service, name, inspect.getdoc(fn) or "", signature, files, required, args, _is_bytes(returns), _adapter(returns)
-    )
+        service, name, inspect.getdoc(fn) or "", signature, files, required, args, _is_bytes(returns),
+        _adapter(returns), getattr(fn, "__engine_one_of__", ()), getattr(fn, "__engine_needs__", None),
+        returns is api.JobInfo and service != "jobs",  # the jobs service follows jobs, it queues none
+    )  # fmt: skip
 
 
 @cache

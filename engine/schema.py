@@ -73,8 +73,9 @@ class GenerateRequest(BaseModel):
     # bytes travel as base64 in JSON (the job queue and the HTTP API)
     model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
-    prompt: str
-    negative_prompt: str = ""
+    # the schema says what the validator checks: some non-space character, and at most MAX_PROMPT of them
+    prompt: str = Field(json_schema_extra={"pattern": r"\S", "maxLength": MAX_PROMPT})
+    negative_prompt: str = Field("", json_schema_extra={"maxLength": MAX_PROMPT})
     sketch: bytes | None = Field(default=None, repr=False)
     edge_mode: EdgeMode = "auto"
     canny_low: int = Field(50, ge=0, le=255)

@@ -145,6 +145,17 @@ class Settings(BaseSettings):
         """The designer's own checkpoints and LoRAs (engine/model_files.py)."""
         return self.data_dir / "models"
 
+    def shown_model(self, model: str | None) -> str | None:
+        """A model as callers see it (/health, a run's record): a hub id as it is, a folder under the data folder
+        relative to it ("models/tiny/taesd"), any other folder by its name; never the engine's own paths."""
+        if not model or not Path(model).is_absolute():
+            return model
+        path = Path(model)
+        try:
+            return path.relative_to(self.data_dir).as_posix()
+        except ValueError:
+            return path.name
+
     @property
     def tiny_dir(self) -> Path:
         return self.data_dir / "models" / "tiny"

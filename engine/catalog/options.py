@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import BadInput
 from ..render.capabilities import rules
 from ..schema import describe_validation_error
-from .prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, PromptTemplate
+from .prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELDS, PromptTemplate
 from .sheets import MAX_ROWS
 
 
@@ -23,7 +23,10 @@ class CatalogOptions(BaseModel):
     name_column: str | None = None
     category_column: str | None = None
     source_lang: str = Field("de", pattern=r"^[a-z]{2,3}$")
-    template: str = DEFAULT_TEMPLATE
+    # at least one {field} of engine/catalog/prompts.py FIELDS, and no other braces
+    template: str = Field(
+        DEFAULT_TEMPLATE, json_schema_extra={"pattern": r"^[^{}]*(\{(" + "|".join(FIELDS) + r")\}[^{}]*)+$"}
+    )
     negative_prompt: str = "text, watermark, logo, blurry, cropped"
     seed: int = Field(42, ge=0, le=2**32 - 1 - MAX_ROWS)  # plus the row index stays a valid seed
     steps: int = Field(20, ge=1, le=150)

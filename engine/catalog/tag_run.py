@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, Cancelled
+from ..errors import BadInput, Cancelled, NotFound
 from ..files import write_atomic
 from ..schema import Progress
 from .listing import ListingFailed, ListingWriter, listing_row
@@ -41,7 +41,7 @@ class ProductIndex:
             raise BadInput(f"k must be between 1 and 100 (got {k})")
         n = self.count()
         if n == 0:
-            raise BadInput("no products are indexed yet; tag a folder first")
+            raise NotFound("no products are indexed yet; tag a folder first")
         got = self.col.query(query_embeddings=[vector], n_results=min(k, n), include=["metadatas", "distances"])
         return [
             {"id": i, **m, "score": round(1.0 - float(d), 4)}

@@ -147,6 +147,7 @@ class Recorder:
         """The recipe: everything that made these pixels, and how they measure."""
         request = plan.request
         ids = self.settings.models()
+        shown = self.settings.shown_model
         flux = request.model == "flux"
         mode = modes.MODES[request.mode]
         active = self.retrieval.active
@@ -201,17 +202,17 @@ class Recorder:
             },
             "styles": [s.as_dict() for s in result.styles],
             "regions": result.regions,
-            "models": {
-                "base": self.settings.flux_paths()[0] if flux else (request.checkpoint or ids.base),
-                "lora": self.settings.flux_paths()[1] if flux else (ids.fast_lora if mode.lora else None),
+            "models": {  # as callers may see them: hub ids and names, never the engine's folders
+                "base": shown(self.settings.flux_paths()[0] if flux else (request.checkpoint or ids.base)),
+                "lora": shown(self.settings.flux_paths()[1] if flux else (ids.fast_lora if mode.lora else None)),
                 "lora_weight": ids.fast_lora_weight if mode.lora and not flux else None,
-                "vae": ids.taesd if mode.uses_tiny_vae(self.device) else "full",
-                "controlnet": ids.controlnet_for(request.control),
+                "vae": shown(ids.taesd) if mode.uses_tiny_vae(self.device) else "full",
+                "controlnet": shown(ids.controlnet_for(request.control)),
                 "loras": [{"name": n, "weight": w} for n, _, w in plan.loras],
-                "ip_adapter": ids.ip_adapter,
+                "ip_adapter": shown(ids.ip_adapter),
                 "ip_adapter_weight": ids.ip_adapter_weight,
-                "clip": ids.clip,
-                "sam2": ids.sam2 if request.regions else None,
+                "clip": shown(ids.clip),
+                "sam2": shown(ids.sam2) if request.regions else None,
                 "retrieval_adapter": dict(active) if active else None,
             },
             "profile": self.settings.profile,

@@ -357,7 +357,7 @@ def create_app(engine, token: str | None, request_timeout: float = 300.0, max_wa
     guarded = [Depends(auth_dependency(token))]
     waits = routes.Waits(max_waits)
     legacy.add_routes(app, engine, guarded, request_timeout, waits)
-    routes.add_routes(app, engine, guarded, waits)
+    routes.add_routes(app, engine, guarded, waits, legacy.ONE_OF)
     app.add_middleware(body_decoder, fastapi_app=app)
     app.add_middleware(with_client)
     app.add_middleware(body_limit, max_bytes=limit)  # outermost: nothing past the limit is read

@@ -10,15 +10,27 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..api import TERMINAL, JobInfo
 from ..errors import BadInput, NotFound
 from ..masks import parse_json_list
-from ..schema import GenerateRequest
+from ..schema import MAX_PROMPT, GenerateRequest
 from .routes import Waits, read_limited
+
+# What the forms' fields take, as the OpenAPI says it; the engine checks them and says what is wrong in its own words
+_NUMBER = r" ?(0|[1-9][0-9]{0,4})(\.[0-9]{1,4})? ?"  # as JSON writes it: no leading zeros
+POINTS = {"pattern": rf"^\[ ?\[{_NUMBER},{_NUMBER}\]( ?, ?\[{_NUMBER},{_NUMBER}\]){{0,63}} ?\]$"}
+LABELS = {"pattern": r"^\[ ?[01]( ?, ?[01]){0,63} ?\]$"}
+BOX = {"pattern": rf"^\[{_NUMBER}(,{_NUMBER}){{3}}\]$"}
+PROMPT = {"pattern": r"\S", "maxLength": MAX_PROMPT}
+STYLE_NAME = {"pattern": r"^[\w.,'&()+-][\w .,'&()+-]{0,59}$"}
+# Each route's form fields of which a call gives at least one
+ONE_OF = {"/segment": ("points", "box")}
+# A JSON object in a form field
+JSON_OBJECT = {"contentMediaType": "application/json", "contentSchema": {"type": "object"}}
 
 
 def job_view(job: JobInfo) -> dict[str, Any]:
@@ -43,6 +55,8 @@ def build_request(prompt: str, sketch: bytes | None, options: str | None) -> Gen
         extra = json.loads(options) if options else {}
     except ValueError:
         raise BadInput("options must be a JSON object") from None
+    if extra is None:  # `null`: none
+        extra = {}
     if not isinstance(extra, dict):
         raise BadInput("options must be a JSON object")
     extra = {k: v for k, v in extra.items() if k not in ("prompt", "sketch")}
@@ -57,7 +71,7 @@ def add_style_routes(router: APIRouter, engine, limit: int) -> None:
     @router.post("/styles", status_code=201)
     async def add_style(
         file: Annotated[UploadFile, File()],
-        name: Annotated[str, Form()],
+        name: Annotated[str, Form(json_schema_extra=STYLE_NAME)],
         description: Annotated[str, Form()] = "",
         tags: Annotated[str, Form()] = "",
     ) -> dict[str, Any]:
@@ -78,17 +92,28 @@ def add_style_routes(router: APIRouter, engine, limit: int) -> None:
         return Response(engine.styles.image(name_or_id), media_type="image/png")
 
     @router.get("/styles/search")
-    def search_styles(text: str, k: Annotated[int, Query(ge=1, le=100)] = 3) -> list[dict[str, Any]]:
+    def search_styles(
+        text: Annotated[str, Query(pattern=r"\S")], k: Annotated[int, Query(ge=1, le=100)] = 3
+    ) -> list[dict[str, Any]]:
         return [h.as_dict() for h in engine.styles.search(text=text, k=k)]
 
 
+def room_first(engine):
+    """A dependency: a client over its share of the queue is told so before its form is checked."""
+
+    async def room() -> None:
+        await run_in_threadpool(engine.jobs.room)
+
+    return Depends(room)
+
+
 def add_render_routes(router: APIRouter, engine, limit: int, request_timeout: float) -> None:
-    @router.post("/generate")
+    @router.post("/generate", dependencies=[room_first(engine)])
     async def generate(
         request: Request,
-        prompt: Annotated[str, Form()],
+        prompt: Annotated[str, Form(json_schema_extra=PROMPT)],
         file: Annotated[UploadFile | None, File()] = None,
-        options: Annotated[str | None, Form()] = None,
+        options: Annotated[str | None, Form(json_schema_extra=JSON_OBJECT)] = None,
     ) -> Response:
         """The seed client's one call: multipart `file` + `prompt` → the PNG (or JSON with base64 images)."""
         sketch = await read_limited(file, "sketch", limit) if file is not None else None
@@ -126,9 +151,11 @@ def add_render_routes(router: APIRouter, engine, limit: int, request_timeout: fl
     @router.post("/segment")
     async def segment(
         file: Annotated[UploadFile, File()],
-        points: Annotated[str | None, Form(description="JSON [[x, y], ...] in image pixels")] = None,
-        labels: Annotated[str | None, Form(description="JSON [1, 0, ...]: 1 inside, 0 outside")] = None,
-        box: Annotated[str | None, Form(description="JSON [x0, y0, x1, y1]")] = None,
+        points: Annotated[
+            str | None, Form(description="JSON [[x, y], ...] in pixels", json_schema_extra=POINTS)
+        ] = None,
+        labels: Annotated[str | None, Form(description="JSON [1, 0, ...]: 1 inside", json_schema_extra=LABELS)] = None,
+        box: Annotated[str | None, Form(description="JSON [x0, y0, x1, y1]", json_schema_extra=BOX)] = None,
         mask_format: Annotated[str, Form(pattern="^(rle|png)$")] = "png",
     ) -> dict[str, Any]:
         """SAM2 point and box prompts → one mask (PNG or RLE), its polygons and its score."""
@@ -160,11 +187,11 @@ def result_payload(result) -> dict[str, Any]:
 
 
 def add_job_routes(router: APIRouter, engine, limit: int, waits: Waits) -> None:
-    @router.post("/jobs", status_code=202)
+    @router.post("/jobs", status_code=202, dependencies=[room_first(engine)])
     async def submit(
-        prompt: Annotated[str, Form()],
+        prompt: Annotated[str, Form(json_schema_extra=PROMPT)],
         file: Annotated[UploadFile | None, File()] = None,
-        options: Annotated[str | None, Form()] = None,
+        options: Annotated[str | None, Form(json_schema_extra=JSON_OBJECT)] = None,
     ) -> dict[str, Any]:
         sketch = await read_limited(file, "sketch", limit) if file is not None else None
         return job_view(await run_in_threadpool(engine.renders.submit, build_request(prompt, sketch, options)))

@@ -137,6 +137,8 @@ def make_route(engine, op: Operation, limit: int, waits: Waits):
             return await run_in_threadpool(method, **arguments)
 
     async def route(request: Request) -> Response:
+        if op.queues:  # a client over its share of the queue is told so before its body is read
+            await run_in_threadpool(engine.jobs.room)
         arguments = await call_arguments(request, op, limit)
         result = await call(**arguments)
         if op.returns_bytes:
@@ -147,13 +149,18 @@ def make_route(engine, op: Operation, limit: int, waits: Waits):
     return route
 
 
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+OCTETS = "application/octet-stream"
+SAFETENSORS = "application/vnd.safetensors"  # not registered; what the file part of an uploaded model is sent as
+
+
 def media_type(data: bytes) -> str:
     if data.startswith(b"\x89PNG"):
         return "image/png"
     if data.startswith(b"\xff\xd8"):
         return "image/jpeg"
     if data.startswith(b"PK"):
-        return "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        return XLSX
     return "application/octet-stream"
 
 
@@ -167,18 +174,74 @@ def shared(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
     return schema
 
 
+# What a file part holds, by the argument's name: the media types a client sends it as
+FILE_TYPES = {
+    "image": "image/png, image/jpeg, image/webp",
+    "sheet": f"text/csv, {XLSX}",
+    "photos": "application/zip",
+    "images": "application/zip",
+    "captions": "text/csv",
+    "data": SAFETENSORS,
+}
+
+
+def given(field: dict[str, Any]) -> dict[str, Any]:
+    """What `field` (an argument's schema) is when it counts as given: a list with an item, words with a letter."""
+    types = {t.get("type") for t in field.get("anyOf", [field])}
+    return {"type": "array", "minItems": 1} if "array" in types else {"type": "string", "pattern": r"\S"}
+
+
+def one_of(op: Operation, args: dict[str, Any], form: bool) -> list[dict[str, Any]]:
+    """The branches of `anyOf` that say "at least one of these arguments" (a file part only in a form)."""
+    branches = []
+    for name in op.one_of:
+        if name in op.files:
+            if form:
+                branches.append({"required": [name]})
+        else:
+            own = {"required": [name], "properties": {name: given(args["properties"][name])}}
+            branches.append({"required": ["args"], "properties": {"args": own}} if form else own)
+    return branches
+
+
+def needs(op: Operation, args: dict[str, Any], form: bool) -> list[dict[str, Any]]:
+    """The branches of `anyOf` that say "this value of that argument needs these others" (none in JSON for a value
+    that needs a file part)."""
+    if op.needs is None:
+        return []
+    key, by_value = op.needs
+    branches = []
+    for value, wanted in by_value.items():
+        files = [w for w in wanted if w in op.files]
+        plain = [w for w in wanted if w not in op.files]
+        own = {
+            "properties": {key: {"const": value}, **{w: given(args["properties"][w]) for w in plain}},
+            "required": [key, *plain],
+        }
+        if form:  # the file parts it needs stay out of `required`: a fuzzer cannot send a form so bound
+            branches.append({"properties": {"args": own}, "required": ["args"]})
+        elif not files:
+            branches.append(own)
+    return branches
+
+
 def request_schema(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI body of a route: the JSON arguments, or a form with them and the file parts; and the result."""
     args = shared(op.args.model_json_schema(ref_template=REF), components)
     form: dict[str, Any] = {"type": "object", "properties": {"args": args}, "additionalProperties": False}
+    encoding = {"args": {"contentType": "application/json"}}
     for name in op.files:
         form["properties"][name] = {"type": "string", "format": "binary"}
+        encoding[name] = {"contentType": FILE_TYPES.get(name, "application/octet-stream")}
     required = [*op.required_files, *(["args"] if args.get("required") else [])]
     if required:
         form["required"] = required
-    content = {"multipart/form-data": {"schema": form, "encoding": {"args": {"contentType": "application/json"}}}}
+    if op.one_of or op.needs:
+        form["anyOf"] = one_of(op, args, form=True) or needs(op, args, form=True)
+    content = {"multipart/form-data": {"schema": form, "encoding": encoding}}
     if not op.required_files:  # a call with a file part cannot be JSON
-        content = {"application/json": {"schema": args}, **content}
+        branches = one_of(op, args, form=False) or needs(op, args, form=False)  # without the file parts
+        content = {"application/json": {"schema": {**args, "anyOf": branches} if branches else args}, **content}
     return {
         "requestBody": {"required": bool(required), "content": content},
         "responses": responses(op, components),
@@ -200,21 +263,72 @@ def responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     return {"200": {"description": "the result", "content": {"application/json": {"schema": schema}}}}
 
 
-def with_components(app: FastAPI, components: dict[str, Any]):
-    """app.openapi with the interface's nested models in components/schemas."""
+def with_components(app: FastAPI, components: dict[str, Any], legacy_one_of: dict[str, tuple[str, ...]]):
+    """app.openapi with the interface's nested models in components/schemas, `finished`."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
             schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-            app.openapi_schema = schema
+            app.openapi_schema = finished(schema, legacy_one_of)
         return app.openapi_schema
 
     return openapi
 
 
-def add_routes(app: FastAPI, engine, guarded: list, waits: Waits) -> None:
+ERROR = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "one line: what is wrong and, in brackets, the fix"},
+        "error": {"type": "string", "description": "the kind: BadInput, NotFound, TooLarge, QueueFull…"},
+    },
+    "required": ["detail"],
+}
+ERRORS = {
+    "4XX": "refused, in one line: 400 a body that cannot be read, 401 no or a wrong token, 403 a foreign web page, "
+    "404 not found, 409 cancelled, 413 too large, 415 not a file of the kind the part takes, 422 bad input, "
+    "429 your share of the queue is full",
+    "5XX": "the engine cannot do it now: 503 busy or its job store failing, 504 a render over the time limit, "
+    "507 its disk is full",
+}
+
+
+def finished(schema: dict[str, Any], legacy_one_of: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """The last touches every route gets, the hand-written ones too: their errors as they are answered (one line
+    in `detail`, not FastAPI's list of validation errors), and their file parts as files of the kinds they take."""
+    components = schema["components"]["schemas"]
+    components["Error"] = ERROR
+    error = {"content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+    for path, item in schema["paths"].items():
+        for method in item.values():
+            answers = method.setdefault("responses", {})
+            answers.pop("422", None)
+            for code, text in ERRORS.items():
+                answers.setdefault(code, {"description": text, **error})
+            form = method.get("requestBody", {}).get("content", {}).get("multipart/form-data")
+            if form and "$ref" in form["schema"]:  # a route's own form (FastAPI's File(): a string of some media)
+                body = components[form["schema"]["$ref"].rsplit("/", 1)[1]]
+                if path in legacy_one_of:
+                    body["anyOf"] = [{"required": [name]} for name in legacy_one_of[path]]
+                for name, field in body["properties"].items():  # a form has no null: a field left out is None
+                    kinds = [f for f in field.get("anyOf", []) if f.get("type") != "null"]
+                    if len(kinds) == 1 and len(field["anyOf"]) == 2:
+                        rest = {k: v for k, v in field.items() if k != "anyOf"}
+                        body["properties"][name] = {**kinds[0], **rest}
+                for name, field in body["properties"].items():
+                    if any(f.get("contentMediaType") == OCTETS for f in field.get("anyOf", [field])):
+                        body["properties"][name] = {"type": "string", "format": "binary", "title": field["title"]}
+                        form.setdefault("encoding", {})[name] = {"contentType": FILE_TYPES["image"]}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+def add_routes(
+    app: FastAPI, engine, guarded: list, waits: Waits, legacy_one_of: dict[str, tuple[str, ...]] | None = None
+) -> None:
+    """A route per interface operation; `legacy_one_of`: the hand-written routes' "one of these fields" (OpenAPI)."""
     limit = engine.settings.max_upload_bytes
     components: dict[str, Any] = {}
     for service, ops in operations().items():
@@ -229,4 +343,4 @@ def add_routes(app: FastAPI, engine, guarded: list, waits: Waits) -> None:
                 openapi_extra=request_schema(op, components),
             )
         app.include_router(router)
-    app.openapi = with_components(app, components)
+    app.openapi = with_components(app, components, legacy_one_of or {})

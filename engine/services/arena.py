@@ -7,7 +7,7 @@ from typing import Any
 from ..api import Arena, JobInfo
 from ..arena import Arena as ArenaStore
 from ..arena import render_settings
-from ..errors import BadInput
+from ..errors import BadInput, NotFound
 from ..evaluation import image_rows
 from ..jobs import JobContext
 from . import Core, named
@@ -33,9 +33,17 @@ class ArenaService(Arena):
         return self.store.contest(contest_id)
 
     def create(self, a_set: str, b_set: str) -> dict[str, Any]:
-        return self.store.create(self._rows(a_set), self._rows(b_set))
+        return self.store.create(self._found(a_set), self._found(b_set))
+
+    def _found(self, run_set: str) -> list[dict[str, Any]]:
+        """The image rows of a run set; NotFound when the history has none."""
+        rows = self._rows(run_set)
+        if not rows:
+            raise NotFound(f"no run set '{run_set[:80]}' with images in the history")
+        return rows
 
     def render(self, inputs_set: str, settings: dict[str, dict[str, float]]) -> JobInfo:
+        self._found(inputs_set)  # no run set: nothing else matters
         if sorted(settings) != ["A", "B"]:
             raise BadInput("give settings for A and for B")
         for side, values in settings.items():
@@ -44,8 +52,6 @@ class ArenaService(Arena):
                 raise BadInput(f"setting {side}: {', '.join(unknown)} cannot be changed here")
         if settings["A"] == settings["B"]:
             raise BadInput("settings A and B are the same; change at least one value")
-        if not self._rows(inputs_set):
-            raise BadInput(f"the run set '{inputs_set}' has no images")
         payload = {"inputs": inputs_set, "settings": settings}
         return self.core.jobs.submit("arena", payload, title=f"arena: {inputs_set}")
 

@@ -4,8 +4,10 @@ attributes and listings out), as jobs over run folders named by the engine, and 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import secrets
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from ..api import Catalog, JobInfo, SheetInfo
 from ..catalog.options import CatalogOptions
 from ..catalog.runner import CatalogRun, past_runs, resume
 from ..catalog.sheets import guess_columns, items, read_sheet, safe_name
-from ..errors import BadInput
+from ..errors import BadInput, NotFound
 from ..jobs import JobContext
 from . import Core, named, newest_json, read_file, thumbnail
 
@@ -121,14 +123,18 @@ class CatalogService(Catalog):
         return thumbnail(read_file(path, f"the image of '{item}' in {run}"), px)
 
     # ---- tagging --------------------------------------------------------------------------------------------
-    def tag(self, photos: bytes, vocabulary: str, llm="none", llm_url=None, llm_model="local-model") -> JobInfo:
-        from ..catalog.tagging import parse_vocabulary
+    def tag(self, photos: bytes, vocabulary=None, llm="none", llm_url=None, llm_model="local-model") -> JobInfo:
+        from ..catalog.tagging import DEFAULT_VOCAB, parse_vocabulary
 
+        if vocabulary is None:
+            vocabulary = DEFAULT_VOCAB.read_text()
         parse_vocabulary(vocabulary, "the vocabulary")  # a broken vocabulary fails now, as one line
         if llm == "server" and not (llm_url or "").strip():
             raise BadInput("an LLM server needs its URL (e.g. http://127.0.0.1:1234/v1)")
         if len(photos) > self.core.settings.max_upload_bytes:
             raise BadInput(f"the zip is over the {self.core.settings.max_upload_bytes / 1e6:.0f} MB limit")
+        if not zipfile.is_zipfile(io.BytesIO(photos)):  # not at the job's start, minutes later
+            raise BadInput("the photos are not a .zip file", fix="zip the folder of product photos")
         folder = self.tags / _stamp()
         folder.mkdir(parents=True)
         (folder / "upload.zip").write_bytes(photos)
@@ -176,6 +182,8 @@ class CatalogService(Catalog):
 
     def similar(self, image: bytes | None = None, text: str | None = None, k: int = 8) -> list[dict[str, Any]]:
         retrieval = self.core.retrieval
+        if not retrieval.products.count():  # nothing to search: said first, whatever the call holds
+            raise NotFound("no products are indexed yet; tag a folder first")
         if image is not None:
             s = self.core.settings
             decoded = imgs.decode(image, s.max_input_pixels, s.max_upload_bytes)

@@ -45,10 +45,10 @@ class RendersService(Renders):
         planned = self.core.pipeline.plan(request)
         library = self.core.retrieval.library
         for name in [request.style] if request.style else [b.style for b in request.blend]:
-            library.find(name)
+            library.find(name, missing=BadInput)
         for region in request.regions:
             if region.style:
-                library.find(region.style)
+                library.find(region.style, missing=BadInput)
         return planned
 
     def submit(self, request: GenerateRequest) -> JobInfo:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..api import JobInfo, Tuning
-from ..errors import BadInput, Cancelled, EngineError
+from ..errors import BadInput, Cancelled, Conflict, EngineError
 from ..jobs import JobContext
 from ..retrieval import find_runs
 from ..schema import Progress
@@ -78,7 +78,7 @@ class TuningService(Tuning):
             fix = "add styles to the library first, or upload images with captions"
         else:
             raise BadInput(f"pairs come from the library, an upload or a tagging run (not '{source}')")
-        check_enough(sum(1 for r in raw if r.text), fix=fix)
+        check_enough(sum(1 for r in raw if r.text), fix=fix, error=BadInput if source == "upload" else Conflict)
         return self.core.jobs.submit("tune-prepare", payload, title=f"prepare {name}")
 
     def _prepare(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

@@ -393,14 +393,20 @@ def llm_caption_cleaner(backend) -> Callable[[str], str]:
 
 
 # ---- split -----------------------------------------------------------------------------------------------------------
-def check_enough(n: int, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, fix: str | None = None) -> None:
+def check_enough(
+    n: int,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    fix: str | None = None,
+    error: type[BadInput] = BadInput,
+) -> None:
     """Refuse, in one line, pairs too few for recall to be measured on the held-out splits (training would run,
-    then fail at its measurement and leave an adapter without scores)."""
+    then fail at its measurement and leave an adapter without scores). `error`: BadInput for pairs the call sent,
+    Conflict for what the engine holds (the library, a tagging run), which the call cannot change."""
     need = min_pairs(fractions)
     if n < need:
         held = " and ".join(w for w, f in zip(("validation", "test"), fractions[1:], strict=True) if f > 0)
         pairs = "1 usable pair is" if n == 1 else f"{n} usable pairs are"
-        raise BadInput(
+        raise error(
             f"{pairs} too few: recall is measured on held-out pairs, at least {MIN_HELD_OUT} in "
             f"{'each of the ' + held + ' splits' if ' and ' in held else 'the ' + held + ' split'}, which takes at "
             f"least {need} pairs ({need - n} more)",

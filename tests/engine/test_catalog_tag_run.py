@@ -95,5 +95,9 @@ def test_a_vocabulary_edit_changes_the_columns_and_bad_input_is_one_line(photos,
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
     assert main(["catalog", "tag", str(tmp_path / "nope"), "--out", str(tmp_path / "t.csv"), *base(data)]) == 2
-    assert main(["catalog", "similar", *base(make_data_dir(tmp_path / "empty", tiny_models, warm=True))]) == 2
+    capsys.readouterr()
+    assert main(["catalog", "similar", *base(data)]) == 2
     assert "needs a photo or words" in capsys.readouterr().err
+    # an engine with no products indexed says so first, whatever the search holds
+    assert main(["catalog", "similar", *base(make_data_dir(tmp_path / "empty", tiny_models, warm=True))]) == 2
+    assert "no products are indexed yet" in capsys.readouterr().err

@@ -139,3 +139,15 @@ def test_an_allowed_hub_id_resolves_as_itself_and_others_in_one_line(tmp_path):
         files.resolve("checkpoint", "owner/model-b")
     with pytest.raises(BadInput, match="characters that are not allowed"):  # a LoRA is never a hub id
         files.resolve("lora", "owner/model-a")
+
+
+def test_a_safetensors_file_cut_short_is_refused_at_upload(fresh_engine):
+    """Issue 30 review (held-out probe 6d): a LoRA whose header is whole but whose tensors are cut short was stored and
+    reported added, then failed every render. It is refused at upload, in one line, and nothing is stored."""
+    from tools.fuzz_hooks import lora_bytes
+
+    whole = lora_bytes(2, 7)
+    with pytest.raises(BadInput, match="is not a whole .safetensors file"):
+        fresh_engine.renders.add_model("lora", "half", whole[: len(whole) // 2])
+    assert not fresh_engine.pipeline.files.path("lora", "half").exists()
+    assert fresh_engine.renders.add_model("lora", "whole", whole)["added"] is True

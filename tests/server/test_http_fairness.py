@@ -35,10 +35,25 @@ def test_one_client_filling_its_share_leaves_room_for_another(server_engine):
                 assert body["error"] == "QueueFull" and "\n" not in body["detail"]
                 assert "you have" in body["detail"], body["detail"]
 
+                last_of_a = ids[-1]  # queued (the first may be running, waiting for the GPU)
                 other = submit(http, "client-b")
                 assert other.status_code in (200, 202), other.text
                 ids.append(other.json()["id"])
                 assert submit(http, "client-a").status_code == 429  # still a's own bound, not the queue's
+                # over its share, a client is refused before its body is read (even a body that is not JSON), and
+                # can still follow and cancel its jobs to make room
+                garbage = http.post(
+                    "/api/renders/submit", content=b"\xff\xfe", headers={"X-Client-Id": "client-a",
+                                                                         "Content-Type": "application/json"},
+                )  # fmt: skip
+                assert garbage.status_code == 429, garbage.text
+                mine = {"X-Client-Id": "client-a"}
+                assert http.post("/api/jobs/get", json={"job_id": last_of_a}, headers=mine).status_code == 200
+                cancelled = http.post("/api/jobs/cancel", json={"job_id": last_of_a}, headers=mine)
+                assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled", cancelled.text
+                again = submit(http, "client-a")
+                assert again.status_code in (200, 202), again.text
+                ids.append(again.json()["id"])
 
                 remote = RemoteEngine(srv.url, TOKEN)  # a RemoteEngine is a client of its own
                 job = remote.renders.submit(RENDER["request"])

@@ -90,16 +90,16 @@ def test_parallel_uploads_under_one_name_over_http_store_the_one_reported_added(
 
     got = at_once([upload(b) for b in blobs])
     codes = sorted(r.status_code for r in got)
-    assert codes == [200] + [422] * 5, [(r.status_code, r.text[:200]) for r in got]
+    assert codes == [200] + [409] * 5, [(r.status_code, r.text[:200]) for r in got]
     winner = next(i for i, r in enumerate(got) if r.status_code == 200)
     assert got[winner].json()["added"] is True
     for r in got:
-        if r.status_code == 422:
-            one_line_4xx(r, 422, "a different lora named 'pine' is already on the engine")
+        if r.status_code == 409:  # the name is taken: a conflict, not a bad request
+            one_line_4xx(r, 409, "a different lora named 'pine' is already on the engine")
     assert server_engine.pipeline.files.path("lora", "pine").read_bytes() == blobs[winner]
 
 
-def test_parallel_adds_of_one_style_name_over_http_are_one_style_and_one_line_422s(server, server_engine):
+def test_parallel_adds_of_one_style_name_over_http_are_one_style_and_one_line_409s(server, server_engine):
     def add(i: int) -> Callable[[], httpx.Response]:
         swatch = png(Image.new("RGB", (64, 64), (30 * i, 90, 200 - 20 * i)))
         return lambda: post(
@@ -108,8 +108,8 @@ def test_parallel_adds_of_one_style_name_over_http_are_one_style_and_one_line_42
         )  # fmt: skip
 
     got = at_once([add(i) for i in range(8)])
-    assert sorted(r.status_code for r in got) == [200] + [422] * 7, [(r.status_code, r.text[:200]) for r in got]
+    assert sorted(r.status_code for r in got) == [200] + [409] * 7, [(r.status_code, r.text[:200]) for r in got]
     for r in got:
-        if r.status_code == 422:
-            one_line_4xx(r, 422, "a style named 'Oak veneer' already exists")
+        if r.status_code == 409:
+            one_line_4xx(r, 409, "a style named 'Oak veneer' already exists")
     assert [s.name for s in server_engine.styles.list(include_hidden=True)].count("Oak veneer") == 1
