@@ -44,8 +44,15 @@ ModelName = Annotated[str, Field(json_schema_extra={"pattern": r"^[A-Za-z0-9][A-
 # A pixel coordinate in an image (engine/regions.py checks it is inside the image at hand)
 Coordinate = Annotated[float, Field(ge=0, le=16384)]
 # A sweep's axis: one value or more (engine/sweep.py: at most 64 cells in all), each within the render's bounds
-StructureAxis = Annotated[list[Annotated[float, Field(ge=0, le=3)]], Field(min_length=1, max_length=64)]
-StyleAxis = Annotated[list[Annotated[float, Field(ge=0, le=2)]], Field(min_length=1, max_length=64)]
+# (the values' bounds in the schema only: the engine checks each as a render would, and says it in the render's words)
+StructureAxis = Annotated[
+    list[float],
+    Field(min_length=1, max_length=64, json_schema_extra={"items": {"type": "number", "minimum": 0, "maximum": 3}}),
+]
+StyleAxis = Annotated[
+    list[float],
+    Field(min_length=1, max_length=64, json_schema_extra={"items": {"type": "number", "minimum": 0, "maximum": 2}}),
+]
 StepsAxis = Annotated[list[Annotated[int, Field(ge=1, le=MAX_STEPS)]], Field(max_length=64)]
 
 

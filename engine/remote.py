@@ -12,11 +12,13 @@ import secrets
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from . import api, clients
 from .api import Capabilities, Engine
-from .errors import EngineError, ModelUnavailable, error_class
+from .errors import BadInput, EngineError, ModelUnavailable, error_class
 from .rpc import Operation, operations
+from .schema import describe_validation_error
 
 
 def is_degraded(resp: httpx.Response) -> bool:
@@ -65,7 +67,10 @@ class Transport:
 
     def call(self, op: Operation, *args: Any, **kwargs: Any) -> Any:
         plain, files = op.bind(*args, **kwargs)
-        body = op.args(**plain).model_dump_json()
+        try:
+            body = op.args(**plain).model_dump_json()
+        except ValidationError as exc:  # refused here as the server would: one line
+            raise BadInput(describe_validation_error(exc)) from None
         if files:
             parts = {name: (name, data, "application/octet-stream") for name, data in files.items()}
             resp = self.request("POST", op.path, data={"args": body}, files=parts)

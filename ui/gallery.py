@@ -121,8 +121,10 @@ def shown(value: Any) -> str:
 
 
 def model_name(value: Any) -> str:
-    """A model by its name: the last part of a folder on the engine's machine (never the whole path) or a hub id."""
-    if isinstance(value, str) and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:[\\/]", value)):
+    """A model by its name: the last part of a folder on the engine's machine (never the whole path, nor the one
+    relative to its data folder, `models/tiny/taesd`) or a hub id (`owner/name`)."""
+    folder = value.startswith(("/", "~")) or value.count("/") > 1 if isinstance(value, str) else False
+    if isinstance(value, str) and (folder or re.match(r"^[A-Za-z]:[\\/]", value)):
         return re.split(r"[\\/]", value.rstrip("/\\"))[-1]
     return shown(value)
 

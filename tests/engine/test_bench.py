@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -35,7 +36,8 @@ def test_modes_table_has_one_row_per_mode_and_precision_with_the_machine(bench):
     assert [(r["mode"], r["requested"]) for r in rows] == [
         (m, d) for d in ("float32", "auto") for m in ("quality", "fast", "live")
     ]
-    assert {r["precision"] for r in rows[:3]} == {"float32"}
+    # "float32", or "float32 (bf16 units unused: AMX)" on a CPU that has them
+    assert {r["precision"].split(" (")[0] for r in rows[:3]} == {"float32"}
     assert all(r["precision"].startswith("auto → ") for r in rows[3:])  # what auto resolved to on this machine
     for r in rows:
         # a designer who stays in the mode, and one who just switched to it: both timed
@@ -51,7 +53,7 @@ def test_modes_table_has_one_row_per_mode_and_precision_with_the_machine(bench):
     table = [line for line in err.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| mode | device | precision | size | end to end | after a switch | s/step | decode")
     assert sum(line.startswith(("| quality", "| fast", "| live")) for line in table) == 6
-    assert "| quality | cpu | float32 | 64×64 |" in err and "| live | cpu | auto → " in err
+    assert re.search(r"\| quality \| cpu \| float32( \([^)]*\))? \| 64×64 \|", err) and "| live | cpu | auto → " in err
 
     # every render went through the interface and was measured before the next began
     runs = History(bench.data / "history.sqlite").list(limit=100)
@@ -63,7 +65,7 @@ def test_one_mode_has_no_switch_to_time(bench):
     report, err = bench("--modes", "live", "--dtypes", "float32", "--runs", "2")
     (row,) = report["modes"]["rows"]
     assert row["after_switch_s"] is None and len(row["same_mode_s"]) == 2
-    assert "| live | cpu | float32 | 64×64 |" in err
+    assert re.search(r"\| live \| cpu \| float32( \([^)]*\))? \| 64×64 \|", err), err
 
 
 def test_accuracy_compares_float32_and_bfloat16_renders_and_parts(bench):
@@ -73,7 +75,7 @@ def test_accuracy_compares_float32_and_bfloat16_renders_and_parts(bench):
     assert math.isfinite(acc["latents_rel_error"]) and 0 < acc["latents_rel_error"] < 1
     assert math.isfinite(acc["latents_max_abs"])
     assert acc["image_psnr_db"] is not None and math.isfinite(acc["image_psnr_db"]) and acc["image_psnr_db"] > 0
-    assert acc["float32"]["precision"] == "float32" and acc["bfloat16"]["precision"].startswith("bfloat16")
+    assert acc["float32"]["precision"].startswith("float32") and acc["bfloat16"]["precision"].startswith("bfloat16")
     assert acc["float32"]["render_s"] > 0 and acc["bfloat16"]["render_s"] > 0
     assert "final latents: relative error" in err and "decoded image: PSNR (8-bit)" in err
 
