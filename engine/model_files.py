@@ -160,7 +160,7 @@ class ModelFiles:
         file by that name is refused, never overwritten). Uploads under one name at once each write their own
         temporary file and the first to be put in place wins: the others are "added": False when their bytes are the
         same, refused when not; the stored file is always one complete upload."""
-        name = check_name(Path(name).name, kind)
+        name = check_name(name, kind)  # a plain name: one with a folder in it is refused, not cut to its end
         if len(data) > self.max_bytes:
             raise TooLarge(
                 f"'{name}' is {len(data) / 1e6:.0f} MB, over the {self.max_bytes / 1e6:.0f} MB upload limit",

@@ -151,3 +151,13 @@ def test_a_safetensors_file_cut_short_is_refused_at_upload(fresh_engine):
         fresh_engine.renders.add_model("lora", "half", whole[: len(whole) // 2])
     assert not fresh_engine.pipeline.files.path("lora", "half").exists()
     assert fresh_engine.renders.add_model("lora", "whole", whole)["added"] is True
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/x", "a/b", "a\\b"])
+def test_a_model_name_with_a_folder_in_it_is_refused_not_cut_short(fresh_engine, name):
+    """A name is a plain name: one naming a folder is refused in one line, never stored under its last part."""
+    from tools.fuzz_hooks import lora_bytes
+
+    with pytest.raises(BadInput, match="has characters that are not allowed"):
+        fresh_engine.renders.add_model("lora", name, lora_bytes(1, 3))
+    assert fresh_engine.pipeline.files.names("lora") == []
