@@ -86,5 +86,5 @@ def test_good_prompts_still_segment_on_every_route(server, server_engine, image)
     remote = RemoteEngine(server.url, TOKEN).renders.segment(image, points=[[100, 75]], labels=[1],
                                                              box=[20, 20, 180, 140])  # fmt: skip
     assert local.mask_png and remote.mask_png and remote.bbox == local.bbox
-    with pytest.raises(ValueError, match="at most 64"):  # the remote engine refuses it before sending
+    with pytest.raises(BadInput, match="at most 64"):  # the remote engine refuses it before sending, in one line
         RemoteEngine(server.url, TOKEN).renders.segment(image, points=MANY)
