@@ -161,7 +161,7 @@ def media_type(data: bytes) -> str:
         return "image/jpeg"
     if data.startswith(b"PK"):
         return XLSX
-    return "application/octet-stream"
+    return OCTETS
 
 
 REF = "#/components/schemas/{model}"
@@ -232,7 +232,7 @@ def request_schema(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     encoding = {"args": {"contentType": "application/json"}}
     for name in op.files:
         form["properties"][name] = {"type": "string", "format": "binary"}
-        encoding[name] = {"contentType": FILE_TYPES.get(name, "application/octet-stream")}
+        encoding[name] = {"contentType": FILE_TYPES.get(name, OCTETS)}
     required = [*op.required_files, *(["args"] if args.get("required") else [])]
     if required:
         form["required"] = required
@@ -255,7 +255,7 @@ def responses(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         return {
             "200": {
                 "description": "the file",
-                "content": {m: binary for m in ("image/png", "application/octet-stream")},
+                "content": {m: binary for m in ("image/png", OCTETS)},
             },
             "204": {"description": "nothing to send"},
         }
