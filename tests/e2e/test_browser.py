@@ -181,7 +181,7 @@ def test_regions_click_an_object_name_its_look_and_render(app_url, browser, tmp_
     line_sketch(192, 128).save(sketch)
     uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Sketch or photo")
     for _ in range(4):  # a click while the page is still starting up can be lost: click again
-        page.get_by_test_id("stMain").get_by_text("Upload", exact=True).first.click()  # not the sidebar's uploader
+        page.locator(".st-key-sketch_panel [data-testid=stButtonGroup]").get_by_text("Upload", exact=True).click()
         try:
             uploader.wait_for(timeout=20_000)
             break

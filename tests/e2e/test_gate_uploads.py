@@ -99,7 +99,7 @@ def test_uploads_need_the_password_and_leave_with_the_session(browser, studio):
     assert put(page, sid, b"small") == 204  # past the gate, the same session may upload
 
     # the Studio's own uploader: a sketch to render from
-    page.get_by_text("Upload", exact=True).first.click()
+    page.locator(".st-key-sketch_panel [data-testid=stButtonGroup]").get_by_text("Upload", exact=True).click()
     sketch = io.BytesIO()
     Image.new("RGB", (320, 240), "white").save(sketch, format="PNG")
     uploader = page.locator("[data-testid=stFileUploader]").filter(has_text="Sketch or photo")
