@@ -53,6 +53,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
+
 log = logging.getLogger("bench")
 
 
@@ -182,7 +184,7 @@ def engine_overrides(args) -> tuple[dict, float]:
         overrides.update(
             profile="default",
             base_model=str(root / "stable-diffusion-v1-5"),
-            controlnet_model=str(root / "sd-controlnet-canny"),
+            controlnet_model=str(root / CONTROLS[DEFAULT_CONTROL].tiny_folder),
             ip_adapter_model=str(root / "IP-Adapter"),
             clip_model=str(root / "clip-vit-base-patch32"),
             catalog_clip_model=str(root / "clip-vit-base-patch32"),

@@ -15,9 +15,9 @@ import warnings
 from pathlib import Path
 
 from .errors import BadInput, EngineError, ModelUnavailable
-from .model_files import CONTROLS
 from .progress import ProgressBar
-from .render.modes import MODES
+from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
+from .rules.modes import MODES
 from .schema import SCHEDULERS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--control",
         choices=list(CONTROLS),
-        default="canny",
+        default=DEFAULT_CONTROL,
         help="; ".join(f"{c.name}: {c.expects}" for c in CONTROLS.values()),
     )
     g.add_argument(
@@ -688,7 +688,7 @@ def _catalog(args) -> dict:
     columns = _catalog_columns(args, sheet)
     from .catalog.options import CatalogOptions
     from .catalog.prompts import DEFAULT_TEMPLATE
-    from .render.capabilities import rules
+    from .rules.models import rules
 
     model = rules(args.model)
     language = args.source_lang

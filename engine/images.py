@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import BadInput, TooLarge, UnsupportedImage
+from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
+from .rules.controlnets import known as known_controls
 
 ACCEPTED = {"PNG", "JPEG", "WEBP", "MPO", "GIF", "BMP", "TIFF"}  # GIF and TIFF: the first frame or page
 FORMATS = "PNG, JPEG, WebP, GIF, BMP or TIFF"
@@ -134,42 +136,44 @@ def edges(img: Image.Image, mode: str = "auto", low: int = 50, high: int = 150) 
 
 
 def control_map(
-    img: Image.Image, control: str = "canny", mode: str = "auto", low: int = 50, high: int = 150
+    img: Image.Image, control: str = DEFAULT_CONTROL, mode: str = "auto", low: int = 50, high: int = 150
 ) -> tuple[Image.Image, str]:
-    """What the chosen ControlNet follows (engine/model_files.py CONTROLS says what each expects), and the
-    preprocessor used, as recorded in the metadata's `edge_mode`:
-    - canny: `edges` (a drawing's own lines, or Canny edges);
-    - lineart: a drawing's strokes inverted, anti-aliasing kept (white lines on black, as the lineart annotator
-      draws them); a photo has no strokes to keep, so its Canny edges;
-    - scribble: the strokes (or edges) thickened, as the scribble model was trained on;
-    - softedge: blurred Sobel gradient magnitude, soft and continuous (standing in for HED / PiDiNet)."""
-    if control == "canny":
+    """What the chosen ControlNet follows (its registry entry, engine/rules/controlnets.py, names the map and says
+    what it expects), and the preprocessor used, as recorded in the metadata's `edge_mode`:
+    - edges: `edges` (a drawing's own lines, or Canny edges);
+    - ink: a drawing's strokes inverted, anti-aliasing kept (white lines on black, as the lineart annotator draws
+      them); a photo has no strokes to keep, so its Canny edges (recorded as `<type>-canny`);
+    - thick: the strokes (or edges) thickened, as the scribble model was trained on;
+    - soft: blurred Sobel gradient magnitude, soft and continuous (standing in for HED / PiDiNet)."""
+    if control not in CONTROLS:
+        raise BadInput(f"ControlNet '{control}' is unknown; use {known_controls()}")
+    kind = CONTROLS[control].preprocess
+    if kind == "edges":
         return edges(img, mode, low, high)
     gray = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2GRAY)
     drawing = is_line_art(gray)
-    if control == "lineart":
+    used = control
+    if kind == "ink":
         if drawing:
             ink = gray.astype(np.float32)
             if np.median(ink) > 127:  # dark strokes on a light page
                 ink = 255 - ink
             page = float(np.median(ink))
-            ink = np.clip((ink - page) * 255 / max(1.0, float(ink.max()) - page), 0, 255)
-            out, used = ink.astype(np.uint8), "lineart"
+            out = np.clip((ink - page) * 255 / max(1.0, float(ink.max()) - page), 0, 255).astype(np.uint8)
         else:
-            out, used = cv2.Canny(gray, low, high), "lineart-canny"
-    elif control == "scribble":
+            out, used = cv2.Canny(gray, low, high), f"{control}-canny"
+    elif kind == "thick":
         lines = np.asarray(edges(img, "lines" if drawing else "canny", low, high)[0])[..., 0]
         width = max(3, round(min(gray.shape) / 128))
-        out, used = cv2.dilate(lines, np.ones((width, width), np.uint8)), "scribble"
-    elif control == "softedge":
+        out = cv2.dilate(lines, np.ones((width, width), np.uint8))
+    elif kind == "soft":
         blurred = cv2.GaussianBlur(gray, (0, 0), max(1.0, min(gray.shape) / 256))
         gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3)
         gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3)
         magnitude = cv2.magnitude(gx, gy)
-        out, used = np.clip(magnitude * 255 / max(1e-6, float(np.percentile(magnitude, 99.5))), 0, 255), "softedge"
-        out = out.astype(np.uint8)
-    else:
-        raise BadInput(f"ControlNet '{control}' is unknown; use canny, lineart, scribble or softedge")
+        out = np.clip(magnitude * 255 / max(1e-6, float(np.percentile(magnitude, 99.5))), 0, 255).astype(np.uint8)
+    else:  # a model-backed map is made engine-side, not here
+        raise BadInput(f"the {control} ControlNet's map is made by a model on the engine, not from the image alone")
     return Image.fromarray(np.stack([out] * 3, axis=-1)), used
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import precision
 from .api import Capabilities, Engine
-from .catalog.models import local_llm_ready
+from .catalog_models import local_llm_ready
 from .history import History
 from .hub import check_render_models, hub_online
 from .jobs import JobRunner
@@ -105,7 +105,7 @@ class LocalEngine(Engine):
     def catalog_models(self):
         """The catalog's translator, attribute LLM and scorer, loaded on first use (sharing the retrieval CLIP)."""
         if self._catalog_models is None:
-            from .catalog.models import CatalogModels
+            from .catalog_models import CatalogModels
 
             if self.settings.profile != "tiny":
                 hub_online()  # offline, its loads read the cache at once instead of retrying the hub

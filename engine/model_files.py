@@ -1,6 +1,7 @@
 """The designer's own models on the engine: base checkpoints (one `.safetensors` file each, as A1111 and Civitai
 share them) and LoRAs, kept by name in the data folder (`models/checkpoints/`, `models/loras/`), plus the
-ControlNet types a render can follow. Callers name them; the engine resolves the names to its files.
+ControlNet types a render can follow (engine/rules/controlnets.py). Callers name them; the engine resolves the
+names to its files.
 
 No torch here: the plan resolves names when a request arrives (a missing LoRA is a 422 at once), the loaders in
 engine/models.py read the files."""
@@ -14,11 +15,11 @@ import re
 import tempfile
 import threading
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from .errors import BadInput, Conflict, NotFound, TooLarge
+from .rules.controlnets import CONTROLS
 
 ModelKind = Literal["checkpoint", "lora"]
 FOLDERS: dict[str, str] = {"checkpoint": "checkpoints", "lora": "loras"}
@@ -27,37 +28,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,119}$")
 # A hub id: owner/name
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
-
-
-@dataclass(frozen=True)
-class ControlType:
-    """A ControlNet a render can follow and what its preprocessor makes of the input (its weights: the settings'
-    `controlnet_model` for canny, `controlnet_<name>` for the others)."""
-
-    name: str
-    label: str
-    expects: str  # what the input should be, in the user's words
-
-
-CONTROLS: dict[str, ControlType] = {
-    "canny": ControlType(
-        "canny", "Canny edges",
-        "any sketch or photo: its Canny edges (a drawing's own lines with edge mode 'lines')",
-    ),
-    "lineart": ControlType(
-        "lineart", "Line art",
-        "a drawing: its strokes, anti-aliased, as white lines on black (no model needed); a photo gives its "
-        "Canny edges instead",
-    ),
-    "scribble": ControlType(
-        "scribble", "Scribble",
-        "a rough drawing: its strokes thickened; loose shapes are followed loosely",
-    ),
-    "softedge": ControlType(
-        "softedge", "Soft edge",
-        "a photo or shaded drawing: soft gradient edges (a Sobel map standing in for HED/PiDiNet)",
-    ),
-}  # fmt: skip
 
 
 def check_name(name: str, what: str) -> str:

@@ -7,8 +7,9 @@ import os
 import threading
 from pathlib import Path
 
-from .errors import ModelUnavailable
+from .errors import Busy, ModelUnavailable
 from .hub import PICKLE_SUFFIXES, cached, hub_online, quiet_libraries, require, safetensors_kw, unavailable
+from .rules.controlnets import DEFAULT_CONTROL
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,21 +121,22 @@ def hub_checkpoint(settings: Settings, model_id: str) -> str:
 
 
 def load_controlnet(settings: Settings, control: str, device: str, dtype):
-    """The line-art, scribble or soft-edge ControlNet, on the first render that asks for it."""
+    """A ControlNet of another registry type (engine/rules/controlnets.py), on the first render that asks for it."""
     from diffusers import ControlNetModel
 
     model_id = settings.models().controlnet_for(control)
-    offline = require(model_id, f"DESIGN_STUDIO_CONTROLNET_{control.upper()}", settings)
+    setting = f'DESIGN_STUDIO_CONTROLNETS ("{control}")'
+    offline = require(model_id, setting, settings)
     try:
         controlnet = ControlNetModel.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings), **offline)
     except (OSError, ValueError) as exc:
-        raise unavailable(model_id, f"DESIGN_STUDIO_CONTROLNET_{control.upper()}", settings, exc) from None
+        raise unavailable(model_id, setting, settings, exc) from None
     return controlnet.to(device).eval()
 
 
 def load_fast_lora(pipe, settings: Settings, adapter: str) -> None:
     """The few-step LoRA (LCM-LoRA or Hyper-SD) into the loaded pipeline's UNet as the named adapter, once: the
-    modes fuse it in and take it out again (engine/generator.py), never reload it."""
+    modes fuse it in and take it out again (engine/render/sd15.py), never reload it."""
     ids = settings.models()
     if ids.fast_lora_weight.endswith(PICKLE_SUFFIXES) and not settings.allow_pickle:
         raise ModelUnavailable(
@@ -263,9 +265,9 @@ class ModelStore:
             return self._checkpoint[1]
 
     def controlnet(self, control: str):
-        """The ControlNet of a type: canny is the pipeline's own; the others are loaded on first use."""
+        """The ControlNet of a type: the default one is the pipeline's own; the others are loaded on first use."""
         with self._lock:
-            if control == "canny":
+            if control == DEFAULT_CONTROL:
                 return self.pipeline.controlnet
             if control not in self._controlnets:
                 self._ensure_tiny()
@@ -300,8 +302,6 @@ class ModelStore:
     @property
     def flux(self):
         """FLUX.1-schnell with its LoRA, loaded on the first FLUX request only."""
-        from .flux import load_flux
-
         with self._lock:
             if self._flux is None:
                 self._ensure_tiny()
@@ -342,3 +342,102 @@ def _free(device: str) -> None:
         import torch
 
         torch.cuda.empty_cache()
+
+
+# FLUX.1: the pipeline and its LoRA (engine/render/flux.py renders with them)
+DEFAULT_FLUX_MODEL = "black-forest-labs/FLUX.1-schnell"
+DEFAULT_FLUX_LORA = "aihpi/flux-fashion-lora"
+MODEL_SETTING = "DESIGN_STUDIO_FLUX_MODEL"
+LORA_SETTING = "DESIGN_STUDIO_FLUX_LORA"
+LORA_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers' own LoRA loader looks for first
+
+
+def _settings_for(settings, allow_pickle: bool):
+    # Without settings, the fixes name the hub download (not the tiny profile's prepare step).
+    base = settings if settings is not None else Settings(profile="default")
+    return base.model_copy(update={"allow_pickle": allow_pickle})
+
+
+def _one_line(exc: Exception, limit: int = 200) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _resolve_lora(lora: str, settings) -> tuple[str, str | None]:
+    """(folder or hub id, weight file name or None), refusing what cannot load before the base model is loaded."""
+    from diffusers.utils import USE_PEFT_BACKEND
+    from diffusers.utils.constants import MIN_PEFT_VERSION
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    if lora.endswith(PICKLE_SUFFIXES) and not settings.allow_pickle:
+        raise ModelUnavailable(
+            f"LoRA '{lora}' is a pickled checkpoint, which can run code when loaded",
+            fix="use a .safetensors LoRA, or set DESIGN_STUDIO_ALLOW_PICKLE=true if you trust the file",
+        )
+    if not USE_PEFT_BACKEND:  # diffusers applies LoRAs through peft; without it load_lora_weights is a ValueError
+        raise ModelUnavailable(
+            f"loading the LoRA '{lora}' needs the peft package",
+            fix=f"pip install -U peft (diffusers needs peft {MIN_PEFT_VERSION} or newer)",
+        )
+    path = Path(lora).expanduser()
+    if path.is_file():
+        return str(path.parent), path.name
+    if path.is_dir():
+        return str(path), None
+    try:
+        # Offline, diffusers cannot guess the weight file of a hub id ("you must specify a `weight_name`"),
+        # but it can pick it from the cached snapshot's folder.
+        return snapshot_download(lora, local_files_only=True), None
+    except HFValidationError as exc:  # neither a local path nor a hub id
+        raise unavailable(lora, LORA_SETTING, settings, exc) from None
+    except OSError as exc:
+        if constants.HF_HUB_OFFLINE:
+            raise unavailable(lora, LORA_SETTING, settings, exc) from None
+        return lora, None  # not cached yet: diffusers downloads it
+
+
+def load_flux(model_id: str, lora: str | None, device: str, dtype, allow_pickle: bool = False, settings=None):
+    """A `diffusers.FluxPipeline` from `model_id` (hub id or folder), with the LoRA `lora` (hub id, folder or
+    .safetensors file) applied when given, on `device` in `dtype`, progress bar off.
+
+    `allow_pickle` decides whether pickled weights (.bin/.pt) may load; `settings` only shapes the fix in error
+    messages (default profile when None). Every failure is a one-line `ModelUnavailable` (or `Busy` when the
+    GPU cannot hold the model).
+    """
+    import torch
+    from diffusers import FluxPipeline
+    from safetensors import SafetensorError
+
+    quiet_libraries()
+    model_id, lora = str(model_id), str(lora) if lora else None
+    cfg = _settings_for(settings, allow_pickle)
+    source = _resolve_lora(lora, cfg) if lora else None
+    kw = safetensors_kw(cfg)
+    try:
+        pipe = FluxPipeline.from_pretrained(model_id, dtype=dtype, **kw)
+    except (OSError, ValueError) as exc:
+        raise unavailable(model_id, MODEL_SETTING, cfg, exc) from None
+    if source is not None:
+        where, weight_name = source
+        try:
+            pipe.load_lora_weights(where, weight_name=weight_name, **kw)
+        except (OSError, SafetensorError) as exc:
+            raise unavailable(lora, LORA_SETTING, cfg, exc) from None
+        except ValueError as exc:
+            log.debug("applying the LoRA %s failed", lora, exc_info=exc)
+            raise ModelUnavailable(
+                f"LoRA '{lora}' does not fit the FLUX model '{model_id}': {_one_line(exc)}",
+                fix=f"use a LoRA trained for this FLUX model, or set {LORA_SETTING} to another one",
+            ) from None
+    try:
+        pipe.to(device)
+    except torch.cuda.OutOfMemoryError:
+        del pipe
+        torch.cuda.empty_cache()
+        raise Busy(
+            f"the GPU cannot hold the FLUX model '{model_id}' in {str(dtype).removeprefix('torch.')}",
+            fix="use the SD 1.5 model on this GPU, or close other GPU programs (FLUX.1 needs about 34 GB in bf16)",
+        ) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -8,16 +8,15 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadInput
-from .render.modes import MODE_FIELDS, MODES, RenderMode, switch
+from .rules.controlnets import DEFAULT_CONTROL, ControlName
+from .rules.models import rules
+from .rules.modes import MODE_FIELDS, MODES, RenderMode, switch
 
 EdgeMode = Literal["auto", "canny", "lines"]
 # lcm: LCM-LoRA's own; tcd: for Hyper-SD / TCD LoRAs (both for the few-step modes)
 SchedulerName = Literal["unipc", "ddim", "euler_a", "lcm", "tcd"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 
-ControlName = Literal[
-    "canny", "lineart", "scribble", "softedge"
-]  # engine/model_files.py CONTROLS says what each expects
 
 MAX_STEPS = 150
 MAX_VARIATIONS = 8
@@ -97,7 +96,7 @@ class GenerateRequest(BaseModel):
     strength: float = Field(0.75, ge=0, le=1)
     mask: bytes | None = Field(default=None, repr=False)
     # Which ControlNet follows the sketch; each has its preprocessor (engine/images.py control_map)
-    control: ControlName = "canny"
+    control: ControlName = DEFAULT_CONTROL
     # The base model: None is the default SD 1.5; else a checkpoint on the engine by name, or a hub id
     checkpoint: str | None = Field(default=None, max_length=200)
     loras: list[LoraWeight] = Field(default_factory=list, max_length=MAX_LORAS)
@@ -115,7 +114,7 @@ class GenerateRequest(BaseModel):
     aspect: str | None = Field(None, pattern=r"^[1-9][0-9]?:[1-9][0-9]?$")
     variations: int = Field(1, ge=1, le=MAX_VARIATIONS)
     scheduler: SchedulerName = "unipc"
-    # quality | fast | live (engine/render/modes.py): steps, guidance and scheduler follow the mode unless set
+    # quality | fast | live (engine/rules/modes.py): steps, guidance and scheduler follow the mode unless set
     mode: RenderMode = "quality"
     # False: a throwaway frame (the Studio's live canvas): returned, not written to outputs/ or the History
     keep: bool = True
@@ -142,11 +141,16 @@ class GenerateRequest(BaseModel):
 
     @model_validator(mode="after")
     def _mode_defaults(self) -> GenerateRequest:
-        """A few-step mode brings its own steps, guidance and scheduler, for whichever the caller did not set."""
+        """A few-step mode brings its own steps, guidance and scheduler, and a model other than SD 1.5 its own steps
+        and guidance (FLUX.1-schnell: 4, and 0), for whichever the caller did not set."""
         if self.mode != "quality":
-            for name, value in MODES[self.mode].defaults().items():
-                if name not in self.model_fields_set:
-                    setattr(self, name, value)
+            defaults = MODES[self.mode].defaults()
+        else:
+            model = rules(self.model)
+            defaults = {"steps": model.steps, "guidance": model.guidance}
+        for name, value in defaults.items():
+            if name not in self.model_fields_set:
+                setattr(self, name, value)
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +15,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
 
 SETTINGS_FILE_ENV = "DESIGN_STUDIO_SETTINGS_FILE"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # owner/name
@@ -36,13 +38,11 @@ class ModelIds:
     fast_lora: str = "latent-consistency/lcm-lora-sdv1-5"
     fast_lora_weight: str = "pytorch_lora_weights.safetensors"
     taesd: str = "madebyollin/taesd"
-    # the other ControlNets a render may follow (engine/model_files.py CONTROLS), loaded on first use
-    controlnet_lineart: str = "lllyasviel/control_v11p_sd15_lineart"
-    controlnet_scribble: str = "lllyasviel/control_v11p_sd15_scribble"
-    controlnet_softedge: str = "lllyasviel/control_v11p_sd15_softedge"
+    # every ControlNet type of the registry (engine/rules/controlnets.py) → its id; the others load on first use
+    controlnets: dict[str, str] = field(default_factory=dict)
 
     def controlnet_for(self, control: str) -> str:
-        return self.controlnet if control == "canny" else getattr(self, f"controlnet_{control}")
+        return self.controlnets[control]
 
 
 class Settings(BaseSettings):
@@ -57,11 +57,10 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
 
     base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    controlnet_model: str = "lllyasviel/sd-controlnet-canny"
-    # The line-art, scribble and soft-edge ControlNets (chosen per render; canny is the one above)
-    controlnet_lineart: str = "lllyasviel/control_v11p_sd15_lineart"
-    controlnet_scribble: str = "lllyasviel/control_v11p_sd15_scribble"
-    controlnet_softedge: str = "lllyasviel/control_v11p_sd15_softedge"
+    # The ControlNet loaded with the base model (the registry's first type, canny edges)
+    controlnet_model: str = CONTROLS[DEFAULT_CONTROL].default_id
+    # The other types' ids, where not the registry's default, e.g. DESIGN_STUDIO_CONTROLNETS='{"lineart": "/m/la"}'
+    controlnets: dict[str, str] = Field(default_factory=dict)
     ip_adapter_model: str = "h94/IP-Adapter"
     ip_adapter_subfolder: str = "models"
     ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
@@ -166,7 +165,7 @@ class Settings(BaseSettings):
             root = self.tiny_dir
             return ModelIds(
                 base=str(root / "stable-diffusion-v1-5"),
-                controlnet=str(root / "sd-controlnet-canny"),
+                controlnet=str(root / CONTROLS[DEFAULT_CONTROL].tiny_folder),
                 ip_adapter=str(root / "IP-Adapter"),
                 ip_adapter_subfolder=self.ip_adapter_subfolder,
                 ip_adapter_weight=self.ip_adapter_weight,
@@ -176,9 +175,7 @@ class Settings(BaseSettings):
                 fast_lora=str(root / "lcm-lora-sdv1-5"),
                 fast_lora_weight=self.fast_lora_weight,
                 taesd=str(root / "taesd"),
-                controlnet_lineart=str(root / "control_v11p_sd15_lineart"),
-                controlnet_scribble=str(root / "control_v11p_sd15_scribble"),
-                controlnet_softedge=str(root / "control_v11p_sd15_softedge"),
+                controlnets={name: str(root / c.tiny_folder) for name, c in CONTROLS.items()},
             )
         return ModelIds(
             base=self.base_model,
@@ -192,9 +189,10 @@ class Settings(BaseSettings):
             fast_lora=self.fast_lora,
             fast_lora_weight=self.fast_lora_weight,
             taesd=self.taesd_model,
-            controlnet_lineart=self.controlnet_lineart,
-            controlnet_scribble=self.controlnet_scribble,
-            controlnet_softedge=self.controlnet_softedge,
+            controlnets={
+                name: self.controlnet_model if name == DEFAULT_CONTROL else self.controlnets.get(name, c.default_id)
+                for name, c in CONTROLS.items()
+            },
         )
 
     def translation_model_for(self, lang: str) -> str:

@@ -6,15 +6,19 @@ same `from_pretrained` / `load_ip_adapter` calls as the real model ids; only the
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from .hub import quiet_libraries
+from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
 from .tokenizer import tiny_tokenizer
 
 log = logging.getLogger(__name__)
@@ -232,8 +236,6 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
         CLIPVisionModelWithProjection,
     )
 
-    from .hub import quiet_libraries
-
     quiet_libraries()
     target.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer(target / "_tokenizer")
@@ -266,14 +268,15 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
     del sd
     build_fast_parts(target, spec, dtype, device, unet)
     seeded(lambda: _trained_like(ControlNetModel(**spec["controlnet"]))).save_pretrained(
-        target / "sd-controlnet-canny", safe_serialization=True
+        target / CONTROLS[DEFAULT_CONTROL].tiny_folder, safe_serialization=True
     )
-    # the line-art, scribble and soft-edge ControlNets: the same architecture, each its own random weights
-    for i, name in enumerate(("lineart", "scribble", "softedge"), start=1):
+    # the registry's other ControlNets: the same architecture, each its own random weights
+    others = [c for c in CONTROLS.values() if c.name != DEFAULT_CONTROL]
+    for i, control in enumerate(others, start=1):
         torch.manual_seed(100 + i)
         with torch.device(device):
             controlnet = _trained_like(ControlNetModel(**spec["controlnet"])).to(dtype)
-        controlnet.save_pretrained(target / f"control_v11p_sd15_{name}", safe_serialization=True)
+        controlnet.save_pretrained(target / control.tiny_folder, safe_serialization=True)
     image_encoder = seeded(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec["image_encoder"])))
     torch.manual_seed(0)
     save_ip_adapter(unet, image_encoder, target / "IP-Adapter", spec["image_encoder"]["projection_dim"], dtype)
@@ -318,8 +321,6 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
         from .catalog.translate import build_tiny_marian
 
         build_tiny_marian(tmp / "opus-mt-de-en")
-        from .flux import TINY_FLUX_SPEC, build_tiny_flux, build_tiny_flux_lora
-
         build_tiny_flux(tmp / "FLUX.1-schnell")
         build_tiny_flux_lora(tmp / "flux-lora", TINY_FLUX_SPEC["transformer"])
         build_tiny_causal_lm(tmp / "Phi-3-mini-4k-instruct")
@@ -335,3 +336,204 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("tiny profile written to %s", root)
     return root
+
+
+# ---- FLUX.1-schnell -----------------------------------------------------------------------------------------------
+_T5_CORPUS = (
+    "studio product photo of a red cotton t-shirt with crew neck, white background",
+    "black leather jacket for men, soft light, high detail",
+    "blue jeans with straight leg, folded, flat lay",
+    "white linen shirt, long-sleeved, on a hanger",
+    "green knitted sweater with cable pattern, close-up of the fabric",
+    "yellow summer dress with floral print, full body, model standing",
+    "dark grey wool hat for winter, product shot",
+    "brown boots made of genuine leather, side view",
+    "lightweight running shoes for women, 3/4 view",
+    "pink cashmere scarf; waterproof rain jacket with zipper & hood",
+    "slim silk tie, gold buckles, size XL (EU 42-44): 49.99 EUR",
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz 0123456789",
+    'a photo of a cat. "quoted" text, 100% cotton! what? #tag @home + = * _ [ ] { } < > / \\ | ~ ^ `',
+)
+
+# Shapes: the real model's structure at toy width. The VAE keeps the real 8× downsampling (4 blocks), so sizes
+# round to 16 px as with FLUX.1; the transformer takes 2×2-packed latents (in_channels = 4 × latent channels),
+# T5's width is the transformer's joint_attention_dim and CLIP's the pooled_projection_dim, as in the real one.
+TINY_FLUX_SPEC: dict = {
+    "transformer": {
+        "patch_size": 1,
+        "in_channels": 16,
+        "num_layers": 1,
+        "num_single_layers": 1,
+        "attention_head_dim": 16,
+        "num_attention_heads": 2,
+        "joint_attention_dim": 32,
+        "pooled_projection_dim": 32,
+        "guidance_embeds": False,  # schnell (dev has a guidance embedding)
+        "axes_dims_rope": (4, 6, 6),  # sums to attention_head_dim, like (16, 56, 56) for 128
+    },
+    "vae": {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "block_out_channels": [4, 8, 8, 8],
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 2,
+        "sample_size": 64,
+        "use_quant_conv": False,
+        "use_post_quant_conv": False,
+        "shift_factor": 0.1159,
+        "scaling_factor": 0.3611,
+    },
+    "text_encoder": {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": 77,
+        "projection_dim": 32,
+    },
+    "text_encoder_2": {
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 37,
+        "num_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+        "feed_forward_proj": "gated-gelu",  # T5 v1.1, as google/t5-v1_1-xxl
+        "tie_word_embeddings": False,
+    },
+    # FLUX.1-schnell's scheduler_config.json (dev: use_dynamic_shifting true, shift 3.0)
+    "scheduler": {
+        "num_train_timesteps": 1000,
+        "shift": 1.0,
+        "use_dynamic_shifting": False,
+        "base_shift": 0.5,
+        "max_shift": 1.15,
+        "base_image_seq_len": 256,
+        "max_image_seq_len": 4096,
+    },
+}
+
+
+def _tiny_t5_tokenizer(folder: Path):
+    """A T5 tokenizer from a SentencePiece unigram model trained on `_T5_CORPUS`, with T5's ids
+    (<pad>=0, </s>=1, <unk>=2, no <s>); writes spiece.model into `folder` as the real repo has it."""
+    import sentencepiece as spm
+    from transformers import T5TokenizerFast
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(_T5_CORPUS),
+        model_writer=buf,
+        model_type="unigram",
+        vocab_size=200,
+        hard_vocab_limit=False,  # a small corpus may offer fewer pieces than asked for
+        character_coverage=1.0,
+        normalization_rule_name="identity",  # as the tokenizer.json built below: no normalizer
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        minloglevel=2,
+    )
+    proto = buf.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spiece.model").write_bytes(proto)
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    vocab = [(sp.IdToPiece(i), sp.GetScore(i)) for i in range(sp.GetPieceSize())]
+    # transformers 5: T5TokenizerFast is T5Tokenizer, built from (piece, score) pairs rather than the .model file.
+    return T5TokenizerFast(vocab=vocab, extra_ids=0, model_max_length=512)
+
+
+def build_tiny_flux(folder: Path, seed: int = 0) -> Path:
+    """A random-weight FLUX.1-schnell in the hub repo's layout, built offline in about a second, loadable by
+    `FluxPipeline.from_pretrained(folder)` (i.e. `load_flux(folder, ...)`).
+
+    Writes model_index.json and scheduler/ (scheduler_config.json), transformer/ and vae/ (config.json +
+    diffusion_pytorch_model.safetensors), text_encoder/ (CLIPTextModel) and text_encoder_2/ (T5EncoderModel)
+    (config.json + model.safetensors), tokenizer/ (CLIPTokenizer: tokenizer.json, tokenizer_config.json) and
+    tokenizer_2/ (T5TokenizerFast: spiece.model, tokenizer.json, tokenizer_config.json). transformers 5 saves
+    tokenizers as tokenizer.json only, so model_index.json names T5Tokenizer (T5TokenizerFast is its alias).
+    """
+    import tempfile
+
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    quiet_libraries()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = TINY_FLUX_SPEC
+
+    def seeded(build):
+        torch.manual_seed(seed)
+        return build().eval()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny_tokenizer(Path(tmp) / "clip")  # CLIP's byte-level BPE vocabulary, characters only
+        tokenizer_2 = _tiny_t5_tokenizer(folder / "tokenizer_2")
+    text_encoder = seeded(
+        lambda: CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **spec["text_encoder"],
+            )
+        )
+    )
+    text_encoder_2 = seeded(
+        lambda: T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2),
+                pad_token_id=tokenizer_2.pad_token_id,
+                eos_token_id=tokenizer_2.eos_token_id,
+                decoder_start_token_id=tokenizer_2.pad_token_id,
+                **spec["text_encoder_2"],
+            )
+        )
+    )
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**spec["scheduler"]),
+        vae=seeded(lambda: AutoencoderKL(**spec["vae"])),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=seeded(lambda: FluxTransformer2DModel(**spec["transformer"])),
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _lora_targets(transformer_config: Mapping) -> dict[str, tuple[int, int]]:
+    """Attention projections of the first double- and single-stream blocks: module name → (in, out)."""
+    inner = transformer_config["num_attention_heads"] * transformer_config["attention_head_dim"]
+    names = [f"transformer_blocks.0.attn.{p}" for p in ("to_q", "to_k", "to_v", "add_q_proj", "add_v_proj")]
+    if transformer_config["num_single_layers"]:
+        names += [f"single_transformer_blocks.0.attn.{p}" for p in ("to_q", "to_v")]
+    return {name: (inner, inner) for name in names}
+
+
+def build_tiny_flux_lora(folder: Path, transformer_config: Mapping, rank: int = 4, seed: int = 0) -> Path:
+    """A random LoRA for the tiny transformer (`pipe.transformer.config`), in diffusers' LoRA format:
+    `folder/pytorch_lora_weights.safetensors` with `transformer.<module>.lora_A.weight` (rank × in) and
+    `lora_B.weight` (out × rank) for a few attention projections. Both are random (a trained LoRA's B is not
+    zero), so the LoRA changes the pixels. Returns the file's path. Writing it needs no peft; loading it does.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator("cpu").manual_seed(seed)
+    weights: dict[str, torch.Tensor] = {}
+    for name, (fan_in, fan_out) in _lora_targets(transformer_config).items():
+        weights[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, fan_in, generator=gen) * 0.2
+        weights[f"transformer.{name}.lora_B.weight"] = torch.randn(fan_out, rank, generator=gen) * 0.2
+    path = folder / LORA_FILE
+    save_file(weights, str(path), metadata={"format": "pt"})
+    return path

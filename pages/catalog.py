@@ -12,7 +12,7 @@ from engine.catalog.options import CatalogOptions
 from engine.catalog.prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELDS
 from engine.catalog.sheets import guess_columns, guess_language, items, read_sheet
 from engine.errors import EngineError
-from engine.render.capabilities import rules
+from engine.rules.models import rules
 from ui import jobs
 from ui.jobs import job_panel, timing
 from ui.shared import engine_or_stop, md

@@ -18,7 +18,8 @@ from engine import images as imgs
 from engine.api import JobInfo, RenderResult
 from engine.errors import BadInput, EngineError
 from engine.images import UPLOAD_TYPES
-from engine.render.modes import MODES, switch
+from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL
+from engine.rules.modes import MODES, switch
 from engine.schema import SCHEDULERS, ControlName, GenerateRequest, Progress
 from ui import canvas as canvas_ui
 from ui import jobs, start_image
@@ -445,11 +446,11 @@ def edges_section(sketch: bytes | None, previewed: bool) -> None:
             format_func=lambda c: controls.get(c, (c, ""))[0],
             help="\n\n".join(f"**{label}**: {expects}" for label, expects in controls.values()),
         )  # fmt: skip
-        control_type = state["control"] or "canny"
+        control_type = state["control"] or DEFAULT_CONTROL
         label, expects = controls.get(control_type, (control_type, ""))
         if expects:
             st.caption(f"{label} expects {expects}.")
-        if control_type == "canny":
+        if CONTROLS[control_type].preprocess == "edges":  # the edge settings shape its map
             st.segmented_control("Edge mode", ["auto", "lines", "canny"], key="edge_mode")
             if state["edge_mode"] == "canny" or state["edge_mode"] is None:
                 c1, c2 = st.columns(2)
@@ -621,16 +622,26 @@ def restored_sketch(result: RenderResult) -> bytes | None:
     return restored[1]
 
 
+# Scroll to `key` now and again whenever the page's content changes size (images above it loading, on a busy
+# machine seconds later), for 10 s or until the designer scrolls, types or clicks: then the page is theirs.
+SCROLL_SCRIPT = (
+    "let on = true; const go = () => on && document.querySelector(key)?.scrollIntoView({block: 'start'});"
+    "const stop = () => { on = false; watch.disconnect(); };"
+    "const watch = new ResizeObserver(go);"
+    "[document.querySelector('[data-testid=stMainBlockContainer]'), document.body].forEach(e => e && watch.observe(e));"
+    "['wheel', 'touchmove', 'keydown', 'mousedown'].forEach(e => window.addEventListener(e, stop, {once: true}));"
+    "go(); setTimeout(go, 300); setTimeout(stop, 10000);"
+)
+
+
 def scroll_once(container_key: str, token: str) -> None:
     """Scroll the page to the container with key `container_key`, once per `token` (a new render, a sketch brought
     to the canvas): what the designer's click made is then in view, not a screen away."""
     if state.get(f"_scrolled_{container_key}") == token:
         return
     state[f"_scrolled_{container_key}"] = token
-    st.html(  # run once per token (a block: scripts share the page's scope); again as images above it load
-        f"<script>{{ /* {token} */ const go = () => document.querySelector('.st-key-{container_key}')"
-        "?.scrollIntoView({block: 'start'}); [60, 300, 700, 1200, 2000, 3000].forEach(t => setTimeout(go, t)); }"
-        "</script>",
+    st.html(  # run once per token (a block: scripts share the page's scope)
+        f"<script>{{ /* {token} */ const key = '.st-key-{container_key}';" + SCROLL_SCRIPT + "}</script>",
         unsafe_allow_javascript=True,  # our own fixed script: no user text in it
     )
 
@@ -701,7 +712,7 @@ def settings_line(meta: dict) -> str:
             parts.append(f"{word} {p[key]:g}")
     if meta.get("kind") in ("img2img", "inpaint") and p.get("strength") is not None:
         parts.insert(0, f"{'inpainted' if meta['kind'] == 'inpaint' else 'image-to-image'} at {p['strength']:g}")
-    if (p.get("control") or "canny") != "canny":
+    if (p.get("control") or DEFAULT_CONTROL) != DEFAULT_CONTROL:
         parts.append(p["control"])
     parts += [f"LoRA {md(lo['name'])} {lo['weight']:g}" for lo in p.get("loras") or []]
     if p.get("checkpoint"):

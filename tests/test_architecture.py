@@ -13,7 +13,8 @@ from tests.conftest import REPO
 ALLOWED_IN_UI = {
     "engine.api", "engine.errors", "engine.schema", "engine.images", "engine.masks", "engine.evaluation",
     "engine.arena", "engine.sweep", "engine.tables", "engine.catalog.options", "engine.catalog.prompts",
-    "engine.catalog.sheets", "engine.catalog.tagging", "engine.render.capabilities", "engine.render.modes",
+    "engine.catalog.sheets", "engine.catalog.tagging", "engine.rules.models", "engine.rules.modes",
+    "engine.rules.controlnets",
     "engine.tune.splits",
     # ui/shared.py builds the engines it hands the pages: the local one in this process (its weights checked first,
     # offline in a second), or the remote client
@@ -118,3 +119,25 @@ def test_every_interface_operation_is_served_and_implemented_remotely():
         assert declared == set(operations()[service])
         implemented = getattr(remote, service)
         assert not getattr(type(implemented), "__abstractmethods__", None), f"remote {service} is incomplete"
+
+
+def test_a_controlnet_type_is_named_in_its_registry_only():
+    """Adding a ControlNet type is one registry entry (engine/rules/controlnets.py): no other module spells a type's
+    name, hub id or tiny folder ('canny' is also an edge mode's name, so only its id and folder count)."""
+    from typing import get_args
+
+    from engine.rules.controlnets import CONTROLS
+    from engine.schema import EdgeMode
+
+    spelled = {c.default_id for c in CONTROLS.values()} | {c.tiny_folder for c in CONTROLS.values()}
+    spelled |= set(CONTROLS) - set(get_args(EdgeMode))
+    registry = REPO / "engine" / "rules" / "controlnets.py"
+    found = []
+    for root in ("engine", "ui", "pages"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            if path == registry:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in spelled:
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert not found, "ControlNet types named outside their registry: " + "; ".join(found)

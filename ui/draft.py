@@ -26,7 +26,7 @@ import streamlit.components.v1 as components
 
 from engine import images as imgs
 from engine.errors import BadInput
-from engine.render.modes import MODES
+from engine.rules.modes import MODES
 from engine.schema import MAX_SEED, SCHEDULERS, ControlName, StyleHit
 from ui.canvas import ASPECTS, TOOLS, canvas_size, carry_drawing, fit_png
 from ui.shared import DEFAULTS

@@ -14,6 +14,7 @@ from streamlit.errors import StreamlitAPIException
 
 from engine.api import Capabilities, Engine
 from engine.errors import EngineError
+from engine.rules.controlnets import DEFAULT_CONTROL
 from engine.schema import MAX_SEED
 
 # Every Studio field, with its default. Pages read and write these keys; widgets use them as keys.
@@ -48,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "remote_url": "http://127.0.0.1:8000",
     "remote_token": "",
     "regions_on": False,
-    "control": "canny",
+    "control": DEFAULT_CONTROL,
     "hires": 1.0,
     "hires_strength": 0.35,
     "init_on": False,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import BadInput
-from ..render.capabilities import rules
+from ..rules.models import rules
 from ..schema import describe_validation_error
 from .prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELDS, PromptTemplate
 from .sheets import MAX_ROWS
@@ -33,7 +33,7 @@ class CatalogOptions(BaseModel):
     size: int = Field(512, ge=64, le=1024)
     guidance: float = Field(7.5, ge=0, le=30)
     style: str | None = None
-    model: Literal["sd15", "flux"] = "sd15"  # flux: FLUX.1-schnell + LoRA (4 steps, guidance 0 suit it)
+    model: Literal["sd15", "flux"] = "sd15"  # flux: FLUX.1-schnell + LoRA (its defaults: 4 steps, guidance 0)
     llm: Literal["local", "server", "none"] = "local"  # a transformers model, an OpenAI-compatible URL, or none
     llm_url: str | None = None
     llm_model: str = "local-model"
@@ -42,6 +42,9 @@ class CatalogOptions(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogOptions:
+        for name in ("steps", "guidance"):  # the model's own defaults (FLUX.1-schnell: 4 steps, guidance 0)
+            if name not in self.model_fields_set:
+                setattr(self, name, getattr(rules(self.model), name))
         if self.style and not rules(self.model).styles:
             raise ValueError(f"{self.model.upper()} renders from text only here: choose no style, or the SD 1.5 model")
         if self.llm == "server" and not self.llm_url:

@@ -22,8 +22,8 @@ from typing import Any
 from PIL import Image
 
 from ..errors import Cancelled, ModelUnavailable, error_class
-from ..generator import Output, Params
 from ..schema import Progress
+from .sd15 import Output, Params
 
 REPO = Path(__file__).resolve().parent.parent.parent
 ProgressFn = Callable[[Progress], None]
@@ -117,10 +117,10 @@ class LocalExecutor:
 
 def make_generator(models, model: str):
     if model == "flux":
-        from ..flux import FluxGenerator
+        from .flux import FluxGenerator
 
         return FluxGenerator(models.flux)
-    from ..generator import Generator
+    from .sd15 import Generator
 
     return Generator(models.pipeline, models)
 

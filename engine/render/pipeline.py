@@ -10,10 +10,10 @@ from typing import Any
 
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
-from ..chain import pick_region_styles, pick_styles
-from ..generator import Params
 from ..schema import GenerateRequest, GenerateResult, Progress, StyleHit
 from .plan import Plan, plan
+from .sd15 import Params
+from .styles import pick_region_styles, pick_styles
 
 ProgressFn = Callable[[Progress], None]
 

@@ -15,8 +15,10 @@ from PIL import Image, ImageOps
 from .. import images as imgs
 from ..errors import BadInput
 from ..masks import exclusive, read_mask
+from ..rules.controlnets import DEFAULT_CONTROL
+from ..rules.models import TEXT_ONLY, rules
+from ..rules.modes import MODES
 from ..schema import MAX_SEED, GenerateRequest
-from . import capabilities, modes
 
 
 @dataclass
@@ -43,18 +45,43 @@ class Plan:
     started: float = field(default_factory=time.perf_counter)
 
 
+def check_model(request: GenerateRequest) -> None:
+    """Refuse what the request's model cannot do, in one line."""
+    model = rules(request.model)
+    if request.regions and not model.regions:
+        raise BadInput("regions need SD 1.5 (IP-Adapter masks); FLUX renders text only")
+    if request.mode != "quality" and request.model != "sd15":
+        raise BadInput(f"the {request.mode} mode is for SD 1.5; FLUX.1-schnell is a few-step model already")
+    if request.model != "sd15":
+        asked = [
+            what
+            for what, on in (
+                ("an init image", request.init_image is not None),
+                ("a checkpoint", request.checkpoint),
+                ("LoRAs", request.loras),
+                (f"the {request.control} ControlNet", request.control != DEFAULT_CONTROL),
+                ("a hires fix", request.hires > 1),
+            )
+            if on
+        ]
+        if asked:
+            raise BadInput(f"{asked[0]} needs SD 1.5; {model.name} renders from text only here")
+    if (request.sketch is not None and not model.sketch) or ((request.style or request.blend) and not model.styles):
+        raise BadInput(TEXT_ONLY)
+
+
 def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = False, files=None) -> Plan:
     """Check the request against its model's rules, decode the sketch and turn it into the control map, decode the
     image to start from and its mask, fix the size and the seeds, read and layer the region masks, and resolve the
     checkpoint and LoRA names (`files`: engine/model_files.py). On a CPU, live mode renders at most its small size;
     a live frame has no hires fix."""
-    capabilities.check(request)
-    cap = modes.MODES[request.mode].cpu_size
+    check_model(request)
+    cap = MODES[request.mode].cpu_size
     if cpu and cap and request.size > cap:
         request = request.model_copy(update={"size": cap})
     if request.mode == "live" and request.hires > 1:
         request = request.model_copy(update={"hires": 1.0})
-    if not capabilities.rules(request.model).styles and request.use_style:
+    if not rules(request.model).styles and request.use_style:
         request = request.model_copy(update={"use_style": False})  # text only: no retrieval either
     t0 = time.perf_counter()
     p = Plan(request)
@@ -159,6 +186,6 @@ def control_of(sketch: bytes, meta: dict[str, Any], max_pixels: int) -> Image.Im
     pixels): for its result view and for measuring it again."""
     fitted = imgs.fit(imgs.decode(sketch, max_pixels), meta["params"]["size"])
     low, high = meta.get("canny") or (50, 150)
-    control = meta["params"].get("control", "canny")
-    mode = (meta["edge_mode"] or "auto") if control == "canny" else "auto"
+    control = meta["params"].get("control", DEFAULT_CONTROL)
+    mode = (meta["edge_mode"] or "auto") if control == DEFAULT_CONTROL else "auto"
     return imgs.control_map(fitted, control, mode, low, high)[0]

@@ -22,8 +22,8 @@ from PIL import Image
 from ..errors import NotFound
 from ..metadata import save_png, write_png, write_sidecar
 from ..metrics import image_metrics
+from ..rules import modes
 from ..schema import GenerateResult, StyleHit
-from . import modes
 from .plan import Plan, control_of
 
 log = logging.getLogger(__name__)

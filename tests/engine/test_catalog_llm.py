@@ -504,7 +504,7 @@ def test_missing_model_folder(tmp_path: Path) -> None:
 def test_the_local_llm_counts_only_where_its_real_weights_are(tmp_path):
     """The Catalog defaults to the local LLM only where it can answer: never the tiny profile's random weights, and
     only with the weights on the engine (a folder, or the hub cache); nothing loads to find out."""
-    from engine.catalog.models import local_llm_ready
+    from engine.catalog_models import local_llm_ready
     from engine.settings import Settings
 
     folder = tmp_path / "Phi-3-mini-4k-instruct"

@@ -271,7 +271,7 @@ def test_bad_options_are_one_line():
 def test_a_missing_catalog_clip_is_one_line_with_its_setting(tmp_path):
     import torch
 
-    from engine.catalog.models import CatalogModels
+    from engine.catalog_models import CatalogModels
     from engine.errors import ModelUnavailable
     from engine.settings import Settings
 

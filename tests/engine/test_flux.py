@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from engine.errors import BadInput, Cancelled, ModelUnavailable
-from engine.flux import FluxGenerator, build_tiny_flux, build_tiny_flux_lora, load_flux
-from engine.generator import Params
+from engine.models import load_flux
+from engine.render.flux import FluxGenerator
+from engine.render.sd15 import Params
+from engine.tiny import build_tiny_flux, build_tiny_flux_lora
 
 SIZE = 64
 STEPS = 2

@@ -218,7 +218,7 @@ def test_out_of_gpu_memory_is_one_clear_error_and_the_engine_recovers(engine, sk
 
 def test_the_step_rate_leaves_out_the_first_steps_set_up(monkeypatch):
     """The first step also pays the prompt encoding: the ETA comes from the steps after it."""
-    from engine import generator
+    from engine.render import sd15 as generator
 
     clock = iter([0.0, 2.0, 2.5, 3.0, 3.5])  # start; step 1 took 2 s, the next ones 0.5 s
     monkeypatch.setattr(generator.time, "perf_counter", lambda: next(clock))

@@ -41,7 +41,7 @@ def test_each_mode_brings_its_steps_guidance_and_scheduler_unless_set():
     with pytest.raises(BadInput, match="mode"):
         GenerateRequest.build(prompt="x", mode="turbo")
     with pytest.raises(BadInput, match="fast mode is for SD 1.5"):
-        from engine.render.capabilities import check
+        from engine.render.plan import check_model as check
 
         check(GenerateRequest.build(prompt="x", mode="fast", model="flux"))
 

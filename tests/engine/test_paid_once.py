@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from engine.generator import Params
 from engine.masks import mask_png
+from engine.render.sd15 import Params
 from engine.schema import GenerateRequest
 from engine.style_embeds import StyleEmbeds
 from tests.conftest import line_sketch, make_data_dir, make_engine, png

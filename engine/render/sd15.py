@@ -27,10 +27,11 @@ from diffusers import (
 )
 from PIL import Image
 
-from .errors import Busy, Cancelled
-from .render.modes import FAST_ADAPTER, MODES
-from .schema import Progress
-from .style_embeds import StyleEmbeds, encoder_id
+from ..errors import Busy, Cancelled
+from ..rules.controlnets import DEFAULT_CONTROL
+from ..rules.modes import FAST_ADAPTER, MODES
+from ..schema import Progress
+from ..style_embeds import StyleEmbeds, encoder_id
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,13 @@ class Params:
     style_strength: float = 0.8
     style_only: bool = False
     scheduler: str = "unipc"
-    mode: str = "quality"  # engine/render/modes.py: whether the few-step LoRA and the tiny VAE are used
+    mode: str = "quality"  # engine/rules/modes.py: whether the few-step LoRA and the tiny VAE are used
     # (mask at the render's size, bool H×W; its reference image), one per region, in order
     regions: list[tuple[Any, Image.Image]] = field(default_factory=list)
     init: Image.Image | None = None  # image-to-image: the start, at the render's size
     mask: Any = None  # inpainting: bool H×W at the render's size, True = repaint
     strength: float = 0.75  # how far back to noise the start goes
-    control_type: str = "canny"  # which ControlNet follows `control`
+    control_type: str = DEFAULT_CONTROL  # which ControlNet follows `control`
     checkpoint: str | None = None  # the base model's file or hub id; None: the default
     loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
     hires_size: tuple[int, int] | None = None  # hires fix: upscale to this size and refine
@@ -243,7 +244,7 @@ class Generator:
         self._adapters = {k: v for k, v in self._adapters.items() if k in current}
         return base
 
-    def task(self, base, task: str, control: str = "canny"):
+    def task(self, base, task: str, control: str = DEFAULT_CONTROL):
         """The pipeline for a task on `base`, sharing its modules; another ControlNet type is swapped in."""
         key = (id(base), task, control)
         if key not in self._tasks:
@@ -251,10 +252,10 @@ class Generator:
             # engine's UNet would silently become fp32 after the first image-to-image or other-ControlNet render
             if task.startswith("text"):
                 pipe = TASKS[task].from_pipe(base, dtype=base.dtype)
-            elif task == "txt2img" and control == "canny":
+            elif task == "txt2img" and control == DEFAULT_CONTROL:
                 pipe = base
             else:
-                controlnet = base.controlnet if control == "canny" else self.models.controlnet(control)
+                controlnet = base.controlnet if control == DEFAULT_CONTROL else self.models.controlnet(control)
                 pipe = TASKS[task].from_pipe(base, controlnet=controlnet, dtype=base.dtype)
             pipe.set_progress_bar_config(disable=True)
             self._tasks[key] = pipe
@@ -275,7 +276,7 @@ class Generator:
         if state["active"] == wanted:
             return
         if state["fused"]:
-            from .lora import restore_base_weights, unet_weight_files
+            from ..lora import restore_base_weights, unet_weight_files
 
             base.unfuse_lora(components=["unet"])
             restore_base_weights(base.unet, unet_weight_files(self.models.settings))
@@ -285,7 +286,7 @@ class Generator:
             if adapter == FAST_ADAPTER:
                 self.models.fast_lora(base, FAST_ADAPTER)
             else:
-                from .lora import load_user_lora
+                from ..lora import load_user_lora
 
                 load_user_lora(base, *files[adapter], adapter)
             state["loaded"].add(adapter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..settings import Settings
+from .settings import Settings
 
 WEIGHT_FILES = (
     "model.safetensors",
@@ -50,12 +50,12 @@ class CatalogModels:
 
     def _ensure_tiny(self) -> None:
         if self.settings.profile == "tiny":
-            from ..tiny import prepare_tiny
+            from .tiny import prepare_tiny
 
             prepare_tiny(self.settings.tiny_dir)
 
     def translator(self, lang: str):
-        from .translate import Translator
+        from .catalog.translate import Translator
 
         model_id = self.settings.translation_model_for(lang)
         with self._lock:
@@ -67,7 +67,7 @@ class CatalogModels:
             return self._translators[model_id]
 
     def backend(self, url: str | None, model: str):
-        from .llm import OpenAIBackend, TransformersBackend
+        from .catalog.llm import OpenAIBackend, TransformersBackend
 
         key = (url, model if url else self.settings.llm_model_path())
         with self._lock:
@@ -83,8 +83,8 @@ class CatalogModels:
 
     def scorer(self):
         """CLIP as embeddings for the catalog's prompt-fidelity score (ViT-L/14 unless set otherwise)."""
-        from ..embeddings import ClipEmbeddings
-        from ..models import load_clip
+        from .embeddings import ClipEmbeddings
+        from .models import load_clip
 
         model_id = self.settings.catalog_clip_path()
         with self._lock:
@@ -100,7 +100,7 @@ class CatalogModels:
             return self._scorer
 
     def extractor(self, options):
-        from .llm import AttributeExtractor
+        from .catalog.llm import AttributeExtractor
 
         url = options.llm_url if options.llm == "server" else None
         return AttributeExtractor(self.backend(url, options.llm_model), retries=options.retries)

@@ -7,9 +7,9 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
 
-from .errors import BadInput
-from .library import StyleLibrary
-from .schema import GenerateRequest, StyleHit
+from ..errors import BadInput
+from ..library import StyleLibrary
+from ..schema import GenerateRequest, StyleHit
 
 
 def chosen_style(library: StyleLibrary, name: str, query: list[float], weight: float = 1.0) -> StyleHit:
