@@ -26,7 +26,8 @@ from typing_extensions import TypedDict
 
 from .catalog.options import CatalogOptions
 from .errors import Cancelled
-from .schema import MAX_STEPS, GenerateRequest, Progress, StyleHit, StyleInfo
+from .rules.controlnets import DEFAULT_CONTROL, ControlName
+from .schema import MAX_STEPS, EdgeMode, GenerateRequest, Progress, StyleHit, StyleInfo
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 # Bounds every caller gets checked at the boundary (over HTTP: a 422 with one line)
@@ -231,6 +232,26 @@ class SegmentResult(BaseModel):
             return np.asarray(im.convert("L")) > 127
 
 
+class ControlPreview(BaseModel):
+    """What a ControlNet type follows in an image, made on the engine as a render makes it: the map as a PNG and
+    the preprocessor used (what the render records as its `edge_mode`)."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    png: bytes = Field(repr=False)
+    used: str
+    width: int
+    height: int
+
+    def image(self):
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.png)) as im:
+            return im.convert("RGB")
+
+
 class SheetInfo(BaseModel):
     """A product sheet as read: its columns, the guessed mapping, and the first rows as the run would read them."""
 
@@ -269,6 +290,20 @@ class Renders(ABC):
     def add_model(self, kind: Literal["checkpoint", "lora"], name: ModelName, data: bytes) -> dict[str, Any]:
         """Keep a `.safetensors` checkpoint or LoRA on the engine under `name` (the same file again is a no-op;
         another file by that name is refused). Renders then name it."""
+
+    @abstractmethod
+    @operation
+    def control_preview(
+        self,
+        image: bytes,
+        control: ControlName = DEFAULT_CONTROL,
+        edge_mode: EdgeMode = "auto",
+        canny_low: Annotated[int, Field(ge=0, le=255)] = 50,
+        canny_high: Annotated[int, Field(ge=0, le=255)] = 150,
+    ) -> ControlPreview:
+        """What the ControlNet `control` will follow in `image` (a sketch or photo), made by its preprocessor on the
+        engine (a model-backed one runs where the models are), at most 512 px on the long side: the Studio's
+        preview in both modes."""
 
     @abstractmethod
     @operation(one_of=("points", "box"))

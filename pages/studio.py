@@ -15,7 +15,7 @@ import streamlit as st
 from PIL import Image
 
 from engine import images as imgs
-from engine.api import JobInfo, RenderResult
+from engine.api import ControlPreview, JobInfo, RenderResult
 from engine.errors import BadInput, EngineError
 from engine.images import UPLOAD_TYPES
 from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL
@@ -466,12 +466,25 @@ def edges_section(sketch: bytes | None, previewed: bool) -> None:
                 st.error(str(exc))
             return
         try:
-            control, used = imgs.control_map(
-                preview, control_type, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"]
-            )
-            st.image(control, caption=f"What ControlNet will follow ({used})", width=240)
-        except BadInput as exc:
+            made = control_preview(preview, control_type)
+            st.image(made.image(), caption=f"What ControlNet will follow ({made.used})", width=240)
+        except EngineError as exc:
             st.error(str(exc))
+
+
+def control_preview(preview: Image.Image, control_type: str) -> ControlPreview:
+    """The map the ControlNet will follow, made by the engine (where a model-backed preprocessor has its model, in
+    either mode), asked once per sketch and setting: a rerun of the page asks nothing again."""
+    settings = (control_type, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"])
+    data = imgs.png_bytes(preview)
+    key = (hashlib.sha1(data).hexdigest(), *settings)
+    cached = state.get("_control_preview")
+    if cached is None or cached[0] != key:
+        made = engine.renders.control_preview(
+            data, control=settings[0], edge_mode=settings[1], canny_low=settings[2], canny_high=settings[3]
+        )
+        cached = state["_control_preview"] = (key, made)
+    return cached[1]
 
 
 # ---- words, style and render settings -----------------------------------------------------------------------------

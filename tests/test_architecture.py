@@ -64,6 +64,8 @@ def test_pages_and_ui_use_only_the_engine_interface_and_pure_helpers():
                     assert name == "ui.shared", f"{name} builds an engine ({module}); only ui/shared.py does"
     for path in [*(REPO / "pages").glob("*.py"), *(REPO / "ui").glob("*.py")]:
         assert "local_only" not in path.read_text(), f"{path.name} still refuses Remote mode"
+        # a ControlNet's map comes from the engine (renders.control_preview), where its preprocessor's model is
+        assert "control_map" not in path.read_text(), f"{path.name} makes a ControlNet map in the UI process"
 
 
 def test_the_engine_has_no_import_cycles_and_imports_no_private_names():

@@ -14,17 +14,19 @@ from typing import Any
 from PIL import Image
 
 from .. import images as imgs
-from ..api import JobInfo, RenderResult, Renders, SegmentResult
+from ..api import ControlPreview, JobInfo, RenderResult, Renders, SegmentResult
 from ..errors import BadInput, EngineError, NotFound, QueueFull
 from ..jobs import JobContext, StoreUnavailable
 from ..masks import check_prompts, mask_png
 from ..regions import cutout
 from ..render.plan import Plan
 from ..render.record import FRAMES
+from ..rules.controlnets import DEFAULT_CONTROL
 from ..schema import GenerateRequest, StyleHit
 from . import Core, png
 
 ANALYZE_SIDE = 1024  # /analyze works on the image scaled to at most this many pixels a side
+CONTROL_PREVIEW_SIDE = 512  # a ControlNet map preview: enough to judge it, cheap to make and to send
 DEFAULT_CONCEPTS = [
     "a building", "an interior", "furniture", "a chair", "a lamp", "a product", "a person", "a landscape",
     "a city at night", "a technical drawing", "a sketch", "a watercolor painting", "a poster", "a texture",
@@ -150,6 +152,12 @@ class RendersService(Renders):
     def _decode(self, image: bytes):
         s = self.core.settings
         return imgs.decode(image, s.max_input_pixels, s.max_upload_bytes)
+
+    def control_preview(self, image: bytes, control=DEFAULT_CONTROL, edge_mode="auto", canny_low=50, canny_high=150):
+        img = self._decode(image)
+        img.thumbnail((CONTROL_PREVIEW_SIDE, CONTROL_PREVIEW_SIDE), Image.Resampling.LANCZOS)
+        made, used = imgs.control_map(img, control, edge_mode, canny_low, canny_high)
+        return ControlPreview(png=imgs.png_bytes(made), used=used, width=made.width, height=made.height)
 
     def segment(self, image: bytes, points=None, labels=None, box=None) -> SegmentResult:
         points, labels, box = check_prompts(points, labels, box)  # before the image is decoded: cheap refusals first

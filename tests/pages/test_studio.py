@@ -97,6 +97,20 @@ def test_upload_mode_shows_the_uploaded_sketch(app_env):
     assert "renders at 768×512" in texts(at)  # an upload keeps its own aspect
 
 
+def test_the_controlnet_preview_is_made_by_the_engine_for_each_type(app_env):
+    """The map a ControlNet will follow, under the sketch, comes from the engine's `control_preview` (in Remote mode
+    the server's, where a model-backed preprocessor has its model), and follows the chosen type."""
+    at = studio(app_env, source="Upload")
+    sketch = png(line_sketch(96, 64))
+    at.file_uploader(key="upload").set_value(("house.png", sketch, "image/png")).run()
+    ok(at)
+    shown = {c for img in at.image for c in img.captions}
+    assert "What ControlNet will follow (lines)" in shown, shown  # canny, edge mode auto: a drawing's own lines
+    at = ok(put(at, control="softedge").run())
+    shown = [(c, img) for img in at.image for c in img.captions if c.startswith("What ControlNet")]
+    assert [c for c, _ in shown] == ["What ControlNet will follow (softedge)"]
+
+
 # ---- gallery --------------------------------------------------------------------------------------------------------
 
 
