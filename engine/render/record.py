@@ -26,6 +26,8 @@ from ..rules import modes
 from ..schema import GenerateResult, StyleHit
 from .plan import Plan, control_of
 
+CONTROLS_KEPT = 8  # the edges of this many recent runs stay in memory (a 1024² map is 3 MB): a page polling a result
+# or a measure after its render does not decode the sketch and make the map again
 log = logging.getLogger(__name__)
 FRAMES = 8  # renders not kept (live frames) held for their callers
 
@@ -56,6 +58,8 @@ class Recorder:
         self.frames: OrderedDict[str, GenerateResult] = OrderedDict()  # renders not kept, newest last
         self._frames_lock = threading.Lock()
         self._measure_lock = threading.Lock()  # one measuring at a time: a measure job and a remeasure may meet
+        self._controls: OrderedDict[tuple, Image.Image | None] = OrderedDict()  # the last runs' edges, made once
+        self._controls_lock = threading.Lock()
 
     def finish(
         self,
@@ -264,7 +268,19 @@ class Recorder:
         started from, as the plan does)."""
         meta = row["metadata"]
         source = self.sketch_path(row["sketch_hash"] or meta.get("init_hash"))
-        return control_of(source.read_bytes(), meta, self.settings.max_input_pixels) if source else None
+        if source is None:
+            return None
+        key = (row["id"], source.name)  # a run's sketch and settings never change: made once while it is recent
+        with self._controls_lock:
+            if key in self._controls:
+                self._controls.move_to_end(key)
+                return self._controls[key]
+        made = control_of(source.read_bytes(), meta, self.settings.max_input_pixels)
+        with self._controls_lock:
+            self._controls[key] = made
+            while len(self._controls) > CONTROLS_KEPT:
+                self._controls.popitem(last=False)
+        return made
 
     def _measure(self, row: dict[str, Any], index: bool) -> bool:
         """Measure a kept run from its files and write the numbers into its PNGs, sidecars and history row (with
