@@ -10,16 +10,15 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
-from streamlit_drawable_canvas import st_canvas
 
 from engine import images as imgs
 from engine.errors import EngineError
 from engine.masks import REGION_COLORS, mask_png, overlay, rle_decode
 from engine.schema import MAX_REGIONS
+from ui.clicks import clicked
 from ui.shared import style_thumb
 
 RETRIEVE = "Retrieve by words"
-MAX_CANVAS = 448
 MAX_PREVIEW_PIXELS = 64_000_000
 
 
@@ -140,26 +139,10 @@ def panel(engine, sketch: bytes | None, last_render: bytes | None) -> None:
     regions = state["regions"]
     shown = overlay(image, [r["mask"] for r in regions]) if regions else image.convert("RGB")
     state["regions_preview"] = shown  # what the canvas shows under the clicks
-    scale = min(MAX_CANVAS / image.width, MAX_CANVAS / image.height)
-    cw, ch = max(1, round(image.width * scale)), max(1, round(image.height * scale))
-    canvas = st_canvas(
-        background_image=shown.resize((cw, ch)),
-        drawing_mode="point",
-        point_display_radius=5,
-        stroke_width=2,
-        stroke_color="#ffffff",
-        fill_color=REGION_COLORS[len(regions) % len(REGION_COLORS)],
-        width=cw,
-        height=ch,
-        key=f"regions_canvas_{state['regions_rev']}",
-    )
-    points = [o for o in (canvas.json_data or {}).get("objects", []) if o.get("type", "").lower() == "circle"]
-    if points:
-        o = points[-1]
-        x = (o["left"] + o.get("radius", 0) + o.get("strokeWidth", 0) / 2) / scale
-        y = o["top"] / scale
+    click = clicked(shown, f"regions_canvas_{state['regions_rev']}", REGION_COLORS[len(regions) % len(REGION_COLORS)])
+    if click is not None:
         state["regions_rev"] += 1  # a fresh canvas next run, whether or not SAM2 finds something
-        add_region(engine, data, min(max(x, 0), image.width - 1), min(max(y, 0), image.height - 1))
+        add_region(engine, data, *click)
         st.rerun()
     st.caption("Click an object to add it as a region. Each region's colour matches its row below.")
     if state.get("regions_error"):

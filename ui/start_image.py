@@ -16,6 +16,7 @@ from engine import images as imgs
 from engine.errors import EngineError
 from engine.images import UPLOAD_TYPES
 from engine.masks import mask_png, overlay
+from ui.clicks import clicked
 
 MAX_CANVAS = 448
 MAX_PIXELS = 64_000_000
@@ -114,7 +115,7 @@ def mask_editor(engine, data: bytes, image: Image.Image, regions: list[dict]) ->
     if state.get("mask_source") not in sources:
         state["mask_source"] = sources[0]
     st.segmented_control("Mask", sources, key="mask_source")
-    scale, cw, ch = _scale(image)
+    _, cw, ch = _scale(image)
     rev = state.get("mask_rev", 0)
     current = _mask(state.get("inpaint_mask"))
     shown = overlay(image, [current]) if current is not None else image
@@ -137,22 +138,9 @@ def mask_editor(engine, data: bytes, image: Image.Image, regions: list[dict]) ->
             if current is None or not np.array_equal(merged, current):
                 state["inpaint_mask"] = mask_png(merged)
     elif source == "Click (SAM2)":
-        canvas = st_canvas(
-            background_image=shown.resize((cw, ch)),
-            drawing_mode="point",
-            point_display_radius=5,
-            stroke_width=2,
-            stroke_color="#ffffff",
-            fill_color="#ff4081",
-            width=cw,
-            height=ch,
-            key=f"mask_click_{rev}",
-        )
-        points = [o for o in (canvas.json_data or {}).get("objects", []) if o.get("type", "").lower() == "circle"]
-        if points:
-            o = points[-1]
-            x = min(max((o["left"] + o.get("radius", 0)) / scale, 0), image.width - 1)
-            y = min(max(o["top"] / scale, 0), image.height - 1)
+        click = clicked(shown, f"mask_click_{rev}", "#ff4081")
+        if click is not None:
+            x, y = click
             state["mask_rev"] = rev + 1
             try:
                 found = engine.renders.segment(data, [[x, y]], [1])
