@@ -77,10 +77,6 @@ class ArenaSettings(TypedDict):
 # A sheet's file name: its suffix says how it is read
 SheetName = Annotated[str, Field(pattern=r"^[^/\\]{1,200}\.(xlsx|xlsm|csv|tsv|txt|XLSX|XLSM|CSV|TSV|TXT)$")]
 TERMINAL: tuple[str, ...] = ("done", "failed", "cancelled")
-JobKind = Literal[
-    "render", "measure", "sweep", "catalog", "tag", "tune-prepare", "tune-train", "tune-eval", "retrieval", "arena",
-    "remeasure",
-]  # fmt: skip
 # Kinds of job that finish what another job started (a render's metrics): they run whether or not anyone follows them
 UNATTENDED: tuple[str, ...] = ("measure",)
 

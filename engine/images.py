@@ -147,6 +147,8 @@ def control_map(
     - soft: blurred Sobel gradient magnitude, soft and continuous (standing in for HED / PiDiNet)."""
     if control not in CONTROLS:
         raise BadInput(f"ControlNet '{control}' is unknown; use {known_controls()}")
+    if CONTROLS[control].preprocessor == "model":  # its map is made by a model, engine-side
+        raise BadInput(f"the {control} ControlNet's map is made by a model on the engine, not from the image alone")
     kind = CONTROLS[control].preprocess
     if kind == "edges":
         return edges(img, mode, low, high)
@@ -172,8 +174,8 @@ def control_map(
         gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3)
         magnitude = cv2.magnitude(gx, gy)
         out = np.clip(magnitude * 255 / max(1e-6, float(np.percentile(magnitude, 99.5))), 0, 255).astype(np.uint8)
-    else:  # a model-backed map is made engine-side, not here
-        raise BadInput(f"the {control} ControlNet's map is made by a model on the engine, not from the image alone")
+    else:
+        raise BadInput(f"the {control} ControlNet names a map ('{kind}') that no preprocessor makes")
     return Image.fromarray(np.stack([out] * 3, axis=-1)), used
 
 

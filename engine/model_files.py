@@ -16,12 +16,10 @@ import tempfile
 import threading
 from collections.abc import Collection
 from pathlib import Path
-from typing import Literal
 
 from .errors import BadInput, Conflict, NotFound, TooLarge
 from .rules.controlnets import CONTROLS
 
-ModelKind = Literal["checkpoint", "lora"]
 FOLDERS: dict[str, str] = {"checkpoint": "checkpoints", "lora": "loras"}
 # A file name as shown in the sidebar and in `<lora:name:weight>`: letters, digits, spaces and . _ - + ( )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,119}$")

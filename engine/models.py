@@ -345,8 +345,6 @@ def _free(device: str) -> None:
 
 
 # FLUX.1: the pipeline and its LoRA (engine/render/flux.py renders with them)
-DEFAULT_FLUX_MODEL = "black-forest-labs/FLUX.1-schnell"
-DEFAULT_FLUX_LORA = "aihpi/flux-fashion-lora"
 MODEL_SETTING = "DESIGN_STUDIO_FLUX_MODEL"
 LORA_SETTING = "DESIGN_STUDIO_FLUX_LORA"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers' own LoRA loader looks for first

@@ -166,14 +166,6 @@ NO_CERTAIN_ATTRIBUTES = (
     "about colour, material, size, brand or price."
 )
 
-EXAMPLE_LISTING = {
-    "title": "Navy Hooded Rain Jacket with Zip",
-    "bullet_points": ["Hood for rainy days", "Full-length zip", "Two front pockets"],
-    "description": "A hooded rain jacket in navy blue with a full-length zip and two front pockets.",
-    "style_summary": "Minimal and sporty.",
-    "seo_tags": ["rain jacket", "hooded jacket", "navy jacket"],
-}
-
 
 def _is_certain(value: Any) -> bool:
     return value is not None and as_text(value).strip().lower() not in UNCERTAIN_VALUES

@@ -35,7 +35,6 @@ from ..errors import BadInput, EngineError, ModelUnavailable
 log = logging.getLogger(__name__)
 
 DEFAULT_LLM_MODEL = "microsoft/Phi-3-mini-4k-instruct"
-PROMPT_KEYS = ("product_type", "key_features", "color_material", "design")
 MAX_TEXT_CHARS = 6000  # a description longer than this is cut: the 4k-token context must hold the answer too
 RETRY_MESSAGE = "Answer with one JSON object only."
 QUOTE_CHARS = 80  # how much of a bad reply an error message quotes

@@ -14,7 +14,7 @@ from ..errors import BadInput, Cancelled, NotFound
 from ..files import write_atomic
 from ..schema import Progress
 from .listing import ListingFailed, ListingWriter, listing_row
-from .tagging import Skipped, Tagger, Vocabulary, load_vocabulary, read_images, tag_rows
+from .tagging import Tagger, Vocabulary, load_vocabulary, read_images, tag_rows
 
 LISTING_COLUMNS = ["title", "bullet_points", "description", "style_summary", "seo_tags"]
 
@@ -149,8 +149,3 @@ def _thumbnails(folder: Path, items) -> list[Path]:
 def _certain(guesses) -> dict[str, str]:
     """Attribute values as index metadata (Chroma keeps flat str/number values)."""
     return {f"attr_{a}": g.value for a, g in guesses.items()}
-
-
-def skipped_lines(skipped: list[Skipped] | list[dict[str, str]]) -> list[str]:
-    return [f"{s['name'] if isinstance(s, dict) else s.name}: {s['reason'] if isinstance(s, dict) else s.reason}"
-            for s in skipped]  # fmt: skip

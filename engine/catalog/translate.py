@@ -21,7 +21,6 @@ from ..errors import ModelUnavailable
 log = logging.getLogger(__name__)
 
 MODEL_SETTING = "DESIGN_STUDIO_TRANSLATION_MODEL"
-DEFAULT_MODEL = "Helsinki-NLP/opus-mt-de-en"
 
 # Marian's special tokens as the opus-mt vocab.json has them: </s> first, <unk> second, <pad> last.
 EOS, UNK, PAD = "</s>", "<unk>", "<pad>"

@@ -251,9 +251,6 @@ class RayExecutor:
         timings = {**out["timings"], "queued": queued}
         return Output(images=[_image(b) for b in out["images"]], timings=timings, worker=index)
 
-    def devices(self) -> list[str]:
-        return self.ray.get([a.device.remote() for a in self.actors])
-
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)

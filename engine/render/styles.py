@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
-
 from ..errors import BadInput
 from ..library import StyleLibrary
 from ..schema import GenerateRequest, StyleHit
@@ -48,12 +43,3 @@ def pick_region_styles(library: StyleLibrary, request: GenerateRequest) -> list[
         hit.used = True
         hits.append(hit)
     return hits
-
-
-def build_chain(library: StyleLibrary, generate: Callable[[dict[str, Any]], Any]) -> Runnable:
-    """The seed's shape: `RunnablePassthrough.assign(styles=...) | RunnableLambda(generate)`."""
-    retrieve = RunnableLambda(lambda x: pick_styles(library, x["options"]), name="retrieve_styles")
-    regions = RunnableLambda(lambda x: pick_region_styles(library, x["options"]), name="retrieve_region_styles")
-    return RunnablePassthrough.assign(styles=retrieve, region_styles=regions) | RunnableLambda(
-        generate, name="generate"
-    )
