@@ -11,6 +11,10 @@ Rules every method keeps, so that it means the same thing in both places:
 - long work (renders, sweeps, catalog runs, tagging, tuning, switching retrieval) returns a `JobInfo` at once and
   runs as a job: one state vocabulary, one progress shape and cancel, the same in process and over HTTP;
 - errors a user can cause are `EngineError`s (engine/errors.py) with one line, whatever the transport.
+
+The server reads nothing of an engine but what `Engine` declares here (its services' operations, `start`, `close`,
+`capabilities`, `follow`; the limits it enforces from `about.limits`), so it serves a `RemoteEngine` as well: a proxy
+(tests/test_architecture.py checks it).
 """
 
 from __future__ import annotations
@@ -141,6 +145,19 @@ class JobInfo(BaseModel):
         )  # fmt: skip
 
 
+class Limits(BaseModel):
+    """The bounds this engine holds every caller to, the same in process and over HTTP (a server refuses a body
+    over `max_upload_bytes` before reading it)."""
+
+    max_upload_bytes: int  # one uploaded file: a sketch, an image, a sheet, a zip
+    max_model_bytes: int  # a checkpoint or LoRA added with `renders.add_model` (over HTTP the upload limit first)
+    max_input_pixels: int  # an image's width × height, once decoded
+    max_prompt: int  # characters of a prompt or a negative prompt
+    max_steps: int  # steps of one render
+    max_queued: int  # jobs queued or running at once, every caller together
+    max_per_client: int  # … of which one caller may have this many
+
+
 class Capabilities(BaseModel):
     """What this engine is and can do: the sidebar's status and the switches pages use instead of guessing."""
 
@@ -158,6 +175,9 @@ class Capabilities(BaseModel):
     remote: bool = False
     features: dict[str, bool] = Field(default_factory=dict)  # regions, flux, local_llm, tuning, ray
     store_error: str | None = None  # one line while the job store cannot be written (a full disk, a lock), else None
+    limits: Limits | None = None  # None from an engine older than its limits
+    controls: list[str] = Field(default_factory=list)  # the ControlNet types it renders with (request `control`)
+    modes: list[str] = Field(default_factory=list)  # the render modes it runs (request `mode`)
 
 
 class RenderResult(BaseModel):
@@ -177,7 +197,9 @@ class RenderResult(BaseModel):
     regions: list[dict[str, Any]] = Field(default_factory=list)
     png: list[bytes] = Field(default_factory=list, repr=False)
     edges: bytes | None = Field(None, repr=False)  # PNG of what ControlNet followed; None for text-to-image
-    paths: list[str] = Field(default_factory=list)  # where the engine keeps the files, on its own machine
+    # each image's file, relative to the engine's data folder ("outputs/2025-06-01/RUN-0.png"): a name, never a
+    # path on the engine's machine; none for a frame not kept. The bytes are `png` (or `history.image(run_id, i)`).
+    files: list[str] = Field(default_factory=list)
     measure_job: str | None = None  # the job measuring its images; None when they were measured with the render
 
     @property
@@ -672,6 +694,26 @@ class Jobs(ABC):
     @operation
     def list(self, active: bool = True, limit: Annotated[int, Field(ge=1, le=1000)] = 50) -> list[JobInfo]: ...
 
+    @abstractmethod
+    @operation
+    def room(self) -> None:
+        """Nothing when a job this caller queued now would be taken; a one-line QueueFull (429) when its share of
+        the queue, or the whole queue, is taken. The server asks before it reads a body that would queue a job."""
+
+
+class About(ABC):
+    """What this engine is and what it takes."""
+
+    @abstractmethod
+    @operation
+    def capabilities(self) -> Capabilities:
+        """Its device, models and features, its limits, and how its job store is doing (`store_error`)."""
+
+    @abstractmethod
+    @operation
+    def limits(self) -> Limits:
+        """The bounds it holds every caller to: upload and image sizes, prompts, steps, its queue."""
+
 
 SERVICES: dict[str, type] = {
     "renders": Renders,
@@ -682,6 +724,7 @@ SERVICES: dict[str, type] = {
     "catalog": Catalog,
     "tuning": Tuning,
     "jobs": Jobs,
+    "about": About,
 }
 
 
@@ -705,9 +748,20 @@ class Engine(ABC):
     catalog: Catalog
     tuning: Tuning
     jobs: Jobs
+    about: About
 
     @abstractmethod
-    def capabilities(self) -> Capabilities: ...
+    def start(self) -> None:
+        """Get ready to serve (a local engine starts its job workers; also done by its first job)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of what it holds (a local engine's job workers and render workers, a remote one's connections);
+        `start` starts the job workers again."""
+
+    def capabilities(self) -> Capabilities:
+        """What this engine is and can do (`about.capabilities`)."""
+        return self.about.capabilities()
 
     # ---- conveniences over the services (the same for every engine) --------------------------------------
     def follow(

@@ -467,8 +467,9 @@ def _generate(args) -> dict:
     start = time.perf_counter()
     job = _follow(engine, engine.renders.submit(request))
     result = engine.measured(job.id)  # the numbers in the files it writes, as before
-    outputs = result.paths
-    out = args.out or (Path(f"{result.run_id}.png") if args.remote else None)  # remote: the files come here
+    # a local engine's files are in this machine's data folder; a remote one's come here
+    outputs = [str(Path(settings.data_dir).expanduser() / name) for name in result.files]
+    out = args.out or (Path(f"{result.run_id}.png") if args.remote else None)
     if out:
         outputs = []
         for i, data in enumerate(result.png):

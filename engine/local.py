@@ -6,9 +6,7 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from . import precision
-from .api import Capabilities, Engine
-from .catalog_models import local_llm_ready
+from .api import Engine
 from .history import History
 from .hub import check_render_models, hub_online
 from .jobs import JobRunner
@@ -17,6 +15,7 @@ from .render.executors import LocalExecutor
 from .render.pipeline import RenderPipeline
 from .render.record import Recorder
 from .services import Core
+from .services.about import AboutService
 from .services.arena import ArenaService
 from .services.catalog import CatalogService
 from .services.history import HistoryService
@@ -86,6 +85,7 @@ class LocalEngine(Engine):
         self.arena = ArenaService(self.core)
         self.catalog = CatalogService(self.core)
         self.tuning = TuningService(self.core)
+        self.about = AboutService(self.core)
         handlers: dict[str, Any] = {}
         for service in (self.renders, self.sweeps, self.arena, self.catalog, self.tuning, self.history):
             handlers.update(service.handlers())
@@ -126,38 +126,10 @@ class LocalEngine(Engine):
             gc.collect()
             gc.freeze()
 
-    def capabilities(self) -> Capabilities:
-        ids = self.settings.models()
-        shown = self.settings.shown_model
-        return Capabilities(
-            profile=self.settings.profile,
-            device=self.models.device,
-            dtype=str(self.models.dtype).removeprefix("torch."),
-            precision=precision.precision_label(self.models.device, self.models.dtype),
-            cpu=precision.cpu_features().as_dict(),
-            models={
-                "base": shown(ids.base),
-                "controlnet": shown(ids.controlnet),
-                "ip_adapter": f"{shown(ids.ip_adapter)}/{ids.ip_adapter_subfolder}/{ids.ip_adapter_weight}",
-                "clip": shown(ids.clip),
-                "sam2": shown(ids.sam2),
-                "flux": " + ".join(shown(p) for p in self.settings.flux_paths() if p),
-            },
-            loaded=self.models.loaded(),
-            retrieval=self.retrieval.label(),
-            jobs_waiting=self.jobs.waiting(),
-            store_error=self.jobs.store_error,
-            executor=self.executor.name,
-            workers=self.executor.workers,
-            features={
-                "regions": True,
-                "flux": True,
-                "tuning": True,
-                "local_llm": local_llm_ready(self.settings),  # real weights here, not the tiny profile's
-                "ray": self.executor.name == "ray",
-            },
-        )
+    def start(self) -> None:
+        self.jobs.start()
 
     def close(self) -> None:
+        """The job workers stop (`start` starts them again) and the render workers close (a Ray executor's for good)."""
         self.jobs.stop()
         self.executor.close()

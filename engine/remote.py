@@ -9,6 +9,7 @@ longer than ~20 s, so tunnels that cut long requests do no harm: long work is a 
 from __future__ import annotations
 
 import secrets
+import threading
 from typing import Any
 
 import httpx
@@ -35,14 +36,30 @@ class Transport:
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
         self.url = url.rstrip("/")
         # one client id per engine object (one per Studio session): the server bounds each client's queue share
-        headers = {"ngrok-skip-browser-warning": "true", clients.HEADER: f"remote-{secrets.token_hex(8)}"}
+        self.headers = {"ngrok-skip-browser-warning": "true", clients.HEADER: f"remote-{secrets.token_hex(8)}"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=True)
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+        self.http = self.client()
+        self.opening = threading.Lock()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=self.timeout, verify=True)
+
+    def open(self) -> None:
+        """A new client after `close` (the same client id: the server sees the same caller)."""
+        if self.http.is_closed:
+            with self.opening:
+                if self.http.is_closed:
+                    self.http = self.client()
+
+    def close(self) -> None:
+        self.http.close()
 
     def request(self, method: str, path: str, degraded_ok: bool = False, **kw) -> httpx.Response:
         """The response; an error status raised as the `EngineError` the server named. `degraded_ok`: a 503 whose
         body says `status: degraded` (/health while the job store fails) is an answer, not an error."""
+        self.open()  # a call after `close` opens again
         try:
             resp = self.http.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -106,6 +123,13 @@ class RemoteEngine(Engine):
         self.poll = poll
         for name in api.SERVICES:
             setattr(self, name, remote_service(self.transport, name))
+
+    def start(self) -> None:
+        self.transport.open()
+
+    def close(self) -> None:
+        """Its connections close; a later call opens new ones."""
+        self.transport.close()
 
     def capabilities(self) -> Capabilities:
         """What the server's engine is; a degraded one (503, `status: degraded`) too: `store_error` says why."""

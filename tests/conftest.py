@@ -132,9 +132,10 @@ class Server:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
-        self.before = {k: getattr(self.engine.jobs, k) for k in self.limits}
-        for k, v in self.limits.items():
-            setattr(self.engine.jobs, k, v)
+        local = hasattr(self.engine.jobs, "max_queued")  # a RemoteEngine (a proxy) has its server's queue
+        self.before = {k: getattr(self.engine.jobs, k) for k in self.limits if local}
+        for k in self.before:
+            setattr(self.engine.jobs, k, self.limits[k])
         self.thread.start()
         deadline = time.time() + 30
         while not self.server.started and time.time() < deadline:

@@ -143,3 +143,57 @@ def test_a_controlnet_type_is_named_in_its_registry_only():
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in spelled:
                     found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
     assert not found, "ControlNet types named outside their registry: " + "; ".join(found)
+
+
+def engine_reads(tree: ast.AST) -> list[tuple[str, str | None, int]]:
+    """Every member read off a name `engine` in a module: (member, the member read off that in turn, line), as
+    `engine.jobs.room` → ("jobs", "room", n), `engine.follow` → ("follow", None, n), `getattr(engine, "x")` too."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine":
+            found.append((node.attr, None, node.lineno))
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "engine"
+        ):
+            found.append((node.value.attr, node.attr, node.lineno))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == "engine"
+            and isinstance(node.args[1], ast.Constant)
+        ):
+            found.append((node.args[1].value, None, node.lineno))
+    return found
+
+
+def test_the_server_reaches_its_engine_only_through_the_interface():
+    """Issue 31: engine/server/ reads only what `api.Engine` declares (its services and their operations, its own
+    methods), so it serves any engine, a `RemoteEngine` too; and it imports no engine implementation."""
+    from engine import api
+
+    declared = set(api.Engine.__annotations__) | {n for n in vars(api.Engine) if not n.startswith("_")}
+    server = {n: p for n, p in modules("engine").items() if n.startswith("engine.server")}
+    assert server
+    for name, path in server.items():
+        for member, inner, line in engine_reads(ast.parse(path.read_text())):
+            assert member in declared, f"{path.name}:{line} reads engine.{member}, which api.Engine does not declare"
+            if inner is not None and member in api.SERVICES:
+                ops = api.operations(api.SERVICES[member])
+                assert inner in ops, f"{path.name}:{line} reads engine.{member}.{inner}, not an operation of {member}"
+        for imported, names, _ in imports(path, name):
+            targets = [f"{imported}.{n}" for n in names] + [imported]
+            for banned in ("engine.local", "engine.remote", "engine.settings", "engine.jobs", "engine.services"):
+                assert not any(t == banned or t.startswith(banned + ".") for t in targets), f"{name} imports {banned}"
+
+
+def test_a_render_result_names_no_file_on_the_engine_machine():
+    """Issue 31: a result carries its images as bytes and its files relative to the data folder, no `paths`."""
+    from engine import api
+
+    assert "paths" not in api.RenderResult.model_fields
+    assert "files" in api.RenderResult.model_fields

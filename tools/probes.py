@@ -1439,10 +1439,10 @@ def p15_missing(server: Server, c: Check) -> None:
 )
 def p15_reads(server: Server, c: Check) -> None:
     run_id = server.reference_run()
-    # Two fields name server paths on purpose, and are noted rather than failed (finding 15 is about errors):
-    # renders/models `folders` (the sidebar's "copy large files into …" hint) and a result's `paths` ("where the
-    # engine keeps the files, on its own machine"). Everything else a client reads must not.
-    on_purpose = {"renders/models": "folders", "renders/result": "paths"}
+    # One field names server paths on purpose, and is noted rather than failed (finding 15 is about errors):
+    # renders/models `folders` (the sidebar's "copy large files into …" hint). Everything else a client reads must
+    # not (a result's `files` are relative to the data folder).
+    on_purpose = {"renders/models": "folders"}
     reads = {
         "/health": server.call("GET", "/health"),
         "/openapi.json": server.call("GET", "/openapi.json"),

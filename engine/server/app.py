@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import clients
+from ..api import Engine
 from ..errors import BadInput, EngineError, status_for
 from ..schema import describe_validation_error
 from . import legacy, routes
@@ -334,18 +335,19 @@ def add_docs(app: FastAPI) -> None:
         )  # fmt: skip
 
 
-def create_app(engine, token: str | None, request_timeout: float = 300.0, max_waits: int = 32) -> FastAPI:
-    """An app over `engine` (a LocalEngine). `token` None means no auth (loopback only). `max_waits` long polls
-    may be open at once (more answer at once)."""
+def create_app(engine: Engine, token: str | None, request_timeout: float = 300.0, max_waits: int = 32) -> FastAPI:
+    """An app over `engine`, any engine of the interface (a local one, or a remote one: a proxy), which it starts
+    and closes with the app and reaches only through the interface. `token`: the server's own setting (None: no
+    auth, loopback only). `max_waits` long polls may be open at once (more answer at once)."""
     token = check_token(token)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine.jobs.start()
+        engine.start()
         yield
-        engine.jobs.stop()
+        engine.close()
 
-    limit = engine.settings.max_upload_bytes
+    limit = engine.about.limits().max_upload_bytes
     app = FastAPI(
         title="Generative Design Studio engine", version="2", lifespan=lifespan, docs_url=None, redoc_url=None
     )
@@ -356,8 +358,8 @@ def create_app(engine, token: str | None, request_timeout: float = 300.0, max_wa
         add_loopback_guard(app)
     guarded = [Depends(auth_dependency(token))]
     waits = routes.Waits(max_waits)
-    legacy.add_routes(app, engine, guarded, request_timeout, waits)
-    routes.add_routes(app, engine, guarded, waits, legacy.ONE_OF)
+    legacy.add_routes(app, engine, guarded, limit, request_timeout, waits)
+    routes.add_routes(app, engine, guarded, limit, waits, legacy.ONE_OF)
     app.add_middleware(body_decoder, fastapi_app=app)
     app.add_middleware(with_client)
     app.add_middleware(body_limit, max_bytes=limit)  # outermost: nothing past the limit is read
@@ -387,12 +389,13 @@ def open_tunnel(port: int) -> str:
         ) from None
 
 
-def serve(engine, host: str = "127.0.0.1", port: int = 8000, ngrok: bool = False, token: str | None = None) -> None:
-    """Run uvicorn; a token is required whenever the server is reachable from outside this machine."""
+def serve(
+    engine: Engine, host: str = "127.0.0.1", port: int = 8000, ngrok: bool = False, token: str | None = None
+) -> None:
+    """Run uvicorn; a token is required whenever the server is reachable from outside this machine (`token` None
+    there: one is made and printed). The `serve` command passes the settings' `api_token` unless --token is given."""
     import uvicorn
 
-    if token is None:
-        token = engine.settings.api_token
     token = check_token(token)
     if token is None and (ngrok or not is_loopback(host)):
         token = secrets.token_urlsafe(24)

@@ -241,8 +241,8 @@ def add_job_routes(router: APIRouter, engine, limit: int, waits: Waits) -> None:
         return job_view(engine.jobs.cancel(job_id))
 
 
-def add_routes(app: FastAPI, engine, guarded: list, request_timeout: float, waits: Waits) -> None:
-    limit = engine.settings.max_upload_bytes
+def add_routes(app: FastAPI, engine, guarded: list, limit: int, request_timeout: float, waits: Waits) -> None:
+    """The seed API's routes, their uploads within `limit` bytes each."""
     router = APIRouter(dependencies=guarded, tags=["seed API"])
     health_threads = ThreadPoolExecutor(2, thread_name_prefix="health")  # its own: a busy threadpool cannot starve it
 

@@ -326,10 +326,15 @@ def finished(schema: dict[str, Any], legacy_one_of: dict[str, tuple[str, ...]]) 
 
 
 def add_routes(
-    app: FastAPI, engine, guarded: list, waits: Waits, legacy_one_of: dict[str, tuple[str, ...]] | None = None
+    app: FastAPI,
+    engine,
+    guarded: list,
+    limit: int,
+    waits: Waits,
+    legacy_one_of: dict[str, tuple[str, ...]] | None = None,
 ) -> None:
-    """A route per interface operation; `legacy_one_of`: the hand-written routes' "one of these fields" (OpenAPI)."""
-    limit = engine.settings.max_upload_bytes
+    """A route per interface operation, its uploads within `limit` bytes each; `legacy_one_of`: the hand-written
+    routes' "one of these fields" (OpenAPI)."""
     components: dict[str, Any] = {}
     for service, ops in operations().items():
         router = APIRouter(prefix=f"/api/{service}", tags=[service], dependencies=guarded)

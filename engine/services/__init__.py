@@ -36,6 +36,14 @@ class Core:
     def folder(self, *parts: str) -> Path:
         return self.data_dir.joinpath("runs", *parts)
 
+    def in_data_folder(self, path: str | Path) -> str:
+        """A file of the engine as callers may see it: relative to the data folder ("outputs/…/RUN-0.png"), or by
+        its name alone when it lies elsewhere; never the engine's own path."""
+        try:
+            return Path(path).relative_to(self.data_dir).as_posix()
+        except ValueError:
+            return Path(path).name
+
     def sketch_of(self, run_id: str) -> bytes | None:
         row = self.history.get(run_id)
         path = self.recorder.sketch_path(row["sketch_hash"]) if row else None

@@ -140,7 +140,7 @@ class RendersService(Renders):
             regions=meta.get("regions") or [],
             png=[Path(p).read_bytes() for p in row["outputs"]],
             edges=edges,
-            paths=row["outputs"],
+            files=[self.core.in_data_folder(p) for p in row["outputs"]],
         )
 
     def models(self) -> dict[str, Any]:

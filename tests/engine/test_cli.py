@@ -74,6 +74,17 @@ def test_generate_prints_one_json_line_and_writes_the_png(capsys, data_dir, file
     assert written["metrics"]["edge_f1"] is not None and "metrics" in report["timings"]
 
 
+def test_generate_without_out_names_the_file_the_local_engine_kept(capsys, data_dir, files):
+    """The result names its files relative to the data folder (no engine path in the interface); the CLI, whose
+    engine is in this process, prints where they are on this machine, as before."""
+    code, out, err = run_cli(capsys, *gen_args(data_dir, files["sketch"], "--prompt", "a red barn", "--seed", "7"))
+    assert code == 0, err
+    report = json.loads(out)
+    kept = Path(report["output"])
+    assert kept.is_file() and kept.is_relative_to(data_dir / "outputs") and report["outputs"] == [str(kept)]
+    assert read_png(kept)["seed"] == 7
+
+
 @pytest.mark.parametrize(
     ("case", "extra", "message"),
     [

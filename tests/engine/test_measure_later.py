@@ -119,7 +119,7 @@ def test_with_the_queue_full_a_render_is_measured_before_its_job_ends(eng, sketc
 def test_engine_generate_and_the_pipeline_give_the_numbers_with_the_render(eng, sketch_bytes):
     result = eng.generate(request(sketch_bytes, seed=3))
     assert result.measured and result.measure_job and result.metadata["metrics"][0]["clip_score"] is not None
-    assert read_png(Path(result.paths[0]))["metrics"] == result.metadata["metrics"][0]
+    assert read_png(eng.data_dir / result.files[0])["metrics"] == result.metadata["metrics"][0]
     kept = eng.pipeline.generate(request(sketch_bytes, seed=4))
     assert kept.metadata["measured"] is True and kept.metadata["metrics"][0]["edge_f1"] is not None
     assert "metrics" in kept.metadata["timings"]

@@ -98,7 +98,7 @@ def test_a_frame_not_kept_comes_back_but_is_written_nowhere(engine):
     while not engine.jobs.get(job.id).done:
         time.sleep(0.05)
     result = engine.renders.result(job.id)
-    assert result.run_id.startswith("frame-") and result.paths == []
+    assert result.run_id.startswith("frame-") and result.files == []
     assert read_png_bytes(result.png[0])["params"]["mode"] == "live"
     assert len(engine.history_store.list(limit=1000)) == before
     assert not list(engine.data_dir.glob(f"outputs/*/{result.run_id}*"))

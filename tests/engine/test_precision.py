@@ -4,7 +4,6 @@ tiny profile computing in bf16 and recording it."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,7 +129,7 @@ def render(engine, prompt: str, **kw):
 
 def recorded(engine, result) -> list[dict]:
     """The run's metadata as the result, the history row, the PNG's own text and the sidecar say it."""
-    path = Path(result.paths[0])
+    path = engine.data_dir / result.files[0]
     return [result.metadata, engine.history.get(result.run_id).metadata, read_png(path),
             json.loads(path.with_suffix(".json").read_text())]  # fmt: skip
 
