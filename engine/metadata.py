@@ -101,7 +101,8 @@ def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
 
 
 def read_png(path: Path) -> dict[str, Any]:
-    """Our metadata back from a PNG (empty if it has none)."""
+    """Our metadata back from a PNG: the dict written, as it was written (empty if the PNG has none, and for an image
+    of another format). A file that is not an image at all raises PIL's `UnidentifiedImageError`."""
     with Image.open(path) as im:
         text = im.text.get(CHUNK) if hasattr(im, "text") else None
     return json.loads(text) if text else {}

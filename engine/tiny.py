@@ -11,8 +11,10 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -222,78 +224,125 @@ def _trained_like(controlnet):
     return controlnet
 
 
+def _seeded(build: Callable[[], Any], seed: int, dtype, device: str):
+    """`build()` right after seeding torch's generator with `seed`, on `device` (full-size random init is much faster
+    on a GPU), in `dtype`: a part's weights depend on its seed alone, not on what was built before it."""
+    torch.manual_seed(seed)
+    with torch.device(device):
+        return build().to(dtype)
+
+
+def sd15_builders(
+    spec: dict, tokenizer, seed: int = 0, dtype=torch.float32, device: str = "cpu"
+) -> dict[str, Callable[[], Any]]:
+    """How each random-weight SD 1.5 model of `spec` is made (unet, vae, text_encoder, the default ControlNet,
+    image_encoder), each under `seed`: the tiny profile saves what they build, the unit tests keep it in memory."""
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    text = {"vocab_size": len(tokenizer), **spec["text_encoder"], **_token_ids(tokenizer)}
+    builds: dict[str, Callable[[], Any]] = {
+        "unet": lambda: UNet2DConditionModel(**spec["unet"]),
+        "vae": lambda: AutoencoderKL(**spec["vae"]),
+        "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**text)),
+        "controlnet": lambda: _trained_like(ControlNetModel(**spec["controlnet"])),
+        "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec["image_encoder"])),
+    }
+    return {name: partial(_seeded, build, seed, dtype, device) for name, build in builds.items()}
+
+
+def feature_extractor(spec: dict):
+    """The image processor the IP-Adapter's image encoder (and the retrieval CLIP) is fed by."""
+    from transformers import CLIPImageProcessor
+
+    fe = spec["feature_extractor"]
+    return CLIPImageProcessor(
+        size={"shortest_edge": fe["size"]}, crop_size={"height": fe["crop_size"], "width": fe["crop_size"]}
+    )
+
+
+def build_clip(spec: dict, tokenizer, seed: int = 1):
+    """The retrieval CLIP of `spec` (openai/clip-vit-base-patch32's architecture), random weights under `seed`."""
+    from transformers import CLIPConfig, CLIPModel
+
+    c = spec["clip"]
+    torch.manual_seed(seed)
+    return CLIPModel(
+        CLIPConfig(
+            text_config={
+                "vocab_size": len(tokenizer),
+                "max_position_embeddings": 77,
+                **c["text"],
+                **_token_ids(tokenizer),
+            },
+            vision_config=c["vision"],
+            projection_dim=c["projection_dim"],
+        )
+    )
+
+
+def build_components(spec: dict = TINY_SPEC, seed: int = 0) -> dict[str, Any]:
+    """The SD 1.5 + ControlNet + IP-Adapter parts of `spec`, in memory and written nowhere, fp32 on the CPU, as
+    diffusers' pipeline tests make theirs (`get_dummy_components`): unet, controlnet, vae, text_encoder, tokenizer,
+    scheduler, feature_extractor, image_encoder and ip_adapter (the IP-Adapter's weights as h94's file keys them).
+    Under seed 0 every weight is the tiny profile's own (the same builders and seeds write it)."""
+    from diffusers import PNDMScheduler
+
+    from .tokenizer import memory_tokenizer
+
+    quiet_libraries()
+    tokenizer = memory_tokenizer()
+    parts: dict[str, Any] = {name: build() for name, build in sd15_builders(spec, tokenizer, seed).items()}
+    torch.manual_seed(seed)
+    parts["ip_adapter"] = random_ip_adapter_weights(parts["unet"], spec["image_encoder"]["projection_dim"])
+    # The scheduler as the profile's pipeline loads it: every setting explicit. A fresh one marks the settings it took
+    # by default, and a scheduler made from its config (the Generator's UniPC) would drop them and take its own
+    # defaults (UniPC: "linspace" timesteps instead of "leading"): other pixels.
+    fresh = PNDMScheduler(**spec["scheduler"]).config
+    scheduler = PNDMScheduler.from_config({k: v for k, v in fresh.items() if k != "_use_default_values"})
+    parts.update(tokenizer=tokenizer, scheduler=scheduler, feature_extractor=feature_extractor(spec))
+    return parts
+
+
 def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = True, device: str = "cpu") -> None:
     """Random-weight models from `spec`, saved where the real repos keep them (built on `device`)."""
-    from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import (
-        CLIPConfig,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
+    from diffusers import ControlNetModel, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPProcessor
 
     quiet_libraries()
     target.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer(target / "_tokenizer")
-    ids = _token_ids(tok)
-    fe = spec["feature_extractor"]
-    feature_extractor = CLIPImageProcessor(
-        size={"shortest_edge": fe["size"]}, crop_size={"height": fe["crop_size"], "width": fe["crop_size"]}
-    )
-
-    def seeded(build):
-        torch.manual_seed(0)
-        with torch.device(device):  # full-size random init is much faster on a GPU
-            return build().to(dtype)
-
-    unet = seeded(lambda: UNet2DConditionModel(**spec["unet"]))
+    fe = feature_extractor(spec)
+    build = sd15_builders(spec, tok, 0, dtype, device)
+    unet = build["unet"]()
     sd = StableDiffusionPipeline(
-        vae=seeded(lambda: AutoencoderKL(**spec["vae"])),
-        text_encoder=seeded(
-            lambda: CLIPTextModel(CLIPTextConfig(**{"vocab_size": len(tok), **spec["text_encoder"], **ids}))
-        ),
+        vae=build["vae"](),
+        text_encoder=build["text_encoder"](),
         tokenizer=tok,
         unet=unet,
         scheduler=PNDMScheduler(**spec["scheduler"]),
         safety_checker=None,
-        feature_extractor=feature_extractor,
+        feature_extractor=fe,
         image_encoder=None,
         requires_safety_checker=False,
     )
     sd.save_pretrained(target / "stable-diffusion-v1-5", safe_serialization=True)
     del sd
     build_fast_parts(target, spec, dtype, device, unet)
-    seeded(lambda: _trained_like(ControlNetModel(**spec["controlnet"]))).save_pretrained(
-        target / CONTROLS[DEFAULT_CONTROL].tiny_folder, safe_serialization=True
-    )
+    build["controlnet"]().save_pretrained(target / CONTROLS[DEFAULT_CONTROL].tiny_folder, safe_serialization=True)
     # the registry's other ControlNets: the same architecture, each its own random weights
     others = [c for c in CONTROLS.values() if c.name != DEFAULT_CONTROL]
     for i, control in enumerate(others, start=1):
-        torch.manual_seed(100 + i)
-        with torch.device(device):
-            controlnet = _trained_like(ControlNetModel(**spec["controlnet"])).to(dtype)
+        controlnet = _seeded(lambda: _trained_like(ControlNetModel(**spec["controlnet"])), 100 + i, dtype, device)
         controlnet.save_pretrained(target / control.tiny_folder, safe_serialization=True)
-    image_encoder = seeded(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**spec["image_encoder"])))
+    image_encoder = build["image_encoder"]()
     torch.manual_seed(0)
     save_ip_adapter(unet, image_encoder, target / "IP-Adapter", spec["image_encoder"]["projection_dim"], dtype)
 
     if clip:  # retrieval CLIP in openai/clip-vit-base-patch32's layout: model + tokenizer + processor
-        c = spec["clip"]
-        torch.manual_seed(1)
-        model = CLIPModel(
-            CLIPConfig(
-                text_config={"vocab_size": len(tok), "max_position_embeddings": 77, **c["text"], **ids},
-                vision_config=c["vision"],
-                projection_dim=c["projection_dim"],
-            )
-        )
         clip_dir = target / "clip-vit-base-patch32"
-        model.save_pretrained(clip_dir, safe_serialization=True)
-        CLIPProcessor(image_processor=feature_extractor, tokenizer=tok).save_pretrained(clip_dir)
+        build_clip(spec, tok).save_pretrained(clip_dir, safe_serialization=True)
+        CLIPProcessor(image_processor=fe, tokenizer=tok).save_pretrained(clip_dir)
     shutil.rmtree(target / "_tokenizer")
 
 

@@ -20,12 +20,17 @@ def _byte_vocab() -> list[str]:
     return [chr(c) for c in cs]
 
 
-def write_tokenizer_files(folder: Path) -> None:
-    """A character-level CLIP BPE vocabulary (no merges), written locally instead of fetched."""
+def _vocab() -> dict[str, int]:
+    """A character-level CLIP BPE vocabulary: every byte alone and at a word's end, then the two special tokens."""
     chars = _byte_vocab()
     tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def write_tokenizer_files(folder: Path) -> None:
+    """A character-level CLIP BPE vocabulary (no merges), written locally instead of fetched."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False))
+    (folder / "vocab.json").write_text(json.dumps(_vocab(), ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
@@ -40,3 +45,11 @@ def tiny_tokenizer(folder: Path):
     )
     tok.save_pretrained(folder)
     return tok
+
+
+def memory_tokenizer():
+    """The same tokenizer as `tiny_tokenizer` (the same vocabulary and ids, so the same token ids for any text),
+    built in memory and written nowhere: for the unit tests' in-memory components."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=_vocab(), merges=[], model_max_length=77)

@@ -30,6 +30,42 @@ def test_prepare_tiny_is_idempotent_and_in_the_real_layout(tiny_models):
     assert {k.split(".")[0] for k in weights} == {"image_proj", "ip_adapter"}
 
 
+def test_the_in_memory_components_are_the_tiny_profiles_own(tiny_models):
+    """The render unit tests' dummy components (engine/tiny.py `build_components`, seed 0, written nowhere) are the
+    tiny profile's weights, scheduler and tokenizer, so the pixels those tests pin are the tiny profile's."""
+    from diffusers import PNDMScheduler, UniPCMultistepScheduler
+    from transformers import CLIPTokenizer
+
+    from engine.tiny import build_components
+
+    parts = build_components()
+    files = {
+        "unet": "stable-diffusion-v1-5/unet/diffusion_pytorch_model.safetensors",
+        "vae": "stable-diffusion-v1-5/vae/diffusion_pytorch_model.safetensors",
+        "text_encoder": "stable-diffusion-v1-5/text_encoder/model.safetensors",
+        "controlnet": "sd-controlnet-canny/diffusion_pytorch_model.safetensors",
+        "image_encoder": "IP-Adapter/models/image_encoder/model.safetensors",
+    }
+    for name, rel in files.items():
+        on_disk, in_memory = load_file(tiny_models / rel), parts[name].state_dict()
+        assert on_disk.keys() <= in_memory.keys(), name
+        assert all(torch.equal(on_disk[k], in_memory[k]) for k in on_disk), name
+    ip_adapter = load_file(tiny_models / "IP-Adapter/models/ip-adapter_sd15.safetensors")
+    assert ip_adapter.keys() == parts["ip_adapter"].keys()
+    assert all(torch.equal(ip_adapter[k], parts["ip_adapter"][k]) for k in ip_adapter)
+    # the Generator makes its schedulers from the pipeline's config: the same settings either way
+    saved = PNDMScheduler.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="scheduler")
+
+    def unipc(scheduler) -> dict:
+        made = UniPCMultistepScheduler.from_config(scheduler.config).config
+        return {k: v for k, v in made.items() if not k.startswith("_")}
+
+    assert unipc(saved) == unipc(parts["scheduler"])
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="tokenizer")
+    text = "a timber cabin at dusk, Grün 100%"
+    assert tokenizer(text).input_ids == parts["tokenizer"](text).input_ids
+
+
 def test_missing_weights_offline_name_the_model_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
