@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Any
 
 from .api import Engine
 from .history import History
@@ -66,6 +65,16 @@ class LocalEngine(Engine):
             self.executor = LocalExecutor(self.models)
         self.pipeline = RenderPipeline(self.settings, self.retrieval, self.executor, recorder)
         self._catalog_models = None
+        self.jobs = JobRunner(
+            self.data_dir / "jobs.sqlite",
+            {},  # the services' handlers, once they exist
+            workers=max(job_workers, self.executor.workers + 2),
+            max_queued=max_queued,
+            abandon_after=abandon_after,
+            adopt=adopt_jobs,
+            max_per_client=max_per_client,
+            timeout=store_timeout,
+        )
         self.core = Core(
             settings=self.settings,
             data_dir=self.data_dir,
@@ -74,11 +83,10 @@ class LocalEngine(Engine):
             history=self.history_store,
             recorder=recorder,
             pipeline=self.pipeline,
-            jobs=None,
+            jobs=self.jobs,
             catalog_models=self.catalog_models,
         )
         self.renders = RendersService(self.core)
-        self.core.check = self.renders.check
         self.styles = StylesService(self.core)
         self.history = HistoryService(self.core)
         self.sweeps = SweepsService(self.core)
@@ -86,21 +94,9 @@ class LocalEngine(Engine):
         self.catalog = CatalogService(self.core)
         self.tuning = TuningService(self.core)
         self.about = AboutService(self.core)
-        handlers: dict[str, Any] = {}
         for service in (self.renders, self.sweeps, self.arena, self.catalog, self.tuning, self.history):
-            handlers.update(service.handlers())
-        self.jobs = JobRunner(
-            self.data_dir / "jobs.sqlite",
-            handlers,
-            workers=max(job_workers, self.executor.workers + 2),
-            max_queued=max_queued,
-            abandon_after=abandon_after,
-            adopt=adopt_jobs,
-            max_per_client=max_per_client,
-            timeout=store_timeout,
-        )
+            self.jobs.handlers.update(service.handlers())  # (before the workers start: `start()`)
         self.jobs.on_end.append(self.renders.ended)  # a job that ends in any state: what it held in memory goes
-        self.core.jobs = self.jobs
 
     def catalog_models(self):
         """The catalog's translator, attribute LLM and scorer, loaded on first use (sharing the retrieval CLIP)."""

@@ -6,32 +6,54 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from ..errors import BadInput, NotFound
 
+if TYPE_CHECKING:
+    from ..catalog_models import CatalogModels
+    from ..history import History
+    from ..jobs import JobRunner
+    from ..models import ModelStore
+    from ..render.pipeline import RenderPipeline
+    from ..render.plan import Plan
+    from ..render.record import Recorder
+    from ..schema import GenerateRequest
+    from ..settings import Settings
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Core:
-    """What the services share."""
+    """What the services share, built whole before any service (the job runner first, its handlers added once the
+    services exist)."""
 
-    settings: Any
+    settings: Settings
     data_dir: Path
-    models: Any  # ModelStore
-    retrieval: Any  # RetrievalState
-    history: Any  # the History store (SQLite)
-    recorder: Any  # render.record.Recorder
-    pipeline: Any  # render.pipeline.RenderPipeline
-    jobs: Any  # jobs.JobRunner
-    catalog_models: Any  # a callable: the catalog's translator, LLM and scorer, loaded on first use
-    check: Any = None  # renders' check(request) -> Plan: what would fail later, now
+    models: ModelStore
+    retrieval: Any  # services.retrieval.RetrievalState (it is built over this package: typed by name only)
+    history: History  # the History store (SQLite)
+    recorder: Recorder
+    pipeline: RenderPipeline
+    jobs: JobRunner
+    catalog_models: Callable[[], CatalogModels]  # the catalog's translator, LLM and scorer, loaded on first use
+
+    def check(self, request: GenerateRequest) -> Plan:
+        """Everything that would fail later, now: the plan (sketch, sizes, masks) and the styles it names."""
+        planned = self.pipeline.plan(request)
+        library = self.retrieval.library
+        for name in [request.style] if request.style else [b.style for b in request.blend]:
+            library.find(name, missing=BadInput)
+        for region in request.regions:
+            if region.style:
+                library.find(region.style, missing=BadInput)
+        return planned
 
     def folder(self, *parts: str) -> Path:
         return self.data_dir.joinpath("runs", *parts)

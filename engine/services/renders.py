@@ -42,19 +42,8 @@ class RendersService(Renders):
     def handlers(self):
         return {"render": self._run, "measure": self._measure}
 
-    def check(self, request: GenerateRequest) -> Plan:
-        """Everything that would fail later, now: the plan (sketch, sizes, masks) and the styles it names."""
-        planned = self.core.pipeline.plan(request)
-        library = self.core.retrieval.library
-        for name in [request.style] if request.style else [b.style for b in request.blend]:
-            library.find(name, missing=BadInput)
-        for region in request.regions:
-            if region.style:
-                library.find(region.style, missing=BadInput)
-        return planned
-
     def submit(self, request: GenerateRequest) -> JobInfo:
-        planned = self.check(request)
+        planned = self.core.check(request)
         if request.keep:
             payload, title = {"request": request.model_dump_json()}, request.prompt[:80]
         else:  # nothing of it on disk: the plan in memory is all there is
