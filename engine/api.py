@@ -623,6 +623,44 @@ class Catalog(ABC):
         """Tagged products ranked by CLIP similarity to a photo or to words."""
 
 
+class PrepareOptions(BaseModel):
+    """How a dataset is split and stored, and who cleans its captions (the defaults suit most sets)."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0  # the split's seed
+    val: Annotated[float, Field(ge=0, le=0.5)] = 0.1  # share of the validation split
+    test: Annotated[float, Field(ge=0, le=0.5)] = 0.1  # share of the test split
+    mini_train: Annotated[int, Field(ge=0, le=1_000_000)] = 1000  # samples in the mini_train subset of train
+    shard_size: Annotated[int, Field(ge=1, le=100_000)] = 1000  # samples per shard
+    max_side: Annotated[int, Field(ge=64, le=4096)] = 512  # larger images are stored downscaled to this side
+    overwrite: bool = False  # replace the dataset's shards when they hold other data
+    llm: Literal["none", "local", "server"] = "none"  # who cleans the captions: nobody, the local LLM, a server
+    llm_url: Annotated[str, Field(max_length=500)] | None = None  # the OpenAI-compatible server (llm="server")
+    llm_model: Annotated[str, Field(max_length=200)] = "local-model"  # the model name to ask that server for
+
+
+class TrainOptions(BaseModel):
+    """Training settings past the scenario, epochs, batch size and learning rate (the defaults suit most sets)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_steps: Annotated[int, Field(ge=0, le=1_000_000)] = 100  # at least this many optimizer steps
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01
+    accumulate: Annotated[int, Field(ge=1, le=1024)] = 1  # micro-batches per optimizer step
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.1  # share of the steps spent warming up
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    lora_r: Annotated[int, Field(ge=1, le=256)] = 8
+    lora_alpha: Annotated[int, Field(ge=1, le=1024)] = 16
+    split: Literal["train", "mini_train"] = "train"  # what it trains on
+    val_split: Literal["val", "test", "none"] = "val"  # whose recall picks the kept epoch (none: the last)
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"  # mixed precision on CUDA
+    workers: Annotated[int, Field(ge=0, le=32)] | None = None  # data loader workers (None: the engine picks)
+    resume: bool = True  # continue from the adapter's latest checkpoint (False: start over)
+
+
+Split = Literal["train", "val", "test", "mini_train"]
+Ks = Annotated[list[Annotated[int, Field(ge=1, le=1000)]], Field(min_length=1, max_length=10)]
+
+
 class Tuning(ABC):
     """Teach the retrieval CLIP your words: data, LoRA training, recall, and switching retrieval."""
 
@@ -635,9 +673,10 @@ class Tuning(ABC):
         images: bytes | None = None,
         captions: bytes | None = None,
         tagging_run: Name | None = None,
+        options: PrepareOptions | None = None,
     ) -> JobInfo:
-        """Image–text pairs into shards: from the style library, an uploaded zip of images + captions CSV, or a
-        tagging run; the job's result names the dataset."""
+        """Image–text pairs into shards: from the style library, an uploaded zip of images + captions CSV (file,
+        caption[, label]), or a tagging run; the job's result names the dataset. Preparing a name again resumes."""
 
     @abstractmethod
     @operation
@@ -653,13 +692,18 @@ class Tuning(ABC):
         epochs: Annotated[int, Field(ge=1, le=1000)] = 5,
         batch_size: Annotated[int, Field(ge=2, le=4096)] = 32,
         lr: Annotated[float, Field(gt=0, le=1)] = 1e-3,
+        options: TrainOptions | None = None,
     ) -> JobInfo:
         """Train an adapter (and measure its recall): at least the engine's minimum of optimizer steps, keeping the
         epoch with the best validation recall; resumes from its last checkpoint when started again."""
 
     @abstractmethod
     @operation
-    def evaluate(self, adapter: Name) -> JobInfo: ...
+    def evaluate(
+        self, adapter: Name, dataset: Name | None = None, split: Split = "test", ks: Ks | None = None
+    ) -> JobInfo:
+        """Recall@k of the base and the adapter on a dataset's split (default: the test split of the dataset it was
+        trained on; k 1, 5 and 10)."""
 
     @abstractmethod
     @operation

@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
     tu = sub.add_parser("tune", help="tune retrieval (CLIP LoRA) on your own image–text pairs")
     from .tune.cli import add_parsers as add_tune_parsers
 
-    add_tune_parsers(tu, local, _Parser)  # tune works on the data of this machine: never --remote
+    add_tune_parsers(tu, common, _Parser)
 
     sv = sub.add_parser("serve", parents=[local], help="serve the engine over HTTP")
     sv.add_argument("--token", help="the token clients must send (or DESIGN_STUDIO_API_TOKEN; generated when unset)")
@@ -733,9 +733,11 @@ def _clip(text: str | None, width: int) -> str:
 
 
 def _tune(args) -> dict:
+    """`tune ...`: the tuning service of the engine here or at --remote (built once the input is checked)."""
     from .tune.cli import run
 
-    return run(args, _settings(args))
+    settings = _settings(args)
+    return run(args, settings, lambda: _engine(args, settings), _follow)
 
 
 def _serve(args) -> dict:

@@ -101,6 +101,33 @@ def test_the_engine_has_no_import_cycles_and_imports_no_private_names():
             visit(node)
 
 
+def package(module: str) -> str:
+    """The node a module counts as among packages: a subpackage of engine as a whole, a top-level module alone."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_the_engine_the_services_retrieval_and_tuning_import_no_cycle_between_packages():
+    """Issue 31: engine.local builds the services, the services use retrieval and tune, retrieval uses tune; none
+    of them reaches back (engine.tune.cli talks to the engine interface and is handed its engine)."""
+    engine = modules("engine")
+    watched = {"engine.local", "engine.retrieval", "engine.services", "engine.tune"}
+    graph: dict[str, set[str]] = {}
+    for name, path in engine.items():
+        for module, names, _ in imports(path, name):
+            targets = [f"{module}.{n}" for n in names if f"{module}.{n}" in engine] or [module]
+            graph.setdefault(package(name), set()).update(package(t) for t in targets if t in engine)
+    for start in watched:  # whatever a watched package reaches, it must not reach itself again
+        seen, todo = set(), [t for t in graph.get(start, ()) if t != start]
+        while todo:
+            node = todo.pop()
+            assert node != start, f"{start} imports, through other packages, itself"
+            if node not in seen:
+                seen.add(node)
+                todo += [t for t in graph.get(node, ()) if t != node]
+    cli = [m for m, _, _ in imports(engine["engine.tune.cli"], "engine.tune.cli")]
+    assert not [m for m in cli if m in ("engine.local", "engine.retrieval") or m.startswith("engine.services")], cli
+
+
 def test_the_facade_is_thin_and_server_functions_are_short():
     assert len((REPO / "engine" / "local.py").read_text().splitlines()) < 300
     for path in (REPO / "engine" / "server").glob("*.py"):

@@ -75,7 +75,8 @@ class Core:
 def named(root: Path, name: str, what: str) -> Path:
     """`root/name` for a name a caller gave (a run, a batch, a dataset): only plain names, never a path."""
     if not isinstance(name, str) or not NAME.match(name) or name in (".", ".."):
-        raise BadInput(f"'{name}' is not a {what} name (letters, digits, '.', '_' and '-')")
+        article = "an" if what[:1] in "aeiou" else "a"
+        raise BadInput(f"'{name}' is not {article} {what} name (letters, digits, '.', '_' and '-')")
     path = root / name
     if not path.is_dir():
         raise NotFound(f"no {what} '{name}'")

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..api import JobInfo, Tuning
+from ..api import JobInfo, PrepareOptions, TrainOptions, Tuning
 from ..errors import BadInput, Cancelled, Conflict, EngineError
 from ..jobs import JobContext
 from ..retrieval import find_runs
@@ -47,13 +47,16 @@ class TuningService(Tuning):
         return {"tune-prepare": self._prepare, "tune-train": self._train, "tune-eval": self._eval,
                 "retrieval": self._use}  # fmt: skip
 
-    def prepare(self, name, source, images=None, captions=None, tagging_run=None) -> JobInfo:
+    def prepare(self, name, source, images=None, captions=None, tagging_run=None, options=None) -> JobInfo:
         """Refused now, in one line, when the source holds too few pairs for recall to be measured (the job checks
         again once unreadable and duplicate pairs are dropped)."""
         from ..tune.data import check_enough, pairs_from_folder, pairs_from_library, pairs_from_tagging
 
+        options = _validated(PrepareOptions, options)
+        if options.llm == "server" and not options.llm_url:
+            raise BadInput("cleaning captions with a server needs its URL (llm_url)")
         name = slug(name) or f"data-{datetime.now():%Y%m%d-%H%M%S}"
-        payload: dict[str, Any] = {"name": name, "source": source}
+        payload: dict[str, Any] = {"name": name, "source": source, "options": options.model_dump()}
         if source == "upload":
             if not images or not captions:
                 raise BadInput("give a .zip of the images and the captions CSV (file, caption[, label])")
@@ -78,7 +81,8 @@ class TuningService(Tuning):
             fix = "add styles to the library first, or upload images with captions"
         else:
             raise BadInput(f"pairs come from the library, an upload or a tagging run (not '{source}')")
-        check_enough(sum(1 for r in raw if r.text), fix=fix, error=BadInput if source == "upload" else Conflict)
+        check_enough(sum(1 for r in raw if r.text), _fractions(options), fix=fix,
+                     error=BadInput if source == "upload" else Conflict)  # fmt: skip
         return self.core.jobs.submit("tune-prepare", payload, title=f"prepare {name}")
 
     def _prepare(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
@@ -94,17 +98,36 @@ class TuningService(Tuning):
         else:
             tags = self.core.folder("tags", payload["tagging_run"])
             kw.update(tagging=tags / "results.csv", images=tags / "upload.zip")
+        options = PrepareOptions(**payload.get("options", {}))
         stopped = "cancelled; preparing again resumes where it stopped"
         out = prepare(
-            self.data / payload["name"], **kw, max_pixels=s.max_input_pixels, max_bytes=s.max_upload_bytes,
-            on_progress=heeding(ctx, stopped),
+            self.data / payload["name"], **kw, seed=options.seed, fractions=_fractions(options),
+            mini_train=options.mini_train, shard_size=options.shard_size, max_side=options.max_side,
+            overwrite=options.overwrite, clean=self._cleaner(options), max_pixels=s.max_input_pixels,
+            max_bytes=s.max_upload_bytes, on_progress=heeding(ctx, stopped),
         )  # fmt: skip
         return {
             "dataset": payload["name"],
             "samples": out["samples"],
             "splits": {k: v["samples"] for k, v in out["splits"].items()},
+            "labels": out["labels"],
             "dropped": out["dropped"],
+            "dropped_examples": out["dropped_examples"][:5],
+            "cleaned": out["cleaned"],
+            "written_shards": out["written_shards"],
+            "kept_shards": out["kept_shards"],
+            "seconds": out["seconds"],
         }
+
+    def _cleaner(self, options: PrepareOptions):
+        """The caption cleaner the options ask for: None, or an LLM (the local one or a server's)."""
+        if options.llm == "none":
+            return None
+        from ..tune.data import llm_caption_cleaner
+
+        backend = self.core.catalog_models().backend(options.llm_url if options.llm == "server" else None,
+                                                     options.llm_model)  # fmt: skip
+        return llm_caption_cleaner(backend)
 
     def datasets(self) -> list[dict[str, Any]]:
         found = []
@@ -113,12 +136,12 @@ class TuningService(Tuning):
             found.append({"name": manifest.parent.name, "samples": m.get("samples"), "splits": splits})
         return found
 
-    def train(self, dataset, name, scenario, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR) -> JobInfo:
+    def train(self, dataset, name, scenario, epochs=DEFAULT_EPOCHS, batch_size=32, lr=DEFAULT_LR,
+              options=None) -> JobInfo:  # fmt: skip
         """At least the engine's minimum of optimizer steps (a small set trains more epochs than asked); the
         adapter keeps the epoch with the best recall on the dataset's validation split, the base included."""
         from ..tune.data import load_manifest
         from ..tune.splits import MIN_HELD_OUT, min_pairs
-        from ..tune.train import TrainConfig
 
         folder = named(self.data, dataset, "dataset")
         test = load_manifest(folder).get("splits", {}).get("test", {}).get("samples", 0)
@@ -130,40 +153,47 @@ class TuningService(Tuning):
             )
         if scenario not in SCENARIOS:
             raise BadInput(f"scenario must be one of {', '.join(SCENARIOS)} (got '{scenario}')")
-        config = TrainConfig(scenario=scenario, epochs=int(epochs), batch_size=int(batch_size), lr=float(lr))
-        config.validate()  # before any model loads
-        run = slug(name) or f"{dataset}-{scenario}"
-        payload = {"dataset": dataset, "run": run, "scenario": scenario, "epochs": int(epochs),
-                   "batch_size": int(batch_size), "lr": float(lr)}  # fmt: skip
-        return self.core.jobs.submit("tune-train", payload, title=f"train {run}")
+        options = _validated(TrainOptions, options)
+        payload = {"dataset": dataset, "scenario": scenario, "epochs": int(epochs), "batch_size": int(batch_size),
+                   "lr": float(lr), "options": options.model_dump()}  # fmt: skip
+        _config(payload).validate()  # before any model loads
+        payload["run"] = slug(name) or f"{dataset}-{scenario}"
+        return self.core.jobs.submit("tune-train", payload, title=f"train {payload['run']}")
 
     def _train(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         from ..tune.evaluate import evaluate
-        from ..tune.train import TrainConfig, train
+        from ..tune.train import train
 
-        config = TrainConfig(
-            scenario=payload["scenario"], epochs=payload["epochs"], batch_size=payload["batch_size"], lr=payload["lr"]
-        )
         report = heeding(ctx, "cancelled; training resumes from its last checkpoint when started again")
         run_dir, device = self.runs / payload["run"], self.core.models.device
-        trained = train(
-            self.data / payload["dataset"], run_dir, self.core.settings, config, device=device, on_progress=report
-        )
+        resume = payload.get("options", {}).get("resume", True)
+        trained = train(self.data / payload["dataset"], run_dir, self.core.settings, _config(payload), device=device,
+                        resume=resume, on_progress=report)  # fmt: skip
         metrics = _measured(run_dir, lambda: evaluate(run_dir, self.core.settings, device=device, on_progress=report))
-        return {"adapter": payload["run"], "metrics": _brief(metrics), "steps": trained["steps"],
-                "kept_epoch": trained["kept_epoch"], **_said(run_dir, metrics)}  # fmt: skip
+        training = {k: v for k, v in trained.items() if k not in LEFT_OUT}
+        return {"adapter": payload["run"], "dataset": payload["dataset"], "metrics": _brief(metrics),
+                "steps": trained["steps"], "kept_epoch": trained["kept_epoch"], "training": training,
+                **_said(run_dir, metrics)}  # fmt: skip
 
-    def evaluate(self, adapter: str) -> JobInfo:
+    def evaluate(self, adapter: str, dataset: str | None = None, split: str = "test", ks=None) -> JobInfo:
         named(self.runs, adapter, "adapter")
-        return self.core.jobs.submit("tune-eval", {"run": adapter}, title=f"measure {adapter}")
+        if dataset is not None:
+            named(self.data, dataset, "dataset")
+        ks = list(ks or (1, 5, 10))
+        if not all(isinstance(k, int) and k >= 1 for k in ks):
+            raise BadInput(f"k must be positive integers (got {ks})")
+        payload = {"run": adapter, "dataset": dataset, "split": split, "ks": ks}
+        return self.core.jobs.submit("tune-eval", payload, title=f"measure {adapter}")
 
     def _eval(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         from ..tune.evaluate import evaluate
 
         run_dir = self.runs / payload["run"]
+        data_dir = self.data / payload["dataset"] if payload.get("dataset") else None
+        kw = {"data_dir": data_dir, "split": payload.get("split", "test"), "ks": tuple(payload.get("ks") or (1, 5, 10))}
         device = self.core.models.device
         metrics = _measured(run_dir, lambda: evaluate(run_dir, self.core.settings, device=device,
-                                                      on_progress=ctx.report))  # fmt: skip
+                                                      on_progress=ctx.report, **kw))  # fmt: skip
         return {"adapter": payload["run"], "metrics": _brief(metrics), **_said(run_dir, metrics)}
 
     def adapters(self) -> list[dict[str, Any]]:
@@ -226,7 +256,38 @@ def _failure(run_dir: Path) -> str | None:
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {side: metrics.get(side) for side in ("base", "tuned")}
+    """Recall base → tuned, and on what: the split and its size (no folder of the engine's)."""
+    return {key: metrics.get(key) for key in ("base", "tuned", "delta", "split", "samples", "queries")}
+
+
+# What training reports that the job's result leaves out: the engine's folders, and the note in the CLI's words
+# (the result's own `note` says it in the page's)
+LEFT_OUT = ("run", "adapter", "base_model", "note")
+
+
+def _validated(cls, options):
+    """`options` (None: the defaults; a dict from a caller in this process) as `cls`, or one line saying why not."""
+    from pydantic import ValidationError
+
+    from ..schema import describe_validation_error
+
+    try:
+        return cls.model_validate(options or {})
+    except ValidationError as exc:
+        raise BadInput(describe_validation_error(exc)) from None
+
+
+def _fractions(options: PrepareOptions) -> tuple[float, float, float]:
+    return round(1 - options.val - options.test, 6), options.val, options.test
+
+
+def _config(payload: dict[str, Any]):
+    """The TrainConfig a train job's payload asks for."""
+    from ..tune.train import TrainConfig
+
+    options = {k: v for k, v in payload.get("options", {}).items() if k != "resume"}
+    return TrainConfig(scenario=payload["scenario"], epochs=payload["epochs"], batch_size=payload["batch_size"],
+                       lr=payload["lr"], **options)  # fmt: skip
 
 
 def _said(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:

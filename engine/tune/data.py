@@ -683,7 +683,7 @@ def load_manifest(data_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(
             f"{data_dir} is not a prepared data folder (no {MANIFEST})",
-            fix="run `python -m engine tune prepare --out` into it, or finish an interrupted prepare",
+            fix="prepare it (again, to finish an interrupted prepare): `python -m engine tune prepare --name`",
         )
     try:
         manifest = json.loads(path.read_text())

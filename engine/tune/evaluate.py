@@ -66,7 +66,7 @@ def evaluate(
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if data_dir is None:
         if not summary.get("data_dir"):
-            raise BadInput(f"{run_dir} does not say which data it was trained on", fix="pass --data DATA_DIR")
+            raise BadInput(f"{run_dir} does not say which data it was trained on", fix="pass --data DATASET")
         data_dir = Path(summary["data_dir"])
     manifest = load_manifest(data_dir)
     if split not in manifest["splits"]:

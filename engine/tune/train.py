@@ -803,7 +803,7 @@ def read_adapter(run_dir: Path) -> dict[str, Any]:
     if not (adapter / ADAPTER_FILE).is_file() or not (adapter / ADAPTER_META).is_file():
         raise BadInput(
             f"{run_dir} holds no trained adapter (adapter/{ADAPTER_FILE})",
-            fix=f"train one first: python -m engine tune train DATA_DIR --out {run_dir}",
+            fix="train one first: python -m engine tune train DATASET --name NAME",
         )
     try:
         meta = json.loads((adapter / ADAPTER_META).read_text())

@@ -182,7 +182,8 @@ def test_catalog_preview_is_a_table_of_the_first_rows(capsys, tmp_path):
         (["serve"], ["--remote"]),  # serve runs the engine in this process
         (["prepare-tiny"], ["--remote", "--token", "--device", "--dtype"]),  # it only writes files
         (["catalog", "preview", "x.csv"], ["--remote", "--profile", "--device"]),  # it only reads the sheet
-        (["tune", "train", "d", "--out", "r"], ["--remote"]),  # tuning works on this machine's data
+        (["tune", "train", "d"], ["--out"]),  # datasets and adapters are named on the engine, not folders here
+        (["tune", "prepare"], ["--out"]),
     ],
 )
 def test_each_command_offers_only_the_options_it_uses(capsys, command, absent):

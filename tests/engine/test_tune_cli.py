@@ -1,8 +1,12 @@
-"""`python -m engine tune ...`: one JSON line on success (and one plain line on stderr saying what a run did and
-whether it changed recall), exit 2 and one line for bad input."""
+"""`python -m engine tune ...` on the engine in this process: one JSON line on success (and plain lines on stderr
+naming the dataset or adapter and saying what a run did and whether it changed recall), exit 2 and one line for bad
+input. Datasets and adapters are named and live on the engine (tests/server/test_tune_remote.py: the same over
+--remote)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -11,7 +15,6 @@ import pytest
 from engine.cli import main
 from engine.tune import DEFAULT_MIN_STEPS
 from engine.tune.bench import make_shapes
-from engine.tune.evaluate import verdict
 from tests.conftest import make_data_dir
 
 COLOURS = ("red", "green", "blue", "yellow", "purple")
@@ -29,27 +32,36 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
+def quietly(*args) -> tuple[int, dict]:
+    """The CLI's exit code and JSON line, where no capsys is at hand (module fixtures)."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+        code = main([str(a) for a in args])
+    return code, json.loads(buf.getvalue() or "null")
+
+
 @pytest.fixture(scope="module")
-def colour_shapes(tmp_path_factory, base) -> Path:
+def colour_shapes(tmp_path_factory, base) -> str:
     """The user's case: 150 captioned images, 5 colours × 2 shapes, 15 of each, prepared by `tune prepare`
-    into 120 train, 15 val and 15 test pairs."""
+    into 120 train, 15 val and 15 test pairs: the dataset 'colours' on the engine."""
     root = tmp_path_factory.mktemp("colour-shapes")
     csv_path = make_shapes(root / "images", per_class=15, colors=COLOURS, shapes=("circle", "square"))
-    args = ["tune", "prepare", "--images", root / "images", "--captions", csv_path, "--out", root / "data", *base]
-    assert main([str(a) for a in args]) == 0
-    manifest = json.loads((root / "data" / "manifest.json").read_text())
-    assert {s: v["samples"] for s, v in manifest["splits"].items() if s != "mini_train"} == {
-        "train": 120, "val": 15, "test": 15
-    }  # fmt: skip
-    return root / "data"
+    code, prepared = quietly("tune", "prepare", "--images", root / "images", "--captions", csv_path, "--name",
+                             "colours", *base)  # fmt: skip
+    assert code == 0 and prepared["dataset"] == "colours"
+    assert {s: n for s, n in prepared["splits"].items() if s != "mini_train"} == {"train": 120, "val": 15, "test": 15}
+    return "colours"
 
 
-def test_defaults_raise_text_to_image_recall_on_150_pairs(capsys, base, colour_shapes, tmp_path):
-    """`tune train` with nothing but its defaults, then `tune eval`: the adapter finds captions' images better."""
-    code, out, err = run_cli(capsys, "tune", "train", colour_shapes, "--out", tmp_path / "run", *base)
+def test_defaults_raise_text_to_image_recall_on_150_pairs(capsys, base, colour_shapes):
+    """`tune train` with nothing but its defaults (it measures recall too), then `tune eval`: the adapter finds
+    captions' images better."""
+    code, out, err = run_cli(capsys, "tune", "train", colour_shapes, "--name", "defaults", *base)
     assert code == 0, err
     (line,) = out.strip().splitlines()
     trained = json.loads(line)
+    assert trained["adapter"] == "defaults" and trained["dataset"] == "colours"
+    assert "adapter 'defaults' trained on dataset 'colours'" in err.splitlines()
     # 120 pairs at batch 32 make 3 steps an epoch: the 5 epochs asked for become 34 to reach 100 steps
     assert trained["epochs_requested"] == 5 and trained["min_steps"] == DEFAULT_MIN_STEPS == 100
     assert trained["epochs"] == 34 and trained["steps"] == 102 and trained["train_samples"] == 120
@@ -57,29 +69,32 @@ def test_defaults_raise_text_to_image_recall_on_150_pairs(capsys, base, colour_s
     assert val["split"] == "val" and val["samples"] == 15 and val["base"]["epoch"] == 0
     assert 1 <= trained["kept_epoch"] == val["kept"]["epoch"] <= 34
     assert val["kept"]["text_to_image_R@1"] > val["base"]["text_to_image_R@1"]
-    assert trained["note"] in err.splitlines() and "raised from 5: --min-steps 100" in trained["note"]
+    assert trained["note"] in err.splitlines() and "raised from 5: the minimum of 100 steps" in trained["note"]
     assert f"kept epoch {trained['kept_epoch']} " in trained["note"]
+    assert trained["recall_change"] == "improved" and trained["verdict"] in err.splitlines()
 
-    code, out, err = run_cli(capsys, "tune", "eval", tmp_path / "run", *base)
+    code, out, err = run_cli(capsys, "tune", "eval", "defaults", *base)
     assert code == 0, err
     metrics = json.loads(out)
     before, after = metrics["base"]["text_to_image"]["R@1"], metrics["tuned"]["text_to_image"]["R@1"]
     assert metrics["samples"] == 15 and after >= before + 0.2, (before, after)  # measured: 0.13 → 0.53
     assert metrics["recall_change"] == "improved" and metrics["verdict"] in err.splitlines()
     assert metrics["verdict"].startswith(f"The adapter raised text→image recall@1 from {before:.2f} to {after:.2f}")
+    assert metrics["tuned"] == trained["metrics"]["tuned"]  # what training measured, measured again
 
 
-def test_an_adapter_that_changes_nothing_says_so_in_one_line(capsys, base, colour_shapes, tmp_path):
-    """The user's report: a run too short or too slow to move the adapter. `tune eval` says so, and what to try."""
-    code, out, err = run_cli(capsys, "tune", "train", colour_shapes, "--out", tmp_path / "run", "--epochs", "1",
+def test_an_adapter_that_changes_nothing_says_so_in_one_line(capsys, base, colour_shapes):
+    """The user's report: a run too short or too slow to move the adapter. Training and `tune eval` say so, and
+    what to try."""
+    code, out, err = run_cli(capsys, "tune", "train", colour_shapes, "--name", "too-slow", "--epochs", "1",
                              "--min-steps", "0", "--lr", "1e-7", *base)  # fmt: skip
     assert code == 0, err
     trained = json.loads(out)
     assert trained["steps"] == 3 and trained["note"] in err.splitlines()
     # training already says that validation recall did not rise, and what to try
     assert trained["validation"]["kept"]["text_to_image_R@1"] == trained["validation"]["base"]["text_to_image_R@1"]
-    assert trained["note"].endswith(": try --min-steps 300 or a higher --lr than 1e-07.")
-    code, out, err = run_cli(capsys, "tune", "eval", tmp_path / "run", *base)
+    assert trained["note"].endswith(": try more epochs (300 steps) or a higher learning rate than 1e-07.")
+    code, out, err = run_cli(capsys, "tune", "eval", "too-slow", *base)
     assert code == 0, err
     metrics = json.loads(out)
     r1 = metrics["base"]["text_to_image"]["R@1"]
@@ -93,38 +108,40 @@ def test_an_adapter_that_changes_nothing_says_so_in_one_line(capsys, base, colou
         " on 15 test pairs: "
     )
     assert "3 steps at lr 1e-07 on 120 training pairs" in said[0]
-    assert said[0].endswith("; try --min-steps 300 or a higher --lr (now 1e-07; e.g. 3e-07).")
-    # the page words it without CLI flags
-    summary = json.loads((tmp_path / "run" / "train.json").read_text())
-    change, words = verdict(metrics, summary, flags=False)
-    assert change == "unchanged" and "--" not in words and "try more epochs (about 100 epochs, 300 steps)" in words
+    # the engine words it the same for the CLI and the page: no flags
+    assert "--" not in said[0] and said[0].endswith(
+        "; try more epochs (about 100 epochs, 300 steps) or a higher learning rate (now 1e-07; e.g. 3e-07)."
+    )
 
 
 def test_prepare_train_eval(capsys, base, tmp_path):
     csv_path = make_shapes(tmp_path / "images", per_class=4)
     code, out, err = run_cli(capsys, "tune", "prepare", "--images", tmp_path / "images", "--captions", csv_path,
-                             "--out", tmp_path / "data", "--shard-size", "10", *base)  # fmt: skip
+                             "--name", "small", "--shard-size", "10", *base)  # fmt: skip
     assert code == 0, err
     (line,) = out.strip().splitlines()
     prepared = json.loads(line)
-    assert prepared["samples"] == 36 and prepared["splits"] == {"train": 29, "val": 4, "test": 3, "mini_train": 29}
+    assert prepared["dataset"] == "small" and prepared["samples"] == 36
+    assert prepared["splits"] == {"train": 29, "val": 4, "test": 3, "mini_train": 29}
     assert prepared["written_shards"] == 3 + 1 + 1 + 3
+    assert "dataset 'small': 36 pairs (train 29, val 4, test 3); 0 dropped" in err.splitlines()
 
-    code, out, err = run_cli(capsys, "tune", "train", tmp_path / "data", "--out", tmp_path / "run", "--epochs", "2",
+    code, out, err = run_cli(capsys, "tune", "train", "small", "--name", "small-text", "--epochs", "2",
                              "--min-steps", "0", "--batch-size", "8", "--accumulate", "2", "--lr", "1e-3",
                              "--scenario", "text_lora", *base)  # fmt: skip
     assert code == 0, err
     trained = json.loads(out)
-    assert trained["scenario"] == "text_lora" and trained["steps"] == 2 * 2 and trained["resumed_from"] is None
-    assert (tmp_path / "run" / "adapter" / "adapter.safetensors").is_file()
-    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-1", "epoch-2"]
+    assert trained["adapter"] == "small-text" and trained["scenario"] == "text_lora"
+    assert trained["steps"] == 2 * 2 and trained["epochs"] == 2 and trained["resumed_from"] is None
+    assert str(base[3]) not in out  # no folder of the engine's in what it says
 
-    code, out, err = run_cli(capsys, "tune", "eval", tmp_path / "run", *base)
+    code, out, err = run_cli(capsys, "tune", "eval", "small-text", "--data", "small", "-k", "1,5,10", *base)
     assert code == 0, err
     metrics = json.loads(out)
+    assert metrics["adapter"] == "small-text" and metrics["split"] == "test" and metrics["samples"] == 3
     assert set(metrics["base"]) == set(metrics["tuned"]) == {"text_to_image", "image_to_image"}
     assert set(metrics["tuned"]["text_to_image"]) == {"R@1", "R@5", "R@10"}
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
+    assert metrics["tuned"] == trained["metrics"]["tuned"]
 
 
 def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
@@ -137,23 +154,24 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
     (broken / "b.jpg").write_text("text")
     (broken / "captions.csv").write_text("file,caption\na.png,a thing\nb.jpg,another\n")
     return {
-        "missing folder": (["prepare", "--images", tmp_path / "nope", "--captions", csv_path, "--out", tmp_path / "d"],
-                           "images folder"),
-        "missing csv": (["prepare", "--images", images, "--captions", tmp_path / "nope.csv", "--out", tmp_path / "d"],
-                        "does not exist"),
-        "no columns": (["prepare", "--images", images, "--captions", tmp_path / "wrong.csv", "--out", tmp_path / "d"],
-                       "needs an image column"),
-        "no images": (["prepare", "--images", broken, "--captions", broken / "captions.csv", "--out", tmp_path / "d"],
-                      "no readable image"),
-        "no data": (["prepare", "--out", tmp_path / "d"], "needs data"),
-        "unknown scenario": (["train", images, "--out", tmp_path / "r", "--scenario", "full_finetune"],
-                             "unknown scenario 'full_finetune'"),
-        "negative min steps": (["train", images, "--out", tmp_path / "r", "--min-steps", "-1"],
-                               "--min-steps must be 0 or more"),
-        "not prepared": (["train", images, "--out", tmp_path / "r"], "not a prepared data folder"),
-        "no adapter": (["eval", images], "holds no trained adapter"),
-        "no run": (["eval", tmp_path / "nowhere"], "does not exist"),
-        "bad k": (["eval", images, "-k", "1,five"], "-k takes"),
+        "missing folder": (["prepare", "--images", tmp_path / "nope", "--captions", csv_path], "images folder"),
+        "missing csv": (["prepare", "--images", images, "--captions", tmp_path / "nope.csv"], "does not exist"),
+        "no columns": (["prepare", "--images", images, "--captions", tmp_path / "wrong.csv"],
+                       "wrong.csv needs an image column"),
+        "too few": (["prepare", "--images", images, "--captions", csv_path], "9 usable pairs are too few"),
+        "no images": (["prepare", "--images", broken, "--captions", broken / "captions.csv"], "too few"),
+        "no data": (["prepare"], "needs data"),
+        "library and folder": (["prepare", "--library", "--images", images, "--captions", csv_path],
+                               "--library prepares the engine's style library on its own"),
+        "bad share": (["prepare", "--images", images, "--captions", csv_path, "--val", "0.9"], "val"),
+        "unknown scenario": (["train", "images", "--scenario", "full_finetune"], "unknown scenario 'full_finetune'"),
+        "negative min steps": (["train", "images", "--min-steps", "-1"], "--min-steps must be 0 or more"),
+        "not prepared": (["train", "images"], "no dataset 'images'"),
+        "a path": (["train", tmp_path / "images"], "is not a dataset name"),
+        "no adapter": (["eval", "images"], "no adapter 'images'"),
+        "bad k": (["eval", "images", "-k", "1,five"], "-k takes"),
+        "use nothing": (["use"], "tune use takes an ADAPTER"),
+        "use unknown": (["use", "nope"], "no adapter 'nope'"),
     }  # fmt: skip
 
 
@@ -163,4 +181,5 @@ def test_bad_input_is_one_line(capsys, base, tmp_path):
         assert code == 2, (what, err)
         assert out == "" and len(err.strip().splitlines()) == 1, (what, err)
         assert err.startswith("error: ") and message in err, (what, err)
-    assert not (tmp_path / "d" / "manifest.json").exists()
+    code, out, err = run_cli(capsys, "tune", "eval", "images", "--remote", "http://127.0.0.1:9", *base)
+    assert code == 2 and "set up an engine in this process, not the one at --remote" in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,8 +159,11 @@ KILL_CONFIG = TrainConfig(scenario="dual_lora", epochs=4, min_steps=0, lr=5e-3, 
 
 
 def run_train_cli(data: Path, out: Path, settings: Settings, *extra: str) -> subprocess.Popen:
+    """`tune train` in a process of its own, on the engine of `settings`' data folder: DATA is copied there as the
+    dataset of that name, and the adapter is named after OUT (the folder the engine keeps it in)."""
+    shutil.copytree(data, settings.data_dir / "runs" / "tune" / "data" / data.name, dirs_exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, "-m", "engine", "tune", "train", str(data), "--out", str(out), "--epochs", "4",
+    args = [sys.executable, "-m", "engine", "tune", "train", data.name, "--name", out.name, "--epochs", "4",
             "--min-steps", "0", "--lr", "5e-3", "--batch-size", "16", "--seed", "3", "--profile", "tiny",
             "--data-dir", str(settings.data_dir), "--device", "cpu", *extra]  # fmt: skip
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -169,7 +173,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(settings, shapes_data,
     train(shapes_data, tmp_path / "straight", settings, KILL_CONFIG)
     straight = json.loads((tmp_path / "straight" / "train.json").read_text())
 
-    run = tmp_path / "killed"
+    run = settings.data_dir / "runs" / "tune" / "runs" / "killed"  # where the engine keeps the adapter 'killed'
     proc = run_train_cli(shapes_data, run, settings)
     deadline = time.monotonic() + 120
     while not list((run / "checkpoints").glob("epoch-*/state.json")):

@@ -114,19 +114,28 @@ def test_the_arena_compares_base_and_tuned_top4_blind(fresh_engine, tuned_run):
 
 
 def test_cli_tune_use_and_back(tuned_run, tmp_path, tiny_models, capsys):
+    """`tune eval NAME`, then `tune use NAME` and `tune use --base`: the adapter is one the engine holds (here
+    placed in its data folder as `tune train --name run` would leave it)."""
     import json
+    import shutil
 
     from engine.cli import main
     from tests.conftest import make_data_dir
 
     data = make_data_dir(tmp_path / "cli-data", tiny_models, warm=True)
+    shutil.copytree(tuned_run, data / "runs" / "tune" / "runs" / "run")
     common = ["--profile", "tiny", "--data-dir", str(data), "--device", "cpu"]
-    assert main(["tune", "use", str(tuned_run), *common]) == 0
+    assert main(["tune", "use", "run", *common]) == 2  # not measured yet: refused in one line
+    assert "has no recall scores" in capsys.readouterr().err
+    assert main(["tune", "eval", "run", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["adapter"] == "run"
+    assert main(["tune", "use", "run", *common]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["changed"] and out["retrieval_now"] == "tuned: run (dual_lora)" and out["styles"]["embedded"] >= 12
     assert main(["tune", "use", "--base", *common]) == 0
     assert json.loads(capsys.readouterr().out)["retrieval_now"] == "base CLIP"
-    for args, message in (([], "tune use takes a RUN_DIR, or --base"), ([str(tmp_path / "nope")], "is not a folder")):
+    for args, message in (([], "tune use takes an ADAPTER"), (["nope"], "no adapter 'nope'"),
+                          ([str(tmp_path)], "is not an adapter name")):  # fmt: skip
         assert main(["tune", "use", *args, *common]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
