@@ -7,8 +7,9 @@ safetensors model) it draws random bytes, which the engine rightly refuses, so e
 be refused for its file alone, whatever its arguments. Here each generated call's file parts of those kinds are
 replaced by a real file of that kind, agreeing with the call's arguments where the engine checks that they agree (a
 sheet with the columns the options name, in the format its name's suffix says; captions that name the images in the
-zip; an image to segment large enough to hold the points and the box). The arguments themselves stay as the fuzzer
-drew them from the schema, so the engine's answer is still the engine's: nothing here knows what it will say.
+zip; an image to segment large enough to hold the points and the box, whose corners are put in order). The other
+arguments stay as the fuzzer drew them from the schema, so the engine's answer is still the engine's: nothing here
+knows what it will say.
 """
 
 from __future__ import annotations
@@ -99,6 +100,21 @@ def coordinates(value) -> list[float]:
     return []
 
 
+def ordered_box(box):
+    """A box as x0 < x1, y0 < y1 (the one rule between its numbers that no schema can state): the drawn corners
+    sorted, and one pixel wide or tall where they met. A box that is not four numbers stays as drawn."""
+    numbers = coordinates(box)
+    if len(numbers) != 4:
+        return box
+    (x0, x1), (y0, y1) = sorted(numbers[0::2]), sorted(numbers[1::2])
+    if x1 <= x0:
+        x0, x1 = (x0 - 1, x0) if x0 >= 1 else (x0, x0 + 1)
+    if y1 <= y0:
+        y0, y1 = (y0 - 1, y0) if y0 >= 1 else (y0, y0 + 1)
+    fixed = [x0, y0, x1, y1]
+    return json.dumps(fixed) if isinstance(box, str) else fixed
+
+
 def extents(points, box) -> tuple[float, float]:
     """The largest x and y of a call's points and box (0 where it has none)."""
     xs, ys = [], []
@@ -135,6 +151,8 @@ def agreeing(body: dict) -> dict:
         body["captions"] = Binary(csv_bytes([["file", "caption"], *captions]))
     for part, fields in (("image", args), ("file", body)):  # segmenting: an image that holds the clicks
         if is_file(body.get(part)) and ("points" in fields or "box" in fields):
+            if fields.get("box") is not None:
+                fields["box"] = ordered_box(fields["box"])
             xs, ys = extents(fields.get("points"), fields.get("box"))
             width, height = 8 + int(xs), 8 + int(ys)
             if width * height > MAX_PIXELS:  # more than the engine decodes: a picture it does
