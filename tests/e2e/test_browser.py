@@ -395,7 +395,9 @@ def test_canvas_aspect_eraser_and_shapes_then_variations_side_by_side(app_url, b
     expect(page.get_by_role("slider", name="Width")).to_have_attribute("aria-valuetext", "40")
     page.wait_for_timeout(1500)  # the page has rerun with it
     stroke(page, [(60, 60), (200, 60), (200, 120)])
-    page.get_by_text("No sketch yet").wait_for()  # erased back to paper
+    # erased back to paper: the note says so (inside the edges section, which may fold now there is nothing to show)
+    page.get_by_text("No sketch yet").wait_for(state="attached")
+    expect(page.get_by_text("What ControlNet will follow")).to_have_count(0)
     pick_tool(page, "Polygon", "close the polygon")
     box = page.locator("canvas").last.bounding_box()
     for x, y in ((240, 40), (400, 40), (320, 200), (240, 40)):  # the first corner again closes it
