@@ -4,8 +4,8 @@ by `load_lora_weights`, ControlNets by `from_pretrained`)."""
 
 from __future__ import annotations
 
+import io
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,26 +50,47 @@ def request(**kw) -> GenerateRequest:
 
 
 def pixels(result, i: int = 0) -> np.ndarray:
-    return np.asarray(result.images[i]).astype(np.int16)
+    return np.asarray(result.images()[i]).astype(np.int16)
 
 
-def round_trip(engine, image: Image.Image) -> np.ndarray:
-    """What the autoencoder gives back for an image: the floor img2img at strength 0 can reach."""
-    pipe = engine.models.pipeline
+def saved(result, i: int = 0) -> Image.Image:
+    """An output as the engine saved it (its PNG text chunks: our metadata and the A1111 parameters line)."""
+    return Image.open(io.BytesIO(result.png[i]))
+
+
+def recorded(result, i: int = 0) -> dict:
+    """The metadata inside an output's PNG."""
+    return read_png(io.BytesIO(result.png[i]))
+
+
+def round_trip(tiny_models: Path, image: Image.Image) -> np.ndarray:
+    """What the tiny profile's autoencoder gives back for an image: the floor img2img at strength 0 can reach."""
+    from diffusers import AutoencoderKL
+    from diffusers.image_processor import VaeImageProcessor
+
+    vae = AutoencoderKL.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="vae").eval()
+    processor = VaeImageProcessor(vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1))
     with torch.inference_mode():
-        x = pipe.image_processor.preprocess(image).to(pipe.device, pipe.vae.dtype)
-        decoded = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode(), return_dict=False)[0]
-    return np.asarray(pipe.image_processor.postprocess(decoded, output_type="pil")[0]).astype(np.int16)
+        x = processor.preprocess(image).to(vae.dtype)
+        decoded = vae.decode(vae.encode(x).latent_dist.mode(), return_dict=False)[0]
+    return np.asarray(processor.postprocess(decoded, output_type="pil")[0]).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
-def eng(tmp_path_factory, tiny_models):
-    """An engine whose models folder holds a LoRA the designer added (random weights, shaped for SD 1.5)."""
-    engine = make_engine(make_data_dir(tmp_path_factory.mktemp("data"), tiny_models, warm=True))
+def walnut(tmp_path_factory, tiny_models) -> bytes:
+    """A LoRA the designer made (random weights, shaped for the tiny SD 1.5 UNet), as a `.safetensors` file."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="unet")
     folder = tmp_path_factory.mktemp("lora")
-    save_fast_lora(engine.models.pipeline.unet, folder, rank=4, scale=0.5)
-    data = (folder / "pytorch_lora_weights.safetensors").read_bytes()
-    assert engine.renders.add_model("lora", "walnut wood", data) == {
+    return save_fast_lora(unet, folder, rank=4, scale=0.5).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def eng(tmp_path_factory, tiny_models, walnut):
+    """An engine whose models folder holds a LoRA the designer added."""
+    engine = make_engine(make_data_dir(tmp_path_factory.mktemp("data"), tiny_models, warm=True))
+    assert engine.renders.add_model("lora", "walnut wood", walnut) == {
         "name": "walnut wood",
         "kind": "lora",
         "added": True,
@@ -77,16 +98,16 @@ def eng(tmp_path_factory, tiny_models):
     return engine
 
 
-def test_img2img_strength_0_gives_the_image_back_and_1_ignores_it(eng):
+def test_img2img_strength_0_gives_the_image_back_and_1_ignores_it(eng, tiny_models):
     a, b = photo(1), photo(2)
-    kept = eng.pipeline.generate(request(init_image=png(a), strength=0.0))
+    kept = eng.generate(request(init_image=png(a), strength=0.0))
     assert kept.metadata["kind"] == "img2img" and kept.metadata["params"]["strength"] == 0.0
     # strength 0 takes no step: the image as the autoencoder gives it back (this random VAE's round trip is lossy)
-    assert np.abs(pixels(kept) - round_trip(eng, a)).max() <= 2
+    assert np.abs(pixels(kept) - round_trip(tiny_models, a)).max() <= 2
 
     def apart(strength: float) -> float:
-        one = pixels(eng.pipeline.generate(request(init_image=png(a), strength=strength)))
-        two = pixels(eng.pipeline.generate(request(init_image=png(b), strength=strength)))
+        one = pixels(eng.generate(request(init_image=png(a), strength=strength)))
+        two = pixels(eng.generate(request(init_image=png(b), strength=strength)))
         return float(np.abs(one - two).mean())
 
     # at 1 the start is pure noise: two very different images end nearly the same; at 0.25 they stay apart
@@ -96,115 +117,116 @@ def test_img2img_strength_0_gives_the_image_back_and_1_ignores_it(eng):
 def test_inpainting_changes_pixels_only_inside_the_mask(eng):
     start = photo(3)
     mask = square_mask()
-    result = eng.pipeline.generate(request(init_image=png(start), mask=mask_png(mask), strength=0.9, variations=2))
+    result = eng.generate(request(init_image=png(start), mask=mask_png(mask), strength=0.9, variations=2))
     far = np.ones_like(mask)
     far[24:72, 24:72] = False  # beyond the feathered seam (a few pixels)
     for i in range(2):
         out = pixels(result, i)
         assert np.array_equal(out[far], np.asarray(start).astype(np.int16)[far])  # the rest: the original exactly
         assert np.abs(out[mask] - np.asarray(start).astype(np.int16)[mask]).mean() > 10  # inside: repainted
-    meta = read_png(Path(result.paths[0]))
+    meta = recorded(result)
     assert meta["kind"] == "inpaint" and meta["mask_hash"] and meta["init_hash"]
-    with Image.open(result.paths[0]) as im:
+    with saved(result) as im:
         assert "Denoising strength: 0.9" in im.text["parameters"] and "Mask: inpaint" in im.text["parameters"]
 
 
 def test_inpainting_with_a_sketch_follows_it_inside(eng):
     start = photo(4)
-    result = eng.pipeline.generate(
+    result = eng.generate(
         request(sketch=SKETCH, init_image=png(start), mask=mask_png(square_mask(16, 80)), strength=1.0)
     )
-    assert result.metadata["edge_mode"] == "lines" and result.edges is not None
+    assert result.metadata["edge_mode"] == "lines" and result.edges is not None  # the map it followed, as a PNG
     assert "edge_f1" in result.metadata["metrics"][0]
 
 
 @pytest.mark.parametrize("control", list(CONTROLS))
 def test_each_controlnet_type_renders_and_is_recorded(eng, control):
-    result = eng.pipeline.generate(request(sketch=SKETCH, control=control))
-    meta = read_png(Path(result.paths[0]))
+    result = eng.generate(request(sketch=SKETCH, control=control))
+    meta = recorded(result)
     assert meta["params"]["control"] == control
     expected = {"canny": "sd-controlnet-canny"}.get(control, f"control_v11p_sd15_{control}")
     assert meta["models"]["controlnet"].endswith(expected)
     assert meta["edge_mode"] == {"canny": "lines", "lineart": "lineart", "scribble": "scribble"}.get(control, control)
-    with Image.open(result.paths[0]) as im:
+    with saved(result) as im:
         assert f"model: {expected}" in im.text["parameters"]
     assert eng.capabilities().loaded.get(f"controlnet_{control}", control == "canny")
 
 
 def test_controlnet_types_follow_different_maps_and_models(eng):
-    outs = {c: pixels(eng.pipeline.generate(request(sketch=SKETCH, control=c))) for c in ("canny", "lineart")}
+    outs = {c: pixels(eng.generate(request(sketch=SKETCH, control=c))) for c in ("canny", "lineart")}
     assert not np.array_equal(outs["canny"], outs["lineart"])
 
 
 def test_a_lora_changes_the_output_and_weight_0_does_not(eng):
-    plain = pixels(eng.pipeline.generate(request(sketch=SKETCH)))
-    with_lora = eng.pipeline.generate(request(sketch=SKETCH, loras=[{"name": "walnut wood", "weight": 1.0}]))
+    plain = pixels(eng.generate(request(sketch=SKETCH)))
+    with_lora = eng.generate(request(sketch=SKETCH, loras=[{"name": "walnut wood", "weight": 1.0}]))
     assert np.abs(pixels(with_lora) - plain).mean() > 1
-    zero = eng.pipeline.generate(request(sketch=SKETCH, loras=[{"name": "walnut wood", "weight": 0}]))
+    zero = eng.generate(request(sketch=SKETCH, loras=[{"name": "walnut wood", "weight": 0}]))
     assert np.array_equal(pixels(zero), plain)
     # switched off again exactly: the base model is untouched
-    assert np.array_equal(pixels(eng.pipeline.generate(request(sketch=SKETCH))), plain)
-    meta = read_png(Path(with_lora.paths[0]))
+    assert np.array_equal(pixels(eng.generate(request(sketch=SKETCH))), plain)
+    meta = recorded(with_lora)
     assert meta["params"]["loras"] == [{"name": "walnut wood", "weight": 1.0}]
-    with Image.open(with_lora.paths[0]) as im:
+    with saved(with_lora) as im:
         assert im.text["parameters"].splitlines()[0] == "a timber cabin <lora:walnut wood:1>"
 
 
 def test_a_lora_with_the_fast_mode_and_back(eng):
-    fast = pixels(eng.pipeline.generate(request(sketch=SKETCH, mode="fast")))
-    both = eng.pipeline.generate(request(sketch=SKETCH, mode="fast", loras=[{"name": "walnut wood", "weight": 0.7}]))
+    fast = pixels(eng.generate(request(sketch=SKETCH, mode="fast")))
+    both = eng.generate(request(sketch=SKETCH, mode="fast", loras=[{"name": "walnut wood", "weight": 0.7}]))
     assert not np.array_equal(pixels(both), fast)
-    assert np.array_equal(pixels(eng.pipeline.generate(request(sketch=SKETCH, mode="fast"))), fast)
-    with Image.open(both.paths[0]) as im:
+    assert np.array_equal(pixels(eng.generate(request(sketch=SKETCH, mode="fast"))), fast)
+    with saved(both) as im:
         assert "<lora:lcm-lora-sdv1-5:1> <lora:walnut wood:0.7>" in im.text["parameters"]
 
 
 def test_hires_fix_doubles_the_size_and_keeps_the_composition(eng):
-    base = eng.pipeline.generate(request(sketch=SKETCH, seed=11))
-    other = eng.pipeline.generate(request(sketch=SKETCH, seed=12))
-    hires = eng.pipeline.generate(request(sketch=SKETCH, seed=11, hires=2.0, hires_strength=0.3))
-    assert hires.images[0].size == (2 * SIZE, 2 * SIZE)
-    meta = read_png(Path(hires.paths[0]))
+    base = eng.generate(request(sketch=SKETCH, seed=11))
+    other = eng.generate(request(sketch=SKETCH, seed=12))
+    hires = eng.generate(request(sketch=SKETCH, seed=11, hires=2.0, hires_strength=0.3))
+    assert hires.images()[0].size == (2 * SIZE, 2 * SIZE)
+    meta = recorded(hires)
     assert (meta["width"], meta["height"], meta["params"]["hires"]) == (2 * SIZE, 2 * SIZE, 2.0)
-    down = np.asarray(hires.images[0].resize((SIZE, SIZE), Image.Resampling.LANCZOS)).astype(np.int16)
+    down = np.asarray(hires.images()[0].resize((SIZE, SIZE), Image.Resampling.LANCZOS)).astype(np.int16)
     # the refine pass keeps the seed's composition: closer to its own first pass than another seed is
     assert np.abs(down - pixels(base)).mean() < np.abs(pixels(other) - pixels(base)).mean()
     assert 0 <= hires.metadata["metrics"][0]["edge_f1"] <= 1  # structure fidelity against the sketch, reported
-    with Image.open(hires.paths[0]) as im:
+    with saved(hires) as im:
         assert "Hires upscale: 2.0" in im.text["parameters"]
 
 
 def test_hires_fix_of_a_text_only_render(eng):
-    result = eng.pipeline.generate(request(size=64, hires=1.5, steps=2))
-    assert result.images[0].size == (96, 96) and result.metadata["kind"] == "text"
+    result = eng.generate(request(size=64, hires=1.5, steps=2))
+    assert result.images()[0].size == (96, 96) and result.metadata["kind"] == "text"
 
 
 def test_a_past_run_is_repeated_from_its_metadata(eng):
-    plain = eng.pipeline.generate(request(sketch=SKETCH))
+    plain = eng.generate(request(sketch=SKETCH))
     again = GenerateRequest.from_metadata(plain.metadata, SKETCH)  # strength was not used: the default
     assert (again.strength, again.hires, again.control) == (0.75, 1.0, "canny")
     start = png(photo(9))
-    reworked = eng.pipeline.generate(request(init_image=start, strength=0.6, control="softedge", hires=1.5))
+    reworked = eng.generate(request(init_image=start, strength=0.6, control="softedge", hires=1.5))
     again = GenerateRequest.from_metadata(reworked.metadata, None, init_image=start)
     assert (again.strength, again.control, again.hires, again.hires_strength) == (0.6, "softedge", 1.5, 0.35)
 
 
 def test_a_text_only_render_takes_the_aspect_asked(eng):
-    wide = eng.pipeline.plan(request(size=64, aspect="16:9"))
-    assert (wide.width, wide.height) == (112, 64)
-    assert (eng.pipeline.plan(request(size=64, aspect="3:4")).width, 64) == (64, 64)
-    assert eng.pipeline.plan(request(size=64, aspect="3:4")).height == 88
+    def size(**kw) -> tuple[int, int]:
+        return eng.generate(request(steps=1, **kw)).images()[0].size
+
+    assert size(size=64, aspect="16:9") == (112, 64)
+    assert size(size=64, aspect="3:4") == (64, 88)
     # a sketch's own aspect wins
-    assert eng.pipeline.plan(request(sketch=SKETCH, aspect="16:9")).width == SIZE
+    assert size(sketch=SKETCH, aspect="16:9") == (SIZE, SIZE)
     with pytest.raises(BadInput, match="aspect"):
         request(aspect="wide")
 
 
-def test_bad_inputs_are_one_line(eng):
+def test_bad_inputs_are_one_line(eng, walnut):
     with pytest.raises(BadInput, match="a mask needs the image to repaint"):
         request(mask=mask_png(square_mask()))
     with pytest.raises(BadInput, match=r"the mask is 50×50 but must be 96×96"):
-        eng.pipeline.plan(request(init_image=png(photo(1)), mask=mask_png(np.ones((50, 50), bool))))
+        eng.renders.submit(request(init_image=png(photo(1)), mask=mask_png(np.ones((50, 50), bool))))
     with pytest.raises(BadInput, match="hires: must be at most 2"):
         request(hires=3)
     with pytest.raises(NotFound, match=r"no lora 'teak' on the engine \(it has: walnut wood\)"):
@@ -214,9 +236,9 @@ def test_bad_inputs_are_one_line(eng):
     with pytest.raises(BadInput, match="not a .safetensors file"):
         eng.renders.add_model("lora", "evil", b"\x80\x04pickle" * 10)
     with pytest.raises(BadInput, match="characters that are not allowed"):
-        eng.renders.add_model("lora", "wood|<b>", eng.pipeline.files.path("lora", "walnut wood").read_bytes())
+        eng.renders.add_model("lora", "wood|<b>", walnut)
     with pytest.raises(BadInput, match="init image needs SD 1.5"):
-        eng.pipeline.plan(GenerateRequest.build(prompt="x", model="flux", init_image=png(photo(1))))
+        eng.renders.submit(GenerateRequest.build(prompt="x", model="flux", init_image=png(photo(1))))
 
 
 def test_a_lora_for_another_model_is_refused_in_one_line(eng, tmp_path):
@@ -240,14 +262,14 @@ def test_model_upload_limits_and_listing(tmp_path, tiny_models):
     assert all(c["expects"] for c in listed["controls"])
 
 
-def test_cli_flags_are_each_recorded_in_the_png(tmp_path, tiny_models, eng):
+def test_cli_flags_are_each_recorded_in_the_png(tmp_path, tiny_models, walnut):
     from engine.checkpoint import save_single_file
 
     data = make_data_dir(tmp_path / "data", tiny_models, warm=True)
     files = {"sketch.png": SKETCH, "start.png": png(photo(6)), "mask.png": mask_png(square_mask())}
     for name, blob in files.items():
         (tmp_path / name).write_bytes(blob)
-    shutil.copy(eng.pipeline.files.path("lora", "walnut wood"), tmp_path / "walnut.safetensors")
+    (tmp_path / "walnut.safetensors").write_bytes(walnut)
     save_single_file(tiny_models / "stable-diffusion-v1-5", tmp_path / "my-model.safetensors", perturb_seed=7)
     out = subprocess.run(
         [sys.executable, "-m", "engine", "generate", "--profile", "tiny", "--data-dir", str(data), "--device", "cpu",
@@ -276,11 +298,10 @@ def test_cli_flags_are_each_recorded_in_the_png(tmp_path, tiny_models, eng):
     ]
 
 
-def test_remote_inpaint_with_a_lora_uploaded_over_http(eng):
+def test_remote_inpaint_with_a_lora_uploaded_over_http(eng, walnut):
     with Server(eng) as server:
         remote = RemoteEngine(server.url, TOKEN)
-        data = eng.pipeline.files.path("lora", "walnut wood").read_bytes()
-        assert remote.renders.add_model("lora", "walnut wood", data)["added"] is False  # the same file: kept once
+        assert remote.renders.add_model("lora", "walnut wood", walnut)["added"] is False  # the same file: kept once
         assert "walnut wood" in [m["name"] for m in remote.renders.models()["loras"]]
         start = photo(8)
         mask = square_mask()

@@ -30,7 +30,12 @@ def request(mode: str, **kw) -> GenerateRequest:
 
 
 def pixels(result) -> np.ndarray:
-    return np.asarray(result.images[0])
+    return np.asarray(result.images()[0])
+
+
+def saved_files(engine, run_id: str) -> list[Path]:
+    """A run's PNGs where the engine keeps them: under outputs/ of the data folder the test gave it."""
+    return sorted(Path(engine.settings.data_dir).glob(f"outputs/*/{run_id}-*.png"))
 
 
 def test_each_mode_brings_its_steps_guidance_and_scheduler_unless_set():
@@ -48,10 +53,10 @@ def test_each_mode_brings_its_steps_guidance_and_scheduler_unless_set():
 
 @pytest.mark.parametrize("mode", ["quality", "fast", "live"])
 def test_each_mode_renders_and_records_its_mode_lora_and_scheduler_everywhere(engine, mode):
-    result = engine.pipeline.generate(request(mode, steps=2))
-    path = Path(result.paths[0])
+    result = engine.generate(request(mode, steps=2))
+    [path] = saved_files(engine, result.run_id)
     in_png, sidecar = read_png(path), json.loads(path.with_suffix(".json").read_text())
-    row = engine.history_store.get(result.run_id)["metadata"]
+    row = engine.history.get(result.run_id).metadata
     for meta in (in_png, sidecar, row):
         assert meta["params"]["mode"] == mode
         assert meta["params"]["scheduler"] == {"quality": "unipc"}.get(mode, "lcm")
@@ -66,33 +71,35 @@ def test_each_mode_renders_and_records_its_mode_lora_and_scheduler_everywhere(en
     else:
         assert "<lora:lcm-lora-sdv1-5:1>" in params and f"Mode: {mode}" in params and "Sampler: LCM" in params
     # live on a CPU renders at most 256 px (here the request's 128 already is)
-    assert result.images[0].size == (128, 128)
+    assert result.images()[0].size == (128, 128)
 
 
 def test_same_seed_and_mode_same_pixels_and_the_lora_is_switched_not_reloaded(engine):
-    quality = pixels(engine.pipeline.generate(request("quality", steps=3)))
-    fast = pixels(engine.pipeline.generate(request("fast")))
-    live = pixels(engine.pipeline.generate(request("live")))
+    quality = pixels(engine.generate(request("quality", steps=3)))
+    fast = pixels(engine.generate(request("fast")))
+    live = pixels(engine.generate(request("live")))
     # switching back and forth gives the same pixels again: the LoRA is off exactly, not subtracted
-    assert np.array_equal(quality, pixels(engine.pipeline.generate(request("quality", steps=3))))
-    assert np.array_equal(fast, pixels(engine.pipeline.generate(request("fast"))))
-    assert np.array_equal(live, pixels(engine.pipeline.generate(request("live"))))
+    assert np.array_equal(quality, pixels(engine.generate(request("quality", steps=3))))
+    assert np.array_equal(fast, pixels(engine.generate(request("fast"))))
+    assert np.array_equal(live, pixels(engine.generate(request("live"))))
     # the LoRA changes the output: the same steps, scheduler and guidance without it differ
-    plain = pixels(engine.pipeline.generate(request("quality", steps=4, guidance=1.0, scheduler="lcm")))
+    plain = pixels(engine.generate(request("quality", steps=4, guidance=1.0, scheduler="lcm")))
     assert not np.array_equal(plain, fast)
+    # measures an internal: the LoRA is loaded once and fused/unfused in the generator's own pipeline
     pipe = engine.executor.generator("sd15").pipe
     assert pipe.get_list_adapters() == {"unet": ["fast"]}  # loaded once, by name
     # fused for fast and live, and back in quality mode the base weights are the loaded ones, bit for bit
     base = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "lora_" not in k}
-    engine.pipeline.generate(request("fast", steps=1))
-    engine.pipeline.generate(request("quality", steps=1))
+    engine.generate(request("fast", steps=1))
+    engine.generate(request("quality", steps=1))
     after = pipe.unet.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in base.items())
-    assert engine.models.loaded()["fast_lora"] and engine.models.loaded()["taesd"]
+    loaded = engine.capabilities().loaded
+    assert loaded["fast_lora"] and loaded["taesd"]
 
 
 def test_a_frame_not_kept_comes_back_but_is_written_nowhere(engine):
-    before = len(engine.history_store.list(limit=1000))
+    before = len(engine.history.list(limit=1000))
     job = engine.renders.submit(request("live", keep=False))
     assert engine.jobs.wait(job.id, 20).state in ("running", "done", "queued")
     while not engine.jobs.get(job.id).done:
@@ -100,8 +107,8 @@ def test_a_frame_not_kept_comes_back_but_is_written_nowhere(engine):
     result = engine.renders.result(job.id)
     assert result.run_id.startswith("frame-") and result.files == []
     assert read_png_bytes(result.png[0])["params"]["mode"] == "live"
-    assert len(engine.history_store.list(limit=1000)) == before
-    assert not list(engine.data_dir.glob(f"outputs/*/{result.run_id}*"))
+    assert len(engine.history.list(limit=1000)) == before
+    assert not list(Path(engine.settings.data_dir).glob(f"outputs/*/{result.run_id}*"))
     with pytest.raises(NotFound, match="frame"):
         engine.renders.of_run("frame-20000101-000000-deadbeef")
 
@@ -146,7 +153,7 @@ def test_step_previews_arrive_while_a_render_runs_locally_and_over_http(tmp_path
 def test_a_pickled_lora_is_refused_without_the_opt_in(tmp_path, tiny_models):
     eng = make_engine(make_data_dir(tmp_path / "data", tiny_models), fast_lora_weight="lora.bin")
     with pytest.raises(ModelUnavailable, match="pickled"):
-        eng.pipeline.generate(request("fast", steps=1))
+        eng.generate(request("fast", steps=1))
 
 
 def test_cli_mode_flag_renders_and_records_it(tmp_path, tiny_models):

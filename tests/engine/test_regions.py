@@ -133,7 +133,8 @@ def two_regions():
 
 
 def _attention_spy(engine):
-    """Record what the UNet's cross-attention receives (the real processors still run)."""
+    """Record what the UNet's cross-attention receives (the real processors still run): measures an internal, the
+    masks the pipeline hands the attention."""
     seen = []
     attn = engine.executor.generator("sd15").pipe.unet.up_blocks[1].attentions[0].transformer_blocks[0].attn2
     handle = attn.register_forward_pre_hook(
@@ -156,7 +157,7 @@ def test_two_regions_retrieve_two_references_and_reach_the_attention(fresh_engin
     )
     seen, handle = _attention_spy(engine)
     try:
-        result = engine.pipeline.generate(request)
+        result = engine.generate(request)
     finally:
         handle.remove()
 
@@ -169,7 +170,7 @@ def test_two_regions_retrieve_two_references_and_reach_the_attention(fresh_engin
     masks = [m for m in seen if m is not None]
     assert masks, "no IP-Adapter masks reached the attention"
     tensor = masks[0][0]
-    w, h = result.images[0].size
+    w, h = result.images()[0].size
     assert tuple(tensor.shape) == (1, 3, h, w)
     scaled = [
         np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
@@ -180,11 +181,11 @@ def test_two_regions_retrieve_two_references_and_reach_the_attention(fresh_engin
     assert np.array_equal(tensor[0, 0].numpy() > 0.5, ~(scaled[0] | scaled[1]))
 
     # PNG metadata, sidecar and history keep both regions: masks, words, styles and scores
-    path = Path(result.paths[0])
+    [path] = Path(engine.settings.data_dir).glob(f"outputs/*/{result.run_id}-0.png")  # the folder the test gave it
     for meta in (
         read_png(path),
         json.loads(path.with_suffix(".json").read_text()),
-        engine.history_store.get(result.run_id)["metadata"],
+        engine.history.get(result.run_id).metadata,
     ):
         regions = meta["regions"]
         assert [r["words"] for r in regions] == words
@@ -194,11 +195,11 @@ def test_two_regions_retrieve_two_references_and_reach_the_attention(fresh_engin
         assert np.array_equal(rle_decode(regions[1]["mask"]), scaled[1])
 
     # Restore: the same request back from the metadata gives the same pixels
-    again = engine.pipeline.generate(GenerateRequest.from_metadata(result.metadata, png(sketch)))
-    assert np.array_equal(np.asarray(again.images[0]), np.asarray(result.images[0]))
+    again = engine.generate(GenerateRequest.from_metadata(result.metadata, png(sketch)))
+    assert np.array_equal(np.asarray(again.images()[0]), np.asarray(result.images()[0]))
     # and the regions matter: without them the render differs
-    plain = engine.pipeline.generate(request.model_copy(update={"regions": []}))
-    assert not np.array_equal(np.asarray(plain.images[0]), np.asarray(result.images[0]))
+    plain = engine.generate(request.model_copy(update={"regions": []}))
+    assert not np.array_equal(np.asarray(plain.images()[0]), np.asarray(result.images()[0]))
 
 
 def test_an_explicit_region_style_is_used_as_named(fresh_engine, two_regions):
@@ -207,7 +208,7 @@ def test_an_explicit_region_style_is_used_as_named(fresh_engine, two_regions):
         prompt="a chair", sketch=png(sketch), seed=1, steps=1, size=64,
         regions=[{"mask": mask_png(left), "style": "Terrazzo"}],
     )  # fmt: skip
-    result = fresh_engine.pipeline.generate(request)
+    result = fresh_engine.generate(request)
     assert [r["style"]["name"] for r in result.regions] == ["Terrazzo"]
 
 
@@ -224,7 +225,7 @@ def test_bad_region_masks_are_clean_errors(engine, two_regions, mask, message):
     request = GenerateRequest.build(prompt="a chair", sketch=png(sketch), steps=1, size=64,
                                     regions=[{"mask": mask(), "words": "oak"}])  # fmt: skip
     with pytest.raises(BadInput, match=message):
-        engine.pipeline.generate(request)
+        engine.generate(request)
 
 
 def test_a_region_without_words_or_style_and_a_covered_region_are_refused(engine, two_regions):
@@ -236,7 +237,7 @@ def test_a_region_without_words_or_style_and_a_covered_region_are_refused(engine
         regions=[{"mask": mask_png(left), "words": "oak"}, {"mask": mask_png(left), "words": "steel"}],
     )  # fmt: skip
     with pytest.raises(BadInput, match="region 1 is entirely covered by a later region"):
-        engine.pipeline.generate(covered)
+        engine.generate(covered)
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ def test_cli_generate_region_errors_exit_2(cli_data, tmp_path, capsys):
 
 def test_regions_work_with_variations_style_only_and_text_to_image(engine):
     left = _mask(96, 64, (slice(None), slice(0, 40)))
-    varied = engine.pipeline.generate(
+    varied = engine.generate(
         GenerateRequest.build(
             prompt="a sofa",
             sketch=png(line_sketch()),
@@ -319,12 +320,12 @@ def test_regions_work_with_variations_style_only_and_text_to_image(engine):
             regions=[{"mask": mask_png(left), "words": "walnut"}],
         )  # fmt: skip
     )
-    assert len(varied.images) == 2 and len(varied.regions[0]["style_similarity"]) == 2
+    assert len(varied.images()) == 2 and len(varied.regions[0]["style_similarity"]) == 2
     square = _mask(64, 64, (slice(10, 40), slice(10, 40)))
-    text_only = engine.pipeline.generate(
+    text_only = engine.generate(
         GenerateRequest.build(
             prompt="a sofa", steps=1, size=64, use_style=False, regions=[{"mask": mask_png(square), "words": "walnut"}]
         )  # fmt: skip
     )
-    assert text_only.images[0].size == (64, 64) and text_only.metadata["styles"] == []
+    assert text_only.images()[0].size == (64, 64) and text_only.metadata["styles"] == []
     assert text_only.regions[0]["style"]["name"] == engine.styles.search(text="walnut", k=1)[0].name

@@ -34,8 +34,11 @@ def lora_bytes(seed: int, keys: tuple[str, ...] = ("unet.down_blocks.0.attention
     return save(tensors)
 
 
+def loras(engine) -> list[str]:
+    return [m["name"] for m in engine.renders.models()["loras"]]
+
+
 def test_parallel_uploads_of_different_files_under_one_name_store_the_one_reported_added(eng):
-    files = eng.pipeline.files
     for round_ in range(3):
         name = f"oak {round_}"
         blobs = [lora_bytes(100 * round_ + i) for i in range(8)]
@@ -45,15 +48,20 @@ def test_parallel_uploads_of_different_files_under_one_name_store_the_one_report
         refused = [g for g in got if isinstance(g, Exception)]
         assert len(refused) == 7 and all(isinstance(e, BadInput) for e in refused), refused
         assert all(f"a different lora named '{name}' is already on the engine" in str(e) for e in refused)
-        assert files.path("lora", name).read_bytes() == blobs[added[0]]
-    assert not [p.name for p in files.folder("lora").iterdir() if p.suffix != ".safetensors"]  # no temporary file
+        # the file kept is the one reported added: it again is the same file, the others are not
+        assert eng.renders.add_model("lora", name, blobs[added[0]])["added"] is False
+        with pytest.raises(BadInput, match="a different lora"):
+            eng.renders.add_model("lora", name, blobs[(added[0] + 1) % len(blobs)])
+    # no temporary file left in the models folder of the data folder the test gave
+    assert not [p.name for p in (eng.settings.models_dir / "loras").iterdir() if p.suffix != ".safetensors"]
 
 
 def test_parallel_uploads_of_the_same_file_add_it_once(eng):
     blob = lora_bytes(7)
     got = at_once([lambda: eng.renders.add_model("lora", "walnut twin", blob) for _ in range(8)])
     assert sorted(g["added"] for g in got) == [False] * 7 + [True]
-    assert eng.pipeline.files.path("lora", "walnut twin").read_bytes() == blob
+    assert eng.renders.add_model("lora", "walnut twin", blob)["added"] is False  # kept: the same file again
+    assert "walnut twin" in loras(eng)
 
 
 FLUX_KEYS = {
@@ -102,7 +110,7 @@ def test_a_hub_id_a_request_names_is_refused_before_anything_loads(eng):
             eng.renders.submit(request(checkpoint=name))
         assert str(err.value).startswith(f"checkpoint '{name}' is not one this engine offers")
         assert "DESIGN_STUDIO_ALLOWED_MODELS" in str(err.value) and "\n" not in str(err.value)
-    assert eng.models.loaded()["checkpoint"] is False
+    assert eng.capabilities().loaded["checkpoint"] is False
 
 
 def test_a_relative_folder_named_by_a_request_is_never_opened(eng, tiny_models, tmp_path, monkeypatch):
@@ -112,7 +120,7 @@ def test_a_relative_folder_named_by_a_request_is_never_opened(eng, tiny_models, 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(BadInput, match="is not one this engine offers"):
         eng.renders.submit(request(checkpoint="a/b"))
-    assert eng.models.loaded()["checkpoint"] is False
+    assert eng.capabilities().loaded["checkpoint"] is False
     allowed = Settings(profile="tiny", data_dir=tmp_path / "data", allowed_models="a/b")
     assert "a/b" in allowed.allowed_checkpoints()
     with pytest.raises(ModelUnavailable, match="'a/b' is not in this engine's model cache") as err:
@@ -149,7 +157,8 @@ def test_a_safetensors_file_cut_short_is_refused_at_upload(fresh_engine):
     whole = lora_bytes(2, 7)
     with pytest.raises(BadInput, match="is not a whole .safetensors file"):
         fresh_engine.renders.add_model("lora", "half", whole[: len(whole) // 2])
-    assert not fresh_engine.pipeline.files.path("lora", "half").exists()
+    assert "half" not in loras(fresh_engine)
+    assert not (fresh_engine.settings.models_dir / "loras" / "half.safetensors").exists()
     assert fresh_engine.renders.add_model("lora", "whole", whole)["added"] is True
 
 
@@ -160,4 +169,4 @@ def test_a_model_name_with_a_folder_in_it_is_refused_not_cut_short(fresh_engine,
 
     with pytest.raises(BadInput, match="has characters that are not allowed"):
         fresh_engine.renders.add_model("lora", name, lora_bytes(1, 3))
-    assert fresh_engine.pipeline.files.names("lora") == []
+    assert loras(fresh_engine) == []
