@@ -103,9 +103,10 @@ def panel(engine, regions: list[dict] | None = None) -> None:
         st.image(image, caption=f"starting from {state.get('init_label', 'an image')}", width=MAX_CANVAS)
 
 
-def _scale(image: Image.Image) -> tuple[float, int, int]:
+def _canvas_size(image: Image.Image) -> tuple[int, int]:
+    """The brush canvas's size: the image fitted into MAX_CANVAS, never enlarged."""
     scale = min(MAX_CANVAS / image.width, MAX_CANVAS / image.height, 1.0)
-    return scale, max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    return max(1, round(image.width * scale)), max(1, round(image.height * scale))
 
 
 def mask_editor(engine, data: bytes, image: Image.Image, regions: list[dict]) -> None:
@@ -115,7 +116,7 @@ def mask_editor(engine, data: bytes, image: Image.Image, regions: list[dict]) ->
     if state.get("mask_source") not in sources:
         state["mask_source"] = sources[0]
     st.segmented_control("Mask", sources, key="mask_source")
-    _, cw, ch = _scale(image)
+    cw, ch = _canvas_size(image)
     rev = state.get("mask_rev", 0)
     current = _mask(state.get("inpaint_mask"))
     shown = overlay(image, [current]) if current is not None else image
