@@ -130,7 +130,7 @@ def render(engine, prompt: str, **kw):
 
 def recorded(engine, result) -> list[dict]:
     """The run's metadata as the result, the history row, the PNG's own text and the sidecar say it."""
-    path = Path(result.paths[0])
+    path = next(Path(engine.settings.data_dir).glob(f"outputs/*/{result.run_id}-0.png"))  # in the folder it was given
     return [result.metadata, engine.history.get(result.run_id).metadata, read_png(path),
             json.loads(path.with_suffix(".json").read_text())]  # fmt: skip
 
