@@ -131,12 +131,12 @@ def test_the_engine_renders_flux_from_text_and_keeps_it_like_any_run(fresh_engin
     from tests.conftest import line_sketch, png
 
     request = GenerateRequest.build(prompt="a red wool jacket, product photo", model="flux", size=64, steps=2, seed=8)
-    first, again = fresh_engine.pipeline.generate(request), fresh_engine.pipeline.generate(request)
-    assert first.images[0].size == (64, 64)
-    assert np.array_equal(pixels(first.images[0]), pixels(again.images[0]))
-    meta = fresh_engine.history_store.get(first.run_id)["metadata"]
+    first, again = fresh_engine.generate(request), fresh_engine.generate(request)
+    assert first.images()[0].size == (64, 64)
+    assert np.array_equal(pixels(first.images()[0]), pixels(again.images()[0]))
+    meta = fresh_engine.history.get(first.run_id).metadata
     assert meta["params"]["model"] == "flux" and meta["models"]["base"].endswith("FLUX.1-schnell")
     assert meta["models"]["lora"].endswith("flux-lora") and meta["styles"] == []
     assert meta["metrics"][0]["clip_score"] is not None
     with pytest.raises(BadInput, match="FLUX renders from text only"):
-        fresh_engine.pipeline.generate(request.model_copy(update={"sketch": png(line_sketch())}))
+        fresh_engine.generate(request.model_copy(update={"sketch": png(line_sketch())}))

@@ -195,9 +195,7 @@ def test_with_every_style_hidden_search_is_empty_and_generation_runs_without_a_r
         fresh_engine.styles.hide(style.name)
     assert fresh_engine.styles.list() == []
     assert fresh_engine.styles.search(text="anything", k=3) == []
-    result = fresh_engine.pipeline.generate(
-        GenerateRequest.build(prompt="a lamp", sketch=sketch_bytes, size=64, steps=2)
-    )
+    result = fresh_engine.generate(GenerateRequest.build(prompt="a lamp", sketch=sketch_bytes, size=64, steps=2))
     assert result.styles == [] and result.metadata["styles"] == []
 
 

@@ -108,18 +108,20 @@ def test_recompute_restores_the_numbers_in_history_png_and_sidecar(fresh_engine,
     from engine.metadata import read_png
     from engine.schema import GenerateRequest
 
-    result = fresh_engine.pipeline.generate(
+    result = fresh_engine.generate(
         GenerateRequest.build(prompt="a reading nook", sketch=sketch_bytes, size=64, steps=2, seed=5, variations=2)
     )
     measured = result.metadata["metrics"]
-    stale = {**fresh_engine.history_store.get(result.run_id)["metadata"], "metrics": [{}, {}]}
-    fresh_engine.history_store.update_metadata(result.run_id, stale)
+    stale = {**fresh_engine.history.get(result.run_id).metadata, "metrics": [{}, {}]}
+    fresh_engine.history_store.update_metadata(result.run_id, stale)  # the numbers lost, as by an old version
 
     code = main(["metrics", "--profile", "tiny", "--data-dir", str(fresh_engine.data_dir), "--run", result.run_id])
     assert code == 0 and json.loads(capsys.readouterr().out)["recomputed"] == 1
-    row = fresh_engine.history_store.get(result.run_id)["metadata"]
+    row = fresh_engine.history.get(result.run_id).metadata
     assert row["metrics"] == measured
-    for i, path in enumerate(result.paths):
+    saved = sorted(Path(fresh_engine.settings.data_dir).glob(f"outputs/*/{result.run_id}-*.png"))  # the test's folder
+    assert len(saved) == 2
+    for i, path in enumerate(saved):
         assert read_png(Path(path))["metrics"] == measured[i]
         assert json.loads(Path(path).with_suffix(".json").read_text())["metrics"] == measured[i]
         assert read_png(Path(path))["seed"] == 5 + i

@@ -112,14 +112,15 @@ def test_a_long_remeasure_is_a_job_that_a_cancel_stops_between_runs(eng, run_id,
     """The request only queues it: the runs are measured by the job, which reports progress and stops when told."""
     more = [eng.follow(eng.renders.submit(request(seed=s))).result["run_id"] for s in (11, 12)]
     entered, go = threading.Event(), threading.Event()
-    remeasure = eng.core.recorder.remeasure
+    recorder = eng.core.recorder  # measures an internal: each run's remeasure is held, to cancel between two runs
+    remeasure = recorder.remeasure
 
     def slow(run):
         entered.set()
         go.wait(60)
         return remeasure(run)
 
-    monkeypatch.setattr(eng.core.recorder, "remeasure", slow)
+    monkeypatch.setattr(recorder, "remeasure", slow)
     job = eng.history.remeasure([run_id, *more])
     assert job.kind == "remeasure" and job.state in ("queued", "running")
     assert entered.wait(60)

@@ -50,7 +50,7 @@ def test_use_switches_retrieval_and_back_exactly(fresh_engine, tuned_run, tmp_pa
     assert engine.retrieval.label() == "tuned: run (dual_lora)"
 
     # every result names the adapter that retrieved its style
-    result = engine.pipeline.generate(
+    result = engine.generate(
         GenerateRequest.build(prompt="a walnut chair", sketch=png(line_sketch()), steps=1, size=64)
     )
     assert result.metadata["models"]["retrieval_adapter"]["name"] == "run"
@@ -64,7 +64,7 @@ def test_use_switches_retrieval_and_back_exactly(fresh_engine, tuned_run, tmp_pa
     assert back["changed"] and back["styles"] == {"embedded": 0, "removed": 0, "hidden_changed": 0}
     assert back["history"]["embedded"] == 1  # the render made while tuned joins the base index
     assert ranks(engine) == base  # exactly the base ranks and scores
-    plain = engine.pipeline.generate(GenerateRequest.build(prompt="a walnut chair", steps=1, size=64))
+    plain = engine.generate(GenerateRequest.build(prompt="a walnut chair", steps=1, size=64))
     assert plain.metadata["models"]["retrieval_adapter"] is None
 
 

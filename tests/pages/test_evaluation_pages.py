@@ -21,11 +21,11 @@ def seeded(app_env):
     for k, prompt in enumerate(["a wooden chair", "a brass lamp"]):
         sketch = png(line_sketch(96 + 32 * k, 64))
         for label, structure in (("A", 0.4), ("B", 1.6)):
-            engine.pipeline.generate(GenerateRequest.build(
+            engine.generate(GenerateRequest.build(
                 prompt=prompt, sketch=sketch, size=64, steps=1, seed=11, variations=2, structure_strength=structure,
                 batch="ab", label=label, source="cli",
             ))  # fmt: skip
-    engine.pipeline.generate(GenerateRequest.build(prompt="a blue sofa", size=64, steps=1, seed=3, source="studio"))
+    engine.generate(GenerateRequest.build(prompt="a blue sofa", size=64, steps=1, seed=3, source="studio"))
     return app_env
 
 

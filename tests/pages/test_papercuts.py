@@ -30,7 +30,7 @@ def open_page(app_env, page: str, **state) -> AppTest:
 def render(engine, prompt: str, **kw) -> str:
     """A render as the Studio makes one (its default strengths unless given): its run id."""
     request = GenerateRequest.build(prompt=prompt, size=64, steps=1, seed=5, source="studio", **kw)
-    return engine.pipeline.generate(request).run_id
+    return engine.generate(request).run_id
 
 
 def charts(at: AppTest) -> dict[str, dict]:

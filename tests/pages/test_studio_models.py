@@ -73,10 +73,12 @@ def test_controlnet_choice_and_hires_fix(app_env):
     assert "384×384" in texts(at)
 
 
-def test_a_lora_from_the_engine_in_the_sidebar_with_its_weight(app_env, tmp_path):
-    folder = tmp_path / "lora"
-    save_fast_lora(app_env.engine.models.pipeline.unet, folder, rank=4, scale=0.5)
-    app_env.engine.renders.add_model("lora", "walnut", (folder / "pytorch_lora_weights.safetensors").read_bytes())
+def test_a_lora_from_the_engine_in_the_sidebar_with_its_weight(app_env, tmp_path, tiny_models):
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="unet")
+    lora = save_fast_lora(unet, tmp_path / "lora", rank=4, scale=0.5)  # shaped for the tiny SD 1.5 UNet
+    app_env.engine.renders.add_model("lora", "walnut", lora.read_bytes())
     at = studio(app_env, sketch_override=png(line_sketch(128, 128)))
     picker = at.sidebar.multiselect(key="loras")
     assert picker.options == ["walnut"]

@@ -34,10 +34,10 @@ def test_twenty_concurrent_jobs_all_complete_each_with_its_own_seed(server_engin
         assert result.seeds == [seed] and result.metadata["prompt"] == f"chair number {seed}"
     # spot-check pixels against the in-process engine: each image is its own seed's
     for seed, result in results[:3]:
-        local = engine.pipeline.generate(
+        local = engine.generate(
             GenerateRequest.build(prompt=f"chair number {seed}", size=64, steps=2, seed=seed, use_style=False)
         )
-        assert np.array_equal(np.asarray(result.images()[0]), np.asarray(local.images[0]))
+        assert np.array_equal(np.asarray(result.images()[0]), np.asarray(local.images()[0]))
 
 
 def _start(data_dir, port) -> subprocess.Popen:

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from engine.api import JobInfo
+from engine.errors import BadInput
 from engine.remote import RemoteEngine
 from tests.conftest import TOKEN, Server, at_once, png
 from tests.engine.test_measure_later import request, three_places
@@ -96,7 +97,10 @@ def test_parallel_uploads_under_one_name_over_http_store_the_one_reported_added(
     for r in got:
         if r.status_code == 409:  # the name is taken: a conflict, not a bad request
             one_line_4xx(r, 409, "a different lora named 'pine' is already on the engine")
-    assert server_engine.pipeline.files.path("lora", "pine").read_bytes() == blobs[winner]
+    # the file kept is the winner's: it again is the same file, a loser's is still refused
+    assert server_engine.renders.add_model("lora", "pine", blobs[winner])["added"] is False
+    with pytest.raises(BadInput, match="a different lora named 'pine'"):
+        server_engine.renders.add_model("lora", "pine", blobs[(winner + 1) % len(blobs)])
 
 
 def test_parallel_adds_of_one_style_name_over_http_are_one_style_and_one_line_409s(server, server_engine):
