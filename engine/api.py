@@ -270,14 +270,53 @@ class ControlPreview(BaseModel):
             return im.convert("RGB")
 
 
+# What `catalog.inspect` answers with, at most: sample rows, failing rows' reasons, raw rows, characters a cell shows
+MAX_SAMPLE = 1000
+MAX_SHEET_ERRORS = 5
+HEAD_ROWS = 8
+MAX_TEXT_SHOWN = 4000  # a description's characters in the sample (engine/catalog/sheets.py MAX_TEXT: longer fails)
+MAX_CELL_SHOWN = 300  # a cell's characters among the first rows
+SheetLanguage = Literal["en", "de", "fr", "it", "es", "nl"]
+# A column a call names for a role: a header of the sheet (at most Excel's longest cell); "" for none (row numbers
+# for the id); None: the guess
+ColumnChoice = Annotated[str, Field(max_length=32_767)] | None
+
+
+class SheetMapping(BaseModel):
+    """Which column holds each role (None: no column): the description (`text`), the product id (else row
+    numbers), an optional name and category."""
+
+    text: str | None = None
+    id: str | None = None
+    name: str | None = None
+    category: str | None = None
+
+
+class SheetItem(BaseModel):
+    """One row as a run reads it: its line in the spreadsheet (the header is line 1), its id, its description (cut
+    at MAX_TEXT_SHOWN characters) and, for a row that will fail, why."""
+
+    row: int
+    id: str
+    text: Annotated[str, Field(max_length=MAX_TEXT_SHOWN + 1)]
+    error: str | None = None
+
+
 class SheetInfo(BaseModel):
-    """A product sheet as read: its columns, the guessed mapping, and the first rows as the run would read them."""
+    """A product sheet as read under a mapping: its columns, the guess from its headers and the mapping in force,
+    its first rows as the run would read them (`sample`), how many rows will fail and the first reasons, the
+    language its descriptions are in, and its first rows as they stand (`head`, cells cut at MAX_CELL_SHOWN)."""
 
     name: str
-    columns: list[str]
+    columns: Annotated[list[str], Field(max_length=1000)]  # engine/catalog/sheets.py MAX_COLUMNS
     rows: int
-    mapping: dict[str, str | None]
-    sample: list[dict[str, Any]] = Field(default_factory=list)
+    guess: SheetMapping
+    mapping: SheetMapping
+    sample: Annotated[list[SheetItem], Field(max_length=MAX_SAMPLE)] = Field(default_factory=list)
+    failing: int = 0
+    errors: Annotated[list[str], Field(max_length=MAX_SHEET_ERRORS)] = Field(default_factory=list)
+    language: SheetLanguage = "en"
+    head: Annotated[list[dict[str, str]], Field(max_length=HEAD_ROWS)] = Field(default_factory=list)
 
 
 # ---- the services ---------------------------------------------------------------------------------------------
@@ -546,8 +585,21 @@ class Catalog(ABC):
 
     @abstractmethod
     @operation
-    def inspect(self, sheet: bytes, name: SheetName) -> SheetInfo:
-        """Read a sheet (.xlsx or .csv): its columns, the guessed mapping and its first rows."""
+    def inspect(
+        self,
+        sheet: bytes,
+        name: SheetName,
+        text_column: ColumnChoice = None,
+        id_column: ColumnChoice = None,
+        name_column: ColumnChoice = None,
+        category_column: ColumnChoice = None,
+        sample_rows: Annotated[int, Field(ge=0, le=MAX_SAMPLE)] = 20,
+    ) -> SheetInfo:
+        """Read a sheet (.xlsx or .csv) as a run would: its columns, the mapping in force, its first `sample_rows`
+        rows as items, the rows that will fail, its language and its first rows as they stand. A column left None is
+        guessed from the headers (the name and category only while the description column is guessed too); ""
+        names none. No description column given or guessed: one BadInput line; `text_column=""`: the sheet without
+        items (the columns and the guess, to choose from)."""
 
     @abstractmethod
     @operation

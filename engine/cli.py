@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("catalog", help="product sheets → photos, attributes and scores")
     csub = c.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    for action, parents in (("run", common), ("preview", [verbose, listing])):  # a preview only reads the sheet
+    # a preview only reads the sheet: on an engine in this process, with no model loaded and nothing written
+    for action, parents in (("run", common), ("preview", [verbose, listing])):
         ca = csub.add_parser(action, parents=parents)
         ca.add_argument("sheet", type=Path, help=".xlsx or .csv, the first row names the columns")
         ca.add_argument("--text-column", help="the description column (guessed when absent)")
@@ -579,20 +580,18 @@ def _metrics(args) -> dict:
     }
 
 
-def _catalog_columns(args, sheet) -> dict:
-    from .catalog.sheets import guess_columns
+def _inspect(args, engine, data: bytes, sample_rows: int = 0):
+    """The sheet as the engine reads it under the columns the flags name (the others guessed): `catalog.inspect`."""
+    return engine.catalog.inspect(
+        data, args.sheet.name, args.text_column or None, args.id_column or None, args.name_column or None,
+        args.category_column or None, sample_rows,
+    )  # fmt: skip
 
-    guess = guess_columns(sheet.columns)
-    text = args.text_column or guess["text"]
-    if not text:
-        shown = ", ".join(f"'{c}'" for c in sheet.columns)
-        raise BadInput(f"which column holds the descriptions? pass --text-column (the columns are {shown})")
-    return {
-        "text_column": text,
-        "id_column": args.id_column or guess["id"],
-        "name_column": args.name_column or (guess["name"] if not args.text_column else None),
-        "category_column": args.category_column or (guess["category"] if not args.text_column else None),
-    }
+
+def _catalog_columns(info) -> dict:
+    """The mapping in force as the options and the preview's JSON name it."""
+    m = info.mapping
+    return {"text_column": m.text, "id_column": m.id, "name_column": m.name, "category_column": m.category}
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
@@ -652,24 +651,24 @@ def _catalog_tag(args, settings) -> dict:
 
 
 def _catalog(args) -> dict:
-    from .catalog.sheets import items, load_sheet
+    from .api import MAX_SAMPLE
+    from .catalog.sheets import sheet_bytes
 
-    if args.action == "preview":  # the sheet alone: no engine, no settings
-        sheet = load_sheet(args.sheet)
-        columns = _catalog_columns(args, sheet)
-        rows = items(sheet, columns["text_column"], columns["id_column"], columns["name_column"],
-                     columns["category_column"])[: args.limit or 5]  # fmt: skip
-        preview = [{"row": r.row, "id": r.id, "text": r.text, "error": r.error} for r in rows]
+    if args.action == "preview":  # the engine reads the sheet (this process's: building one loads no model)
+        raw = sheet_bytes(args.sheet)
+        info = _inspect(args, _engine(args, _settings(args)), raw, min(max(args.limit or 5, 0), MAX_SAMPLE))
+        columns = _catalog_columns(info)
+        preview = [r.model_dump() for r in info.sample]
         mapping = ", ".join(f"{k.removesuffix('_column')}: {v}" for k, v in columns.items() if v)
-        data = {"sheet": sheet.name, "columns": sheet.columns, "mapping": columns, "rows": len(sheet.rows),
+        data = {"sheet": info.name, "columns": info.columns, "mapping": columns, "rows": info.rows,
                 "preview": preview}  # fmt: skip
-        intro = [f"{sheet.name}: {len(sheet.rows)} rows; columns {', '.join(sheet.columns)}", f"using {mapping}", ""]
+        intro = [f"{info.name}: {info.rows} rows; columns {', '.join(info.columns)}", f"using {mapping}", ""]
         shown = [{**r, "text": _clip(r["text"], 70)} for r in preview]
         headers = {
             "row": "ROW",
             "id": "ID",
             "text": "TEXT",
-            **({"error": "PROBLEM"} if any(r.error for r in rows) else {}),
+            **({"error": "PROBLEM"} if any(r.error for r in info.sample) else {}),
         }
         return Listing(shown, headers, "no rows", data, intro)
     settings = _settings(args)
@@ -685,18 +684,17 @@ def _catalog(args) -> dict:
                 for i, f in enumerate(found, 1)]  # fmt: skip
         return Listing(rows, {"rank": "#", "name": "NAME", "score": "SCORE", "attributes": "ATTRIBUTES"},
                        "no similar products", data={"results": found})  # fmt: skip
-    sheet = load_sheet(args.sheet)
-    columns = _catalog_columns(args, sheet)
+    data = sheet_bytes(args.sheet)
+    local = {"executor": args.executor, "ray_address": args.ray_address, "workers": args.workers}
+    engine = _engine(args, settings, **local)
+    info = _inspect(args, engine, data)
+    columns = _catalog_columns(info)
     from .catalog.options import CatalogOptions
     from .catalog.prompts import DEFAULT_TEMPLATE
     from .rules.models import rules
 
     model = rules(args.model)
-    language = args.source_lang
-    if language == "auto":
-        from .catalog.sheets import guess_language
-
-        language = guess_language([row.get(columns["text_column"]) or "" for row in sheet.rows])
+    language = info.language if args.source_lang == "auto" else args.source_lang  # guessed as the page does
     options = CatalogOptions.build(
         **columns,
         source_lang=language,
@@ -713,9 +711,7 @@ def _catalog(args) -> dict:
         retries=args.retries,
         limit=args.limit,
     )
-    local = {"executor": args.executor, "ray_address": args.ray_address, "workers": args.workers}
-    engine = _engine(args, settings, **local)
-    job = _follow(engine, engine.catalog.start(args.sheet.read_bytes(), args.sheet.name, options))
+    job = _follow(engine, engine.catalog.start(data, args.sheet.name, options))
     run = job.result["run"]
     found = engine.catalog.run(run)
     if args.out:  # a copy of the results here: the tables, the report and the images

@@ -8,10 +8,10 @@ import time
 import pandas as pd
 import streamlit as st
 
+from engine.api import SheetInfo
 from engine.catalog.options import CatalogOptions
 from engine.catalog.prompts import DEFAULT_TEMPLATE, DESCRIPTION_TEMPLATE, FIELDS
-from engine.catalog.sheets import guess_columns, guess_language, items, read_sheet
-from engine.errors import EngineError
+from engine.errors import BadInput, EngineError
 from engine.rules.models import rules
 from ui import jobs
 from ui.jobs import job_panel, timing
@@ -208,14 +208,46 @@ def no_llm_reason() -> str:
     )
 
 
-def mapping_widgets(sheet, sheet_id: str) -> None:
-    """The column dropdowns of this sheet, starting from the guess for its headers."""
-    guess = guess_columns(sheet.columns)
-    guess["text"] = guess["text"] or sheet.columns[-1]
+def inspected(data: bytes, name: str, sheet_id: str, picked: dict[str, str | None] | None) -> SheetInfo:
+    """The engine's reading of the sheet (`catalog.inspect`) under the columns picked (None: its guess), asked once
+    per sheet and mapping: a rerun does not upload the sheet again. A sheet whose descriptions' column cannot be
+    guessed is read without items (`text_column=""`), for its columns and the guess of the others. Raises the
+    engine's one line (what is wrong with the sheet is kept too: it stays wrong)."""
+    cached = state.get("_cat_inspected")
+    if cached is None or cached[0] != (sheet_id, name):  # another sheet: the answers about the last one go
+        cached = state["_cat_inspected"] = ((sheet_id, name), {})
+    answers = cached[1]
+    key = None if picked is None else tuple(picked[role] or "" for role in ROLES)
+    if key not in answers:
+        try:
+            if picked is None:
+                try:
+                    info = engine.catalog.inspect(data, name)
+                except BadInput:  # no column guessed for the descriptions (or a broken sheet: said again below)
+                    info = engine.catalog.inspect(data, name, text_column="")
+            else:
+                columns = {f"{role}_column": column for role, column in zip(ROLES, key, strict=True)}
+                info = engine.catalog.inspect(data, name, **columns)
+        except BadInput as exc:
+            answers[key] = str(exc)
+            raise
+        answers[key] = info
+        if picked is None and info.mapping.text:  # the same answer as under the mapping it guessed
+            answers[tuple(getattr(info.mapping, role) or "" for role in ROLES)] = info
+    if isinstance(answers[key], str):
+        raise BadInput(answers[key])
+    return answers[key]
+
+
+def mapping_widgets(info: SheetInfo, sheet_id: str) -> None:
+    """The column dropdowns of this sheet, starting from the guess for its headers (the last column for the
+    descriptions when none is guessed)."""
+    guess = info.guess.model_dump()
+    guess["text"] = guess["text"] or info.columns[-1]
     c = st.columns(4)
     labels = {"text": "Description column", "id": "Id column", "name": "Name column", "category": "Category column"}
     for col, role in zip(c, ROLES, strict=True):
-        choices = sheet.columns if role == "text" else [NONE, *sheet.columns]
+        choices = info.columns if role == "text" else [NONE, *info.columns]
         default = guess[role] if guess[role] in choices else NONE
         col.selectbox(labels[role], choices, index=choices.index(default), key=mapping_key(role, sheet_id),
                       help="row numbers when none" if role == "id" else None)  # fmt: skip
@@ -228,25 +260,18 @@ def sheet_section() -> None:
         return
     data, name, sheet_id = found
     try:
-        sheet = read_sheet(data, name)
-    except EngineError as exc:
-        st.error(str(exc))
-        return
-    mapping_widgets(sheet, sheet_id)
-    picked = mapping(sheet_id)
-    try:
-        rows = items(sheet, picked["text"], picked["id"], picked["name"], picked["category"])
+        mapping_widgets(inspected(data, name, sheet_id, None), sheet_id)
+        info = inspected(data, name, sheet_id, mapping(sheet_id))
     except EngineError as exc:
         st.error(str(exc))
         return
     if state.get("cat_lang_sheet") != sheet_id:  # a new sheet: its language guessed from its descriptions
-        state["cat_lang"] = guess_language([r.text for r in rows if r.text])
+        state["cat_lang"] = info.language
         state["cat_lang_sheet"] = sheet_id
-    broken = [r for r in rows if r.error]
-    st.caption(f"{len(rows)} rows" + (f" · {len(broken)} will be reported as failed" if broken else ""))
-    st.dataframe(pd.DataFrame(sheet.rows[:8]), hide_index=True, key="cat_rows")
-    for r in broken[:5]:
-        st.warning(r.error)
+    st.caption(f"{info.rows} rows" + (f" · {info.failing} will be reported as failed" if info.failing else ""))
+    st.dataframe(pd.DataFrame(info.head), hide_index=True, key="cat_rows")
+    for error in info.errors:
+        st.warning(error)
     settings_section()
     b1, b2, _ = st.columns([1, 1, 3])
     b1.button("Preview prompts", on_click=on_preview, key="cat_preview_btn",

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 ALLOWED_IN_UI = {
     "engine.api", "engine.errors", "engine.schema", "engine.images", "engine.masks", "engine.evaluation",
     "engine.arena", "engine.sweep", "engine.tables", "engine.catalog.options", "engine.catalog.prompts",
-    "engine.catalog.sheets", "engine.catalog.tagging", "engine.rules.models", "engine.rules.modes",
+    "engine.catalog.tagging", "engine.rules.models", "engine.rules.modes",
     "engine.rules.controlnets",
     "engine.tune.splits",
     # ui/shared.py builds the engines it hands the pages: the local one in this process (its weights checked first,

@@ -140,7 +140,10 @@ def agreeing(body: dict) -> dict:
     if is_file(body.get("sheet")):
         options = args.get("options") if isinstance(args.get("options"), dict) else {}
         named = [options.get(k) for k in COLUMNS if isinstance(options.get(k), str) and options.get(k).strip()]
-        rows = table(list(dict.fromkeys(named)) or ["id", "name", "category", "description"], seed)
+        # inspecting names the columns as arguments of its own, and guesses the ones it leaves out
+        given = [args.get(k) for k in COLUMNS if isinstance(args.get(k), str) and args.get(k).strip()]
+        header = list(dict.fromkeys(named)) or list(dict.fromkeys([*given, "id", "name", "category", "description"]))
+        rows = table(header, seed)
         xlsx = str(args.get("name", "")).lower().endswith((".xlsx", ".xlsm"))
         body["sheet"] = Binary(xlsx_bytes(rows) if xlsx else csv_bytes(rows))
     if is_file(body.get("photos")):

@@ -284,13 +284,18 @@ def read_sheet(data: bytes, name: str) -> Sheet:
     raise BadInput(f"{name}: use an .xlsx or .csv sheet (got '{suffix or 'no suffix'}')")
 
 
-def load_sheet(path: Path) -> Sheet:
+def sheet_bytes(path: Path) -> bytes:
+    """A sheet file's bytes, as the engine takes it; one line when it is not there or too large."""
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no such file: {path}")
     if path.stat().st_size > MAX_SHEET_BYTES:
         raise TooLarge(f"{path.name} is over the {MAX_SHEET_BYTES // (1024 * 1024)} MB limit for sheets")
-    return read_sheet(path.read_bytes(), path.name)
+    return path.read_bytes()
+
+
+def load_sheet(path: Path) -> Sheet:
+    return read_sheet(sheet_bytes(path), Path(path).name)
 
 
 def guess_columns(columns: list[str]) -> dict[str, str | None]:
@@ -309,6 +314,35 @@ def guess_columns(columns: list[str]) -> dict[str, str | None]:
         "text": pick("description", "beschreibung", "produktbeschreibung", "text", "desc"),
         "name": pick("name", "title", "titel", "produktname", "bezeichnung"),
         "category": pick("category", "kategorie", "type", "typ"),
+    }
+
+
+def choose_columns(
+    sheet: Sheet,
+    text_column: str | None = None,
+    id_column: str | None = None,
+    name_column: str | None = None,
+    category_column: str | None = None,
+) -> dict[str, str | None]:
+    """The mapping in force, by role: a column given is used ("" for none), one left None is guessed from the
+    headers; the name and category are guessed only while the description column is guessed too (a description
+    chosen by hand says which columns matter). No description column given or guessed: one BadInput line. The
+    description given as "": none yet (the sheet read without items)."""
+    guess = guess_columns(sheet.columns)
+    text = guess["text"] if text_column is None else text_column
+    if text is None:
+        shown = ", ".join(f"'{c}'" for c in sheet.columns)
+        raise BadInput(f"which column holds the descriptions? pass --text-column (the columns are {shown})")
+
+    def chosen(given: str | None, guessed: str | None) -> str | None:
+        return guessed if given is None else given or None
+
+    by_hand = text_column is not None
+    return {
+        "text": text or None,
+        "id": chosen(id_column, guess["id"]),
+        "name": chosen(name_column, None if by_hand else guess["name"]),
+        "category": chosen(category_column, None if by_hand else guess["category"]),
     }
 
 

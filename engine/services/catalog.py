@@ -13,10 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from .. import images as imgs
-from ..api import Catalog, JobInfo, SheetInfo
+from ..api import (
+    HEAD_ROWS,
+    MAX_CELL_SHOWN,
+    MAX_SAMPLE,
+    MAX_SHEET_ERRORS,
+    MAX_TEXT_SHOWN,
+    Catalog,
+    JobInfo,
+    SheetInfo,
+    SheetItem,
+    SheetMapping,
+)
 from ..catalog.options import CatalogOptions
 from ..catalog.runner import CatalogRun, past_runs, resume
-from ..catalog.sheets import guess_columns, items, read_sheet, safe_name
+from ..catalog.sheets import choose_columns, guess_columns, guess_language, items, read_sheet, safe_name
 from ..errors import BadInput, NotFound
 from ..jobs import JobContext
 from . import Core, named, newest_json, read_file, thumbnail
@@ -49,6 +60,11 @@ class TagParts:
         self.products = core.retrieval.products
 
 
+def _shown(text: str, limit: int) -> str:
+    """Text as an answer shows it: at most `limit` characters, a cut one ending in '…'."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _stamp() -> str:
     return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
@@ -63,14 +79,39 @@ class CatalogService(Catalog):
         return {"catalog": self._run, "tag": self._tag}
 
     # ---- catalog runs ---------------------------------------------------------------------------------------
-    def inspect(self, sheet: bytes, name: str) -> SheetInfo:
+    def inspect(
+        self,
+        sheet: bytes,
+        name: str,
+        text_column: str | None = None,
+        id_column: str | None = None,
+        name_column: str | None = None,
+        category_column: str | None = None,
+        sample_rows: int = 20,
+    ) -> SheetInfo:
+        if not 0 <= sample_rows <= MAX_SAMPLE:
+            raise BadInput(f"sample_rows must be between 0 and {MAX_SAMPLE} (got {sample_rows})")
         read = read_sheet(sheet, name)
-        mapping = guess_columns(read.columns)
-        sample: list[dict[str, Any]] = []
-        if mapping["text"]:
-            rows = items(read, mapping["text"], mapping["id"], mapping["name"], mapping["category"])
-            sample = [{"row": r.row, "id": r.id, "text": r.text, "error": r.error} for r in rows[:20]]
-        return SheetInfo(name=read.name, columns=read.columns, rows=len(read.rows), mapping=mapping, sample=sample)
+        mapping = choose_columns(read, text_column, id_column, name_column, category_column)
+        info = SheetInfo(
+            name=read.name,
+            columns=read.columns,
+            rows=len(read.rows),
+            guess=SheetMapping(**guess_columns(read.columns)),
+            mapping=SheetMapping(**mapping),
+            head=[{c: _shown(v, MAX_CELL_SHOWN) for c, v in row.items()} for row in read.rows[:HEAD_ROWS]],
+        )
+        if mapping["text"] is None:  # no description column yet: the sheet to choose one from
+            return info
+        rows = items(read, mapping["text"], mapping["id"], mapping["name"], mapping["category"])
+        failing = [r.error for r in rows if r.error]
+        info.sample = [
+            SheetItem(row=r.row, id=r.id, text=_shown(r.text, MAX_TEXT_SHOWN), error=r.error)
+            for r in rows[:sample_rows]
+        ]
+        info.failing, info.errors = len(failing), failing[:MAX_SHEET_ERRORS]
+        info.language = guess_language([r.text for r in rows if r.text])
+        return info
 
     def _new_run(self, sheet: bytes, name: str, options: CatalogOptions, folder: Path) -> CatalogRun:
         models = self.core.catalog_models()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from engine.catalog.sheets import read_sheet
 from tests.engine.test_catalog_run import FakeLLM
 from tests.pages.conftest import ok, settle
 
@@ -103,3 +104,29 @@ def test_the_mapping_shown_is_the_one_previewed_run_and_recorded(app_env):
     results = app_env.engine.catalog.run(run["run"])["results"]
     assert [(r["id"], r["status"]) for r in results] == [("S-1", "done"), ("S-2", "failed")]
     assert "brass desk lamp" in results[0]["prompt"]
+
+
+def test_the_sheet_is_read_by_the_engine_once_per_mapping(app_env, monkeypatch):
+    """The page learns about the sheet from `catalog.inspect` only, and keeps its answer: a rerun, or a mapping
+    picked again, does not upload the sheet again."""
+    import engine.services.catalog as service
+
+    reads = []
+    monkeypatch.setattr(service, "read_sheet", lambda data, name: reads.append(name) or read_sheet(data, name))
+    at = catalog(app_env, ("produkte.csv", CSV, "text/csv"))
+    assert reads == ["produkte.csv"]  # the guess is the mapping the dropdowns start from: one answer for both
+    at.run()
+    at.number_input(key="cat_seed").set_value(7).run()
+    assert reads == ["produkte.csv"]
+    shown = mapping(at)
+    at.selectbox(key=next(k for k in at.session_state if k.startswith("cat_category_"))).select("—").run()
+    assert len(reads) == 2 and "3 rows · 1 will be reported as failed" in [c.value for c in at.caption]
+    at.selectbox(key=next(k for k in at.session_state if k.startswith("cat_category_"))).select("Kategorie").run()
+    assert len(reads) == 2 and mapping(at) == shown
+
+
+def test_a_sheet_without_a_guessable_description_column_offers_its_last_one(app_env):
+    at = ok(catalog(app_env, ("preise.csv", b"sku;Notiz\nA-1;ein Stuhl aus Eiche\n", "text/csv")))
+    assert mapping(at) == {"Description column": "Notiz", "Id column": "sku", "Name column": "—",
+                           "Category column": "—"}  # fmt: skip
+    assert "1 rows" in [c.value for c in at.caption]
