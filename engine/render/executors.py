@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import Cancelled, ModelUnavailable, error_class
 from ..schema import Progress
-from .sd15 import Output, Params
+from .call import Output, Params
 
 REPO = Path(__file__).resolve().parent.parent.parent
 ProgressFn = Callable[[Progress], None]

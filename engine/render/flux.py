@@ -17,7 +17,8 @@ import torch
 from ..errors import BadInput, Busy, Cancelled
 from ..rules.models import TEXT_ONLY
 from ..schema import Progress
-from .sd15 import Output, Params, StepClock
+from .call import Output, Params
+from .sd15 import StepClock
 
 # FLUX.1-schnell was distilled with 256 T5 tokens (dev: 512); the T5 prompt is always padded to this length.
 SCHNELL_MAX_SEQUENCE_LENGTH = 256

@@ -11,8 +11,8 @@ from typing import Any
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
 from ..schema import GenerateRequest, GenerateResult, Progress, StyleHit
+from .call import Params
 from .plan import Plan, plan
-from .sd15 import Params
 from .styles import pick_region_styles, pick_styles
 
 ProgressFn = Callable[[Progress], None]

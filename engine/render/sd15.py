@@ -8,7 +8,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from ..rules.controlnets import DEFAULT_CONTROL
 from ..rules.modes import FAST_ADAPTER, MODES
 from ..schema import Progress
 from ..style_embeds import StyleEmbeds, encoder_id
+from .call import Output, Params
 
 log = logging.getLogger(__name__)
 
@@ -53,36 +54,6 @@ TASKS = {
 PREVIEW_SIDE = 256  # step previews are decoded at most this size (long side)
 PREVIEW_EVERY = 0.4  # seconds between two previews at most
 PROMPT_CACHE = 32  # prompt encodings kept (a live canvas re-renders one prompt; a sweep walks a few)
-
-
-@dataclass
-class Params:
-    """One pipeline call, already validated and resolved (sizes, seeds, references)."""
-
-    prompt: str
-    negative_prompt: str
-    control: Image.Image | None
-    references: list[tuple[Image.Image, float]]
-    seeds: list[int]
-    width: int
-    height: int
-    steps: int = 20
-    guidance: float = 7.5
-    structure_strength: float = 1.5
-    style_strength: float = 0.8
-    style_only: bool = False
-    scheduler: str = "unipc"
-    mode: str = "quality"  # engine/rules/modes.py: whether the few-step LoRA and the tiny VAE are used
-    # (mask at the render's size, bool H×W; its reference image), one per region, in order
-    regions: list[tuple[Any, Image.Image]] = field(default_factory=list)
-    init: Image.Image | None = None  # image-to-image: the start, at the render's size
-    mask: Any = None  # inpainting: bool H×W at the render's size, True = repaint
-    strength: float = 0.75  # how far back to noise the start goes
-    control_type: str = DEFAULT_CONTROL  # which ControlNet follows `control`
-    checkpoint: str | None = None  # the base model's file or hub id; None: the default
-    loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
-    hires_size: tuple[int, int] | None = None  # hires fix: upscale to this size and refine
-    hires_strength: float = 0.35
 
 
 class StepClock:
@@ -191,13 +162,6 @@ class Previewer:
         buf = io.BytesIO()
         Image.fromarray(array).save(buf, format="JPEG", quality=75)
         return buf.getvalue()
-
-
-@dataclass
-class Output:
-    images: list[Image.Image]
-    timings: dict[str, float | list[float]] = field(default_factory=dict)
-    worker: int = 0  # which executor worker rendered it (always 0 in this process)
 
 
 def style_block(unet) -> str:

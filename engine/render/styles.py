@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import BadInput
-from ..library import StyleLibrary
 from ..schema import GenerateRequest, StyleHit
+
+if TYPE_CHECKING:
+    from ..library import StyleLibrary
 
 
 def chosen_style(library: StyleLibrary, name: str, query: list[float], weight: float = 1.0) -> StyleHit:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from .. import images as imgs
 from ..api import Styles
 from ..errors import BadInput
-from ..library import StyleInfo
-from ..schema import StyleHit
+from ..schema import StyleHit, StyleInfo
 from . import Core, png, thumbnail
 
 
