@@ -437,12 +437,29 @@ def sketch_section() -> bool:
     return False
 
 
+def offered_controls() -> list[str]:
+    """The ControlNet types this engine renders with, as its capabilities say (a remote engine may hold fewer or more
+    than this Studio knows: the ones both know); an engine too old to say: the types this Studio knows."""
+    said = [c for c in state["capabilities"].controls if c in CONTROLS]  # a request can name only these
+    return said or list(get_args(ControlName))
+
+
+def offered_modes() -> list[str]:
+    """The render modes this engine runs, as its capabilities say, among those this Studio can describe."""
+    said = [m for m in MODES if m in state["capabilities"].modes]
+    return said or list(MODES)
+
+
 def edges_section(sketch: bytes | None, previewed: bool) -> None:
     """Which ControlNet follows the sketch, and what it will follow, from the sketch and the edge settings."""
     with st.expander("Edges and ControlNet", expanded=sketch is not None):
         controls = models_ui.controls(engine)  # name → (label, what it expects), from the engine
+        if (
+            state["control"] is not None and state["control"] not in offered_controls()
+        ):  # an engine switched to that lacks the chosen type
+            state["control"] = offered_controls()[0]
         st.segmented_control(
-            "ControlNet", list(get_args(ControlName)), key="control", required=True,
+            "ControlNet", offered_controls(), key="control", required=True,
             format_func=lambda c: controls.get(c, (c, ""))[0],
             help="\n\n".join(f"**{label}**: {expects}" for label, expects in controls.values()),
         )  # fmt: skip
@@ -539,9 +556,12 @@ def generate_section() -> None:
     """The mode and Generate, right under the words (greyed out only while a render runs: an empty prompt is one
     line on the click), the mode's cost, the error line and the render's progress."""
     m1, m2 = st.columns([3, 2], vertical_alignment="bottom")
+    if state["mode"] is not None and state["mode"] not in offered_modes():  # an engine switched to that lacks it
+        state["mode"] = offered_modes()[0]
+        on_mode_change()
     m1.segmented_control(
-        "Mode", list(MODES), key="mode", format_func=mode_label, on_change=on_mode_change,
-        help="\n\n".join(f"**{mode_label(m.name)}**: {m.summary}" for m in MODES.values()),
+        "Mode", offered_modes(), key="mode", format_func=mode_label, on_change=on_mode_change,
+        help="\n\n".join(f"**{mode_label(m)}**: {MODES[m].summary}" for m in offered_modes()),
     )  # fmt: skip
     m2.button("Generate", type="primary", on_click=on_generate, disabled=state.get("job") is not None, width="stretch")
     st.caption(MODES[state["mode"] or "quality"].summary)
