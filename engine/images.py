@@ -22,6 +22,7 @@ ACCEPTED = {"PNG", "JPEG", "WEBP", "MPO", "GIF", "BMP", "TIFF"}  # GIF and TIFF:
 FORMATS = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff"]  # what the pages' uploaders offer
 MAX_SIDE = 1024
+TILE_FACTOR = 2  # the tile ControlNet's map: the image downscaled this many times (and back to its size)
 HEAVY_PIXELS = 4_000_000  # decodes above this many pixels take turns: one at a time per process
 _heavy = threading.BoundedSemaphore(1)
 
@@ -144,7 +145,10 @@ def control_map(
     - ink: a drawing's strokes inverted, anti-aliasing kept (white lines on black, as the lineart annotator draws
       them); a photo has no strokes to keep, so its Canny edges (recorded as `<type>-canny`);
     - thick: the strokes (or edges) thickened, as the scribble model was trained on;
-    - soft: blurred Sobel gradient magnitude, soft and continuous (standing in for HED / PiDiNet)."""
+    - soft: blurred Sobel gradient magnitude, soft and continuous (standing in for HED / PiDiNet);
+    - downscaled: the image itself, downscaled `TILE_FACTOR`× and back to its size (as the tile model's
+      tile_resample does): colours and shapes kept, the fine detail left for the model to add.
+    A model-backed type's map is made engine-side (engine/render/preprocess.py), not here."""
     if control not in CONTROLS:
         raise BadInput(f"ControlNet '{control}' is unknown; use {known_controls()}")
     if CONTROLS[control].preprocessor == "model":  # its map is made by a model, engine-side
@@ -152,6 +156,11 @@ def control_map(
     kind = CONTROLS[control].preprocess
     if kind == "edges":
         return edges(img, mode, low, high)
+    if kind == "downscaled":
+        rgb = np.asarray(img.convert("RGB"))
+        h, w = rgb.shape[:2]
+        small = cv2.resize(rgb, (max(1, w // TILE_FACTOR), max(1, h // TILE_FACTOR)), interpolation=cv2.INTER_AREA)
+        return Image.fromarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)), control
     gray = cv2.cvtColor(np.asarray(img.convert("RGB")), cv2.COLOR_RGB2GRAY)
     drawing = is_line_art(gray)
     used = control

@@ -12,6 +12,7 @@ from .jobs import JobRunner
 from .models import ModelStore
 from .render.executors import LocalExecutor
 from .render.pipeline import RenderPipeline
+from .render.preprocess import Preprocessors
 from .render.record import Recorder
 from .services import Core
 from .services.about import AboutService
@@ -56,14 +57,17 @@ class LocalEngine(Engine):
         self.history_store = History(self.data_dir / "history.sqlite")
         self.retrieval = RetrievalState(self.settings, self.models, self.data_dir)
         dtype = str(self.models.dtype).removeprefix("torch.")
-        recorder = Recorder(self.data_dir, self.settings, self.history_store, self.retrieval, self.models.device, dtype)
+        maps = Preprocessors(self.models)  # control maps, a model's (depth) too, made here where the models are
+        recorder = Recorder(
+            self.data_dir, self.settings, self.history_store, self.retrieval, self.models.device, dtype, maps
+        )
         if executor == "ray":
             from .render.executors import RayExecutor
 
             self.executor = RayExecutor(self.settings, address=ray_address, workers=workers)
         else:
             self.executor = LocalExecutor(self.models)
-        self.pipeline = RenderPipeline(self.settings, self.retrieval, self.executor, recorder)
+        self.pipeline = RenderPipeline(self.settings, self.retrieval, self.executor, recorder, maps)
         self._catalog_models = None
         self.jobs = JobRunner(
             self.data_dir / "jobs.sqlite",

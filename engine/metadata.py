@@ -40,7 +40,16 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
         "Size": f"{meta['width']}x{meta['height']}",
         "Model": _name(meta["models"]["base"]),
     }
-    if meta.get("edge_mode"):
+    units = p.get("controls") or []
+    nets = models.get("controlnets") or []
+    if units:  # as sd-webui-controlnet writes them: "ControlNet 0", "ControlNet 1", …
+        for i, unit in enumerate(units):
+            model = _name(nets[i]) if i < len(nets) and nets[i] else unit["type"]
+            fields[f"ControlNet {i}"] = (
+                f'"Module: {unit.get("module") or unit["type"]}, Model: {model}, Weight: {unit["weight"]:g}, '
+                f'Guidance Start: {unit["start"]:g}, Guidance End: {unit["end"]:g}"'
+            )
+    elif meta.get("edge_mode"):  # a run recorded before several ControlNets were
         fields["ControlNet"] = (
             f'"module: {meta["edge_mode"]}, model: {_name(models["controlnet"])}, weight: {p["structure_strength"]}"'
         )

@@ -163,6 +163,21 @@ def load_taesd(settings: Settings, device: str, dtype):
     return vae.to(device).eval()
 
 
+def load_depth(settings: Settings, device: str):
+    """The depth ControlNet's estimator (Depth Anything V2 by default): model + image processor, fp32 (a small model;
+    its map is normalised to 8 bits anyway), on `device`."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    model_id = settings.models().depth
+    offline = require(model_id, "DESIGN_STUDIO_DEPTH_MODEL", settings)
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(model_id, **safetensors_kw(settings), **offline)
+        processor = AutoImageProcessor.from_pretrained(model_id, **offline)
+    except (OSError, ValueError) as exc:
+        raise unavailable(model_id, "DESIGN_STUDIO_DEPTH_MODEL", settings, exc) from None
+    return model.to(device).eval(), processor
+
+
 def load_clip(settings: Settings, device: str, model_id: str | None = None, setting: str = "DESIGN_STUDIO_CLIP_MODEL"):
     """A CLIP (model + processor), fp32 for stable similarities: the retrieval one unless `model_id` says."""
     from transformers import CLIPModel, CLIPProcessor
@@ -231,6 +246,7 @@ class ModelStore:
         self._clip = None
         self._flux = None
         self._segmenter = None
+        self._depth = None
         self._taesd = None
         self._fast_lora: set[int] = set()  # the pipelines (by id) the few-step LoRA is loaded into
         configure_threads(settings.threads)
@@ -321,12 +337,22 @@ class ModelStore:
                 self._segmenter = load_segmenter(self.settings, self.device, self.dtype)
             return self._segmenter
 
+    @property
+    def depth(self):
+        """The depth estimator (model, image processor), loaded on the first depth map only."""
+        with self._lock:
+            if self._depth is None:
+                self._ensure_tiny()
+                self._depth = load_depth(self.settings, self.device)
+            return self._depth
+
     def loaded(self) -> dict[str, bool]:
         return {
             "pipeline": self._pipe is not None,
             "clip": self._clip is not None,
             "flux": self._flux is not None,
             "sam2": self._segmenter is not None,
+            "depth_estimator": self._depth is not None,
             "fast_lora": bool(self._fast_lora),
             "taesd": self._taesd is not None,
             "checkpoint": self._checkpoint is not None,

@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadInput
-from .rules.controlnets import DEFAULT_CONTROL, ControlName
+from .rules.controlnets import CONTROLS, DEFAULT_CONTROL, MAX_UNITS, ControlName
 from .rules.models import rules
 from .rules.modes import MODE_FIELDS, MODES, RenderMode, switch
 
@@ -63,6 +63,38 @@ class Region(BaseModel):
         return self
 
 
+class ControlUnit(BaseModel):
+    """One ControlNet of a render that follows several (at most MAX_UNITS): its type, its weight (the conditioning
+    scale), the fraction of the steps it acts in (`start` to `end`), and its own image, else the sketch (or, without
+    one, the image started from)."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    type: ControlName = DEFAULT_CONTROL
+    weight: float = Field(1.0, ge=0, le=3)
+    start: float = Field(0.0, ge=0, le=1)
+    end: float = Field(1.0, ge=0, le=1)
+    image: bytes | None = Field(default=None, repr=False)
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> ControlUnit:
+        if self.start >= self.end:
+            raise ValueError(
+                f"start ({self.start:g}) must be before end ({self.end:g}): the fraction of the steps it acts in"
+            )
+        return self
+
+    def record(self, image_hash: str | None = None) -> dict[str, Any]:
+        """As the metadata keeps it: its own image by content hash (None: it followed the sketch)."""
+        return {
+            "type": self.type,
+            "weight": self.weight,
+            "start": self.start,
+            "end": self.end,
+            "image_hash": image_hash,
+        }
+
+
 MAX_PROMPT = 2000  # characters, for the prompt and the negative prompt alike
 
 
@@ -97,6 +129,10 @@ class GenerateRequest(BaseModel):
     mask: bytes | None = Field(default=None, repr=False)
     # Which ControlNet follows the sketch; each has its preprocessor (engine/images.py control_map)
     control: ControlName = DEFAULT_CONTROL
+    # Several ControlNets at once (at most MAX_UNITS), each with its weight, its range of the steps and optionally its
+    # own image. Empty: one, `control` at `structure_strength` over all the steps. Given: `control` and
+    # `structure_strength` are the first unit's.
+    controls: list[ControlUnit] = Field(default_factory=list, max_length=MAX_UNITS)
     # The base model: None is the default SD 1.5; else a checkpoint on the engine by name, or a hub id
     checkpoint: str | None = Field(default=None, max_length=200)
     loras: list[LoraWeight] = Field(default_factory=list, max_length=MAX_LORAS)
@@ -154,6 +190,16 @@ class GenerateRequest(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _first_unit_is_the_control(self) -> GenerateRequest:
+        if self.controls:
+            self.control, self.structure_strength = self.controls[0].type, self.controls[0].weight
+        return self
+
+    def units(self) -> list[ControlUnit]:
+        """The ControlNets the render follows: `controls`, or the one `control` at `structure_strength`."""
+        return list(self.controls) or [ControlUnit(type=self.control, weight=self.structure_strength)]
+
+    @model_validator(mode="after")
     def _mask_needs_image(self) -> GenerateRequest:
         if self.mask is not None and self.init_image is None:
             raise ValueError("a mask needs the image to repaint: give an init image (white in the mask = change)")
@@ -187,6 +233,18 @@ class GenerateRequest(BaseModel):
             **{k: params[k] for k in REPEATED_PARAMS if params.get(k) is not None},  # None: not used by that run
             **changes,
         }
+        units = [u for u in params.get("controls") or [] if u.get("type") in CONTROLS]
+        ranged = any((u["start"], u["end"]) != (0, 1) for u in units)
+        if (len(units) > 1 or ranged) and "controls" not in changes:  # each as it was (its own image aside: it
+            # is not carried, so such a unit follows the sketch), the first one changed as `changes` say
+            first = {"type": changes.get("control"), "weight": changes.get("structure_strength")}
+            values["controls"] = [
+                {
+                    k: (first[k] if i == 0 and first.get(k) is not None else u[k])
+                    for k in ("type", "weight", "start", "end")
+                }
+                for i, u in enumerate(units)
+            ]
         if meta.get("canny"):
             values["canny_low"], values["canny_high"] = meta["canny"]
         if meta.get("regions") and "regions" not in changes:
@@ -226,6 +284,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     loc = list(err.get("loc", ()))
     if len(loc) >= 2 and loc[0] == "regions" and isinstance(loc[1], int):  # regions.0.words → region 1 words
         loc = [f"region {loc[1] + 1}" + (f" {loc[2]}" if len(loc) > 2 else ""), *loc[3:]]
+    if len(loc) >= 2 and loc[0] == "controls" and isinstance(loc[1], int):  # controls.1.weight → ControlNet 2 weight
+        loc = [f"ControlNet {loc[1] + 1}" + (f" {loc[2]}" if len(loc) > 2 else ""), *loc[3:]]
     where = ".".join(str(p) for p in loc) or "request"
     msg = err.get("msg", "invalid value")
     msg = msg.removeprefix("Value error, ")
@@ -237,6 +297,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         "greater_than": "more than {gt}",
         "less_than": "less than {lt}",
     }
+    if kind == "too_long" and where == "controls":
+        msg = f"at most {ctx.get('max_length')} ControlNets at once (got {ctx.get('actual_length')})"
     if kind == "string_pattern_mismatch":
         msg = PATTERN_HINTS.get(where, "has characters that are not allowed")
     if kind in limits:

@@ -38,6 +38,7 @@ class ModelIds:
     fast_lora: str = "latent-consistency/lcm-lora-sdv1-5"
     fast_lora_weight: str = "pytorch_lora_weights.safetensors"
     taesd: str = "madebyollin/taesd"
+    depth: str = "depth-anything/Depth-Anything-V2-Small-hf"  # the depth ControlNet's estimator (engine-side)
     # every ControlNet type of the registry (engine/rules/controlnets.py) → its id; the others load on first use
     controlnets: dict[str, str] = field(default_factory=dict)
 
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
     ip_adapter_image_encoder: str = "models/image_encoder"
     clip_model: str = "openai/clip-vit-base-patch32"
+    # The depth ControlNet's map: a monocular depth estimator (transformers' AutoModelForDepthEstimation), engine-side;
+    # Depth-Anything-V2-Base-hf / -Large-hf are finer and slower
+    depth_model: str = "depth-anything/Depth-Anything-V2-Small-hf"
     # Regions: SAM2 point/box prompts (the larger facebook/sam2.1-hiera-small / -base-plus / -large work too).
     sam2_model: str = "facebook/sam2.1-hiera-tiny"
 
@@ -175,6 +179,7 @@ class Settings(BaseSettings):
                 fast_lora=str(root / "lcm-lora-sdv1-5"),
                 fast_lora_weight=self.fast_lora_weight,
                 taesd=str(root / "taesd"),
+                depth=str(root / "Depth-Anything-V2-Small-hf"),
                 controlnets={name: str(root / c.tiny_folder) for name, c in CONTROLS.items()},
             )
         return ModelIds(
@@ -189,6 +194,7 @@ class Settings(BaseSettings):
             fast_lora=self.fast_lora,
             fast_lora_weight=self.fast_lora_weight,
             taesd=self.taesd_model,
+            depth=self.depth_model,
             controlnets={
                 name: self.controlnet_model if name == DEFAULT_CONTROL else self.controlnets.get(name, c.default_id)
                 for name, c in CONTROLS.items()

@@ -25,7 +25,7 @@ from .tokenizer import tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
-TINY_VERSION = 9
+TINY_VERSION = 10
 MARKER = "tiny-profile.json"
 CROSS_DIM = 32
 IMAGE_EMBED_DIM = 32
@@ -201,6 +201,27 @@ TINY_SPEC: dict = {
         "vision": TINY_VISION,
     },
 }
+# Depth Anything V2 (depth-anything/Depth-Anything-V2-Small-hf's architecture: a DINOv2 backbone, a DPT neck and a
+# relative-depth head) at toy width, fed 56-pixel images instead of 518
+TINY_DEPTH: dict = {
+    "backbone": {
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "intermediate_size": 37,
+        "patch_size": 14,
+        "image_size": 56,
+        "out_features": ["stage1", "stage2", "stage3", "stage4"],
+        "reshape_hidden_states": False,
+    },
+    "reassemble_hidden_size": 32,
+    "patch_size": 14,
+    "neck_hidden_sizes": [8, 16, 32, 32],
+    "fusion_hidden_size": 16,
+    "head_hidden_size": 8,
+    "depth_estimation_type": "relative",
+    "image_size": 56,  # the processor's: the short side the estimator sees, in multiples of the patch
+}
 FULL_SIZE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "full-size.json"
 
 
@@ -346,6 +367,27 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
     shutil.rmtree(target / "_tokenizer")
 
 
+def build_tiny_depth(folder: Path, spec: dict = TINY_DEPTH, seed: int = 4) -> Path:
+    """A random-weight Depth Anything V2 in the hub repo's layout (config.json, model.safetensors,
+    preprocessor_config.json), loaded by `AutoModelForDepthEstimation` / `AutoImageProcessor.from_pretrained` as the
+    real one (engine/models.py `load_depth`)."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    head = {k: v for k, v in spec.items() if k not in ("backbone", "image_size")}
+    config = DepthAnythingConfig(backbone_config=Dinov2Config(**spec["backbone"]), **head)
+    torch.manual_seed(seed)
+    DepthAnythingForDepthEstimation(config).eval().save_pretrained(folder, safe_serialization=True)
+    side = spec["image_size"]
+    DPTImageProcessor(  # Depth-Anything-V2-Small-hf's preprocessor_config.json, at the tiny size
+        do_resize=True, size={"height": side, "width": side}, keep_aspect_ratio=True, ensure_multiple_of=14,
+        resample=3, do_rescale=True, do_normalize=True, image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225], do_pad=False,
+    ).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
 def is_built(root: Path) -> bool:
     marker = root / MARKER
     if not marker.is_file():
@@ -376,6 +418,7 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
         from .regions import build_tiny_sam2
 
         build_tiny_sam2(tmp / "sam2.1-hiera-tiny")
+        build_tiny_depth(tmp / "Depth-Anything-V2-Small-hf")
         (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION}))
         if root.exists():
             shutil.rmtree(root)

@@ -35,6 +35,9 @@ class Params:
     mask: Any = None  # inpainting: bool H×W at the render's size, True = repaint
     strength: float = 0.75  # how far back to noise the start goes
     control_type: str = DEFAULT_CONTROL  # which ControlNet follows `control`
+    # several ControlNets at once: (type, map, weight, start, end) each; empty: the one above, `control_type`
+    # following `control` at `structure_strength` over all the steps
+    controls: list[tuple[str, Image.Image, float, float, float]] = field(default_factory=list)
     checkpoint: str | None = None  # the base model's file or hub id; None: the default
     loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
     hires_size: tuple[int, int] | None = None  # hires fix: upscale to this size and refine

@@ -145,6 +145,7 @@ def params_payload(p: Params) -> dict[str, Any]:
     out["references"] = [(_png(img), weight) for img, weight in p.references]
     out["regions"] = [(mask, _png(ref)) for mask, ref in p.regions]  # Ray pickles numpy arrays as they are
     out["init"] = _png(p.init) if p.init is not None else None
+    out["controls"] = [(name, _png(made), *rest) for name, made, *rest in p.controls]
     return out
 
 
@@ -154,6 +155,7 @@ def params_from_payload(payload: dict[str, Any]) -> Params:
     values["references"] = [(_image(data), weight) for data, weight in payload["references"]]
     values["regions"] = [(mask, _image(ref)) for mask, ref in payload.get("regions", [])]
     values["init"] = _image(payload["init"]) if payload.get("init") is not None else None
+    values["controls"] = [(name, _image(made), *rest) for name, made, *rest in payload.get("controls", [])]
     return Params(**values)
 
 

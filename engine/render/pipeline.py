@@ -21,8 +21,9 @@ ProgressFn = Callable[[Progress], None]
 class RenderPipeline:
     """Holds what every render shares: the settings, the retrieval state, the executor and the recorder."""
 
-    def __init__(self, settings, retrieval, executor, recorder):
+    def __init__(self, settings, retrieval, executor, recorder, maps=None):
         self.settings = settings
+        self.maps = maps  # the control maps' preprocessors (engine/render/preprocess.py): model-backed ones here
         self.retrieval = retrieval
         self.executor = executor
         self.recorder = recorder
@@ -41,7 +42,8 @@ class RenderPipeline:
             cpu = self.settings.resolve_device() == "cpu"
         else:
             cpu = not getattr(self.executor, "gpus", 0)
-        return plan(request, self.settings.max_input_pixels, self.settings.max_upload_bytes, cpu, self.files)
+        limits = (self.settings.max_input_pixels, self.settings.max_upload_bytes)
+        return plan(request, *limits, cpu, self.files, self.maps)
 
     def generate(
         self,
@@ -86,6 +88,7 @@ class RenderPipeline:
             mask=p.mask,
             strength=request.strength,
             control_type=request.control,
+            controls=[(u.type, u.map, u.weight, u.start, u.end) for u in p.units],
             checkpoint=p.checkpoint,
             loras=p.loras,
             hires_size=p.hires_size,

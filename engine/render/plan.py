@@ -22,14 +22,37 @@ from ..schema import MAX_SEED, GenerateRequest
 
 
 @dataclass
+class Unit:
+    """One ControlNet a render follows, made ready: its type, weight and range of the steps, and its map at the
+    render's size (made from its own image, else the sketch, else the image started from)."""
+
+    type: str
+    weight: float
+    start: float
+    end: float
+    map: Image.Image
+    used: str  # the preprocessor that made the map (the metadata's `edge_mode` for the first unit)
+    image: Image.Image | None = None  # its own image (decoded), None: it follows the sketch or the start image
+    image_hash: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """As the metadata keeps it (engine/schema.py ControlUnit.record), with the preprocessor used."""
+        return {
+            "type": self.type, "weight": self.weight, "start": self.start, "end": self.end,
+            "image_hash": self.image_hash, "module": self.used,
+        }  # fmt: skip
+
+
+@dataclass
 class Plan:
     """A request made ready for the pipeline: all a render needs besides its styles."""
 
     request: GenerateRequest
     sketch: Image.Image | None = None
     sketch_hash: str | None = None
-    control: Image.Image | None = None
+    control: Image.Image | None = None  # the first ControlNet's map (what the result view shows)
     edge_mode: str | None = None
+    units: list[Unit] = field(default_factory=list)  # every ControlNet it follows, the first one's map `control`
     width: int = 0
     height: int = 0
     seeds: list[int] = field(default_factory=list)
@@ -60,6 +83,7 @@ def check_model(request: GenerateRequest) -> None:
                 ("a checkpoint", request.checkpoint),
                 ("LoRAs", request.loras),
                 (f"the {request.control} ControlNet", request.control != DEFAULT_CONTROL),
+                ("several ControlNets", len(request.controls) > 1),
                 ("a hires fix", request.hires > 1),
             )
             if on
@@ -70,11 +94,12 @@ def check_model(request: GenerateRequest) -> None:
         raise BadInput(TEXT_ONLY)
 
 
-def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = False, files=None) -> Plan:
-    """Check the request against its model's rules, decode the sketch and turn it into the control map, decode the
-    image to start from and its mask, fix the size and the seeds, read and layer the region masks, and resolve the
-    checkpoint and LoRA names (`files`: engine/model_files.py). On a CPU, live mode renders at most its small size;
-    a live frame has no hires fix."""
+def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = False, files=None, maps=None) -> Plan:
+    """Check the request against its model's rules, decode the sketch and turn it into the control maps (`maps`: the
+    engine's Preprocessors, which make a model-backed map too; None: pure ones only), decode the image to start from
+    and its mask, fix the size and the seeds, read and layer the region masks, and resolve the checkpoint and LoRA
+    names (`files`: engine/model_files.py). On a CPU, live mode renders at most its small size; a live frame has no
+    hires fix."""
     check_model(request)
     cap = MODES[request.mode].cpu_size
     if cpu and cap and request.size > cap:
@@ -85,21 +110,22 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
         request = request.model_copy(update={"use_style": False})  # text only: no retrieval either
     t0 = time.perf_counter()
     p = Plan(request)
+    follows = None  # what a ControlNet without an image of its own follows: the sketch, else the start image
     if request.sketch is not None:
         p.sketch = imgs.decode(request.sketch, max_pixels, max_bytes, name="sketch")
         p.sketch_hash = imgs.content_hash(request.sketch)
-        fitted = imgs.fit(p.sketch, request.size)
-        p.control, p.edge_mode = control_map(fitted, request)
+        follows = imgs.fit(p.sketch, request.size)
     init = None
     if request.init_image is not None:
         init = imgs.decode(request.init_image, max_pixels, max_bytes, name="init image")
         p.init_hash = imgs.content_hash(request.init_image)
-        if p.control is not None:  # the sketch sets the size; the image fills it (centre crop)
-            p.init = ImageOps.fit(init, p.control.size, Image.Resampling.LANCZOS)
+        if follows is not None:  # the sketch sets the size; the image fills it (centre crop)
+            p.init = ImageOps.fit(init, follows.size, Image.Resampling.LANCZOS)
         else:  # no sketch: ControlNet follows the image's own edges
-            p.init = imgs.fit(init, request.size)
-            p.control, p.edge_mode = control_map(p.init, request)
-    if p.control is not None:
+            p.init = follows = imgs.fit(init, request.size)
+    p.units = control_units(request, follows, max_pixels, max_bytes, maps)
+    if p.units:
+        p.control, p.edge_mode = p.units[0].map, p.units[0].used
         p.timings["edges"] = time.perf_counter() - t0
     if p.control is not None:
         p.width, p.height = p.control.size
@@ -121,8 +147,41 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
     return p
 
 
-def control_map(image: Image.Image, request: GenerateRequest) -> tuple[Image.Image, str]:
-    return imgs.control_map(image, request.control, request.edge_mode, request.canny_low, request.canny_high)
+def control_units(
+    request: GenerateRequest, follows: Image.Image | None, max_pixels: int, max_bytes: int, maps=None
+) -> list[Unit]:
+    """Each ControlNet with its map: from its own image (fitted to the render's size: the sketch's, else the start
+    image's, else the first own image's), else from `follows`. None at all: a text-only render (one `control` and no
+    sketch: as ever; several, or one given in `controls`, with nothing to follow: refused)."""
+    units = request.units()
+    own = {}
+    for i, unit in enumerate(units):
+        if unit.image is not None:
+            name = f"ControlNet {i + 1}'s image"
+            own[i] = (imgs.decode(unit.image, max_pixels, max_bytes, name=name), imgs.content_hash(unit.image))
+    if follows is None and not own:
+        if request.controls:
+            raise BadInput(
+                "controls: the ControlNets have nothing to follow",
+                fix="draw or upload a sketch, start from an image, or give each ControlNet its own image",
+            )
+        return []
+    size = follows.size if follows is not None else imgs.fit(own[min(own)][0], request.size).size
+    make = maps.control_map if maps is not None else imgs.control_map
+    out = []
+    for i, unit in enumerate(units):
+        if i in own:
+            source = ImageOps.fit(own[i][0], size, Image.Resampling.LANCZOS)
+        elif follows is not None:
+            source = follows
+        else:
+            raise BadInput(
+                f"ControlNet {i + 1} ({unit.type}) has nothing to follow",
+                fix="draw or upload a sketch, start from an image, or give it its own image",
+            )
+        made, used = make(source, unit.type, request.edge_mode, request.canny_low, request.canny_high)
+        out.append(Unit(unit.type, unit.weight, unit.start, unit.end, made, used, *own.get(i, (None, None))))
+    return out
 
 
 def hires_size(width: int, height: int, factor: float) -> tuple[int, int]:
@@ -181,11 +240,13 @@ def region_masks(request: GenerateRequest, p: Plan, max_pixels: int, max_bytes: 
     return layered
 
 
-def control_of(sketch: bytes, meta: dict[str, Any], max_pixels: int) -> Image.Image:
-    """The control edges a past run followed, made again from its sketch and its metadata (same function, same
-    pixels): for its result view and for measuring it again."""
-    fitted = imgs.fit(imgs.decode(sketch, max_pixels), meta["params"]["size"])
+def control_of(source: bytes, meta: dict[str, Any], max_pixels: int, maps=None) -> Image.Image:
+    """The map the first ControlNet of a past run followed, made again from its source (its own image, else the
+    sketch, else the image started from) and its metadata (same function, same pixels): for its result view and
+    for measuring it again."""
+    fitted = imgs.fit(imgs.decode(source, max_pixels), meta["params"]["size"])
     low, high = meta.get("canny") or (50, 150)
     control = meta["params"].get("control", DEFAULT_CONTROL)
     mode = (meta["edge_mode"] or "auto") if control == DEFAULT_CONTROL else "auto"
-    return imgs.control_map(fitted, control, mode, low, high)[0]
+    make = maps.control_map if maps is not None else imgs.control_map
+    return make(fitted, control, mode, low, high)[0]

@@ -23,6 +23,7 @@ from ..errors import NotFound
 from ..metadata import save_png, write_png, write_sidecar
 from ..metrics import image_metrics
 from ..rules import modes
+from ..rules.controlnets import CONTROLS, DEFAULT_CONTROL
 from ..schema import GenerateResult, StyleHit
 from .plan import Plan, control_of
 
@@ -45,12 +46,19 @@ def _mask_image(mask) -> Image.Image | None:
     return None if mask is None else Image.fromarray(mask.astype(np.uint8) * 255, "L")
 
 
+def lines_map(plan: Plan) -> Image.Image | None:
+    """The map a render's edge fidelity is measured against: the first ControlNet's, where it is white lines on black
+    (a depth map or a tile's image is not: no edge numbers then)."""
+    return plan.control if plan.units and CONTROLS[plan.units[0].type].lines else None
+
+
 class Recorder:
     """Keeps renders in the data folder: outputs/DATE/RUN-i.png (+ .json), sketches/HASH.png, the history and its
     CLIP index. `retrieval` is the live retrieval state (its embeddings measure, its index finds past renders)."""
 
-    def __init__(self, data_dir: Path, settings, history, retrieval, device: str, dtype: str):
+    def __init__(self, data_dir: Path, settings, history, retrieval, device: str, dtype: str, maps=None):
         self.data_dir = Path(data_dir)
+        self.maps = maps  # the control maps' preprocessors (engine/render/preprocess.py), to make a run's map again
         self.settings = settings
         self.history = history
         self.retrieval = retrieval
@@ -78,7 +86,7 @@ class Recorder:
         t0 = time.perf_counter()
         measured = request.keep and measure
         if measured:
-            metrics = image_metrics(library.embeddings, images, request.prompt, plan.control, references)
+            metrics = image_metrics(library.embeddings, images, request.prompt, lines_map(plan), references)
         else:  # a live frame (on screen for a moment, not worth measuring), or measured after it is kept
             metrics = [{} for _ in images]
         timings = {**plan.timings, **timings}
@@ -198,6 +206,8 @@ class Recorder:
                 "blend": [b.model_dump() for b in request.blend],
                 "use_style": request.use_style,
                 "control": request.control,
+                # every ControlNet it followed (A1111's "ControlNet 0", "ControlNet 1", … in the PNG's parameters)
+                "controls": [u.record() for u in plan.units],
                 "strength": request.strength if plan.init is not None else None,
                 "checkpoint": request.checkpoint,
                 "loras": [lo.model_dump() for lo in request.loras],
@@ -212,6 +222,10 @@ class Recorder:
                 "lora_weight": ids.fast_lora_weight if mode.lora and not flux else None,
                 "vae": shown(ids.taesd) if mode.uses_tiny_vae(self.device) else "full",
                 "controlnet": shown(ids.controlnet_for(request.control)),
+                "controlnets": [shown(ids.controlnet_for(u.type)) for u in plan.units],
+                "depth_estimator": shown(ids.depth)
+                if any(CONTROLS[u.type].preprocessor == "model" for u in plan.units)
+                else None,
                 "loras": [{"name": n, "weight": w} for n, _, w in plan.loras],
                 "ip_adapter": shown(ids.ip_adapter),
                 "ip_adapter_weight": ids.ip_adapter_weight,
@@ -240,6 +254,7 @@ class Recorder:
             (plan.sketch, plan.sketch_hash),
             (plan.init, plan.init_hash),
             (_mask_image(plan.mask), plan.mask_hash),
+            *((u.image, u.image_hash) for u in plan.units),
         ):
             if image is not None:
                 path = self.data_dir / "sketches" / f"{digest}.png"
@@ -267,7 +282,8 @@ class Recorder:
         """The control edges a kept run followed, made again from its sketch (or, without one, from the image it
         started from, as the plan does)."""
         meta = row["metadata"]
-        source = self.sketch_path(row["sketch_hash"] or meta.get("init_hash"))
+        units = meta["params"].get("controls") or [{}]
+        source = self.sketch_path(units[0].get("image_hash") or row["sketch_hash"] or meta.get("init_hash"))
         if source is None:
             return None
         key = (row["id"], source.name)  # a run's sketch and settings never change: made once while it is recent
@@ -275,7 +291,7 @@ class Recorder:
             if key in self._controls:
                 self._controls.move_to_end(key)
                 return self._controls[key]
-        made = control_of(source.read_bytes(), meta, self.settings.max_input_pixels)
+        made = control_of(source.read_bytes(), meta, self.settings.max_input_pixels, self.maps)
         with self._controls_lock:
             self._controls[key] = made
             while len(self._controls) > CONTROLS_KEPT:
@@ -294,7 +310,8 @@ class Recorder:
         emb = library.embeddings
         known = {s.id for s in library.list(include_hidden=True)}
         images = [Image.open(p).convert("RGB") for p in paths]
-        control = self.control(row)
+        kind = CONTROLS.get(meta["params"].get("control") or DEFAULT_CONTROL)
+        control = self.control(row) if kind is None or kind.lines else None
         refs = [library.image(s["id"]) for s in meta["styles"] if s.get("used") and s["id"] in known]
         t0 = time.perf_counter()
         vectors = emb.embed_images(images)

@@ -208,18 +208,26 @@ class Generator:
         self._adapters = {k: v for k, v in self._adapters.items() if k in current}
         return base
 
-    def task(self, base, task: str, control: str = DEFAULT_CONTROL):
-        """The pipeline for a task on `base`, sharing its modules; another ControlNet type is swapped in."""
-        key = (id(base), task, control)
+    def task(self, base, task: str, control: str | tuple[str, ...] = DEFAULT_CONTROL):
+        """The pipeline for a task on `base`, sharing its modules; another ControlNet type is swapped in, and several
+        (a tuple of types) as one MultiControlNetModel over them, in their order."""
+        types = control if isinstance(control, tuple) else (control,)
+        key = (id(base), task, types)
         if key not in self._tasks:
             # from_pipe casts every shared module to its `dtype` (float32 unless told): the base's own, or an fp16/bf16
             # engine's UNet would silently become fp32 after the first image-to-image or other-ControlNet render
             if task.startswith("text"):
                 pipe = TASKS[task].from_pipe(base, dtype=base.dtype)
-            elif task == "txt2img" and control == DEFAULT_CONTROL:
+            elif task == "txt2img" and types == (DEFAULT_CONTROL,):
                 pipe = base
             else:
-                controlnet = base.controlnet if control == DEFAULT_CONTROL else self.models.controlnet(control)
+                nets = [base.controlnet if c == DEFAULT_CONTROL else self.models.controlnet(c) for c in types]
+                if len(nets) > 1:
+                    from diffusers.models import MultiControlNetModel
+
+                    controlnet = MultiControlNetModel(nets)
+                else:
+                    controlnet = nets[0]
                 pipe = TASKS[task].from_pipe(base, controlnet=controlnet, dtype=base.dtype)
             pipe.set_progress_bar_config(disable=True)
             self._tasks[key] = pipe
@@ -386,7 +394,8 @@ class Generator:
                 task = "text"
             else:
                 task = "inpaint" if p.mask is not None else "img2img" if p.init is not None else "txt2img"
-            pipe = self.task(base, task, p.control_type)
+            units = control_units(p)
+            pipe = self.task(base, task, tuple(u[0] for u in units) or p.control_type)
             pipe.scheduler = self._scheduler(p.scheduler)
             t0 = time.perf_counter()
             prompt_embeds, negative_embeds = self.prompt_embeds(pipe, base, p)
@@ -413,10 +422,9 @@ class Generator:
                 cross_attention_kwargs=attention or None,
             )
             if task == "txt2img":
-                call.update(image=p.control, controlnet_conditioning_scale=p.structure_strength)
+                call.update(control_args(units, "image"))
             elif task in ("img2img", "inpaint"):
-                call.update(image=p.init, control_image=p.control, strength=p.strength)
-                call.update(controlnet_conditioning_scale=p.structure_strength)
+                call.update(image=p.init, strength=p.strength, **control_args(units, "control_image"))
                 if task == "inpaint":
                     call["mask_image"] = Image.fromarray(p.mask.astype("uint8") * 255, "L")
             # strength 0: no step to take, the image as the autoencoder gives it back
@@ -445,9 +453,9 @@ class Generator:
         own seed, ControlNet following the control map upscaled alike; an inpainting keeps the image outside its
         mask."""
         w, h = p.hires_size
-        pipe = self.task(base, "img2img" if p.control is not None else "text-img2img", p.control_type)
+        units = [(name, made.resize((w, h), Image.Resampling.NEAREST), *rest) for name, made, *rest in control_units(p)]
+        pipe = self.task(base, "img2img" if units else "text-img2img", tuple(u[0] for u in units) or p.control_type)
         pipe.scheduler = self._scheduler(p.scheduler)
-        control = p.control.resize((w, h), Image.Resampling.NEAREST) if p.control is not None else None
         total, steps = hires_steps(p)
         out = []
         for image, seed in zip(images, p.seeds, strict=True):
@@ -455,8 +463,8 @@ class Generator:
                 break
             one = {**call, "height": h, "width": w, "num_images_per_prompt": 1, "num_inference_steps": total}
             one.update(image=image.resize((w, h), Image.Resampling.LANCZOS), strength=p.hires_strength)
-            if control is not None:
-                one.update(control_image=control, controlnet_conditioning_scale=p.structure_strength)
+            if units:
+                one.update(control_args(units, "control_image"))
             else:  # text only: no ControlNet (and img2img takes its size from the image)
                 for name in ("control_image", "controlnet_conditioning_scale", "height", "width"):
                     one.pop(name, None)
@@ -488,6 +496,24 @@ class Generator:
         self._sync()
         timings["vae_decode"] += time.perf_counter() - t0
         return images
+
+
+def control_units(p: Params) -> list[tuple]:
+    """The ControlNets a call follows, (type, map, weight, start, end) each: `p.controls`, or the one `control`."""
+    if p.controls:
+        return list(p.controls)
+    return [(p.control_type, p.control, p.structure_strength, 0.0, 1.0)] if p.control is not None else []
+
+
+def control_args(units: list[tuple], image_arg: str) -> dict[str, Any]:
+    """The pipeline's ControlNet arguments: one ControlNet's map, scale and range as they are (the same call, the same
+    pixels as ever), several as lists in their order (diffusers' MultiControlNetModel)."""
+    names = (image_arg, "controlnet_conditioning_scale", "control_guidance_start", "control_guidance_end")
+    if len(units) == 1:
+        _, made, weight, start, end = units[0]
+        return dict(zip(names, (made, float(weight), float(start), float(end)), strict=True))
+    columns = [[u[i] for u in units] for i in range(1, 5)]
+    return dict(zip(names, [columns[0], *[[float(v) for v in c] for c in columns[1:]]], strict=True))
 
 
 def adapter_name(lora: str) -> str:

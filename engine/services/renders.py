@@ -145,7 +145,7 @@ class RendersService(Renders):
     def control_preview(self, image: bytes, control=DEFAULT_CONTROL, edge_mode="auto", canny_low=50, canny_high=150):
         img = self._decode(image)
         img.thumbnail((CONTROL_PREVIEW_SIDE, CONTROL_PREVIEW_SIDE), Image.Resampling.LANCZOS)
-        made, used = imgs.control_map(img, control, edge_mode, canny_low, canny_high)
+        made, used = self.core.pipeline.maps.control_map(img, control, edge_mode, canny_low, canny_high)
         return ControlPreview(png=imgs.png_bytes(made), used=used, width=made.width, height=made.height)
 
     def segment(self, image: bytes, points=None, labels=None, box=None) -> SegmentResult:
