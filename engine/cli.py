@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .errors import BadInput, EngineError, ModelUnavailable
 from .progress import ProgressBar
-from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
+from .rules.controlnets import CONTROLS, DEFAULT_CONTROL, MAX_UNITS
+from .rules.controlnets import known as known_controls
 from .rules.modes import MODES
 from .schema import SCHEDULERS
 
@@ -75,9 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--mask", type=Path, help="inpaint: repaint only where this mask is white (needs --init-image)")
     g.add_argument(
         "--control",
-        choices=list(CONTROLS),
-        default=DEFAULT_CONTROL,
-        help="; ".join(f"{c.name}: {c.expects}" for c in CONTROLS.values()),
+        action="append",
+        default=[],
+        metavar="TYPE[:WEIGHT[:START:END]]",
+        help=f"the ControlNet (default {DEFAULT_CONTROL} at --structure); repeatable, up to {MAX_UNITS} at once, each "
+        "with its weight and the fraction of the steps it acts in, e.g. --control canny:1.0 --control depth:0.5:0:0.6. "
+        + "; ".join(f"{c.name}: {c.expects}" for c in CONTROLS.values()),
     )
     g.add_argument(
         "--checkpoint",
@@ -336,6 +340,28 @@ def _parse_lora(engine, spec: str) -> dict:
     return {"name": _model_name(engine, "lora", name), "weight": value}
 
 
+def _parse_controls(specs: list[str]) -> dict:
+    """`--control TYPE[:WEIGHT[:START:END]]`, repeatable → the request's `control` (one type alone, at --structure)
+    or `controls` (a weight or a range given, or several)."""
+    units = []
+    for spec in specs:
+        name, *numbers = spec.split(":")
+        if name not in CONTROLS:
+            raise BadInput(f"--control: ControlNet '{name}' is unknown; use {known_controls()}")
+        if len(numbers) not in (0, 1, 3):
+            raise BadInput(f"--control takes TYPE, TYPE:WEIGHT or TYPE:WEIGHT:START:END (got '{spec}')")
+        try:
+            values = [float(v) for v in numbers]
+        except ValueError:
+            raise BadInput(f"--control: '{spec}' has a weight or range that is not a number") from None
+        units.append({"type": name, **dict(zip(("weight", "start", "end"), values, strict=False))})
+    if not units:
+        return {}
+    if len(units) == 1 and set(units[0]) == {"type"}:
+        return {"control": units[0]["type"]}
+    return {"controls": units}
+
+
 def _parse_regions(specs: list[str], max_bytes: int) -> list[dict]:
     """`MASK.png=WORDS` or `MASK.png=style:NAME` → the request's regions (mask files read with the limits)."""
     from .images import read_bytes
@@ -445,6 +471,7 @@ def _generate(args) -> dict:
     sketch = read_bytes(args.sketch, limit) if args.sketch else None
     if args.out:
         _check_writable(args.out)
+    controls = _parse_controls(args.control)  # a bad spec is one line before any model loads
     engine = _engine(args, settings, renders=args.model == "sd15")
     request = _request(
         args,
@@ -459,7 +486,7 @@ def _generate(args) -> dict:
         init_image=read_bytes(args.init_image, limit) if args.init_image else None,
         strength=args.strength,
         mask=read_bytes(args.mask, limit) if args.mask else None,
-        control=args.control,
+        **controls,
         checkpoint=_model_name(engine, "checkpoint", args.checkpoint) if args.checkpoint else None,
         loras=[_parse_lora(engine, spec) for spec in args.lora],
         hires=args.hires,
@@ -490,6 +517,9 @@ def _generate(args) -> dict:
         "kind": result.metadata.get("kind"),
         "dtype": result.metadata.get("dtype"),
         "control": result.metadata["params"].get("control"),
+        "controls": [
+            {k: u[k] for k in ("type", "weight", "start", "end")} for u in result.metadata["params"].get("controls", [])
+        ],
         "styles": [s.as_dict() for s in result.styles],
         "regions": [{k: r[k] for k in ("index", "words", "style", "area", "style_similarity")} for r in result.regions],
         "seconds": round(time.perf_counter() - start, 3),

@@ -367,24 +367,33 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
     shutil.rmtree(target / "_tokenizer")
 
 
+def depth_components(spec: dict = TINY_DEPTH, seed: int = 4):
+    """A random-weight Depth Anything V2 of `spec` and its image processor, in memory (the unit tests' depth
+    estimator; under the default seed the tiny profile's own weights)."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    head = {k: v for k, v in spec.items() if k not in ("backbone", "image_size")}
+    config = DepthAnythingConfig(backbone_config=Dinov2Config(**spec["backbone"]), **head)
+    torch.manual_seed(seed)
+    model = DepthAnythingForDepthEstimation(config).eval()
+    side = spec["image_size"]
+    processor = DPTImageProcessor(  # Depth-Anything-V2-Small-hf's preprocessor_config.json, at the tiny size
+        do_resize=True, size={"height": side, "width": side}, keep_aspect_ratio=True, ensure_multiple_of=14,
+        resample=3, do_rescale=True, do_normalize=True, image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225], do_pad=False,
+    )  # fmt: skip
+    return model, processor
+
+
 def build_tiny_depth(folder: Path, spec: dict = TINY_DEPTH, seed: int = 4) -> Path:
     """A random-weight Depth Anything V2 in the hub repo's layout (config.json, model.safetensors,
     preprocessor_config.json), loaded by `AutoModelForDepthEstimation` / `AutoImageProcessor.from_pretrained` as the
     real one (engine/models.py `load_depth`)."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    head = {k: v for k, v in spec.items() if k not in ("backbone", "image_size")}
-    config = DepthAnythingConfig(backbone_config=Dinov2Config(**spec["backbone"]), **head)
-    torch.manual_seed(seed)
-    DepthAnythingForDepthEstimation(config).eval().save_pretrained(folder, safe_serialization=True)
-    side = spec["image_size"]
-    DPTImageProcessor(  # Depth-Anything-V2-Small-hf's preprocessor_config.json, at the tiny size
-        do_resize=True, size={"height": side, "width": side}, keep_aspect_ratio=True, ensure_multiple_of=14,
-        resample=3, do_rescale=True, do_normalize=True, image_mean=[0.485, 0.456, 0.406],
-        image_std=[0.229, 0.224, 0.225], do_pad=False,
-    ).save_pretrained(folder)  # fmt: skip
+    model, processor = depth_components(spec, seed)
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -18,7 +18,7 @@ from engine import images as imgs
 from engine.api import ControlPreview, JobInfo, RenderResult
 from engine.errors import BadInput, EngineError
 from engine.images import UPLOAD_TYPES
-from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL
+from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL, MAX_UNITS
 from engine.rules.modes import MODES, switch
 from engine.schema import SCHEDULERS, ControlName, GenerateRequest, Progress
 from ui import canvas as canvas_ui
@@ -107,6 +107,7 @@ def build_request(**changes) -> GenerateRequest:
         aspect=state.get("aspect") if state["source"] == "Draw" else None,  # a text-only render's shape
         **start_image.request_fields(),
         **models_ui.request_fields(),
+        **control_units(),
         **run_set(),
         **{**fields, **changes},
     )
@@ -451,7 +452,8 @@ def offered_modes() -> list[str]:
 
 
 def edges_section(sketch: bytes | None, previewed: bool) -> None:
-    """Which ControlNet follows the sketch, and what it will follow, from the sketch and the edge settings."""
+    """Which ControlNets follow the sketch, and what each will follow: one row by default (its type; its weight is
+    the Structure strength), more rows on demand (type, weight, range of the steps, each with its map's preview)."""
     with st.expander("Edges and ControlNet", expanded=sketch is not None):
         controls = models_ui.controls(engine)  # name → (label, what it expects), from the engine
         if (
@@ -473,35 +475,148 @@ def edges_section(sketch: bytes | None, previewed: bool) -> None:
                 c1, c2 = st.columns(2)
                 c1.slider("Canny low", 0, 255, key="canny_low")
                 c2.slider("Canny high", 0, 255, key="canny_high")
-        if sketch is None:
-            st.caption("No sketch yet: the render will come from the words alone (or the start image's own edges).")
-            return
-        try:
-            preview, _ = sketch_preview(sketch)
-        except BadInput as exc:
-            if not previewed:  # the sketch's own preview has said it already
-                st.error(str(exc))
-            return
-        try:
-            made = control_preview(preview, control_type)
-            st.image(made.image(), caption=f"What ControlNet will follow ({made.used})", width=240)
-        except EngineError as exc:
+        rows = extra_rows()
+        if rows:
+            st.slider("Range of the steps", 0.0, 1.0, step=0.05, key="control_range",
+                      help="the fraction of the steps this ControlNet acts in: 0–1 all of them")  # fmt: skip
+        drawing_warning([control_type, *(state[f"cn_type_{r}"] for r in rows)], sketch)
+        preview_map(control_type, sketch, previewed, width=240)
+        for n, row in enumerate(rows, start=2):
+            control_row(n, row, controls, sketch)
+        if len(rows) + 1 < MAX_UNITS:
+            st.button(
+                "Add a ControlNet", key="cn_add", on_click=add_row, icon=":material/add:",
+                help=f"follow up to {MAX_UNITS} maps at once, e.g. Canny edges and Depth, each with its weight",
+            )  # fmt: skip
+
+
+def extra_rows() -> list[int]:
+    """The ControlNet rows after the first, by their ids (their widgets' keys), offered types only."""
+    rows = state.setdefault("control_rows", [])
+    for row in rows:  # (a widget's value leaves the session while its page is not shown: set again here)
+        if state.get(f"cn_type_{row}") not in offered_controls():
+            state[f"cn_type_{row}"] = offered_controls()[0]
+        state.setdefault(f"cn_weight_{row}", 0.8)
+        state.setdefault(f"cn_range_{row}", (0.0, 1.0))
+    if rows:
+        state.setdefault("control_range", (0.0, 1.0))
+    return rows
+
+
+def add_row() -> None:
+    rows = state.setdefault("control_rows", [])
+    if len(rows) + 1 >= MAX_UNITS:
+        return
+    row = state.get("_cn_next", 1)
+    state["_cn_next"] = row + 1
+    used = {state["control"], *(state.get(f"cn_type_{r}") for r in rows)}
+    offered = offered_controls()
+    state[f"cn_type_{row}"] = next((c for c in offered if c not in used), offered[0])
+    rows.append(row)
+
+
+def remove_row(row: int) -> None:
+    state["control_rows"] = [r for r in state.get("control_rows", []) if r != row]
+    for key in (f"cn_type_{row}", f"cn_weight_{row}", f"cn_range_{row}"):
+        state.pop(key, None)
+
+
+def control_row(n: int, row: int, controls: dict, sketch: bytes | None) -> None:
+    """One more ControlNet: its type, weight and range of the steps, a remove button, and what it will follow."""
+    with st.container(border=True, key=f"cn_row_{row}"):
+        c1, c2, c3, c4 = st.columns([3, 3, 3, 1], vertical_alignment="bottom")
+        c1.selectbox(f"ControlNet {n}", offered_controls(), key=f"cn_type_{row}",
+                     format_func=lambda c: controls.get(c, (c, ""))[0])  # fmt: skip
+        c2.slider("Weight", 0.0, 2.5, step=0.05, key=f"cn_weight_{row}")
+        c3.slider("Range", 0.0, 1.0, step=0.05, key=f"cn_range_{row}", help="the fraction of the steps it acts in")
+        c4.button("", key=f"cn_remove_{row}", icon=":material/close:", on_click=remove_row, args=(row,),
+                  help=f"remove ControlNet {n}")  # fmt: skip
+        preview_map(state[f"cn_type_{row}"], sketch, True, width=160, name=f"ControlNet {n}")
+
+
+def follows_start_image(control_type: str) -> bool:
+    """A type a drawing does not suit (depth) follows the start image instead of a drawn sketch, where there is one:
+    Start from this under a render, with Depth, keeps that render's geometry in another style."""
+    return (
+        not CONTROLS[control_type].drawings
+        and state["source"] == "Draw"
+        and bool(start_image.request_fields().get("init_image"))
+    )
+
+
+def drawing_warning(types: list[str], sketch: bytes | None) -> None:
+    """A drawn sketch has no depth: said when such a type would follow one."""
+    for control_type in dict.fromkeys(types):
+        kind = CONTROLS[control_type]
+        if not kind.drawings and sketch is not None and state["source"] == "Draw":
+            if follows_start_image(control_type):
+                st.caption(f"{kind.label} follows the image you start from, not the drawing.")
+            else:
+                st.warning(
+                    f"{kind.label} expects a photo or a render: a drawn sketch has no depth. Upload a photo, or press "
+                    "**Start from this** under a render to keep its geometry in another style."
+                )
+
+
+def preview_map(control_type: str, sketch: bytes | None, previewed: bool, width: int, name: str = "ControlNet") -> None:
+    """What a ControlNet will follow: its map of the sketch (or of the start image it follows), made by the engine."""
+    source = sketch
+    if follows_start_image(control_type) or sketch is None:
+        source = start_image.request_fields().get("init_image") or sketch
+    if source is None:
+        st.caption("No sketch yet: the render will come from the words alone (or the start image's own edges).")
+        return
+    try:
+        preview, _ = sketch_preview(source)
+    except BadInput as exc:
+        if not previewed:  # the sketch's own preview has said it already
             st.error(str(exc))
+        return
+    try:
+        made = control_preview(preview, control_type)
+        st.image(made.image(), caption=f"What {name} will follow ({made.used})", width=width)
+    except EngineError as exc:
+        st.error(str(exc))
 
 
 def control_preview(preview: Image.Image, control_type: str) -> ControlPreview:
     """The map the ControlNet will follow, made by the engine (where a model-backed preprocessor has its model, in
-    either mode), asked once per sketch and setting: a rerun of the page asks nothing again."""
+    either mode), asked once per image and setting: a rerun of the page asks nothing again."""
     settings = (control_type, state["edge_mode"] or "auto", state["canny_low"], state["canny_high"])
     data = imgs.png_bytes(preview)
     key = (hashlib.sha1(data).hexdigest(), *settings)
-    cached = state.get("_control_preview")
-    if cached is None or cached[0] != key:
+    cache = state.setdefault("_control_previews", {})
+    if key not in cache:
         made = engine.renders.control_preview(
             data, control=settings[0], edge_mode=settings[1], canny_low=settings[2], canny_high=settings[3]
         )
-        cached = state["_control_preview"] = (key, made)
-    return cached[1]
+        while len(cache) >= 2 * MAX_UNITS:  # the rows' maps of the current sketch, and of the one before
+            cache.pop(next(iter(cache)))
+        cache[key] = made
+    return cache[key]
+
+
+def control_units() -> dict:
+    """The request's `controls` when the Studio has more than one row or a range other than all the steps (else the
+    plain `control` at the Structure strength, as ever)."""
+    rows = state.get("control_rows") or []
+    first = tuple(state.get("control_range") or (0.0, 1.0)) if rows else (0.0, 1.0)
+    if not rows and not follows_start_image(state["control"] or DEFAULT_CONTROL):
+        return {}
+    init = start_image.request_fields().get("init_image")
+    units = []
+    for control_type, weight, (start, end) in [
+        (state["control"] or DEFAULT_CONTROL, state["structure"], first),
+        *(
+            (state[f"cn_type_{r}"], state.get(f"cn_weight_{r}", 0.8), tuple(state.get(f"cn_range_{r}", (0.0, 1.0))))
+            for r in rows
+        ),
+    ]:
+        unit = {"type": control_type, "weight": weight, "start": start, "end": end}
+        if follows_start_image(control_type) and init:
+            unit["image"] = init
+        units.append(unit)
+    return {"controls": units}
 
 
 # ---- words, style and render settings -----------------------------------------------------------------------------

@@ -144,11 +144,11 @@ def test_each_controlnet_type_renders_and_is_recorded(eng, control):
     result = eng.generate(request(sketch=SKETCH, control=control))
     meta = recorded(result)
     assert meta["params"]["control"] == control
-    expected = {"canny": "sd-controlnet-canny"}.get(control, f"control_v11p_sd15_{control}")
+    expected = CONTROLS[control].tiny_folder  # the tiny profile's folder of its hub id
     assert meta["models"]["controlnet"].endswith(expected)
     assert meta["edge_mode"] == {"canny": "lines", "lineart": "lineart", "scribble": "scribble"}.get(control, control)
     with saved(result) as im:
-        assert f"model: {expected}" in im.text["parameters"]
+        assert f"Model: {expected}" in im.text["parameters"]
     assert eng.capabilities().loaded.get(f"controlnet_{control}", control == "canny")
 
 

@@ -4,6 +4,7 @@ effect: the size a render comes out at, the seeds it uses, the control map it fo
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ from PIL import Image
 
 from engine.errors import BadInput, UnsupportedImage
 from engine.render.plan import plan
+from engine.render.preprocess import Preprocessors
 from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL
 from engine.rules.models import TEXT_ONLY, rules
 from engine.schema import MAX_SEED, GenerateRequest
+from engine.tiny import depth_components
 from tests.engine.render.dummies import drawing
 
 MAX_PIXELS, MAX_BYTES = 4_000_000, 10_000_000
@@ -38,7 +41,11 @@ def request(**values) -> GenerateRequest:
 
 
 def planned(cpu: bool = False, **values):
-    return plan(request(**values), MAX_PIXELS, MAX_BYTES, cpu=cpu)
+    return plan(request(**values), MAX_PIXELS, MAX_BYTES, cpu=cpu, maps=MAPS)
+
+
+# the engine's preprocessors with the tiny profile's depth estimator, in memory (a model-backed map, no ModelStore)
+MAPS = Preprocessors(SimpleNamespace(depth=depth_components()))
 
 
 # ---- sizes --------------------------------------------------------------------------------------------------------
@@ -173,7 +180,7 @@ def test_each_controlnet_type_follows_the_map_the_registry_names(control):
         assert grey_levels(p.control) > 2  # the strokes' anti-aliasing is kept
     if kind == "thick":
         assert lit.sum() > (np.asarray(edges)[..., 0] > 127).sum()  # thicker than the lines
-    if kind == "soft":
+    if kind in ("soft", "disparity", "downscaled"):  # continuous tones: gradients, depth, the image itself
         assert grey_levels(p.control) > 8
 
 
