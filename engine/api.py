@@ -502,14 +502,19 @@ class History(ABC):
 
 
 class Sweeps(ABC):
-    """One sketch and prompt over a grid of structure × style strength (× steps)."""
+    """One sketch and prompt over a grid of structure × style strength (× steps × ControlNet types)."""
 
     @abstractmethod
     @operation
     def start(
-        self, request: GenerateRequest, structures: StructureAxis, styles: StyleAxis, steps: StepsAxis | None = None
+        self,
+        request: GenerateRequest,
+        structures: StructureAxis,
+        styles: StyleAxis,
+        steps: StepsAxis | None = None,
+        controls: Annotated[list[ControlName], Field(max_length=8)] | None = None,
     ) -> JobInfo:
-        """Queue a sweep; its job's result names it (`batch`)."""
+        """Queue a sweep; its job's result names it (`batch`). `controls`: the ControlNet types as one more axis."""
 
     @abstractmethod
     @operation

@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--structure", default="0.5,1.0,1.5", help="structure strengths, comma-separated")
     w.add_argument("--style-strength", default="0.2,0.6,1.0", help="style strengths, comma-separated")
     w.add_argument("--steps", default="20", help="step counts, comma-separated (optional third axis)")
+    w.add_argument(
+        "--controls",
+        metavar="TYPE,TYPE",
+        help=f"ControlNet types, comma-separated (optional fourth axis): {known_controls()}",
+    )
     w.add_argument("--out", type=Path, help="put BATCH/contact.png, table.csv, sweep.json here (default: .)")
 
     s = sub.add_parser("styles", help="the style library")
@@ -449,10 +454,14 @@ def _sweep(args) -> dict:
     structures = parse_values(args.structure, "--structure")
     styles = parse_values(args.style_strength, "--style-strength")
     steps = parse_values(args.steps, "--steps", int)
+    controls = [c.strip() for c in (args.controls or "").split(",") if c.strip()] or None
+    for name in controls or []:
+        if name not in CONTROLS:
+            raise BadInput(f"--controls: ControlNet '{name}' is unknown; use {known_controls()}")
     sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
     request = _request(args, sketch, steps=steps[0])
     engine = _engine(args, settings, renders=True)
-    job = _follow(engine, engine.sweeps.start(request, structures, styles, steps))
+    job = _follow(engine, engine.sweeps.start(request, structures, styles, steps, controls))
     batch = job.result["batch"]
     sweep = engine.sweeps.get(batch)
     out = {"batch": batch, "style": sweep["style"]}

@@ -36,6 +36,7 @@ class SweepCell:
     paths: list[str]
     seconds: float
     metrics: dict[str, float | None]  # the mean over the cell's variations
+    control: str | None = None  # the ControlNet type, where the sweep varies it (None: the request's own)
 
 
 @dataclass
@@ -59,8 +60,10 @@ class SweepResult:
 
 def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A sweep's table: one row per cell with its setting, its run, and its numbers (its metrics' means)."""
+    varied = any(c.get("control") for c in cells)
     return [
         {
+            **({"control": c.get("control")} if varied else {}),
             "structure_strength": c["structure_strength"],
             "style_strength": c["style_strength"],
             "steps": c["steps"],
@@ -76,15 +79,19 @@ def sweep_sets(summary: dict[str, Any]) -> list[str]:
     """The run sets (one per cell) of a sweep's summary (sweep.json), as the Dashboard names them."""
     return [
         run_set(
-            {"batch": summary["batch"], "label": cell_label(c["structure_strength"], c["style_strength"], c["steps"])}
+            {
+                "batch": summary["batch"],
+                "label": cell_label(c["structure_strength"], c["style_strength"], c["steps"], c.get("control")),
+            }
         )
         for c in summary["cells"]
     ]
 
 
-def cell_label(structure: float, style: float, steps: int) -> str:
-    """A cell's label within its sweep's batch: the run set the Dashboard and Arena show."""
-    return f"structure {structure:g} · style {style:g} · {steps} steps"
+def cell_label(structure: float, style: float, steps: int, control: str | None = None) -> str:
+    """A cell's label within its sweep's batch: the run set the Dashboard and Arena show (the ControlNet type too,
+    where the sweep varies it)."""
+    return f"structure {structure:g} · style {style:g} · {steps} steps" + (f" · {control}" if control else "")
 
 
 def parse_values(text: str, name: str, cast=float) -> list:
@@ -112,11 +119,13 @@ def run_sweep(
     out_root: Path | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
+    controls: list[str] | None = None,
 ) -> SweepResult:
     """Render every cell with the same seed(s) and the same style reference, so only the swept settings
-    change; write `contact.png`, `table.csv` and `sweep.json` into `out_root/<batch>/` when given."""
+    change (`controls`: the ControlNet types too, as a fourth axis); write `contact.png`, `table.csv` and
+    `sweep.json` into `out_root/<batch>/` when given."""
     steps = steps or [request.steps]
-    grid = list(itertools.product(steps, structures, styles))
+    grid = list(itertools.product(steps, controls or [None], structures, styles))
     if len(grid) > MAX_CELLS:
         raise BadInput(f"the sweep has {len(grid)} cells; at most {MAX_CELLS} (fewer values per axis)")
     now = datetime.now(UTC)
@@ -130,13 +139,14 @@ def run_sweep(
                 "steps": n,
                 "structure_strength": st,
                 "style_strength": sy,
+                **({"control": c, "controls": []} if c else {}),
                 "seed": seed,
                 "source": "sweep",
                 "batch": batch,
-                "label": cell_label(st, sy, n),
+                "label": cell_label(st, sy, n, c),
             }
         )
-        for n, st, sy in grid
+        for n, c, st, sy in grid
     ]
     cells: list[SweepCell] = []
     started = time.perf_counter()
@@ -164,6 +174,7 @@ def run_sweep(
                 paths=result.paths,
                 seconds=time.perf_counter() - t0,
                 metrics={m: _mean([x.get(m) for x in per_image]) for m in METRICS},
+                control=cell_req.control if controls else None,
             )
         )
         images.append(result.images[0])
@@ -197,22 +208,22 @@ def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
     CLIP score, edge F1 and style similarity (`cell_lines`)."""
     structures = list(dict.fromkeys(c.structure_strength for c in result.cells))
     styles = list(dict.fromkeys(c.style_strength for c in result.cells))
-    steps = list(dict.fromkeys(c.steps for c in result.cells))
+    blocks = list(dict.fromkeys((c.steps, c.control) for c in result.cells))
     label_w, head_h, text_h, pad, block_h = 150, 28, 40, 8, 26
     title_h = 48
     cols, rows = len(styles), len(structures)
     width = label_w + cols * (cell_px + pad) + pad
     block = block_h + head_h + rows * (cell_px + text_h + pad)
-    height = title_h + len(steps) * block + pad
+    height = title_h + len(blocks) * block + pad
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     big, small = _font(16), _font(12)
     draw.text((pad, 8), result.prompt[:110], fill="black", font=big)
     draw.text((pad, 28), f"style reference: {result.style} · {result.batch}", fill="#555", font=small)
-    by_key = {(c.steps, c.structure_strength, c.style_strength): k for k, c in enumerate(result.cells)}
+    by_key = {(c.steps, c.control, c.structure_strength, c.style_strength): k for k, c in enumerate(result.cells)}
     y0 = title_h
-    for n in steps:
-        draw.text((pad, y0 + 4), f"{n} steps", fill="black", font=big)
+    for n, control in blocks:
+        draw.text((pad, y0 + 4), f"{n} steps" + (f" · ControlNet {control}" if control else ""), fill="black", font=big)
         for j, sy in enumerate(styles):
             x = label_w + j * (cell_px + pad)
             draw.text((x, y0 + block_h + 6), f"style strength {sy:g}", fill="black", font=small)
@@ -220,7 +231,7 @@ def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
             y = y0 + block_h + head_h + i * (cell_px + text_h + pad)
             draw.text((pad, y + cell_px // 2 - 8), f"structure strength {st:g}", fill="black", font=small)
             for j, sy in enumerate(styles):
-                k = by_key.get((n, st, sy))
+                k = by_key.get((n, control, st, sy))
                 if k is None:
                     continue
                 cell, x = result.cells[k], label_w + j * (cell_px + pad)

@@ -8,6 +8,7 @@ import streamlit as st
 from engine.errors import EngineError, NotFound
 from engine.evaluation import METRICS, column_name
 from engine.images import UPLOAD_TYPES
+from engine.rules.controlnets import CONTROLS
 from engine.schema import GenerateRequest
 from engine.sweep import MAX_CELLS, parse_values
 from ui import jobs
@@ -43,6 +44,13 @@ def on_upload() -> None:
         state.pop("sweep_sketch", None)
 
 
+def offered_controls() -> list[str]:
+    """The ControlNet types this engine renders with (its capabilities), among those this page knows."""
+    caps = state.get("capabilities")
+    said = [c for c in (caps.controls if caps is not None else []) if c in CONTROLS]
+    return said or list(CONTROLS)
+
+
 def build() -> tuple[GenerateRequest, list[float], list[float], list[int]]:
     kept = state.get("sweep_sketch")
     sketch = kept[0] if kept else studio_sketch()[0]
@@ -66,13 +74,14 @@ def on_run() -> None:
     state.pop("sweep_error", None)
     try:
         request, structures, styles, steps = build()
-        if len(structures) * len(styles) * len(steps) > MAX_CELLS:
+        controls = [c for c in state.get("sweep_controls") or [] if c in offered_controls()] or None
+        if len(structures) * len(styles) * len(steps) * len(controls or [None]) > MAX_CELLS:
             raise EngineError(f"at most {MAX_CELLS} cells; use fewer values per axis")
     except EngineError as exc:
         state["sweep_error"] = str(exc)
         return
     try:
-        jobs.start("sweep_job", engine.sweeps.start(request, structures, styles, steps))
+        jobs.start("sweep_job", engine.sweeps.start(request, structures, styles, steps, controls))
     except EngineError as exc:
         state["sweep_error"] = str(exc)
 
@@ -126,6 +135,12 @@ with axes:
     st.text_input("Structure strengths", key="sweep_structure", help="comma-separated, each 0–3", persist_state=KEEP)
     st.text_input("Style strengths", key="sweep_styles", help="comma-separated, each 0–2", persist_state=KEEP)
     st.text_input("Steps", key="sweep_steps", help="one value, or several for a third axis", persist_state=KEEP)
+    state["sweep_controls"] = [c for c in state.get("sweep_controls") or [] if c in offered_controls()]
+    st.multiselect(
+        "ControlNet types", offered_controls(), key="sweep_controls", format_func=lambda c: CONTROLS[c].label,
+        placeholder="the default only", help="several for one more axis: the same cell in each type",
+        persist_state=KEEP,
+    )  # fmt: skip
     c1, c2, c3 = st.columns(3)
     c1.number_input("Seed", 0, 2**32 - 1, key="sweep_seed", persist_state=KEEP)
     c2.selectbox("Size", [256, 384, 512, 768], key="sweep_size", persist_state=KEEP)
@@ -133,7 +148,7 @@ with axes:
                     persist_state=KEEP)  # fmt: skip
     try:
         n = len(parse_values(state["sweep_structure"], "s")) * len(parse_values(state["sweep_styles"], "s"))
-        n *= len(parse_values(state["sweep_steps"], "s", int))
+        n *= len(parse_values(state["sweep_steps"], "s", int)) * max(1, len(state["sweep_controls"]))
         st.caption(f"{n} cells · {n * state['sweep_variations']} renders")
     except EngineError:
         st.caption("Give comma-separated numbers.")

@@ -23,9 +23,10 @@ class SweepsService(Sweeps):
     def handlers(self):
         return {"sweep": self._run}
 
-    def start(self, request, structures, styles, steps=None) -> JobInfo:
+    def start(self, request, structures, styles, steps=None, controls=None) -> JobInfo:
         steps = steps or [request.steps]
-        cells = len(structures) * len(styles) * len(steps)
+        controls = list(dict.fromkeys(controls or []))
+        cells = len(structures) * len(styles) * len(steps) * max(1, len(controls))
         if not cells:
             raise BadInput("give at least one value on every axis")
         if cells > MAX_CELLS:
@@ -36,15 +37,19 @@ class SweepsService(Sweeps):
             GenerateRequest.build(**{**request.model_dump(), "style_strength": value})
         for value in steps:
             GenerateRequest.build(**{**request.model_dump(), "steps": value})
+        for value in controls:  # each type, now (a model-backed map, a FLUX request: refused before the first cell)
+            self.core.check(GenerateRequest.build(**{**request.model_dump(), "control": value, "controls": []}))
         self.core.check(request)
         payload = {"request": request.model_dump_json(), "structures": structures, "styles": styles, "steps": steps}
+        if controls:
+            payload["controls"] = controls
         return self.core.jobs.submit("sweep", payload, title=f"sweep: {request.prompt[:60]}")
 
     def _run(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         request = GenerateRequest.model_validate_json(payload["request"])
         result = run_sweep(
             self.core.pipeline, request, payload["structures"], payload["styles"], payload["steps"],
-            out_root=self.root, on_progress=ctx.report, cancel=ctx.cancel,
+            out_root=self.root, on_progress=ctx.report, cancel=ctx.cancel, controls=payload.get("controls"),
         )  # fmt: skip
         return {"batch": result.batch, "cells": len(result.cells)}
 

@@ -143,3 +143,15 @@ def test_the_cli_takes_several_controlnets_with_their_weights(eng, capsys, tmp_p
         assert main([*base, "--control", bad]) == 2
         err = capsys.readouterr().err
         assert said in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_sweep_varies_the_controlnet_type_as_one_more_axis(eng):
+    job = eng.sweeps.start(request(sketch=photo()), [1.0], [0.5], [2], controls=["canny", "tile"])
+    sweep = eng.sweeps.get(eng.follow(job).result["batch"])
+    assert [(c["control"], c["structure_strength"]) for c in sweep["cells"]] == [("canny", 1.0), ("tile", 1.0)]
+    assert [r["control"] for r in sweep["table"]] == ["canny", "tile"]
+    assert sweep["sets"][1].endswith("structure 1 · style 0.5 · 2 steps · tile")
+    runs = [eng.history.get(c["run_id"]).metadata for c in sweep["cells"]]
+    assert [m["params"]["control"] for m in runs] == ["canny", "tile"] and {m["seed"] for m in runs} == {5}
+    with pytest.raises(BadInput, match="ControlNet 'edges' is unknown|control"):
+        eng.sweeps.start(request(sketch=photo()), [1.0], [0.5], controls=["edges"])
