@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import EngineError
+from engine.rules.controlnets import CONTROLS
 from engine.schema import StyleHit
 from ui import gallery
 from ui import regions as regions_ui
@@ -53,7 +54,28 @@ def on_restore(run_id: str) -> None:
     else:
         state.pop("sketch_override", None)
     regions_ui.restore(meta, sketch)
+    restore_control_rows(params.get("controls") or [])
     state["goto_studio"] = True
+
+
+def restore_control_rows(units: list[dict]) -> None:
+    """A run that followed several ControlNets (or one over part of the steps): the Studio's rows again, the first
+    one being `control` at the Structure strength (a unit's own image stays with the run: that row follows the
+    sketch)."""
+    for row in state.get("control_rows") or []:
+        for key in (f"cn_type_{row}", f"cn_weight_{row}", f"cn_range_{row}"):
+            state.pop(key, None)
+    state["control_rows"] = []
+    known = [u for u in units if u.get("type") in CONTROLS]
+    if len(known) < 2 and all((u["start"], u["end"]) == (0, 1) for u in known):
+        return
+    state["control_range"] = (float(known[0]["start"]), float(known[0]["end"]))
+    for row, unit in enumerate(known[1:], start=1):
+        state[f"cn_type_{row}"] = unit["type"]
+        state[f"cn_weight_{row}"] = float(unit["weight"])
+        state[f"cn_range_{row}"] = (float(unit["start"]), float(unit["end"]))
+    state["control_rows"] = list(range(1, len(known)))
+    state["_cn_next"] = len(known)
 
 
 def on_like(run_id: str, index: int) -> None:

@@ -55,6 +55,15 @@ def test_controlnet_rows_add_depth_from_the_start_image_and_render_both(app_env)
     at = ok(next(b for b in at.button if b.key == f"cn_remove_{row}").click().run())
     assert at.session_state["control_rows"] == [] and captions(at) == ["What ControlNet will follow (lines)"]
 
+    # the History's Restore brings both rows back, with their weights
+    at.switch_page("pages/history.py").run()
+    at = ok(next(b for b in at.button if b.label == "Restore").click().run())
+    assert at.title[0].value == "Studio"
+    (restored,) = at.session_state["control_rows"]
+    assert (at.session_state["control"], at.session_state["structure"]) == ("canny", 1.5)
+    assert at.selectbox(key=f"cn_type_{restored}").value == "depth"
+    assert at.slider(key=f"cn_weight_{restored}").value == 0.5
+
 
 def test_at_most_three_rows(app_env):
     at = studio(app_env, sketch_override=png(line_sketch(128, 128)))
