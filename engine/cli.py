@@ -70,8 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--init-image", type=Path, help="image-to-image: start from this image (a photo or a past render)")
     g.add_argument(
-        "--strength", type=float, default=0.75, help="how far back to noise: 0 keeps the image, 1 ignores it"
+        "--strength",
+        type=float,
+        help="how far back to noise: 0 keeps the image, 1 ignores it (default 0.75; 1 with --outpaint)",
     )
+    g.add_argument(
+        "--outpaint", metavar="LEFT,TOP,RIGHT,BOTTOM",
+        help="extend the --init-image by these pixels on each side (each side's total rounded up to a multiple of 8)",
+    )  # fmt: skip
     g.add_argument("--mask", type=Path, help="inpaint: repaint only where this mask is white (needs --init-image)")
     g.add_argument(
         "--control",
@@ -457,7 +463,8 @@ def _generate(args) -> dict:
         label=args.label,
         regions=_parse_regions(args.region, limit),
         init_image=read_bytes(args.init_image, limit) if args.init_image else None,
-        strength=args.strength,
+        **({"strength": args.strength} if args.strength is not None else {}),
+        outpaint=[round(v) for v in _numbers(args.outpaint, "--outpaint", 4)] if args.outpaint else None,
         mask=read_bytes(args.mask, limit) if args.mask else None,
         control=args.control,
         checkpoint=_model_name(engine, "checkpoint", args.checkpoint) if args.checkpoint else None,

@@ -89,6 +89,9 @@ def build_request(**changes) -> GenerateRequest:
             blend = [{"style": n, "weight": w} for n, w in picks]
         elif picks:
             style = picks[0][0]
+    start = start_image.request_fields()
+    if "outpaint" in start:  # extending follows the image's own edges: no sketch, no regions drawn on it
+        sketch = None
     fields = {param: state[name] for name, param in FIELD_TO_PARAM.items()} | {"source": "studio"}
     fields["mode"] = fields["mode"] or "quality"
     fields = switch(fields, changes.get("mode", fields["mode"]))  # another mode brings its own steps and sampler
@@ -103,9 +106,9 @@ def build_request(**changes) -> GenerateRequest:
         blend=blend,
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
-        regions=regions_ui.request_regions(),
+        regions=[] if "outpaint" in start else regions_ui.request_regions(),
         aspect=state.get("aspect") if state["source"] == "Draw" else None,  # a text-only render's shape
-        **start_image.request_fields(),
+        **start,
         **models_ui.request_fields(),
         **run_set(),
         **{**fields, **changes},
@@ -227,11 +230,12 @@ def on_vary(run_id: str) -> None:
     submit(entry["request"].model_copy(update={"seed": random_seed(), "variations": 1}))
 
 
-def on_start_from(run_id: str, index: int) -> None:
-    """A render becomes the image the next one starts from (image-to-image, or inpainting with a mask)."""
+def on_start_from(run_id: str, index: int, extend: bool = False) -> None:
+    """A render becomes the image the next one starts from (image-to-image, or inpainting with a mask), or the one
+    to extend (`extend`: outpainting, its borders set in the panel)."""
     entry = entry_of(run_id)
     if entry is not None:
-        start_image.set_start(entry["result"].png[index], f"render {run_id} · {index + 1}")
+        start_image.set_start(entry["result"].png[index], f"render {run_id} · {index + 1}", extend=extend)
 
 
 def on_star(run_id: str) -> None:
@@ -792,13 +796,17 @@ def tile(entry: dict, index: int) -> None:
         "As sketch", key=f"as_sketch_{run_id}_{index}", on_click=on_use_as_sketch, args=(run_id, index),
         help="its edges become the next sketch",
     )  # fmt: skip
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     c1.button(
         "Start from this", key=f"start_{run_id}_{index}", on_click=on_start_from, args=(run_id, index),
         help="image-to-image or inpaint from this render",
     )  # fmt: skip
+    c2.button(
+        "Extend", key=f"extend_{run_id}_{index}", on_click=on_start_from, args=(run_id, index, True),
+        help="outpaint: add room around this render (set the borders under Start from an image)",
+    )  # fmt: skip
     starred = state.setdefault("starred", {}).get(run_id, False)
-    c2.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
+    c3.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
               args=(run_id,), help="keep it as a favourite (History: Starred only)")  # fmt: skip
 
 

@@ -55,6 +55,11 @@ DEFAULTS: dict[str, Any] = {
     "init_on": False,
     "strength": 0.6,
     "inpaint_on": False,
+    "extend_on": False,
+    "extend_left": 0,
+    "extend_top": 0,
+    "extend_right": 0,
+    "extend_bottom": 0,
 }
 
 
