@@ -749,6 +749,9 @@ def settings_line(meta: dict) -> str:
             parts.append(f"{word} {p[key]:g}")
     if meta.get("kind") in ("img2img", "inpaint") and p.get("strength") is not None:
         parts.insert(0, f"{'inpainted' if meta['kind'] == 'inpaint' else 'image-to-image'} at {p['strength']:g}")
+    if meta.get("kind") == "outpaint" and p.get("outpaint"):
+        sides = zip(("left", "top", "right", "bottom"), p["outpaint"], strict=True)
+        parts.insert(0, "extended " + " ".join(f"+{px} {side}" for side, px in sides if px))
     if (p.get("control") or DEFAULT_CONTROL) != DEFAULT_CONTROL:
         parts.append(p["control"])
     parts += [f"LoRA {md(lo['name'])} {lo['weight']:g}" for lo in p.get("loras") or []]
