@@ -19,11 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .api import DoctorReport, ModelCheck
 from .errors import BadInput, ModelUnavailable
 from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .api import DoctorReport, ModelCheck
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ def _diffusers_model(variants: bool = False) -> Layout:
     return Layout(("config.json",), (DIFFUSERS,), variants=variants)
 
 
+CONTROLNET = _diffusers_model(variants=True)
 SD15 = Layout(
     configs=("model_index.json", "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json",
              "feature_extractor/preprocessor_config.json", "text_encoder/config.json", "unet/config.json",
@@ -155,7 +159,7 @@ def _controlnet(name: str) -> Entry:
     return Entry(
         f"controlnet-{name}", f"ControlNet: {control.label}",
         "DESIGN_STUDIO_CONTROLNET_MODEL" if main else f'DESIGN_STUDIO_CONTROLNETS ("{name}")',
-        lambda s: s.models().controlnet_for(name), _diffusers_model(variants=True),
+        lambda s: s.models().controlnet_for(name), CONTROLNET,
         "renders that follow a sketch" if main else f"renders with the {control.label} control",
         needed=(lambda s: True) if main else (lambda s: False),
         default=control.default_id, download_size=CONTROLNET_BYTES,
@@ -329,6 +333,8 @@ def hf_command(model_id: str, layout: Layout, fp16: bool = False) -> str:
 
 def check(entry: Entry, settings: Settings) -> ModelCheck | None:
     """One entry as this machine has it; None when the settings name no model for it."""
+    from .api import ModelCheck  # (the loaders read the layouts above: the interface's types load with a report)
+
     model = entry.model(settings)
     if not model:
         return None
@@ -374,6 +380,8 @@ def check(entry: Entry, settings: Settings) -> ModelCheck | None:
 
 def diagnose(settings: Settings) -> DoctorReport:
     """Every model the settings name, as this machine has it: from the file system alone."""
+    from .api import DoctorReport
+
     checks = [c for e in ENTRIES if (c := check(e, settings)) is not None]
     missing = [c.name for c in checks if c.needed and not c.usable]
     hub_missing = [c for c in checks if c.name in missing and c.source == "hub"]
