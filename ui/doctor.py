@@ -85,7 +85,8 @@ def first_page(report: DoctorReport, error: EngineError | None = None) -> None:
     with demo:
         st.button("Try the demo models", type="primary", on_click=_use_demo, icon=":material/science:")
         st.caption(
-            "Tiny random-weight models, built here in seconds: images are noise, but every page and workflow is real."
+            "Tiny random-weight models, built here in seconds: images are noise, but every page and workflow is "
+            "real. To start with them every time: `DESIGN_STUDIO_PROFILE=tiny make run`."
         )
     with far:
         st.button("Use a remote engine", on_click=_use_remote, icon=":material/cloud:")
