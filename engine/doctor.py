@@ -422,6 +422,7 @@ class Step:
     include: list[str]
     download_size: int | None
     action: str  # "download", "present", "folder", "build"
+    layout: Layout | None = None
 
     def as_dict(self) -> dict:
         return {"name": self.name, "model": self.model, "action": self.action, "include": self.include,
@@ -453,7 +454,8 @@ def plan(settings: Settings, names: list[str], every: bool = False, fp16: bool =
         else:
             size = entry.download_size if entry.default == model else None
             half = fp16 and layout.variants
-            steps.append(Step(entry.name, model, include, int(size[1 if half else 0]) if size else None, "download"))
+            sized = int(size[1 if half else 0]) if size else None
+            steps.append(Step(entry.name, model, include, sized, "download", layout))
     return steps
 
 
@@ -475,11 +477,9 @@ def pull(settings: Settings, steps: list[Step], progress: Callable[[str], None] 
         )
     from huggingface_hub import snapshot_download
 
-    done = []
-    for step in todo:
-        progress(f"downloading {step.name} ({step.model})")
+    def fetch(step: Step, include: list[str]) -> Path:
         try:
-            folder = snapshot_download(step.model, allow_patterns=step.include, cache_dir=hub_cache())
+            return Path(snapshot_download(step.model, allow_patterns=include, cache_dir=hub_cache()))
         except Exception as exc:  # noqa: BLE001 (a gated repo, a typo, a dropped connection: one line each)
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ModelUnavailable(
@@ -487,8 +487,22 @@ def pull(settings: Settings, steps: list[Step], progress: Callable[[str], None] 
                 fix=f"check that the hub has {step.model} and lets you download it (a gated model needs "
                 "`hf auth login` after accepting its terms)",
             ) from None
-        done.append({"name": step.name, "model": step.model, "size": _size(
-            [p for p in Path(folder).rglob("*") if p.is_file()])})  # fmt: skip
+
+    done = []
+    for step in todo:
+        progress(f"downloading {step.name} ({step.model})")
+        folder = fetch(step, step.include)
+        found = inspect_folder(folder, step.layout) if step.layout else Found()
+        if found.missing and step.layout and step.layout.variants:  # a repo without the fp16 variant: the full files
+            progress(f"{step.name}: no fp16 variant on the hub, downloading the full-precision files")
+            found = inspect_folder(fetch(step, patterns(step.layout)), step.layout)
+        if found.missing:
+            raise ModelUnavailable(
+                f"'{step.model}' has no {', '.join(found.missing[:3])} on the hub (safetensors only are fetched)",
+                fix=f"set {next(e.setting for e in ENTRIES if e.name == step.name)} to a model in safetensors, or "
+                "fetch and convert this one yourself (DESIGN_STUDIO_ALLOW_PICKLE=true loads pickles you trust)",
+            )
+        done.append({"name": step.name, "model": step.model, "size": _size(found.files)})
     return done
 
 
