@@ -13,12 +13,13 @@ from engine.errors import EngineError
 DEMO = "demo_profile"  # the session runs the local engine on the tiny profile (Try the demo models)
 _CACHE = "_doctor"
 FRESH_SECONDS = 30.0  # the sidebar asks the engine again after this long (a download may have finished)
+# (plain words: a table draws on a canvas, where an emoji the machine has no font for is an empty box)
 STATUS_WORDS = {
-    "present": "✅ present",
-    "missing": "❌ missing",
-    "incomplete": "⚠️ incomplete",
-    "pickle-only": "⚠️ pickle only",
-    "to build": "🛠️ built on first use",
+    "present": "present",
+    "missing": "missing",
+    "incomplete": "incomplete",
+    "pickle-only": "pickle only (refused)",
+    "to build": "built on first use",
 }
 
 
