@@ -180,6 +180,48 @@ class Capabilities(BaseModel):
     modes: list[str] = Field(default_factory=list)  # the render modes it runs (request `mode`)
 
 
+ModelStatus = Literal["present", "missing", "incomplete", "pickle-only", "to build"]
+
+
+class ModelCheck(BaseModel):
+    """One model the settings name, as the doctor found it on the engine's machine (engine/doctor.py)."""
+
+    name: str  # what `python -m engine models pull NAME` takes: "base", "controlnet-canny", "ip-adapter"…
+    label: str  # in a person's words: "SD 1.5 (base)"
+    model: str  # the hub id, or the folder as callers see it (relative to the data folder where it is inside it)
+    source: Literal["hub", "folder", "tiny"]  # the hub cache, a folder on the engine's machine, the tiny profile
+    status: ModelStatus  # "to build": a tiny-profile model, built locally on first use (no download)
+    format: Literal["safetensors", "pickle"] | None = None  # of the weights found (pickle: refused unless allowed)
+    variant: str | None = None  # "fp16" where only the fp16 variant is on disk
+    size: int | None = None  # bytes on disk of what was found
+    download_size: int | None = None  # roughly what fetching it downloads, where known
+    needed: bool  # the enabled features need it: the doctor's verdict counts it
+    features: str  # what needs it, in words
+    setting: str  # the setting that names it (an environment variable)
+    missing_files: list[str] = Field(default_factory=list)  # the first files not found (the patterns of a fetch)
+    fetch: str = ""  # the engine's command that fetches just this model's files ("" for a folder)
+    download: str = ""  # the same with the hub's own CLI (`hf download ID --include …`)
+    note: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("present", "to build")
+
+
+class DoctorReport(BaseModel):
+    """Every model the engine's settings name and whether each is on its machine: made from the file system alone
+    (no model loaded, no network), so it answers where the engine could not start. `ok`: every model the enabled
+    features need is there (or, on the tiny profile, built locally on first use)."""
+
+    ok: bool
+    profile: str
+    models: list[ModelCheck]
+    missing: list[str] = Field(default_factory=list)  # names of needed models that are not usable
+    fetch_all: str = ""  # the one command that fetches every missing needed model ("" when none is missing)
+    cache: str = ""  # where hub downloads go (HF_HOME), as the engine's machine names it
+    summary: str = ""  # one short line: "models: all present", "3 missing — see Models"
+
+
 class RenderResult(BaseModel):
     """A finished render: its PNGs as saved (the full metadata inside each), the control image and the recipe.
 
@@ -809,6 +851,12 @@ class About(ABC):
     @operation
     def limits(self) -> Limits:
         """The bounds it holds every caller to: upload and image sizes, prompts, steps, its queue."""
+
+    @abstractmethod
+    @operation
+    def doctor(self) -> DoctorReport:
+        """Every model its settings name: found or missing on its machine (hub cache or folder), safetensors or
+        pickle, size on disk, what needs it, and the command that fetches it. Loads nothing, asks no network."""
 
 
 SERVICES: dict[str, type] = {

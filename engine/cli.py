@@ -192,6 +192,19 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--ray-address", help="join this Ray cluster (`ray start --head`); default: a local one")
     sv.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else 1)")
 
+    sub.add_parser("doctor", parents=[*common, listing], help="which models are here, which are missing, how to "
+                        "fetch them (exit 0: every model the enabled features need is here)")  # fmt: skip
+    mo = sub.add_parser("models", help="the models the settings name")
+    msub = mo.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    pu = msub.add_parser(
+        "pull", parents=[local, listing], help="download models' files (safetensors only) from the hub"
+    )
+    pu.add_argument("names", nargs="*", metavar="NAME", help="models by their doctor name (default: the models the "
+                    "enabled features need; see `python -m engine doctor`)")  # fmt: skip
+    pu.add_argument("--all", action="store_true", help="every model the settings name (FLUX and the LLM are large)")
+    pu.add_argument("--dry-run", action="store_true", help="print what it would fetch, fetching nothing (offline)")
+    pu.add_argument("--fp32", action="store_true", help="full-precision files on a GPU too (default there: fp16)")
+
     t = sub.add_parser("prepare-tiny", parents=[verbose], help="build the tiny random-weight profile")
     t.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
     t.add_argument("--profile", choices=["tiny"], help="accepted for symmetry: it always builds the tiny profile")
@@ -574,6 +587,71 @@ def _prepare_tiny(args) -> dict:
     return {"tiny_dir": str(root), "seconds": round(time.perf_counter() - start, 3)}
 
 
+def _size(n: int | None, about: bool = False) -> str:
+    if not n:
+        return ""
+    text = f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+    return f"~{text}" if about else text
+
+
+class Report(Listing):
+    """A listing with lines after the table and an exit status of its own (the doctor's verdict)."""
+
+    def __init__(self, *args, outro: list[str] = (), exit_code: int = EXIT_OK, **kw):
+        super().__init__(*args, **kw)
+        self.outro, self.exit_code = list(outro), exit_code
+
+    def table(self) -> str:
+        return "\n".join([super().table(), *self.outro])
+
+
+def _doctor(args) -> Report:
+    """`doctor`: every model the engine's settings name, found or missing, through the engine (here or --remote)."""
+    report = _engine(args, _settings(args)).about.doctor()
+    rows = [
+        {**m.model_dump(), "status": m.status + (f" ({m.variant})" if m.variant else ""),
+         "size": _size(m.size) if m.size else _size(m.download_size, about=True),
+         "needed": "yes" if m.needed else "optional"}
+        for m in report.models
+    ]  # fmt: skip
+    columns = {"name": "NAME", "status": "STATUS", "format": "FORMAT", "size": "SIZE", "needed": "NEEDED",
+               "features": "FOR", "model": "MODEL"}  # fmt: skip
+    unusable = [m for m in report.models if m.needed and not m.usable]
+    outro = [""]
+    if report.ok:
+        outro.append(f"ok: every model the enabled features need is here (profile {report.profile})")
+    else:
+        outro.append(f"missing: {len(unusable)} of the models every render needs ({', '.join(report.missing)})")
+        if report.fetch_all:
+            outro += ["fetch them all where the hub is reachable:", f"  {report.fetch_all}", "or one by one:"]
+        outro += [f"  {m.name}: {m.download or m.fetch or m.note}" for m in unusable]
+        outro += [f"  {m.name}: {m.note}" for m in unusable if m.note and m.download]
+    intro = [f"profile {report.profile} · hub cache {report.cache}", ""]
+    code = EXIT_OK if report.ok else EXIT_BAD_INPUT
+    return Report(rows, columns, "no models", data=report.model_dump(), intro=intro, outro=outro, exit_code=code)
+
+
+def _models(args):
+    """`models pull`: the files of the named models from the hub, into its cache (the tiny profile is built)."""
+    from .doctor import fp16_device, plan, pull
+
+    settings = _settings(args)
+    fp16 = not args.fp32 and settings.profile != "tiny" and fp16_device(settings)
+    steps = plan(settings, args.names, every=args.all, fp16=fp16)
+    if args.dry_run:
+        rows = [s.as_dict() for s in steps]
+        shown = [{**r, "download_size": _size(r["download_size"], about=True), "include": " ".join(r["include"])
+                  if r["action"] == "download" else ""} for r in rows]  # fmt: skip
+        total = sum(s.download_size or 0 for s in steps if s.action == "download")
+        fetch = [s for s in steps if s.action == "download"]
+        outro = ["", f"would download {len(fetch)} model{'s' * (len(fetch) != 1)}"
+                 + (f", about {_size(total)}" if total else "") + (" (fp16 variants)" if fp16 else "")]  # fmt: skip
+        columns = {"name": "NAME", "action": "ACTION", "download_size": "SIZE", "model": "MODEL", "include": "FILES"}
+        return Report(shown, columns, "nothing to fetch", data={"fp16": fp16, "steps": rows}, outro=outro)
+    done = pull(settings, steps, progress=lambda line: print(line, file=sys.stderr))
+    return {"downloaded": done, "present": [s.name for s in steps if s.action == "present"], "fp16": fp16}
+
+
 def _metrics(args) -> dict:
     """Measure past runs again, as the engine's "remeasure" job, followed with the progress bar (Ctrl-C cancels)."""
     start = time.perf_counter()
@@ -786,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         "catalog": _catalog,
         "tune": _tune,
         "segment": _segment,
+        "doctor": _doctor,
+        "models": _models,
     }
     try:
         out = handlers[args.command](args)
@@ -807,4 +887,4 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out.data) if args.json else out.table())
     else:
         print(json.dumps(out))
-    return EXIT_OK
+    return getattr(out, "exit_code", EXIT_OK)

@@ -18,9 +18,10 @@ ALLOWED_IN_UI = {
     "engine.tune.splits",
     # ui/shared.py builds the engines it hands the pages: the local one in this process (its weights checked first,
     # offline in a second), or the remote client
-    "engine.local", "engine.remote", "engine.settings", "engine.hub",
+    "engine.local", "engine.remote", "engine.settings", "engine.hub", "engine.doctor",
 }  # fmt: skip
-BUILDERS = {"engine.local", "engine.remote", "engine.settings", "engine.hub"}  # only ui/shared.py
+# (engine.doctor: the local models, checked where the engine could not start)
+BUILDERS = {"engine.local", "engine.remote", "engine.settings", "engine.hub", "engine.doctor"}  # only ui/shared.py
 
 
 def modules(root: str) -> dict[str, Path]:

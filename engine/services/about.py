@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import precision
-from ..api import About, Capabilities, Limits
+from ..api import About, Capabilities, DoctorReport, Limits
 from ..catalog_models import local_llm_ready
 from ..rules.controlnets import CONTROLS
 from ..rules.modes import MODES
@@ -63,3 +63,8 @@ class AboutService(About):
             "sam2": shown(ids.sam2),
             "flux": " + ".join(shown(p) for p in settings.flux_paths() if p),
         }
+
+    def doctor(self) -> DoctorReport:
+        from ..doctor import diagnose
+
+        return diagnose(self.core.settings)
