@@ -16,6 +16,7 @@ from engine import images as imgs
 from engine.errors import EngineError
 from engine.images import UPLOAD_TYPES
 from engine.masks import mask_png, overlay
+from ui import describe as describe_ui
 from ui.clicks import clicked
 
 MAX_CANVAS = 448
@@ -88,6 +89,7 @@ def panel(engine, regions: list[dict] | None = None) -> None:
     image = _decoded(data)
     if image is None:
         return
+    describe_ui.button(engine, data, f"the start image ({state.get('init_label', 'an image')})", key="describe_init")
     st.slider(
         "Strength",
         0.0,
