@@ -5,21 +5,30 @@ Each term is scored by the cosine between the image's CLIP embedding and the emb
 the term and its category's template ("a photo of a chair", "an image in art deco style"), as the style library
 scores its styles; its `confidence` is its share among its category's terms (a softmax at CLIP's own logit scale).
 The vocabulary's phrases are embedded once per CLIP model (the retrieval model in use: the base CLIP or a tuned
-adapter) and kept in memory; the library's tags are embedded as they first appear. The words are the studio's own."""
+adapter), and so are the library's tags as they first appear: kept in memory and in the data folder
+(`cache/describe-MODEL.npz`, phrase → vector, named by a fingerprint of the model's text side), so another process
+or the next start reads them instead of embedding ~370 phrases again. The words are the studio's own."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import math
 import threading
 import weakref
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .errors import BadInput
+from .files import write_atomic
 from .schema import MAX_PROMPT
+
+log = logging.getLogger(__name__)
 
 CATEGORIES = ("object", "medium", "style", "material", "colour")
 
@@ -119,19 +128,51 @@ def library_tags(styles) -> list[str]:
 
 
 class _ModelCache:
-    """One CLIP model's phrase embeddings: the vocabulary's (one matrix per category) and the tags seen so far."""
+    """One CLIP model's phrase embeddings (the vocabulary's and the tags' seen so far), by phrase; `matrices`: the
+    vocabulary's, one per category, once made."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.vocabulary: dict[str, np.ndarray] | None = None
-        self.tags: dict[str, np.ndarray] = {}
+        self.vectors: dict[str, np.ndarray] = {}
+        self.loaded = False
+        self.path: Path | None = None
+        self.matrices: dict[str, np.ndarray] | None = None
+
+
+def text_fingerprint(embeddings) -> str | None:
+    """What names a CLIP's text side: its tokenizer's reading of a probe phrase and a strided sample of every text
+    parameter (a tuned adapter merged into the text tower changes all of a merged weight). None: not a CLIP model."""
+    import torch
+
+    model = getattr(embeddings, "model", None)
+    if model is None or not hasattr(model, "named_parameters"):
+        return None
+    digest = hashlib.sha256()
+    try:
+        probe = embeddings.processor(text=["a photo of a chair"], return_tensors="pt")["input_ids"]
+        digest.update(probe.numpy().tobytes())
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.startswith(("text_model.", "text_projection")):
+                    flat = param.detach().reshape(-1)
+                    sample = flat[:: max(1, flat.numel() // 256)][:256].float().cpu().numpy()
+                    digest.update(f"{name}{tuple(param.shape)}".encode())
+                    digest.update(sample.tobytes())
+    except (AttributeError, KeyError, TypeError, RuntimeError):
+        return None
+    return digest.hexdigest()[:16]
+
+
+def vocabulary_phrases() -> list[str]:
+    return [phrase(c, t) for c in CATEGORIES for t in VOCABULARY[c]]
 
 
 class Describer:
     """Scores an image against the vocabulary and the library's tags with a CLIP `ClipEmbeddings` and writes the
-    prompt. One per engine; the vocabulary is embedded once per model it meets."""
+    prompt. One per engine; each phrase is embedded once per model it meets (and kept in `cache_dir`, if given)."""
 
-    def __init__(self):
+    def __init__(self, cache_dir: Path | None = None):
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -142,31 +183,64 @@ class Describer:
                 cache = self._models[embeddings] = _ModelCache()
             return cache
 
-    def vocabulary(self, embeddings) -> dict[str, np.ndarray]:
-        """Each category's phrase embeddings (rows in VOCABULARY's order), computed on the model's first call."""
+    def vectors(self, embeddings, phrases: list[str]) -> np.ndarray:
+        """The phrases' embeddings (one row each): from memory, else from the data folder's file for this model,
+        else embedded now (and the file rewritten with them)."""
         cache = self._cache(embeddings)
         with cache.lock:
-            if cache.vocabulary is None:
-                phrases = [phrase(c, t) for c in CATEGORIES for t in VOCABULARY[c]]
-                vectors = np.asarray(embeddings.embed_documents(phrases), dtype=np.float32)
-                out, start = {}, 0
-                for c in CATEGORIES:
-                    out[c] = vectors[start : start + len(VOCABULARY[c])]
-                    start += len(VOCABULARY[c])
-                cache.vocabulary = out
-            return cache.vocabulary
+            if not cache.loaded:
+                self._load(embeddings, cache)
+            missing = [p for p in dict.fromkeys(phrases) if p not in cache.vectors]
+            if missing:
+                if len(cache.vectors) + len(missing) > len(vocabulary_phrases()) + MAX_TAG_CACHE:
+                    keep = set(vocabulary_phrases()) | set(phrases)  # tags no style has any more go
+                    cache.vectors = {p: v for p, v in cache.vectors.items() if p in keep}
+                found = np.asarray(embeddings.embed_documents(missing), dtype=np.float32)
+                cache.vectors.update(zip(missing, found, strict=True))
+                self._save(cache)
+            if not phrases:
+                return np.zeros((0, embeddings.dim), np.float32)
+            return np.stack([cache.vectors[p] for p in phrases])
+
+    def _load(self, embeddings, cache: _ModelCache) -> None:
+        cache.loaded = True
+        fingerprint = text_fingerprint(embeddings) if self.cache_dir is not None else None
+        if not fingerprint:
+            return
+        cache.path = self.cache_dir / f"describe-{fingerprint}.npz"
+        if not cache.path.is_file():
+            return
+        try:
+            with np.load(cache.path, allow_pickle=False) as kept:
+                cache.vectors.update(zip(kept["phrases"].tolist(), kept["vectors"].astype(np.float32), strict=True))
+        except (OSError, ValueError, KeyError):
+            log.warning("%s is unreadable; its phrases are embedded again", cache.path)
+
+    @staticmethod
+    def _save(cache: _ModelCache) -> None:
+        if cache.path is None:
+            return
+        buf = io.BytesIO()
+        phrases = list(cache.vectors)
+        np.savez(buf, phrases=np.array(phrases, dtype=str), vectors=np.stack([cache.vectors[p] for p in phrases]))
+        try:
+            write_atomic(cache.path, buf.getvalue())
+        except OSError as exc:  # a read-only or full data folder: memory alone keeps them
+            log.warning("cannot keep the phrase embeddings in %s: %s", cache.path, exc)
+
+    def vocabulary(self, embeddings) -> dict[str, np.ndarray]:
+        """Each category's phrase embeddings (rows in VOCABULARY's order)."""
+        cache = self._cache(embeddings)
+        if cache.matrices is None:
+            vectors, out, start = self.vectors(embeddings, vocabulary_phrases()), {}, 0
+            for c in CATEGORIES:
+                out[c] = vectors[start : start + len(VOCABULARY[c])]
+                start += len(VOCABULARY[c])
+            cache.matrices = out
+        return cache.matrices
 
     def tag_vectors(self, embeddings, tags: list[str]) -> np.ndarray:
-        cache = self._cache(embeddings)
-        with cache.lock:
-            missing = [t for t in tags if t not in cache.tags]
-            if missing:
-                if len(cache.tags) + len(missing) > MAX_TAG_CACHE:
-                    cache.tags.clear()
-                vectors = embeddings.embed_documents([phrase("style", t) for t in missing])
-                cache.tags.update(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
-            dim = next(iter(cache.vocabulary.values())).shape[1] if cache.vocabulary else 0
-            return np.stack([cache.tags[t] for t in tags]) if tags else np.zeros((0, dim), np.float32)
+        return self.vectors(embeddings, [phrase("style", t) for t in tags])
 
     def describe(
         self, embeddings, image: Image.Image, tags: list[str], k: int = 5, threshold: float = 0.15, max_chars: int = 200

@@ -15,7 +15,7 @@ from . import Core, png, thumbnail
 class StylesService(Styles):
     def __init__(self, core: Core):
         self.core = core
-        self.describer = Describer()  # the vocabulary's embeddings, per retrieval model
+        self.describer = Describer(core.data_dir / "cache")  # the vocabulary's embeddings, per retrieval model
 
     @property
     def library(self):

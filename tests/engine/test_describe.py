@@ -139,16 +139,29 @@ def test_the_librarys_tags_are_candidates(fresh_engine, clip):
     assert tag not in [t.term for t in fresh_engine.styles.describe(png(img), k=20).terms["style"]]
 
 
-def test_the_vocabulary_is_embedded_once_per_model(fresh_engine, monkeypatch):
-    embeddings = fresh_engine.retrieval.library.embeddings
-    embedded: list[int] = []
+def spy(engine, monkeypatch) -> list[int]:
+    """How many phrases each of the engine's CLIP text calls embeds, from now on."""
+    embeddings = engine.retrieval.library.embeddings
+    calls: list[int] = []
     real = embeddings.embed_documents
-    monkeypatch.setattr(embeddings, "embed_documents", lambda texts: embedded.append(len(texts)) or real(texts))
-    fresh_engine.styles.describe(png(line_sketch()))
+    monkeypatch.setattr(embeddings, "embed_documents", lambda texts: calls.append(len(texts)) or real(texts))
+    return calls
+
+
+def test_the_vocabulary_is_embedded_once_per_model(fresh_engine, monkeypatch):
+    embedded = spy(fresh_engine, monkeypatch)
+    first = fresh_engine.styles.describe(png(line_sketch()))
     assert sum(embedded) >= sum(len(v) for v in VOCABULARY.values())
     embedded.clear()
     fresh_engine.styles.describe(png(swatch()))
     assert embedded == []  # the vocabulary and the tags come from memory; only the image is embedded
+
+    # another engine on this data folder (the next start, a server beside the Studio) reads them from there
+    again = make_engine(fresh_engine.settings.data_dir)
+    embedded = spy(again, monkeypatch)
+    found = again.styles.describe(png(line_sketch()))
+    assert embedded == []  # the vocabulary's phrases and the library's tags alike
+    assert found.model_dump(exclude={"seconds"}) == first.model_dump(exclude={"seconds"})
 
 
 @pytest.mark.parametrize(
