@@ -31,7 +31,7 @@ from typing_extensions import TypedDict
 from .catalog.options import CatalogOptions
 from .errors import Cancelled
 from .rules.controlnets import DEFAULT_CONTROL, ControlName
-from .schema import MAX_STEPS, EdgeMode, GenerateRequest, Progress, StyleHit, StyleInfo
+from .schema import MAX_PROMPT, MAX_STEPS, EdgeMode, GenerateRequest, Progress, StyleHit, StyleInfo
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 # Bounds every caller gets checked at the boundary (over HTTP: a 422 with one line)
@@ -312,6 +312,26 @@ class ControlPreview(BaseModel):
             return im.convert("RGB")
 
 
+class DescribedTerm(BaseModel):
+    """One candidate word of `styles.describe`: how close CLIP puts it to the image, and whether the prompt says it."""
+
+    term: str
+    score: float  # CLIP cosine between the image and the term's phrase ("a photo of a chair"), in [-1, 1]
+    confidence: float  # its share among its category's candidates (a softmax at CLIP's logit scale), 0–1
+    source: Literal["vocabulary", "library"] = "vocabulary"  # library: a tag of one of the library's styles
+    picked: bool = False  # the prompt says it
+
+
+class Description(BaseModel):
+    """A prompt written from an image (`styles.describe`), and the scored words it was chosen from."""
+
+    prompt: str
+    # object, medium, style, material, colour → the top candidates, best first (the picked ones always among them)
+    terms: dict[str, list[DescribedTerm]]
+    model: str  # the CLIP that scored them: "base CLIP" or "tuned: NAME (scenario)"
+    seconds: float
+
+
 # What `catalog.inspect` answers with, at most: sample rows, failing rows' reasons, raw rows, characters a cell shows
 MAX_SAMPLE = 1000
 MAX_SHEET_ERRORS = 5
@@ -459,6 +479,21 @@ class Styles(ABC):
     @operation
     def image(self, name_or_id: str, px: Pixels = 0) -> bytes:
         """The style's reference image as PNG; `px` > 0: a JPEG thumbnail no larger than px × px."""
+
+    @abstractmethod
+    @operation
+    def describe(
+        self,
+        image: bytes,
+        k: Annotated[int, Field(ge=1, le=20)] = 5,
+        threshold: Annotated[float, Field(ge=0, le=1)] = 0.15,
+        max_chars: Annotated[int, Field(ge=20, le=MAX_PROMPT)] = 200,
+    ) -> Description:
+        """A prompt for an image (a sketch, a photo, a render), written from the CLIP similarity of the image to the
+        studio's vocabulary of objects, mediums, styles, materials and colour palettes and to the library's style
+        tags: "a chair, pencil sketch, bauhaus style, walnut wood, sage green palette". A category's best terms go in
+        when their share among its candidates reaches `threshold` (the object and the medium always), the prompt at
+        most `max_chars` long; `terms` holds each category's top `k` with their scores."""
 
 
 class History(ABC):

@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object")
     sg.add_argument("--out", type=Path, help="write the mask here (.png, white inside)")
 
+    de = sub.add_parser("describe", parents=[*common, listing], help="a prompt for an image, from CLIP and the library")
+    de.add_argument("image", type=Path, help="a sketch, photo or render (PNG, JPEG, WebP, GIF, BMP or TIFF)")
+    de.add_argument("-k", type=int, default=5, help="scored terms per category in --json (1-20)")
+    de.add_argument("--threshold", type=float, default=0.15, help="a term's share of its category to be said (0-1)")
+    de.add_argument("--max-chars", type=int, default=200, help="the prompt's length at most")
+
     w = sub.add_parser("sweep", parents=common, help="one sketch + prompt over a grid of settings")
     _generation_args(w)
     w.add_argument("--structure", default="0.5,1.0,1.5", help="structure strengths, comma-separated")
@@ -391,6 +397,16 @@ def _segment(args) -> dict:
     h, w = found.mask().shape
     return {"mask": str(args.out) if args.out else None, "width": w, "height": h,
             **found.model_dump(exclude={"mask_png"})}  # fmt: skip
+
+
+def _describe(args) -> Listing:
+    """The prompt alone on stdout (for `$(python -m engine describe photo.jpg)`); --json: the scored terms too."""
+    from .images import read_bytes
+
+    settings = _settings(args)
+    image = read_bytes(args.image, settings.max_upload_bytes)
+    found = _engine(args, settings).styles.describe(image, args.k, args.threshold, args.max_chars)
+    return Listing([], {}, found.prompt, data=found.model_dump())
 
 
 def _parse_blend(text: str | None) -> list[dict]:
@@ -866,6 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         "segment": _segment,
         "doctor": _doctor,
         "models": _models,
+        "describe": _describe,
     }
     try:
         out = handlers[args.command](args)

@@ -22,6 +22,7 @@ from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL
 from engine.rules.modes import MODES, switch
 from engine.schema import SCHEDULERS, ControlName, GenerateRequest, Progress
 from ui import canvas as canvas_ui
+from ui import describe as describe_ui
 from ui import jobs, start_image
 from ui import models as models_ui
 from ui import regions as regions_ui
@@ -419,6 +420,7 @@ def upload_section() -> bool:
         st.error(str(exc))
         return True
     st.image(shown, caption=f"{upload.name} · {w}×{h}", width=320)
+    describe_ui.button(engine, upload.getvalue(), f"the upload {upload.name}", key="describe_upload")
     st.caption(f"An upload keeps its own aspect: {canvas_ui.render_size_note(w, h, state['size'])}.")
     return True
 
@@ -514,6 +516,7 @@ def words_section() -> None:
         "Prompt", key="prompt", height=90,
         placeholder="Describe what to render, for example: a timber cabin at dusk, warm light in the windows",
     )  # fmt: skip
+    describe_ui.caption()
     st.text_input("Negative prompt", key="negative", help="what the render should avoid (leave empty for nothing)")
 
 
@@ -799,7 +802,7 @@ def tile(entry: dict, index: int) -> None:
         "As sketch", key=f"as_sketch_{run_id}_{index}", on_click=on_use_as_sketch, args=(run_id, index),
         help="its edges become the next sketch",
     )  # fmt: skip
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns([5, 3])  # "Start from this" whole in a gallery tile
     c1.button(
         "Start from this", key=f"start_{run_id}_{index}", on_click=on_start_from, args=(run_id, index),
         help="image-to-image or inpaint from this render",
@@ -808,9 +811,13 @@ def tile(entry: dict, index: int) -> None:
         "Extend", key=f"extend_{run_id}_{index}", on_click=on_start_from, args=(run_id, index, True),
         help="outpaint: add room around this render (set the borders under Start from an image)",
     )  # fmt: skip
+    d1, d2 = st.columns(2)
     starred = state.setdefault("starred", {}).get(run_id, False)
-    c3.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
+    d1.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
               args=(run_id,), help="keep it as a favourite (History: Starred only)")  # fmt: skip
+    describe_ui.button(
+        engine, result.png[index], f"render {short_ref(run_id, index)}", f"describe_{run_id}_{index}", d2
+    )
 
 
 def gallery_section(latest: str | None) -> None:

@@ -17,6 +17,7 @@ from engine import images as imgs
 from engine.errors import EngineError
 from engine.images import UPLOAD_TYPES
 from engine.masks import mask_png, overlay
+from ui import describe as describe_ui
 from ui.clicks import clicked
 
 MAX_CANVAS = 448
@@ -98,6 +99,7 @@ def panel(engine, regions: list[dict] | None = None) -> None:
     image = _decoded(data)
     if image is None:
         return
+    describe_ui.button(engine, data, f"the start image ({state.get('init_label', 'an image')})", key="describe_init")
     st.toggle(
         "Extend the canvas (outpaint)", key="extend_on",
         help="Add room around the image: the new border is painted to continue it, the image itself is kept as it "
