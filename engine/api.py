@@ -154,7 +154,8 @@ class Limits(BaseModel):
     over `max_upload_bytes` before reading it)."""
 
     max_upload_bytes: int  # one uploaded file: a sketch, an image, a sheet, a zip
-    max_model_bytes: int  # a checkpoint or LoRA added with `renders.add_model` (over HTTP the upload limit first)
+    max_model_bytes: int  # a checkpoint or LoRA added (`renders.add_model`: over HTTP the upload limit first;
+    # in parts with `renders.upload_begin`/`upload_part`/`upload_finish`: this alone)
     max_input_pixels: int  # an image's width × height, once decoded
     max_prompt: int  # characters of a prompt or a negative prompt
     max_steps: int  # steps of one render
