@@ -46,6 +46,10 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")]
 StyleName = Annotated[str, Field(json_schema_extra={"pattern": r"^[\w.,'&()+-][\w .,'&()+-]{0,59}$"})]
 # A checkpoint's or LoRA's name on the engine (engine/model_files.py NAME, which checks it), `.safetensors` or not
 ModelName = Annotated[str, Field(json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,119}$"})]
+# A file's SHA-256 as 64 hex digits: what a model upload in parts is addressed by (engine/model_parts.py)
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+# A byte count or position in a model upload (the engine holds the total to its `max_model_bytes`)
+ByteCount = Annotated[int, Field(ge=0, le=1 << 40)]
 # A pixel coordinate in an image (engine/regions.py checks it is inside the image at hand)
 Coordinate = Annotated[float, Field(ge=0, le=16384)]
 # A sweep's axis: one value or more (engine/sweep.py: at most 64 cells in all), each within the render's bounds
@@ -150,12 +154,29 @@ class Limits(BaseModel):
     over `max_upload_bytes` before reading it)."""
 
     max_upload_bytes: int  # one uploaded file: a sketch, an image, a sheet, a zip
-    max_model_bytes: int  # a checkpoint or LoRA added with `renders.add_model` (over HTTP the upload limit first)
+    max_model_bytes: int  # a checkpoint or LoRA added (`renders.add_model`: over HTTP the upload limit first;
+    # in parts with `renders.upload_begin`/`upload_part`/`upload_finish`: this alone)
     max_input_pixels: int  # an image's width × height, once decoded
     max_prompt: int  # characters of a prompt or a negative prompt
     max_steps: int  # steps of one render
     max_queued: int  # jobs queued or running at once, every caller together
     max_per_client: int  # … of which one caller may have this many
+
+
+class UploadStatus(BaseModel):
+    """Where a model upload in parts stands on the engine (`renders.upload_begin`, `renders.upload_part`): the bytes
+    it holds of the file (the next part starts there), the largest part it takes in one call, and, once the file is
+    a model on the engine, what `add_model` would have said (then nothing is left to send)."""
+
+    sha256: str
+    size: int
+    received: int
+    max_part: int
+    model: dict[str, Any] | None = None  # {name, kind, added} once the model is on the engine
+
+    @property
+    def done(self) -> bool:
+        return self.model is not None
 
 
 class Capabilities(BaseModel):
@@ -409,6 +430,29 @@ class Renders(ABC):
     def add_model(self, kind: Literal["checkpoint", "lora"], name: ModelName, data: bytes) -> dict[str, Any]:
         """Keep a `.safetensors` checkpoint or LoRA on the engine under `name` (the same file again is a no-op;
         another file by that name is refused). Renders then name it."""
+
+    @abstractmethod
+    @operation
+    def upload_begin(
+        self, kind: Literal["checkpoint", "lora"], name: ModelName, sha256: Sha256, size: ByteCount
+    ) -> UploadStatus:
+        """Start or resume adding a big model file in parts (each call a few MB, so no request outlasts a tunnel's
+        limits): the file is named by its SHA-256. The answer says how many bytes the engine holds already (send
+        the rest with `upload_part`), or that the model is on the engine already (the same file under this name, or
+        under another name of that kind: kept once): then nothing is sent. The name and the size are checked here,
+        before any byte is sent, as `add_model` checks them."""
+
+    @abstractmethod
+    @operation
+    def upload_part(self, sha256: Sha256, offset: ByteCount, chunk: bytes) -> UploadStatus:
+        """The next bytes of a begun upload, at `offset`: exactly where the engine's copy ends (otherwise refused,
+        saying where it ends), at most `max_part` bytes, never past the announced size."""
+
+    @abstractmethod
+    @operation
+    def upload_finish(self, kind: Literal["checkpoint", "lora"], name: ModelName, sha256: Sha256) -> dict[str, Any]:
+        """The upload is whole: its SHA-256 is checked, then it is added as `add_model` adds a file (safetensors
+        only, the size limit, the name rules; the same answer)."""
 
     @abstractmethod
     @operation

@@ -347,8 +347,25 @@ def _model_name(engine, kind: str, value: str) -> str:
             )
         if not path.is_file():
             raise BadInput(f"no file '{value}'")
-        return engine.renders.add_model(kind, path.stem, path.read_bytes())["name"]
+        return _send(engine, kind, path)
     return value
+
+
+def _send(engine, kind: str, path: Path) -> str:
+    """The file onto the engine in parts (engine/uploads.py: nothing sent when it is there, an upload cut short
+    goes on where it stopped), with a bar in MB; its name there."""
+    from .schema import Progress
+    from .uploads import send_model
+
+    bar, started = ProgressBar(), time.monotonic()
+
+    def shown(held: int, size: int) -> None:
+        bar(Progress(f"upload {path.name} (MB)", held >> 20, max(1, size >> 20), time.monotonic() - started))
+
+    try:
+        return send_model(engine, kind, path.stem, path, shown)["name"]
+    finally:
+        bar.close()
 
 
 def _parse_lora(engine, spec: str) -> dict:

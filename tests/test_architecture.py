@@ -16,6 +16,7 @@ ALLOWED_IN_UI = {
     "engine.catalog.tagging", "engine.rules.models", "engine.rules.modes",
     "engine.rules.controlnets",
     "engine.tune.splits",
+    "engine.uploads",  # send_model: a model file to the engine in parts, through the interface
     # ui/shared.py builds the engines it hands the pages: the local one in this process (its weights checked first,
     # offline in a second), or the remote client
     "engine.local", "engine.remote", "engine.settings", "engine.hub", "engine.doctor",
