@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     upscaler_model: str = "wkrettek/real-esrgan-models"
     upscaler_weight: str = "realesrgan_x4plus.safetensors"
     # The upscaler's tiles (input pixels a side) and their overlap: the model's memory is that of one tile
-    upscale_tile: int = Field(256, ge=32, le=2048)
+    upscale_tile: int = Field(288, ge=32, le=2048)
     upscale_overlap: int = Field(32, ge=0, le=256)
 
     # The few-step modes (fast, live): a LoRA on the UNet and its scheduler, and the tiny autoencoder (live mode's

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable
@@ -315,17 +316,32 @@ def save_tiny_upscaler(path: Path, num_feat: int = 8, num_block: int = 1, num_gr
 class Tiling:
     """Tile side and overlap in input pixels; `pad` pixels of context each side of a tile, cut off after the model."""
 
-    tile: int = 256
+    tile: int = 288
     overlap: int = 32
     pad: int = 16
+    multiple: int = 1  # every side and start a multiple of this (a pixel-unshuffling model's factor)
 
     def starts(self, length: int) -> list[int]:
-        """Where the tiles along one side begin: every `tile - overlap`, the last flush with the end."""
-        if length <= self.tile:
+        """Where the tiles along one side begin: as few tiles as cover it with at least `overlap` between
+        neighbours, spread evenly (each `side(length)` long, at most `tile`)."""
+        side = self.side(length)
+        n = self.tiles(length)
+        if n == 1:
             return [0]
-        step = self.tile - self.overlap
-        starts = list(range(0, length - self.tile, step))
-        return [*starts, length - self.tile]
+        m = self.multiple
+        return [round(i * (length - side) / (n - 1) / m) * m for i in range(n)]
+
+    def tiles(self, length: int) -> int:
+        if length <= self.tile:
+            return 1
+        return math.ceil((length - self.overlap) / (self.tile - self.overlap))
+
+    def side(self, length: int) -> int:
+        """The tiles' side along a side of `length`: the fewest tiles, then as small as they can be."""
+        n = self.tiles(length)
+        if n == 1:
+            return length
+        return min(length, -(-math.ceil((length + (n - 1) * self.overlap) / n) // self.multiple) * self.multiple)
 
     def count(self, width: int, height: int) -> int:
         return len(self.starts(width)) * len(self.starts(height))
@@ -365,7 +381,7 @@ def run_tiled(
     tile = max(m, tiling.tile - tiling.tile % m)
     overlap = min(tiling.overlap - tiling.overlap % m, tile // 4)
     pad = tiling.pad - tiling.pad % m
-    tiles = Tiling(tile, overlap, pad)
+    tiles = Tiling(tile, overlap, pad, m)
     out = torch.zeros(3, h * s, w * s)
     weight = torch.zeros(1, h * s, w * s)
     ys, xs = tiles.starts(h), tiles.starts(w)
@@ -375,7 +391,7 @@ def run_tiled(
             for x0 in xs:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("cancelled")
-                th, tw = min(tile, h - y0), min(tile, w - x0)
+                th, tw = tiles.side(h), tiles.side(w)
                 cy0, cx0 = max(0, y0 - pad), max(0, x0 - pad)
                 cy1, cx1 = min(h, y0 + th + pad), min(w, x0 + tw + pad)
                 piece = x[:, :, cy0:cy1, cx0:cx1].to(upscaler.device, upscaler.dtype)
