@@ -35,3 +35,17 @@ def test_an_upscale_the_engine_refuses_is_one_line(app_env):
     assert not at.exception and "upscale_job" not in at.session_state
     (line,) = [e.value for e in at.error]
     assert line.startswith(f"a refined upscale is rendered again, at most 1024 px a side; {w}×{h} ×4 would be")
+
+
+def test_upscale_from_the_history(app_env):
+    from engine.schema import GenerateRequest
+
+    source = app_env.engine.generate(
+        GenerateRequest.build(prompt="a pewter jug", size=64, steps=1, seed=2, use_style=False)
+    )
+    at = ok(app_env.app().run().switch_page("pages/history.py").run())
+    assert "upscaled ×" not in texts(at)
+    at = ok(settle(at.button(key=f"upscale4-{source.run_id}").click().run(), "history_upscale_job"))
+    (made,) = [r for r in app_env.engine.history.list() if r.metadata.get("upscale")]
+    assert made.metadata["width"] == 256 and made.metadata["upscale"]["source"]["run_id"] == source.run_id
+    assert "upscaled ×4 from" in texts(at) and "256×256" in texts(at)  # the new run heads the History
