@@ -45,10 +45,16 @@ def test_upscale_under_a_render_in_the_browser(browser, tmp_path, tiny_models, m
             url = stack.enter_context(engine_server(tiny_env(data), token=TOKEN))
             laptop = tiny_env(tmp_path / "laptop", DESIGN_STUDIO_PROFILE="default")  # no weights: it must not load
             app, _ = stack.enter_context(streamlit_app(laptop))
-        page = open_studio(browser, app)
-        stack.callback(page.close)
-        if mode == "remote":
+        if mode == "local":
+            page = open_studio(browser, app)
+        else:  # the laptop's own engine cannot start: the page offers Remote mode, then shows the Studio
+            page = browser.new_page(viewport={"width": 1440, "height": 1700})
+            page.set_default_timeout(90_000)
+            page.goto(app)
+            page.locator("[data-testid=stSidebar]").get_by_text("Remote", exact=True).wait_for(timeout=120_000)
             connect(page, url)
+            page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
+        stack.callback(page.close)
         page.get_by_label("Prompt", exact=True).fill("a copper kettle")
         page.get_by_text("Advanced").click()
         set_slider(page, "Size (short side)", 256)
