@@ -52,6 +52,14 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
         fields["Denoising strength"] = p["strength"]
         if meta.get("mask_hash"):
             fields["Mask"] = "inpaint (white = repaint)"
+    if p.get("outpaint"):
+        fields["Outpaint"] = (
+            '"'
+            + ", ".join(
+                f"{side} {px}" for side, px in zip(("left", "top", "right", "bottom"), p["outpaint"], strict=True)
+            )
+            + '"'
+        )
     if (p.get("hires") or 1) > 1:
         fields["Hires upscale"] = p["hires"]
         fields["Hires upscaler"] = "Lanczos"

@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+from .doctor import CONTROLNET, SD15, variant
 from .errors import Busy, ModelUnavailable
 from .hub import PICKLE_SUFFIXES, cached, hub_online, quiet_libraries, require, safetensors_kw, unavailable
 from .rules.controlnets import DEFAULT_CONTROL
@@ -23,6 +24,9 @@ def load_pipeline(settings: Settings, device: str, dtype):
     kw = {"dtype": dtype, **safetensors_kw(settings)}
     offline = require(ids.controlnet, "DESIGN_STUDIO_CONTROLNET_MODEL", settings)
     base_offline = require(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings)
+    # the fp16 variant where only it is on disk (`models pull` on a GPU), or where this engine runs in fp16 anyway
+    offline |= variant(ids.controlnet, CONTROLNET, dtype)
+    base_offline |= variant(ids.base, SD15, dtype)
     try:
         controlnet = ControlNetModel.from_pretrained(ids.controlnet, **kw, **offline)
     except (OSError, ValueError) as exc:
@@ -126,7 +130,7 @@ def load_controlnet(settings: Settings, control: str, device: str, dtype):
 
     model_id = settings.models().controlnet_for(control)
     setting = f'DESIGN_STUDIO_CONTROLNETS ("{control}")'
-    offline = require(model_id, setting, settings)
+    offline = require(model_id, setting, settings) | variant(model_id, CONTROLNET, dtype)
     try:
         controlnet = ControlNetModel.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings), **offline)
     except (OSError, ValueError) as exc:

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 20 * 1024 * 1024
     # Your own checkpoints and LoRAs (models/checkpoints, models/loras in the data folder): the largest file an
-    # upload may add (over HTTP the request limit above applies first; copy big files into the folder instead)
+    # upload may add (over HTTP in parts of a few MB each: renders.upload_begin/upload_part/upload_finish)
     max_model_bytes: int = 8 * 1024**3
     max_input_pixels: int = 64_000_000
 

@@ -22,6 +22,7 @@ from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL
 from engine.rules.modes import MODES, switch
 from engine.schema import SCHEDULERS, ControlName, GenerateRequest, Progress
 from ui import canvas as canvas_ui
+from ui import describe as describe_ui
 from ui import jobs, start_image
 from ui import models as models_ui
 from ui import regions as regions_ui
@@ -89,6 +90,9 @@ def build_request(**changes) -> GenerateRequest:
             blend = [{"style": n, "weight": w} for n, w in picks]
         elif picks:
             style = picks[0][0]
+    start = start_image.request_fields()
+    if "outpaint" in start:  # extending follows the image's own edges: no sketch, no regions drawn on it
+        sketch = None
     fields = {param: state[name] for name, param in FIELD_TO_PARAM.items()} | {"source": "studio"}
     fields["mode"] = fields["mode"] or "quality"
     fields = switch(fields, changes.get("mode", fields["mode"]))  # another mode brings its own steps and sampler
@@ -103,9 +107,9 @@ def build_request(**changes) -> GenerateRequest:
         blend=blend,
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
-        regions=regions_ui.request_regions(),
+        regions=[] if "outpaint" in start else regions_ui.request_regions(),
         aspect=state.get("aspect") if state["source"] == "Draw" else None,  # a text-only render's shape
-        **start_image.request_fields(),
+        **start,
         **models_ui.request_fields(),
         **run_set(),
         **{**fields, **changes},
@@ -227,11 +231,12 @@ def on_vary(run_id: str) -> None:
     submit(entry["request"].model_copy(update={"seed": random_seed(), "variations": 1}))
 
 
-def on_start_from(run_id: str, index: int) -> None:
-    """A render becomes the image the next one starts from (image-to-image, or inpainting with a mask)."""
+def on_start_from(run_id: str, index: int, extend: bool = False) -> None:
+    """A render becomes the image the next one starts from (image-to-image, or inpainting with a mask), or the one
+    to extend (`extend`: outpainting, its borders set in the panel)."""
     entry = entry_of(run_id)
     if entry is not None:
-        start_image.set_start(entry["result"].png[index], f"render {run_id} · {index + 1}")
+        start_image.set_start(entry["result"].png[index], f"render {run_id} · {index + 1}", extend=extend)
 
 
 def on_star(run_id: str) -> None:
@@ -461,6 +466,7 @@ def upload_section() -> bool:
         st.error(str(exc))
         return True
     st.image(shown, caption=f"{upload.name} · {w}×{h}", width=320)
+    describe_ui.button(engine, upload.getvalue(), f"the upload {upload.name}", key="describe_upload")
     st.caption(f"An upload keeps its own aspect: {canvas_ui.render_size_note(w, h, state['size'])}.")
     return True
 
@@ -556,6 +562,7 @@ def words_section() -> None:
         "Prompt", key="prompt", height=90,
         placeholder="Describe what to render, for example: a timber cabin at dusk, warm light in the windows",
     )  # fmt: skip
+    describe_ui.caption()
     st.text_input("Negative prompt", key="negative", help="what the render should avoid (leave empty for nothing)")
 
 
@@ -796,6 +803,9 @@ def settings_line(meta: dict) -> str:
             parts.append(f"{word} {p[key]:g}")
     if meta.get("kind") in ("img2img", "inpaint") and p.get("strength") is not None:
         parts.insert(0, f"{'inpainted' if meta['kind'] == 'inpaint' else 'image-to-image'} at {p['strength']:g}")
+    if meta.get("kind") == "outpaint" and p.get("outpaint"):
+        sides = zip(("left", "top", "right", "bottom"), p["outpaint"], strict=True)
+        parts.insert(0, "extended " + " ".join(f"+{px} {side}" for side, px in sides if px))
     if (p.get("control") or DEFAULT_CONTROL) != DEFAULT_CONTROL:
         parts.append(p["control"])
     parts += [f"LoRA {md(lo['name'])} {lo['weight']:g}" for lo in p.get("loras") or []]
@@ -846,14 +856,22 @@ def tile(entry: dict, index: int) -> None:
         "As sketch", key=f"as_sketch_{run_id}_{index}", on_click=on_use_as_sketch, args=(run_id, index),
         help="its edges become the next sketch",
     )  # fmt: skip
-    c1, c2 = st.columns(2)
+    c1, c2 = st.columns([5, 3])  # "Start from this" whole in a gallery tile
     c1.button(
         "Start from this", key=f"start_{run_id}_{index}", on_click=on_start_from, args=(run_id, index),
         help="image-to-image or inpaint from this render",
     )  # fmt: skip
+    c2.button(
+        "Extend", key=f"extend_{run_id}_{index}", on_click=on_start_from, args=(run_id, index, True),
+        help="outpaint: add room around this render (set the borders under Start from an image)",
+    )  # fmt: skip
+    d1, d2 = st.columns(2)
     starred = state.setdefault("starred", {}).get(run_id, False)
-    c2.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
+    d1.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
               args=(run_id,), help="keep it as a favourite (History: Starred only)")  # fmt: skip
+    describe_ui.button(
+        engine, result.png[index], f"render {short_ref(run_id, index)}", f"describe_{run_id}_{index}", d2
+    )
     busy = state.get("upscale_job") is not None
     for column, factor in zip(st.columns(2), (2, 4), strict=True):
         column.button(

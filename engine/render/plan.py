@@ -38,6 +38,7 @@ class Plan:
     init_hash: str | None = None
     mask: np.ndarray | None = None  # inpainting: bool H×W at the render's size, True = repaint
     mask_hash: str | None = None
+    outpaint: tuple[int, int, int, int] | None = None  # the borders added (left, top, right, bottom), rounded to 8
     checkpoint: str | None = None  # the base model's file (or hub id) when not the default
     loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
     hires_size: tuple[int, int] | None = None  # the hires fix's final size
@@ -94,7 +95,9 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
         fitted = imgs.fit(p.sketch, request.size)
         p.control, p.edge_mode = control_map(fitted, request)
     init = None
-    if request.init_image is not None:
+    if request.outpaint is not None:
+        init = outpaint(request, p, max_pixels, max_bytes)
+    elif request.init_image is not None:
         init = imgs.decode(request.init_image, max_pixels, max_bytes, name="init image")
         p.init_hash = imgs.content_hash(request.init_image)
         if p.control is not None:  # the sketch sets the size; the image fills it (centre crop)
@@ -122,6 +125,27 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
     p.seeds = [(seed + i) % (MAX_SEED + 1) for i in range(request.variations)]
     p.region_masks = region_masks(request, p, max_pixels, max_bytes)
     return p
+
+
+def outpaint(request: GenerateRequest, p: Plan, max_pixels: int, max_bytes: int) -> Image.Image:
+    """The image at its own size on the extended canvas (`p.init`), the new border as the part to paint (`p.mask`)
+    and ControlNet's map from the image's own edges, blank over the border so the new part is free."""
+    init = imgs.decode(request.init_image, max_pixels, max_bytes, name="init image")
+    p.init_hash = imgs.content_hash(request.init_image)
+    pads = imgs.outpaint_pads(init.size, request.outpaint)
+    width, height = init.width + pads[0] + pads[2], init.height + pads[1] + pads[3]
+    if max(width, height) > 2 * imgs.MAX_SIDE or width * height > max_pixels:
+        raise BadInput(
+            f"the extended image would be {width}×{height}; at most {2 * imgs.MAX_SIDE} a side",
+            fix="extend by fewer pixels, or start from a smaller image",
+        )
+    p.init, p.mask = imgs.outpaint_canvas(init, pads)
+    p.outpaint = pads
+    control, p.edge_mode = control_map(p.init, request)
+    edges = np.asarray(control).copy()
+    edges[p.mask] = 0
+    p.control = Image.fromarray(edges)
+    return init
 
 
 def control_map(image: Image.Image, request: GenerateRequest) -> tuple[Image.Image, str]:

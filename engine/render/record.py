@@ -158,7 +158,9 @@ class Recorder:
         return {
             "version": 1,
             "run_id": run_id,
-            "kind": "inpaint"
+            "kind": "outpaint"
+            if plan.outpaint is not None
+            else "inpaint"
             if plan.mask is not None
             else "img2img"
             if plan.init is not None
@@ -198,6 +200,7 @@ class Recorder:
                 "blend": [b.model_dump() for b in request.blend],
                 "use_style": request.use_style,
                 "control": request.control,
+                "outpaint": list(plan.outpaint) if plan.outpaint is not None else None,
                 "strength": request.strength if plan.init is not None else None,
                 "checkpoint": request.checkpoint,
                 "loras": [lo.model_dump() for lo in request.loras],

@@ -17,10 +17,11 @@ from typing import Any
 from PIL import Image
 
 from .. import images as imgs
-from ..api import ControlPreview, JobInfo, RenderResult, Renders, SegmentResult
+from ..api import ControlPreview, JobInfo, RenderResult, Renders, SegmentResult, UploadStatus
 from ..errors import BadInput, EngineError, NotFound, QueueFull
 from ..jobs import JobContext, StoreUnavailable
 from ..masks import check_prompts, mask_png
+from ..model_parts import ModelParts
 from ..regions import cutout
 from ..render.plan import Plan
 from ..render.record import FRAMES
@@ -44,6 +45,8 @@ class RendersService(Renders):
         self.core = core
         self._plans: dict[str, Plan] = {}  # planned at submit, rendered by the job: the sketch is decoded once
         self._lock = threading.Lock()
+        # big model files in parts, each within the request limit (data folder: uploads/)
+        self.parts = ModelParts(core.data_dir / "uploads", core.pipeline.files, core.settings.max_upload_bytes)
 
     def handlers(self):
         return {"render": self._run, "measure": self._measure, "upscale": self._upscale}
@@ -211,6 +214,15 @@ class RendersService(Renders):
 
     def add_model(self, kind, name: str, data: bytes) -> dict[str, Any]:
         return self.core.pipeline.files.add(kind, name, data)
+
+    def upload_begin(self, kind, name: str, sha256: str, size: int) -> UploadStatus:
+        return UploadStatus(**self.parts.begin(kind, name, sha256, size))
+
+    def upload_part(self, sha256: str, offset: int, chunk: bytes) -> UploadStatus:
+        return UploadStatus(**self.parts.part(sha256, offset, chunk))
+
+    def upload_finish(self, kind, name: str, sha256: str) -> dict[str, Any]:
+        return self.parts.finish(kind, name, sha256)
 
     def _decode(self, image: bytes):
         s = self.core.settings
