@@ -421,6 +421,15 @@ class Renders(ABC):
 
     @abstractmethod
     @operation
+    def upscale(self, run_id: str, index: Index = 0, factor: Literal[2, 4] = 4, refine: bool = False) -> JobInfo:
+        """Upscale one output of a past run ×2 or ×4 (an ESRGAN-class model, Real-ESRGAN x4 by default, run in tiles;
+        ×2 is ×4 then Lanczos down) into a new run linked to it: its metadata's `upscale` says the factor, the model
+        and the source (`run_id`, `index`). With `refine`, the upscaled image is then refined by image-to-image at a
+        low strength (the tile ControlNet where the engine has it), up to 1024 px on the short side. Its job's result
+        names the new run (`run_id`; `renders.result` reads it). A result over the engine's pixel limit: one line."""
+
+    @abstractmethod
+    @operation
     def models(self) -> dict[str, Any]:
         """The designer's checkpoints and LoRAs on this engine (name, MB), the ControlNet types with what each
         expects, and the folders to copy files into."""

@@ -94,6 +94,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--hires", type=float, default=1.0, help="hires fix: upscale 1.5–2× and refine (1: off)")
     g.add_argument("--hires-strength", type=float, default=0.35, help="the hires fix's refine strength")
+    g.add_argument(
+        "--upscale", type=int, choices=[2, 4], metavar="{2,4}",
+        help="then upscale each image 2× or 4× (Real-ESRGAN, tiled) into a new run linked to the render",
+    )  # fmt: skip
+    g.add_argument(
+        "--upscale-refine", action="store_true",
+        help="refine the upscale by image-to-image at low strength (tile ControlNet; up to 1024 px a side)",
+    )  # fmt: skip
 
     sg = sub.add_parser("segment", parents=common, help="SAM2: the object at a point or in a box → mask + polygon")
     sg.add_argument("image", type=Path)
@@ -518,9 +526,26 @@ def _generate(args) -> dict:
         hires=args.hires,
         hires_strength=args.hires_strength,
     )
+    if args.upscale_refine and not args.upscale:
+        raise BadInput("--upscale-refine goes with --upscale 2 or 4")
     start = time.perf_counter()
     job = _follow(engine, engine.renders.submit(request))
     result = engine.measured(job.id)  # the numbers in the files it writes, as before
+    source = None
+    if args.upscale:  # each image upscaled into its own run, linked to this one; those are what it writes
+        source = result
+        upscaled = [
+            engine.measured(_follow(engine, engine.renders.upscale(result.run_id, i, args.upscale,
+                                                                   args.upscale_refine)).id)
+            for i in range(len(result.png))
+        ]  # fmt: skip
+        result = upscaled[0].model_copy(
+            update={
+                "png": [u.png[0] for u in upscaled],
+                "files": [f for u in upscaled for f in u.files],
+                "seeds": [u.seeds[0] for u in upscaled],
+            }
+        )
     # a local engine's files are in this machine's data folder; a remote one's come here
     outputs = [str(Path(settings.data_dir).expanduser() / name) for name in result.files]
     out = args.out or (Path(f"{result.run_id}.png") if args.remote else None)
@@ -547,6 +572,11 @@ def _generate(args) -> dict:
         "regions": [{k: r[k] for k in ("index", "words", "style", "area", "style_similarity")} for r in result.regions],
         "seconds": round(time.perf_counter() - start, 3),
         "timings": result.metadata["timings"],
+        **(
+            {"upscale": args.upscale, "source_run_id": source.run_id, "run_ids": [u.run_id for u in upscaled]}
+            if source is not None
+            else {}
+        ),
     }
 
 

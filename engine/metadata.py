@@ -64,6 +64,10 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
         fields["Hires upscale"] = p["hires"]
         fields["Hires upscaler"] = "Lanczos"
         fields["Hires denoising strength"] = p["hires_strength"]
+    upscale = meta.get("upscale")
+    if upscale:  # A1111's Extras tab says an upscale so
+        fields["Postprocess upscale by"] = upscale["factor"]
+        fields["Postprocess upscaler"] = _name(upscale["model"]).removesuffix(".safetensors")
     if p.get("mode", "quality") != "quality":
         fields["Mode"] = p["mode"]
         if models.get("vae") and models["vae"] != "full":

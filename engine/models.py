@@ -236,6 +236,7 @@ class ModelStore:
         self._flux = None
         self._segmenter = None
         self._taesd = None
+        self._upscaler = None
         self._fast_lora: set[int] = set()  # the pipelines (by id) the few-step LoRA is loaded into
         configure_threads(settings.threads)
         quiet_libraries()
@@ -325,6 +326,21 @@ class ModelStore:
                 self._segmenter = load_segmenter(self.settings, self.device, self.dtype)
             return self._segmenter
 
+    @property
+    def upscaler(self):
+        """The upscaler (engine/upscaler.py), loaded on the first upscale only."""
+        with self._lock:
+            if self._upscaler is None:
+                self._ensure_tiny()
+                if self.settings.profile == "tiny":  # a tiny profile built before the upscaler joined it
+                    from .tiny import build_tiny_upscaler
+
+                    build_tiny_upscaler(self.settings.tiny_dir)
+                from .upscaler import load_upscaler
+
+                self._upscaler = load_upscaler(self.settings, self.device, self.dtype)
+            return self._upscaler
+
     def loaded(self) -> dict[str, bool]:
         return {
             "pipeline": self._pipe is not None,
@@ -334,6 +350,7 @@ class ModelStore:
             "fast_lora": bool(self._fast_lora),
             "taesd": self._taesd is not None,
             "checkpoint": self._checkpoint is not None,
+            "upscaler": self._upscaler is not None,
             **{f"controlnet_{c}": True for c in self._controlnets},
         }
 

@@ -346,6 +346,21 @@ def build_profile(target: Path, spec: dict, dtype=torch.float32, clip: bool = Tr
     shutil.rmtree(target / "_tokenizer")
 
 
+def build_tiny_upscaler(root: Path) -> Path:
+    """The tiny profile's upscaler: a random-weight RRDBNet ×4 (8 filters, 1 block) in RealESRGAN_x4plus's key
+    layout, as safetensors, where `Settings.upscaler_paths` looks for it. Built with the profile, or on first use in a
+    profile built before it."""
+    from .settings import TINY_UPSCALER
+    from .upscaler import save_tiny_upscaler
+
+    path = Path(root) / "real-esrgan" / TINY_UPSCALER
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_tiny_upscaler(tmp)
+        tmp.replace(path)
+    return path
+
+
 def is_built(root: Path) -> bool:
     marker = root / MARKER
     if not marker.is_file():
@@ -376,6 +391,7 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
         from .regions import build_tiny_sam2
 
         build_tiny_sam2(tmp / "sam2.1-hiera-tiny")
+        build_tiny_upscaler(tmp)
         (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION}))
         if root.exists():
             shutil.rmtree(root)

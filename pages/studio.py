@@ -264,6 +264,52 @@ def on_use_as_sketch(run_id: str, index: int) -> None:
     state["edge_mode"] = "lines"
 
 
+def on_upscale(run_id: str, index: int, factor: int) -> None:
+    """Upscale a render ×2 or ×4 on the engine (a job: its progress above the latest render); the result joins the
+    gallery as a new render, linked to this one."""
+    state.pop("upscale_error", None)
+    entry = entry_of(run_id)
+    try:
+        jobs.start("upscale_job", engine.renders.upscale(run_id, index, factor, bool(state.get("upscale_refine"))))
+    except EngineError as exc:
+        state["upscale_error"] = str(exc)
+        return
+    state["upscale_request"] = entry["request"] if entry is not None else None  # Vary on it varies the source
+
+
+def describe_upscale(p: Progress | None) -> str:
+    if p is None or p.stage == "loading the upscaler":
+        return "Upscaling: loading the upscaler…"
+    if p.stage == "queued":
+        return f"Upscaling: waiting for the GPU (position {p.step})"
+    if p.stage == "upscaling":
+        return f"Upscaling · tile {p.step}/{p.total}{timing(p)}"
+    return f"Upscaling: refining · step {p.step}/{p.total}{timing(p)}"
+
+
+def on_upscale_done(job: JobInfo) -> None:
+    """The upscale is the latest render now (large, with what it followed), and first in the gallery."""
+    if job.state != "done":
+        return
+    try:
+        result = engine.renders.result(job.id)
+    except EngineError as exc:
+        state["upscale_error"] = str(exc)
+        return
+    state["result"] = result
+    state["result_request"] = state.get("upscale_request")
+    add_to_gallery(result, state.get("upscale_request"))
+    if result.measure_job and not result.measured:
+        state[measure_key(result.run_id)] = result.measure_job
+
+
+def upscale_section() -> None:
+    """An upscale's progress and its error line, above the latest render it will become."""
+    if state.get("upscale_error"):
+        st.error(state["upscale_error"])
+    job_panel(engine, "upscale_job", describe_upscale, on_done=on_upscale_done, error_key="upscale_error")
+
+
 def on_clear_gallery() -> None:
     for entry in gallery():
         state.pop(measure_key(entry["result"].run_id), None)  # nothing left on the page to follow them for
@@ -595,6 +641,11 @@ def render_settings() -> None:
         )  # fmt: skip
         a2.slider("Hires strength", 0.05, 1.0, step=0.05, key="hires_strength", disabled=state["hires"] == 1,
                   help="how much the refine pass may change: low keeps the composition")  # fmt: skip
+        a1.checkbox(
+            "Refine upscales", key="upscale_refine",
+            help="Upscale ×2/×4 then re-renders the upscaled image at low strength (0.3) with the tile ControlNet "
+            "where the engine has it, for the detail of large prints (up to 1024 px a side)",
+        )  # fmt: skip
         s1, s2, s3 = st.columns([3, 1, 1], vertical_alignment="bottom")
         s1.number_input("Seed", min_value=0, max_value=2**32 - 1, key="seed")
         s2.checkbox("Lock", key="seed_locked", help="keep this seed; unlocked, every Generate picks a new one")
@@ -762,6 +813,9 @@ def settings_line(meta: dict) -> str:
         parts.append(md(p["checkpoint"]))
     if (p.get("hires") or 1) > 1:
         parts.append(f"hires {p['hires']:g}×")
+    if up := meta.get("upscale"):
+        refined = f", refined at {up['refine']['strength']:g}" if up.get("refine") else ""
+        parts.insert(0, f"upscaled ×{up['factor']}{refined}")
     line = " · ".join([*parts, f"{meta['width']}×{meta['height']}"])
     if meta.get("batch"):
         line += f" · set {md(meta['batch'])}" + (f" · {md(meta['label'])}" if meta.get("label") else "")
@@ -818,6 +872,13 @@ def tile(entry: dict, index: int) -> None:
     describe_ui.button(
         engine, result.png[index], f"render {short_ref(run_id, index)}", f"describe_{run_id}_{index}", d2
     )
+    busy = state.get("upscale_job") is not None
+    for column, factor in zip(st.columns(2), (2, 4), strict=True):
+        column.button(
+            f"Upscale ×{factor}", key=f"upscale{factor}_{run_id}_{index}", on_click=on_upscale,
+            args=(run_id, index, factor), disabled=busy,
+            help=f"{factor}× the width and height (Real-ESRGAN, in tiles), kept as a new render",
+        )  # fmt: skip
 
 
 def gallery_section(latest: str | None) -> None:
@@ -847,6 +908,7 @@ def result_section() -> None:
     if result is None and not gallery():
         st.caption("Your renders appear here, the newest large, with what each followed.")
         return
+    upscale_section()
     if result is not None:
         latest_run(result)
     gallery_section(result.run_id if result is not None else None)

@@ -42,6 +42,9 @@ class Plan:
     checkpoint: str | None = None  # the base model's file (or hub id) when not the default
     loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
     hires_size: tuple[int, int] | None = None  # the hires fix's final size
+    record: dict[str, Any] = field(
+        default_factory=dict
+    )  # more the run's metadata says (an upscale's refine: its source)
     timings: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 

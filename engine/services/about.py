@@ -75,6 +75,7 @@ class AboutService(About):
                 "tuning": True,
                 "local_llm": local_llm_ready(core.settings),  # real weights here, not the tiny profile's
                 "ray": executor.name == "ray",
+                "upscale": True,  # renders.upscale (an engine older than it lacks the key)
             },
             limits=self.limits(),
             controls=self.held()[0],
@@ -92,6 +93,7 @@ class AboutService(About):
             "clip": shown(ids.clip),
             "sam2": shown(ids.sam2),
             "flux": " + ".join(shown(p) for p in settings.flux_paths() if p),
+            "upscaler": "/".join(shown(p) for p in settings.upscaler_paths()),
         }
 
     def doctor(self) -> DoctorReport:
