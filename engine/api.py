@@ -31,7 +31,7 @@ from typing_extensions import TypedDict
 from .catalog.options import CatalogOptions
 from .errors import Cancelled
 from .rules.controlnets import DEFAULT_CONTROL, ControlName
-from .schema import MAX_STEPS, EdgeMode, GenerateRequest, Progress, StyleHit, StyleInfo
+from .schema import MAX_PROMPT, MAX_STEPS, EdgeMode, GenerateRequest, Progress, StyleHit, StyleInfo
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 # Bounds every caller gets checked at the boundary (over HTTP: a 422 with one line)
@@ -46,6 +46,10 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$")]
 StyleName = Annotated[str, Field(json_schema_extra={"pattern": r"^[\w.,'&()+-][\w .,'&()+-]{0,59}$"})]
 # A checkpoint's or LoRA's name on the engine (engine/model_files.py NAME, which checks it), `.safetensors` or not
 ModelName = Annotated[str, Field(json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,119}$"})]
+# A file's SHA-256 as 64 hex digits: what a model upload in parts is addressed by (engine/model_parts.py)
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+# A byte count or position in a model upload (the engine holds the total to its `max_model_bytes`)
+ByteCount = Annotated[int, Field(ge=0, le=1 << 40)]
 # A pixel coordinate in an image (engine/regions.py checks it is inside the image at hand)
 Coordinate = Annotated[float, Field(ge=0, le=16384)]
 # A sweep's axis: one value or more (engine/sweep.py: at most 64 cells in all), each within the render's bounds
@@ -150,12 +154,29 @@ class Limits(BaseModel):
     over `max_upload_bytes` before reading it)."""
 
     max_upload_bytes: int  # one uploaded file: a sketch, an image, a sheet, a zip
-    max_model_bytes: int  # a checkpoint or LoRA added with `renders.add_model` (over HTTP the upload limit first)
+    max_model_bytes: int  # a checkpoint or LoRA added (`renders.add_model`: over HTTP the upload limit first;
+    # in parts with `renders.upload_begin`/`upload_part`/`upload_finish`: this alone)
     max_input_pixels: int  # an image's width × height, once decoded
     max_prompt: int  # characters of a prompt or a negative prompt
     max_steps: int  # steps of one render
     max_queued: int  # jobs queued or running at once, every caller together
     max_per_client: int  # … of which one caller may have this many
+
+
+class UploadStatus(BaseModel):
+    """Where a model upload in parts stands on the engine (`renders.upload_begin`, `renders.upload_part`): the bytes
+    it holds of the file (the next part starts there), the largest part it takes in one call, and, once the file is
+    a model on the engine, what `add_model` would have said (then nothing is left to send)."""
+
+    sha256: str
+    size: int
+    received: int
+    max_part: int
+    model: dict[str, Any] | None = None  # {name, kind, added} once the model is on the engine
+
+    @property
+    def done(self) -> bool:
+        return self.model is not None
 
 
 class Capabilities(BaseModel):
@@ -178,6 +199,48 @@ class Capabilities(BaseModel):
     limits: Limits | None = None  # None from an engine older than its limits
     controls: list[str] = Field(default_factory=list)  # the ControlNet types it renders with (request `control`)
     modes: list[str] = Field(default_factory=list)  # the render modes it runs (request `mode`)
+
+
+ModelStatus = Literal["present", "missing", "incomplete", "pickle-only", "to build"]
+
+
+class ModelCheck(BaseModel):
+    """One model the settings name, as the doctor found it on the engine's machine (engine/doctor.py)."""
+
+    name: str  # what `python -m engine models pull NAME` takes: "base", "controlnet-canny", "ip-adapter"…
+    label: str  # in a person's words: "SD 1.5 (base)"
+    model: str  # the hub id, or the folder as callers see it (relative to the data folder where it is inside it)
+    source: Literal["hub", "folder", "tiny"]  # the hub cache, a folder on the engine's machine, the tiny profile
+    status: ModelStatus  # "to build": a tiny-profile model, built locally on first use (no download)
+    format: Literal["safetensors", "pickle"] | None = None  # of the weights found (pickle: refused unless allowed)
+    variant: str | None = None  # "fp16" where only the fp16 variant is on disk
+    size: int | None = None  # bytes on disk of what was found
+    download_size: int | None = None  # roughly what fetching it downloads, where known
+    needed: bool  # the enabled features need it: the doctor's verdict counts it
+    features: str  # what needs it, in words
+    setting: str  # the setting that names it (an environment variable)
+    missing_files: list[str] = Field(default_factory=list)  # the first files not found (the patterns of a fetch)
+    fetch: str = ""  # the engine's command that fetches just this model's files ("" for a folder)
+    download: str = ""  # the same with the hub's own CLI (`hf download ID --include …`)
+    note: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.status in ("present", "to build")
+
+
+class DoctorReport(BaseModel):
+    """Every model the engine's settings name and whether each is on its machine: made from the file system alone
+    (no model loaded, no network), so it answers where the engine could not start. `ok`: every model the enabled
+    features need is there (or, on the tiny profile, built locally on first use)."""
+
+    ok: bool
+    profile: str
+    models: list[ModelCheck]
+    missing: list[str] = Field(default_factory=list)  # names of needed models that are not usable
+    fetch_all: str = ""  # the one command that fetches every missing needed model ("" when none is missing)
+    cache: str = ""  # where hub downloads go (HF_HOME), as the engine's machine names it
+    summary: str = ""  # one short line: "models: all present", "3 missing — see Models"
 
 
 class RenderResult(BaseModel):
@@ -270,6 +333,26 @@ class ControlPreview(BaseModel):
             return im.convert("RGB")
 
 
+class DescribedTerm(BaseModel):
+    """One candidate word of `styles.describe`: how close CLIP puts it to the image, and whether the prompt says it."""
+
+    term: str
+    score: float  # CLIP cosine between the image and the term's phrase ("a photo of a chair"), in [-1, 1]
+    confidence: float  # its share among its category's candidates (a softmax at CLIP's logit scale), 0–1
+    source: Literal["vocabulary", "library"] = "vocabulary"  # library: a tag of one of the library's styles
+    picked: bool = False  # the prompt says it
+
+
+class Description(BaseModel):
+    """A prompt written from an image (`styles.describe`), and the scored words it was chosen from."""
+
+    prompt: str
+    # object, medium, style, material, colour → the top candidates, best first (the picked ones always among them)
+    terms: dict[str, list[DescribedTerm]]
+    model: str  # the CLIP that scored them: "base CLIP" or "tuned: NAME (scenario)"
+    seconds: float
+
+
 # What `catalog.inspect` answers with, at most: sample rows, failing rows' reasons, raw rows, characters a cell shows
 MAX_SAMPLE = 1000
 MAX_SHEET_ERRORS = 5
@@ -338,6 +421,15 @@ class Renders(ABC):
 
     @abstractmethod
     @operation
+    def upscale(self, run_id: str, index: Index = 0, factor: Literal[2, 4] = 4, refine: bool = False) -> JobInfo:
+        """Upscale one output of a past run ×2 or ×4 (an ESRGAN-class model, Real-ESRGAN x4 by default, run in tiles;
+        ×2 is ×4 then Lanczos down) into a new run linked to it: its metadata's `upscale` says the factor, the model
+        and the source (`run_id`, `index`). With `refine`, the upscaled image is then refined by image-to-image at a
+        low strength (the tile ControlNet where the engine has it), up to 1024 px on the short side. Its job's result
+        names the new run (`run_id`; `renders.result` reads it). A result over the engine's pixel limit: one line."""
+
+    @abstractmethod
+    @operation
     def models(self) -> dict[str, Any]:
         """The designer's checkpoints and LoRAs on this engine (name, MB), the ControlNet types with what each
         expects, and the folders to copy files into."""
@@ -347,6 +439,29 @@ class Renders(ABC):
     def add_model(self, kind: Literal["checkpoint", "lora"], name: ModelName, data: bytes) -> dict[str, Any]:
         """Keep a `.safetensors` checkpoint or LoRA on the engine under `name` (the same file again is a no-op;
         another file by that name is refused). Renders then name it."""
+
+    @abstractmethod
+    @operation
+    def upload_begin(
+        self, kind: Literal["checkpoint", "lora"], name: ModelName, sha256: Sha256, size: ByteCount
+    ) -> UploadStatus:
+        """Start or resume adding a big model file in parts (each call a few MB, so no request outlasts a tunnel's
+        limits): the file is named by its SHA-256. The answer says how many bytes the engine holds already (send
+        the rest with `upload_part`), or that the model is on the engine already (the same file under this name, or
+        under another name of that kind: kept once): then nothing is sent. The name and the size are checked here,
+        before any byte is sent, as `add_model` checks them."""
+
+    @abstractmethod
+    @operation
+    def upload_part(self, sha256: Sha256, offset: ByteCount, chunk: bytes) -> UploadStatus:
+        """The next bytes of a begun upload, at `offset`: exactly where the engine's copy ends (otherwise refused,
+        saying where it ends), at most `max_part` bytes, never past the announced size."""
+
+    @abstractmethod
+    @operation
+    def upload_finish(self, kind: Literal["checkpoint", "lora"], name: ModelName, sha256: Sha256) -> dict[str, Any]:
+        """The upload is whole: its SHA-256 is checked, then it is added as `add_model` adds a file (safetensors
+        only, the size limit, the name rules; the same answer)."""
 
     @abstractmethod
     @operation
@@ -417,6 +532,21 @@ class Styles(ABC):
     @operation
     def image(self, name_or_id: str, px: Pixels = 0) -> bytes:
         """The style's reference image as PNG; `px` > 0: a JPEG thumbnail no larger than px × px."""
+
+    @abstractmethod
+    @operation
+    def describe(
+        self,
+        image: bytes,
+        k: Annotated[int, Field(ge=1, le=20)] = 5,
+        threshold: Annotated[float, Field(ge=0, le=1)] = 0.15,
+        max_chars: Annotated[int, Field(ge=20, le=MAX_PROMPT)] = 200,
+    ) -> Description:
+        """A prompt for an image (a sketch, a photo, a render), written from the CLIP similarity of the image to the
+        studio's vocabulary of objects, mediums, styles, materials and colour palettes and to the library's style
+        tags: "a chair, pencil sketch, bauhaus style, walnut wood, sage green palette". A category's best terms go in
+        when their share among its candidates reaches `threshold` (the object and the medium always), the prompt at
+        most `max_chars` long; `terms` holds each category's top `k` with their scores."""
 
 
 class History(ABC):
@@ -814,6 +944,12 @@ class About(ABC):
     @operation
     def limits(self) -> Limits:
         """The bounds it holds every caller to: upload and image sizes, prompts, steps, its queue."""
+
+    @abstractmethod
+    @operation
+    def doctor(self) -> DoctorReport:
+        """Every model its settings name: found or missing on its machine (hub cache or folder), safetensors or
+        pickle, size on disk, what needs it, and the command that fetches it. Loads nothing, asks no network."""
 
 
 SERVICES: dict[str, type] = {

@@ -959,9 +959,20 @@ def bench_tag(args) -> dict:
     """Product photos tagged per minute (decoding included, the LLM excluded): the tiny CLIP, or (--real) the
     full-size ViT-B/32 architecture from configs/full-size.json with random weights and a 224-px processor."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     from .catalog.tagging import bench_tagging
+
+    embeddings, what, device = bench_clip(args)
+    out = bench_tagging(embeddings, n=args.tagging)
+    return {"model": what, "device": device, "threads": torch.get_num_threads(), **out}
+
+
+def bench_clip(args):
+    """(ClipEmbeddings, what it is, device): the tiny CLIP, or (--real) the full-size ViT-B/32 architecture from
+    configs/full-size.json with random weights and a 224-px processor (words through the tiny tokenizer)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
     from .embeddings import ClipEmbeddings
     from .tiny import full_size_spec
     from .tokenizer import tiny_tokenizer
@@ -986,16 +997,53 @@ def bench_tag(args) -> dict:
                     return self.image(images=images, return_tensors="pt")
                 return tok(text, return_tensors="pt", padding=True, truncation=True)
 
-        embeddings = ClipEmbeddings(model, Processor(), device)
-        what = "ViT-B/32 (full size, random weights)"
-    else:
-        from .local import LocalEngine
-        from .settings import Settings
+        return ClipEmbeddings(model, Processor(), device), "ViT-B/32 (full size, random weights)", device
+    from .local import LocalEngine
+    from .settings import Settings
 
-        engine = LocalEngine(Settings(profile="tiny", data_dir=args.data_dir, device=device))
-        embeddings, what = engine.retrieval.library.embeddings, "tiny CLIP"
-    out = bench_tagging(embeddings, n=args.tagging)
-    return {"model": what, "device": device, "threads": torch.get_num_threads(), **out}
+    engine = LocalEngine(Settings(profile="tiny", data_dir=args.data_dir, device=device))
+    return engine.retrieval.library.embeddings, "tiny CLIP", device
+
+
+def bench_describe(args) -> dict:
+    """`styles.describe`'s work on 1024×768 JPEGs (decode, scale, embed, score, compose) with the shipped styles'
+    tags as library candidates: the first call (which embeds the vocabulary and keeps it in the data folder), the
+    first call of the next start (which reads it from there), and the calls after it."""
+    import shutil
+    import statistics
+
+    import torch
+
+    from .catalog.tagging import bench_images
+    from .describe import VOCABULARY, Describer
+    from .images import decode
+    from .library import SHIPPED_DIR
+
+    embeddings, what, device = bench_clip(args)
+    known = {t for terms in VOCABULARY.values() for t in terms}
+    manifest = json.loads((SHIPPED_DIR / "manifest.json").read_text())
+    tags = sorted({t for s in manifest["styles"] for t in s.get("tags", [])} - known)
+    photos = bench_images(args.describe + 1, (1024, 768))
+    cache = Path(args.data_dir) / "bench-describe-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    describer = Describer(cache)
+
+    def one(data: bytes) -> tuple[float, str]:
+        t0 = time.perf_counter()
+        prompt, _ = describer.describe(embeddings, decode(data, 64_000_000), tags)
+        return time.perf_counter() - t0, prompt
+
+    first, prompt = one(photos[0])
+    describer = Describer(cache)  # the next start: the vocabulary's embeddings from the data folder
+    restart, _ = one(photos[0])
+    after = sorted(one(p)[0] for p in photos[1:])
+    return {
+        "model": what, "device": device, "threads": torch.get_num_threads(), "candidates": len(known) + len(tags),
+        "first_call_s": round(first, 3), "first_call_after_restart_s": round(restart, 3), "calls": len(after),
+        "median_s": round(statistics.median(after), 4),
+        "p95_s": round(after[min(len(after) - 1, int(0.95 * len(after)))], 4),
+        "example": prompt,
+    }  # fmt: skip
 
 
 def bench_listings(args) -> dict:
@@ -1114,6 +1162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llm", metavar="URL", help="an OpenAI-compatible server for --listings")
     p.add_argument("--tune", type=int, default=0, metavar="N", help="time retrieval tuning on 9 × N shape images")
     p.add_argument("--segment", type=int, default=0, metavar="N", help="time SAM2: N point prompts + analysis")
+    p.add_argument("--describe", type=int, default=0, metavar="N", help="time N `styles.describe` calls")
     p.add_argument("--llm-model", default="local-model")
     p.add_argument(
         "--data-dir", default=os.environ.get("DESIGN_STUDIO_BENCH_DIR", str(Path.home() / ".design-studio-bench"))
@@ -1168,6 +1217,8 @@ def main(argv: list[str] | None = None) -> int:
         report["listings"] = bench_listings(args)
     if args.segment:
         report["segmentation"] = bench_segment(args)
+    if args.describe:
+        report["describe"] = bench_describe(args)
     if args.tune:
         report["tuning"] = bench_tune(args)
     report["machine"] = machine_info(args.device or "cpu")  # after the engines: their thread count

@@ -71,8 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--init-image", type=Path, help="image-to-image: start from this image (a photo or a past render)")
     g.add_argument(
-        "--strength", type=float, default=0.75, help="how far back to noise: 0 keeps the image, 1 ignores it"
+        "--strength",
+        type=float,
+        help="how far back to noise: 0 keeps the image, 1 ignores it (default 0.75; 1 with --outpaint)",
     )
+    g.add_argument(
+        "--outpaint", metavar="LEFT,TOP,RIGHT,BOTTOM",
+        help="extend the --init-image by these pixels on each side (each side's total rounded up to a multiple of 8)",
+    )  # fmt: skip
     g.add_argument("--mask", type=Path, help="inpaint: repaint only where this mask is white (needs --init-image)")
     g.add_argument(
         "--control",
@@ -92,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--hires", type=float, default=1.0, help="hires fix: upscale 1.5–2× and refine (1: off)")
     g.add_argument("--hires-strength", type=float, default=0.35, help="the hires fix's refine strength")
+    g.add_argument(
+        "--upscale", type=int, choices=[2, 4], metavar="{2,4}",
+        help="then upscale each image 2× or 4× (Real-ESRGAN, tiled) into a new run linked to the render",
+    )  # fmt: skip
+    g.add_argument(
+        "--upscale-refine", action="store_true",
+        help="refine the upscale by image-to-image at low strength (tile ControlNet; up to 1024 px a side)",
+    )  # fmt: skip
 
     sg = sub.add_parser("segment", parents=common, help="SAM2: the object at a point or in a box → mask + polygon")
     sg.add_argument("image", type=Path)
@@ -99,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("--negative-point", action="append", default=[], metavar="X,Y", help="outside it (repeatable)")
     sg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the object")
     sg.add_argument("--out", type=Path, help="write the mask here (.png, white inside)")
+
+    de = sub.add_parser("describe", parents=[*common, listing], help="a prompt for an image, from CLIP and the library")
+    de.add_argument("image", type=Path, help="a sketch, photo or render (PNG, JPEG, WebP, GIF, BMP or TIFF)")
+    de.add_argument("-k", type=int, default=5, help="scored terms per category in --json (1-20)")
+    de.add_argument("--threshold", type=float, default=0.15, help="a term's share of its category to be said (0-1)")
+    de.add_argument("--max-chars", type=int, default=200, help="the prompt's length at most")
 
     w = sub.add_parser("sweep", parents=common, help="one sketch + prompt over a grid of settings")
     _generation_args(w)
@@ -194,6 +214,19 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--executor", choices=["local", "ray"], default="local", help="where renders run")
     sv.add_argument("--ray-address", help="join this Ray cluster (`ray start --head`); default: a local one")
     sv.add_argument("--workers", type=int, help="Ray workers (default: one per GPU of the cluster, else 1)")
+
+    sub.add_parser("doctor", parents=[*common, listing], help="which models are here, which are missing, how to "
+                        "fetch them (exit 0: every model the enabled features need is here)")  # fmt: skip
+    mo = sub.add_parser("models", help="the models the settings name")
+    msub = mo.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    pu = msub.add_parser(
+        "pull", parents=[local, listing], help="download models' files (safetensors only) from the hub"
+    )
+    pu.add_argument("names", nargs="*", metavar="NAME", help="models by their doctor name (default: the models the "
+                    "enabled features need; see `python -m engine doctor`)")  # fmt: skip
+    pu.add_argument("--all", action="store_true", help="every model the settings name (FLUX and the LLM are large)")
+    pu.add_argument("--dry-run", action="store_true", help="print what it would fetch, fetching nothing (offline)")
+    pu.add_argument("--fp32", action="store_true", help="full-precision files on a GPU too (default there: fp16)")
 
     t = sub.add_parser("prepare-tiny", parents=[verbose], help="build the tiny random-weight profile")
     t.add_argument("--data-dir", type=Path, help="data folder (overrides DESIGN_STUDIO_DATA_DIR)")
@@ -331,8 +364,25 @@ def _model_name(engine, kind: str, value: str) -> str:
             )
         if not path.is_file():
             raise BadInput(f"no file '{value}'")
-        return engine.renders.add_model(kind, path.stem, path.read_bytes())["name"]
+        return _send(engine, kind, path)
     return value
+
+
+def _send(engine, kind: str, path: Path) -> str:
+    """The file onto the engine in parts (engine/uploads.py: nothing sent when it is there, an upload cut short
+    goes on where it stopped), with a bar in MB; its name there."""
+    from .schema import Progress
+    from .uploads import send_model
+
+    bar, started = ProgressBar(), time.monotonic()
+
+    def shown(held: int, size: int) -> None:
+        bar(Progress(f"upload {path.name} (MB)", held >> 20, max(1, size >> 20), time.monotonic() - started))
+
+    try:
+        return send_model(engine, kind, path.stem, path, shown)["name"]
+    finally:
+        bar.close()
 
 
 def _parse_lora(engine, spec: str) -> dict:
@@ -403,6 +453,16 @@ def _segment(args) -> dict:
     h, w = found.mask().shape
     return {"mask": str(args.out) if args.out else None, "width": w, "height": h,
             **found.model_dump(exclude={"mask_png"})}  # fmt: skip
+
+
+def _describe(args) -> Listing:
+    """The prompt alone on stdout (for `$(python -m engine describe photo.jpg)`); --json: the scored terms too."""
+    from .images import read_bytes
+
+    settings = _settings(args)
+    image = read_bytes(args.image, settings.max_upload_bytes)
+    found = _engine(args, settings).styles.describe(image, args.k, args.threshold, args.max_chars)
+    return Listing([], {}, found.prompt, data=found.model_dump())
 
 
 def _parse_blend(text: str | None) -> list[dict]:
@@ -493,7 +553,8 @@ def _generate(args) -> dict:
         label=args.label,
         regions=_parse_regions(args.region, limit),
         init_image=read_bytes(args.init_image, limit) if args.init_image else None,
-        strength=args.strength,
+        **({"strength": args.strength} if args.strength is not None else {}),
+        outpaint=[round(v) for v in _numbers(args.outpaint, "--outpaint", 4)] if args.outpaint else None,
         mask=read_bytes(args.mask, limit) if args.mask else None,
         **controls,
         checkpoint=_model_name(engine, "checkpoint", args.checkpoint) if args.checkpoint else None,
@@ -501,9 +562,26 @@ def _generate(args) -> dict:
         hires=args.hires,
         hires_strength=args.hires_strength,
     )
+    if args.upscale_refine and not args.upscale:
+        raise BadInput("--upscale-refine goes with --upscale 2 or 4")
     start = time.perf_counter()
     job = _follow(engine, engine.renders.submit(request))
     result = engine.measured(job.id)  # the numbers in the files it writes, as before
+    source = None
+    if args.upscale:  # each image upscaled into its own run, linked to this one; those are what it writes
+        source = result
+        upscaled = [
+            engine.measured(_follow(engine, engine.renders.upscale(result.run_id, i, args.upscale,
+                                                                   args.upscale_refine)).id)
+            for i in range(len(result.png))
+        ]  # fmt: skip
+        result = upscaled[0].model_copy(
+            update={
+                "png": [u.png[0] for u in upscaled],
+                "files": [f for u in upscaled for f in u.files],
+                "seeds": [u.seeds[0] for u in upscaled],
+            }
+        )
     # a local engine's files are in this machine's data folder; a remote one's come here
     outputs = [str(Path(settings.data_dir).expanduser() / name) for name in result.files]
     out = args.out or (Path(f"{result.run_id}.png") if args.remote else None)
@@ -533,6 +611,11 @@ def _generate(args) -> dict:
         "regions": [{k: r[k] for k in ("index", "words", "style", "area", "style_similarity")} for r in result.regions],
         "seconds": round(time.perf_counter() - start, 3),
         "timings": result.metadata["timings"],
+        **(
+            {"upscale": args.upscale, "source_run_id": source.run_id, "run_ids": [u.run_id for u in upscaled]}
+            if source is not None
+            else {}
+        ),
     }
 
 
@@ -604,6 +687,71 @@ def _prepare_tiny(args) -> dict:
     start = time.perf_counter()
     root = prepare_tiny(settings.tiny_dir, force=args.force)
     return {"tiny_dir": str(root), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _size(n: int | None, about: bool = False) -> str:
+    if not n:
+        return ""
+    text = f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+    return f"~{text}" if about else text
+
+
+class Report(Listing):
+    """A listing with lines after the table and an exit status of its own (the doctor's verdict)."""
+
+    def __init__(self, *args, outro: list[str] = (), exit_code: int = EXIT_OK, **kw):
+        super().__init__(*args, **kw)
+        self.outro, self.exit_code = list(outro), exit_code
+
+    def table(self) -> str:
+        return "\n".join([super().table(), *self.outro])
+
+
+def _doctor(args) -> Report:
+    """`doctor`: every model the engine's settings name, found or missing, through the engine (here or --remote)."""
+    report = _engine(args, _settings(args)).about.doctor()
+    rows = [
+        {**m.model_dump(), "status": m.status + (f" ({m.variant})" if m.variant else ""),
+         "size": _size(m.size) if m.size else _size(m.download_size, about=True),
+         "needed": "yes" if m.needed else "optional"}
+        for m in report.models
+    ]  # fmt: skip
+    columns = {"name": "NAME", "status": "STATUS", "format": "FORMAT", "size": "SIZE", "needed": "NEEDED",
+               "features": "FOR", "model": "MODEL"}  # fmt: skip
+    unusable = [m for m in report.models if m.needed and not m.usable]
+    outro = [""]
+    if report.ok:
+        outro.append(f"ok: every model the enabled features need is here (profile {report.profile})")
+    else:
+        outro.append(f"missing: {len(unusable)} of the models every render needs ({', '.join(report.missing)})")
+        if report.fetch_all:
+            outro += ["fetch them all where the hub is reachable:", f"  {report.fetch_all}", "or one by one:"]
+        outro += [f"  {m.name}: {m.download or m.fetch or m.note}" for m in unusable]
+        outro += [f"  {m.name}: {m.note}" for m in unusable if m.note and m.download]
+    intro = [f"profile {report.profile} · hub cache {report.cache}", ""]
+    code = EXIT_OK if report.ok else EXIT_BAD_INPUT
+    return Report(rows, columns, "no models", data=report.model_dump(), intro=intro, outro=outro, exit_code=code)
+
+
+def _models(args):
+    """`models pull`: the files of the named models from the hub, into its cache (the tiny profile is built)."""
+    from .doctor import fp16_device, plan, pull
+
+    settings = _settings(args)
+    fp16 = not args.fp32 and settings.profile != "tiny" and fp16_device(settings)
+    steps = plan(settings, args.names, every=args.all, fp16=fp16)
+    if args.dry_run:
+        rows = [s.as_dict() for s in steps]
+        shown = [{**r, "download_size": _size(r["download_size"], about=True), "include": " ".join(r["include"])
+                  if r["action"] == "download" else ""} for r in rows]  # fmt: skip
+        total = sum(s.download_size or 0 for s in steps if s.action == "download")
+        fetch = [s for s in steps if s.action == "download"]
+        outro = ["", f"would download {len(fetch)} model{'s' * (len(fetch) != 1)}"
+                 + (f", about {_size(total)}" if total else "") + (" (fp16 variants)" if fp16 else "")]  # fmt: skip
+        columns = {"name": "NAME", "action": "ACTION", "download_size": "SIZE", "model": "MODEL", "include": "FILES"}
+        return Report(shown, columns, "nothing to fetch", data={"fp16": fp16, "steps": rows}, outro=outro)
+    done = pull(settings, steps, progress=lambda line: print(line, file=sys.stderr))
+    return {"downloaded": done, "present": [s.name for s in steps if s.action == "present"], "fp16": fp16}
 
 
 def _metrics(args) -> dict:
@@ -818,6 +966,9 @@ def main(argv: list[str] | None = None) -> int:
         "catalog": _catalog,
         "tune": _tune,
         "segment": _segment,
+        "doctor": _doctor,
+        "models": _models,
+        "describe": _describe,
     }
     try:
         out = handlers[args.command](args)
@@ -839,4 +990,4 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out.data) if args.json else out.table())
     else:
         print(json.dumps(out))
-    return EXIT_OK
+    return getattr(out, "exit_code", EXIT_OK)

@@ -188,6 +188,53 @@ def control_map(
     return Image.fromarray(np.stack([out] * 3, axis=-1)), used
 
 
+def outpaint_pads(size: tuple[int, int], pads: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The borders (left, top, right, bottom) an extension adds, each side's total rounded up to a multiple of 8 (as
+    the model needs): the extra pixels go to the right (the left when only it grows) and the bottom (the top)."""
+    left, top, right, bottom = pads
+    extra_w, extra_h = -(size[0] + left + right) % 8, -(size[1] + top + bottom) % 8
+    if right or not left:
+        right += extra_w
+    else:
+        left += extra_w
+    if bottom or not top:
+        bottom += extra_h
+    else:
+        top += extra_h
+    return left, top, right, bottom
+
+
+def outpaint_canvas(img: Image.Image, pads: tuple[int, int, int, int]) -> tuple[Image.Image, np.ndarray]:
+    """The image on a larger canvas and the part to paint (bool H×W, True = the new border). The border starts as
+    the image's own edge colours, mirrored outwards and blurred more the further it is from the image, so the
+    render continues the image's tones instead of starting from a flat colour; the image itself is untouched."""
+    left, top, right, bottom = pads
+    rgb = np.asarray(img.convert("RGB"))
+    h, w = rgb.shape[:2]
+    remaining, canvas = [top, bottom, left, right], rgb
+    while any(remaining):  # mirrored as often as the border needs (one wider than the image mirrors the mirror)
+        if min(canvas.shape[:2]) < 2:
+            canvas = cv2.copyMakeBorder(canvas, *remaining, cv2.BORDER_REPLICATE)
+            break
+        need = [min(r, canvas.shape[0] - 1) for r in remaining[:2]] + [
+            min(r, canvas.shape[1] - 1) for r in remaining[2:]
+        ]
+        canvas = cv2.copyMakeBorder(canvas, *need, cv2.BORDER_REFLECT_101)
+        remaining = [r - n for r, n in zip(remaining, need, strict=True)]
+    left, top, right, bottom = pads
+    mask = np.ones(canvas.shape[:2], bool)
+    mask[top : top + h, left : left + w] = False
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    far = float(distance.max()) or 1.0
+    blurred = [cv2.GaussianBlur(canvas, (0, 0), sigma) for sigma in (2.0, far / 4 + 2, far / 2 + 4)]
+    weight = np.clip(distance / far, 0, 1)[..., None]
+    near, mid, wide = (b.astype(np.float32) for b in blurred)
+    fill = np.where(weight < 0.5, near + (mid - near) * weight * 2, mid + (wide - mid) * (weight - 0.5) * 2)
+    out = np.where(mask[..., None], fill, canvas.astype(np.float32))
+    out[top : top + h, left : left + w] = rgb
+    return Image.fromarray(np.round(out).clip(0, 255).astype(np.uint8)), mask
+
+
 def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -61,10 +61,22 @@ def a1111_parameters(meta: dict[str, Any]) -> str:
         fields["Denoising strength"] = p["strength"]
         if meta.get("mask_hash"):
             fields["Mask"] = "inpaint (white = repaint)"
+    if p.get("outpaint"):
+        fields["Outpaint"] = (
+            '"'
+            + ", ".join(
+                f"{side} {px}" for side, px in zip(("left", "top", "right", "bottom"), p["outpaint"], strict=True)
+            )
+            + '"'
+        )
     if (p.get("hires") or 1) > 1:
         fields["Hires upscale"] = p["hires"]
         fields["Hires upscaler"] = "Lanczos"
         fields["Hires denoising strength"] = p["hires_strength"]
+    upscale = meta.get("upscale")
+    if upscale:  # A1111's Extras tab says an upscale so
+        fields["Postprocess upscale by"] = upscale["factor"]
+        fields["Postprocess upscaler"] = _name(upscale["model"]).removesuffix(".safetensors")
     if p.get("mode", "quality") != "quality":
         fields["Mode"] = p["mode"]
         if models.get("vae") and models["vae"] != "full":

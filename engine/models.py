@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+from .doctor import CONTROLNET, SD15, variant
 from .errors import Busy, ModelUnavailable
 from .hub import PICKLE_SUFFIXES, cached, hub_online, quiet_libraries, require, safetensors_kw, unavailable
 from .rules.controlnets import DEFAULT_CONTROL
@@ -23,6 +24,9 @@ def load_pipeline(settings: Settings, device: str, dtype):
     kw = {"dtype": dtype, **safetensors_kw(settings)}
     offline = require(ids.controlnet, "DESIGN_STUDIO_CONTROLNET_MODEL", settings)
     base_offline = require(ids.base, "DESIGN_STUDIO_BASE_MODEL", settings)
+    # the fp16 variant where only it is on disk (`models pull` on a GPU), or where this engine runs in fp16 anyway
+    offline |= variant(ids.controlnet, CONTROLNET, dtype)
+    base_offline |= variant(ids.base, SD15, dtype)
     try:
         controlnet = ControlNetModel.from_pretrained(ids.controlnet, **kw, **offline)
     except (OSError, ValueError) as exc:
@@ -126,7 +130,7 @@ def load_controlnet(settings: Settings, control: str, device: str, dtype):
 
     model_id = settings.models().controlnet_for(control)
     setting = f'DESIGN_STUDIO_CONTROLNETS ("{control}")'
-    offline = require(model_id, setting, settings)
+    offline = require(model_id, setting, settings) | variant(model_id, CONTROLNET, dtype)
     try:
         controlnet = ControlNetModel.from_pretrained(model_id, dtype=dtype, **safetensors_kw(settings), **offline)
     except (OSError, ValueError) as exc:
@@ -248,6 +252,7 @@ class ModelStore:
         self._segmenter = None
         self._depth = None
         self._taesd = None
+        self._upscaler = None
         self._fast_lora: set[int] = set()  # the pipelines (by id) the few-step LoRA is loaded into
         configure_threads(settings.threads)
         quiet_libraries()
@@ -346,6 +351,21 @@ class ModelStore:
                 self._depth = load_depth(self.settings, self.device)
             return self._depth
 
+    @property
+    def upscaler(self):
+        """The upscaler (engine/upscaler.py), loaded on the first upscale only."""
+        with self._lock:
+            if self._upscaler is None:
+                self._ensure_tiny()
+                if self.settings.profile == "tiny":  # a tiny profile built before the upscaler joined it
+                    from .tiny import build_tiny_upscaler
+
+                    build_tiny_upscaler(self.settings.tiny_dir)
+                from .upscaler import load_upscaler
+
+                self._upscaler = load_upscaler(self.settings, self.device, self.dtype)
+            return self._upscaler
+
     def loaded(self) -> dict[str, bool]:
         return {
             "pipeline": self._pipe is not None,
@@ -356,6 +376,7 @@ class ModelStore:
             "fast_lora": bool(self._fast_lora),
             "taesd": self._taesd is not None,
             "checkpoint": self._checkpoint is not None,
+            "upscaler": self._upscaler is not None,
             **{f"controlnet_{c}": True for c in self._controlnets},
         }
 

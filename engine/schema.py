@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -98,6 +98,9 @@ class ControlUnit(BaseModel):
 MAX_PROMPT = 2000  # characters, for the prompt and the negative prompt alike
 
 
+Pad = Annotated[int, Field(ge=0, le=1024)]  # pixels an outpaint adds on one side
+
+
 class GenerateRequest(BaseModel):
     """Everything one generation needs. The sketch is raw file bytes; None means text-to-image."""
 
@@ -127,6 +130,10 @@ class GenerateRequest(BaseModel):
     init_image: bytes | None = Field(default=None, repr=False)
     strength: float = Field(0.75, ge=0, le=1)
     mask: bytes | None = Field(default=None, repr=False)
+    # Outpainting: extend the init image by (left, top, right, bottom) pixels; the new border is painted (strength 1
+    # unless set), the image kept as it is, and ControlNet follows the image's own edges (each side's total is
+    # rounded up to a multiple of 8)
+    outpaint: tuple[Pad, Pad, Pad, Pad] | None = None
     # Which ControlNet follows the sketch; each has its preprocessor (engine/images.py control_map)
     control: ControlName = DEFAULT_CONTROL
     # Several ControlNets at once (at most MAX_UNITS), each with its weight, its range of the steps and optionally its
@@ -203,6 +210,24 @@ class GenerateRequest(BaseModel):
     def _mask_needs_image(self) -> GenerateRequest:
         if self.mask is not None and self.init_image is None:
             raise ValueError("a mask needs the image to repaint: give an init image (white in the mask = change)")
+        return self
+
+    @model_validator(mode="after")
+    def _outpaint_extends_an_image(self) -> GenerateRequest:
+        if self.outpaint is None:
+            return self
+        if self.init_image is None:
+            raise ValueError("outpaint extends an image: give the init image to extend")
+        if not any(self.outpaint):
+            raise ValueError("outpaint adds nothing: give at least one side in pixels (left, top, right, bottom)")
+        if self.mask is not None:
+            raise ValueError("outpaint paints the new border; leave out the mask (extend first, then repaint a part)")
+        if self.sketch is not None:
+            raise ValueError("outpaint follows the image's own edges; leave out the sketch")
+        if self.model != "sd15":
+            raise ValueError("outpaint needs SD 1.5 (the inpainting pipeline)")
+        if "strength" not in self.model_fields_set:
+            self.strength = 1.0  # the border is new: painted from noise, the image itself is kept
         return self
 
     @field_validator("size")

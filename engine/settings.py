@@ -21,6 +21,7 @@ from .rules.controlnets import CONTROLS, DEFAULT_CONTROL
 SETTINGS_FILE_ENV = "DESIGN_STUDIO_SETTINGS_FILE"
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # owner/name
 DEFAULT_DATA_DIR = Path.home() / ".design-studio"
+TINY_UPSCALER = "RealESRGAN_x4plus.safetensors"  # the tiny profile's upscaler file, in models/tiny/real-esrgan/
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,15 @@ class Settings(BaseSettings):
     depth_model: str = "depth-anything/Depth-Anything-V2-Small-hf"
     # Regions: SAM2 point/box prompts (the larger facebook/sam2.1-hiera-small / -base-plus / -large work too).
     sam2_model: str = "facebook/sam2.1-hiera-tiny"
+    # Upscaling (engine/upscaler.py): an ESRGAN-class model, by default Real-ESRGAN's RealESRGAN_x4plus converted to
+    # safetensors (the official weights; the official release is a pickled .pth, loaded only with allow_pickle). A hub
+    # id and the file in it, a folder and the file in it, or a file's path. spandrel, where it imports, loads other
+    # architectures too.
+    upscaler_model: str = "wkrettek/real-esrgan-models"
+    upscaler_weight: str = "realesrgan_x4plus.safetensors"
+    # The upscaler's tiles (input pixels a side) and their overlap: the model's memory is that of one tile
+    upscale_tile: int = Field(288, ge=32, le=2048)
+    upscale_overlap: int = Field(32, ge=0, le=256)
 
     # The few-step modes (fast, live): a LoRA on the UNet and its scheduler, and the tiny autoencoder (live mode's
     # decode and every mode's step previews). Hyper-SD instead: fast_lora=ByteDance/Hyper-SD,
@@ -118,7 +128,7 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = 20 * 1024 * 1024
     # Your own checkpoints and LoRAs (models/checkpoints, models/loras in the data folder): the largest file an
-    # upload may add (over HTTP the request limit above applies first; copy big files into the folder instead)
+    # upload may add (over HTTP in parts of a few MB each: renders.upload_begin/upload_part/upload_finish)
     max_model_bytes: int = 8 * 1024**3
     max_input_pixels: int = 64_000_000
 
@@ -200,6 +210,13 @@ class Settings(BaseSettings):
                 for name, c in CONTROLS.items()
             },
         )
+
+    def upscaler_paths(self) -> tuple[str, str]:
+        """The upscaler (hub id, folder or file) and its weight file: the configured ones, or the tiny profile's
+        random-weight RRDBNet in the same file layout."""
+        if self.profile == "tiny":
+            return str(self.tiny_dir / "real-esrgan"), TINY_UPSCALER
+        return self.upscaler_model, self.upscaler_weight
 
     def translation_model_for(self, lang: str) -> str:
         if self.profile == "tiny":

@@ -397,6 +397,21 @@ def build_tiny_depth(folder: Path, spec: dict = TINY_DEPTH, seed: int = 4) -> Pa
     return folder
 
 
+def build_tiny_upscaler(root: Path) -> Path:
+    """The tiny profile's upscaler: a random-weight RRDBNet ×4 (8 filters, 1 block) in RealESRGAN_x4plus's key
+    layout, as safetensors, where `Settings.upscaler_paths` looks for it. Built with the profile, or on first use in a
+    profile built before it."""
+    from .settings import TINY_UPSCALER
+    from .upscaler import save_tiny_upscaler
+
+    path = Path(root) / "real-esrgan" / TINY_UPSCALER
+    if not path.is_file():
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_tiny_upscaler(tmp)
+        tmp.replace(path)
+    return path
+
+
 def is_built(root: Path) -> bool:
     marker = root / MARKER
     if not marker.is_file():
@@ -428,6 +443,8 @@ def prepare_tiny(root: Path, force: bool = False) -> Path:
 
         build_tiny_sam2(tmp / "sam2.1-hiera-tiny")
         build_tiny_depth(tmp / "Depth-Anything-V2-Small-hf")
+
+        build_tiny_upscaler(tmp)
         (tmp / MARKER).write_text(json.dumps({"version": TINY_VERSION}))
         if root.exists():
             shutil.rmtree(root)

@@ -7,8 +7,8 @@ import streamlit as st
 
 from engine.errors import EngineError
 from engine.rules.controlnets import CONTROLS
-from engine.schema import StyleHit
-from ui import gallery
+from engine.schema import Progress, StyleHit
+from ui import gallery, jobs
 from ui import regions as regions_ui
 from ui.gallery import short_id
 from ui.shared import DEFAULTS, FIELD_TO_PARAM, engine_or_stop, md, output_thumbs
@@ -83,6 +83,23 @@ def on_like(run_id: str, index: int) -> None:
     state["history_query"] = ""
 
 
+def on_upscale(run_id: str, index: int, factor: int) -> None:
+    """Upscale an output on the engine (a job, its progress at the top); the new run then heads the History."""
+    state.pop("history_upscale_error", None)
+    try:
+        jobs.start("history_upscale_job", engine.renders.upscale(run_id, index, factor))
+    except EngineError as exc:
+        state["history_upscale_error"] = str(exc)
+
+
+def describe_upscale(p: Progress | None) -> str:
+    if p is None or p.stage != "upscaling":
+        return (
+            "Upscaling…" if p is None or p.stage != "queued" else f"Upscaling: waiting for the GPU (position {p.step})"
+        )
+    return f"Upscaling · tile {p.step}/{p.total}{jobs.timing(p)}"
+
+
 if state.pop("goto_studio", False):
     st.switch_page("pages/studio.py")
 
@@ -107,4 +124,7 @@ except EngineError as exc:
     st.error(str(exc))
     found = []
 
-gallery.show(engine, on_restore, on_like, hits=found)
+if state.get("history_upscale_error"):
+    st.error(state["history_upscale_error"])
+jobs.job_panel(engine, "history_upscale_job", describe_upscale, error_key="history_upscale_error")
+gallery.show(engine, on_restore, on_like, hits=found, on_upscale=on_upscale)

@@ -22,6 +22,7 @@ from engine.rules.controlnets import CONTROLS, DEFAULT_CONTROL, MAX_UNITS
 from engine.rules.modes import MODES, switch
 from engine.schema import SCHEDULERS, ControlName, GenerateRequest, Progress
 from ui import canvas as canvas_ui
+from ui import describe as describe_ui
 from ui import jobs, start_image
 from ui import models as models_ui
 from ui import regions as regions_ui
@@ -89,6 +90,9 @@ def build_request(**changes) -> GenerateRequest:
             blend = [{"style": n, "weight": w} for n, w in picks]
         elif picks:
             style = picks[0][0]
+    start = start_image.request_fields()
+    if "outpaint" in start:  # extending follows the image's own edges: no sketch, no regions drawn on it
+        sketch = None
     fields = {param: state[name] for name, param in FIELD_TO_PARAM.items()} | {"source": "studio"}
     fields["mode"] = fields["mode"] or "quality"
     fields = switch(fields, changes.get("mode", fields["mode"]))  # another mode brings its own steps and sampler
@@ -103,9 +107,9 @@ def build_request(**changes) -> GenerateRequest:
         blend=blend,
         use_style=state["style_mode"] != "None",
         seed=state["seed"],
-        regions=regions_ui.request_regions(),
+        regions=[] if "outpaint" in start else regions_ui.request_regions(),
         aspect=state.get("aspect") if state["source"] == "Draw" else None,  # a text-only render's shape
-        **start_image.request_fields(),
+        **start,
         **models_ui.request_fields(),
         **control_units(),
         **run_set(),
@@ -228,11 +232,12 @@ def on_vary(run_id: str) -> None:
     submit(entry["request"].model_copy(update={"seed": random_seed(), "variations": 1}))
 
 
-def on_start_from(run_id: str, index: int) -> None:
-    """A render becomes the image the next one starts from (image-to-image, or inpainting with a mask)."""
+def on_start_from(run_id: str, index: int, extend: bool = False) -> None:
+    """A render becomes the image the next one starts from (image-to-image, or inpainting with a mask), or the one
+    to extend (`extend`: outpainting, its borders set in the panel)."""
     entry = entry_of(run_id)
     if entry is not None:
-        start_image.set_start(entry["result"].png[index], f"render {run_id} · {index + 1}")
+        start_image.set_start(entry["result"].png[index], f"render {run_id} · {index + 1}", extend=extend)
 
 
 def on_star(run_id: str) -> None:
@@ -258,6 +263,52 @@ def on_use_as_sketch(run_id: str, index: int) -> None:
         f"Edge mode switched to lines (was {was}): a render's edges are line art already." if was != "lines" else None
     )
     state["edge_mode"] = "lines"
+
+
+def on_upscale(run_id: str, index: int, factor: int) -> None:
+    """Upscale a render ×2 or ×4 on the engine (a job: its progress above the latest render); the result joins the
+    gallery as a new render, linked to this one."""
+    state.pop("upscale_error", None)
+    entry = entry_of(run_id)
+    try:
+        jobs.start("upscale_job", engine.renders.upscale(run_id, index, factor, bool(state.get("upscale_refine"))))
+    except EngineError as exc:
+        state["upscale_error"] = str(exc)
+        return
+    state["upscale_request"] = entry["request"] if entry is not None else None  # Vary on it varies the source
+
+
+def describe_upscale(p: Progress | None) -> str:
+    if p is None or p.stage == "loading the upscaler":
+        return "Upscaling: loading the upscaler…"
+    if p.stage == "queued":
+        return f"Upscaling: waiting for the GPU (position {p.step})"
+    if p.stage == "upscaling":
+        return f"Upscaling · tile {p.step}/{p.total}{timing(p)}"
+    return f"Upscaling: refining · step {p.step}/{p.total}{timing(p)}"
+
+
+def on_upscale_done(job: JobInfo) -> None:
+    """The upscale is the latest render now (large, with what it followed), and first in the gallery."""
+    if job.state != "done":
+        return
+    try:
+        result = engine.renders.result(job.id)
+    except EngineError as exc:
+        state["upscale_error"] = str(exc)
+        return
+    state["result"] = result
+    state["result_request"] = state.get("upscale_request")
+    add_to_gallery(result, state.get("upscale_request"))
+    if result.measure_job and not result.measured:
+        state[measure_key(result.run_id)] = result.measure_job
+
+
+def upscale_section() -> None:
+    """An upscale's progress and its error line, above the latest render it will become."""
+    if state.get("upscale_error"):
+        st.error(state["upscale_error"])
+    job_panel(engine, "upscale_job", describe_upscale, on_done=on_upscale_done, error_key="upscale_error")
 
 
 def on_clear_gallery() -> None:
@@ -416,6 +467,7 @@ def upload_section() -> bool:
         st.error(str(exc))
         return True
     st.image(shown, caption=f"{upload.name} · {w}×{h}", width=320)
+    describe_ui.button(engine, upload.getvalue(), f"the upload {upload.name}", key="describe_upload")
     st.caption(f"An upload keeps its own aspect: {canvas_ui.render_size_note(w, h, state['size'])}.")
     return True
 
@@ -625,6 +677,7 @@ def words_section() -> None:
         "Prompt", key="prompt", height=90,
         placeholder="Describe what to render, for example: a timber cabin at dusk, warm light in the windows",
     )  # fmt: skip
+    describe_ui.caption()
     st.text_input("Negative prompt", key="negative", help="what the render should avoid (leave empty for nothing)")
 
 
@@ -703,6 +756,11 @@ def render_settings() -> None:
         )  # fmt: skip
         a2.slider("Hires strength", 0.05, 1.0, step=0.05, key="hires_strength", disabled=state["hires"] == 1,
                   help="how much the refine pass may change: low keeps the composition")  # fmt: skip
+        a1.checkbox(
+            "Refine upscales", key="upscale_refine",
+            help="Upscale ×2/×4 then re-renders the upscaled image at low strength (0.3) with the tile ControlNet "
+            "where the engine has it, for the detail of large prints (up to 1024 px a side)",
+        )  # fmt: skip
         s1, s2, s3 = st.columns([3, 1, 1], vertical_alignment="bottom")
         s1.number_input("Seed", min_value=0, max_value=2**32 - 1, key="seed")
         s2.checkbox("Lock", key="seed_locked", help="keep this seed; unlocked, every Generate picks a new one")
@@ -860,6 +918,9 @@ def settings_line(meta: dict) -> str:
             parts.append(f"{word} {p[key]:g}")
     if meta.get("kind") in ("img2img", "inpaint") and p.get("strength") is not None:
         parts.insert(0, f"{'inpainted' if meta['kind'] == 'inpaint' else 'image-to-image'} at {p['strength']:g}")
+    if meta.get("kind") == "outpaint" and p.get("outpaint"):
+        sides = zip(("left", "top", "right", "bottom"), p["outpaint"], strict=True)
+        parts.insert(0, "extended " + " ".join(f"+{px} {side}" for side, px in sides if px))
     if (p.get("control") or DEFAULT_CONTROL) != DEFAULT_CONTROL:
         parts.append(p["control"])
     parts += [f"LoRA {md(lo['name'])} {lo['weight']:g}" for lo in p.get("loras") or []]
@@ -867,6 +928,9 @@ def settings_line(meta: dict) -> str:
         parts.append(md(p["checkpoint"]))
     if (p.get("hires") or 1) > 1:
         parts.append(f"hires {p['hires']:g}×")
+    if up := meta.get("upscale"):
+        refined = f", refined at {up['refine']['strength']:g}" if up.get("refine") else ""
+        parts.insert(0, f"upscaled ×{up['factor']}{refined}")
     line = " · ".join([*parts, f"{meta['width']}×{meta['height']}"])
     if meta.get("batch"):
         line += f" · set {md(meta['batch'])}" + (f" · {md(meta['label'])}" if meta.get("label") else "")
@@ -907,14 +971,29 @@ def tile(entry: dict, index: int) -> None:
         "As sketch", key=f"as_sketch_{run_id}_{index}", on_click=on_use_as_sketch, args=(run_id, index),
         help="its edges become the next sketch",
     )  # fmt: skip
-    c1, c2 = st.columns(2)
+    c1, c2 = st.columns([5, 3])  # "Start from this" whole in a gallery tile
     c1.button(
         "Start from this", key=f"start_{run_id}_{index}", on_click=on_start_from, args=(run_id, index),
         help="image-to-image or inpaint from this render",
     )  # fmt: skip
+    c2.button(
+        "Extend", key=f"extend_{run_id}_{index}", on_click=on_start_from, args=(run_id, index, True),
+        help="outpaint: add room around this render (set the borders under Start from an image)",
+    )  # fmt: skip
+    d1, d2 = st.columns(2)
     starred = state.setdefault("starred", {}).get(run_id, False)
-    c2.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
+    d1.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
               args=(run_id,), help="keep it as a favourite (History: Starred only)")  # fmt: skip
+    describe_ui.button(
+        engine, result.png[index], f"render {short_ref(run_id, index)}", f"describe_{run_id}_{index}", d2
+    )
+    busy = state.get("upscale_job") is not None
+    for column, factor in zip(st.columns(2), (2, 4), strict=True):
+        column.button(
+            f"Upscale ×{factor}", key=f"upscale{factor}_{run_id}_{index}", on_click=on_upscale,
+            args=(run_id, index, factor), disabled=busy,
+            help=f"{factor}× the width and height (Real-ESRGAN, in tiles), kept as a new render",
+        )  # fmt: skip
 
 
 def gallery_section(latest: str | None) -> None:
@@ -944,6 +1023,7 @@ def result_section() -> None:
     if result is None and not gallery():
         st.caption("Your renders appear here, the newest large, with what each followed.")
         return
+    upscale_section()
     if result is not None:
         latest_run(result)
     gallery_section(result.run_id if result is not None else None)

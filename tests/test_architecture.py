@@ -16,11 +16,13 @@ ALLOWED_IN_UI = {
     "engine.catalog.tagging", "engine.rules.models", "engine.rules.modes",
     "engine.rules.controlnets",
     "engine.tune.splits",
+    "engine.uploads",  # send_model: a model file to the engine in parts, through the interface
     # ui/shared.py builds the engines it hands the pages: the local one in this process (its weights checked first,
     # offline in a second), or the remote client
-    "engine.local", "engine.remote", "engine.settings", "engine.hub",
+    "engine.local", "engine.remote", "engine.settings", "engine.hub", "engine.doctor",
 }  # fmt: skip
-BUILDERS = {"engine.local", "engine.remote", "engine.settings", "engine.hub"}  # only ui/shared.py
+# (engine.doctor: the local models, checked where the engine could not start)
+BUILDERS = {"engine.local", "engine.remote", "engine.settings", "engine.hub", "engine.doctor"}  # only ui/shared.py
 
 
 def modules(root: str) -> dict[str, Path]:

@@ -286,8 +286,10 @@ def card(
     on_restore: Callable,
     on_like: Callable,
     hit: dict[str, Any] | None = None,
+    on_upscale: Callable | None = None,
 ) -> None:
-    """One run as a card; `hit`, a search's: the image it found (its index) and how close it is (its score)."""
+    """One run as a card; `hit`, a search's: the image it found (its index) and how close it is (its score). With
+    `on_upscale(run_id, index, factor)`, its Upscale ×2 / ×4 buttons."""
     meta = run.metadata
     index = hit["index"] if hit else 0
     with st.container(border=True, key=f"card-{run.id}", height="stretch"):  # as tall as its row's tallest
@@ -301,6 +303,8 @@ def card(
             f" · {meta['params']['steps']} steps{more} · {run.created_at.replace('T', ' ')[:16]} UTC"
             f" · {run.seconds:.1f}s"
         )
+        if up := meta.get("upscale"):
+            st.caption(f"upscaled ×{up['factor']} from {image_name(up['source']['run_id'], up['source']['index'])}")
         if hit:
             st.caption(f"similarity {hit['score']:.2f} · image {image_name(run.id, index)}", help=f"Run {run.id}")
         got = numbers_line(meta)
@@ -321,6 +325,14 @@ def card(
         with st.container(horizontal=True, gap="small"):
             st.button("Restore", key=f"restore_{run.id}", on_click=on_restore, args=(run.id,))
             st.button("More like this", key=f"like_{run.id}", on_click=on_like, args=(run.id, index))
+        if on_upscale is not None:
+            with st.container(horizontal=True, gap="small"):
+                for factor in (2, 4):
+                    st.button(
+                        f"Upscale ×{factor}", key=f"upscale{factor}-{run.id}", on_click=on_upscale,
+                        args=(run.id, index, factor), disabled=state.get("history_upscale_job") is not None,
+                        help=f"{factor}× its width and height (image {image_name(run.id, index)}), kept as a new run",
+                    )  # fmt: skip
         with st.expander("Details"):
             # the whole recipe, ids in full; a model by its name, never its folder on the engine's machine
             models = {k: model_name(v) if v else v for k, v in (meta.get("models") or {}).items()}
@@ -361,17 +373,25 @@ def found_runs(engine: Engine, hits: list[dict[str, Any]], picked: dict[str, Any
     return out
 
 
-def grid(engine: Engine, found: list, on_restore: Callable, on_like: Callable) -> None:
+def grid(
+    engine: Engine, found: list, on_restore: Callable, on_like: Callable, on_upscale: Callable | None = None
+) -> None:
     """(run, hit) pairs as cards, a row of COLUMNS at a time."""
     refs = {run.id: f"{run.id}#{hit['index'] if hit else 0}" for run, hit in found}
     thumbs = output_thumbs(engine, list(refs.values()), 256)
     for start in range(0, len(found), COLUMNS):
         for (run, hit), col in zip(found[start : start + COLUMNS], st.columns(COLUMNS), strict=False):
             with col:
-                card(engine, run, thumbs.get(refs[run.id]), on_restore, on_like, hit)
+                card(engine, run, thumbs.get(refs[run.id]), on_restore, on_like, hit, on_upscale)
 
 
-def show(engine: Engine, on_restore: Callable, on_like: Callable, hits: list[dict[str, Any]] | None = None) -> None:
+def show(
+    engine: Engine,
+    on_restore: Callable,
+    on_like: Callable,
+    hits: list[dict[str, Any]] | None = None,
+    on_upscale: Callable | None = None,
+) -> None:
     """The gallery: filters, the comparison of two picked runs, and the grid of cards, newest first; or, given a
     search's `hits`, those, closest first, under the same filters and with the same buttons."""
     if "history_error" in state:
@@ -381,7 +401,7 @@ def show(engine: Engine, on_restore: Callable, on_like: Callable, hits: list[dic
     if hits is not None:
         found = found_runs(engine, hits, picked, batch)
         if found:
-            grid(engine, found, on_restore, on_like)
+            grid(engine, found, on_restore, on_like, on_upscale)
         else:
             filtered = any(picked.values()) or batch
             st.info("Nothing found matches these filters." if hits and filtered else "Nothing found.")
@@ -402,6 +422,6 @@ def show(engine: Engine, on_restore: Callable, on_like: Callable, hits: list[dic
         else:
             st.info("No renders yet. Make one in the Studio.")
         return
-    grid(engine, [(run, None) for run in runs], on_restore, on_like)
+    grid(engine, [(run, None) for run in runs], on_restore, on_like, on_upscale)
     if not batch and len(runs) >= limit:
         st.button("Show more", key="gallery_more", on_click=on_more)

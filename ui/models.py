@@ -7,9 +7,10 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import EngineError
+from engine.uploads import send_model
 
 DEFAULT_CHECKPOINT = "Default (SD 1.5)"
-MAX_UPLOAD_MB = 200  # a LoRA through the browser; a remote engine's own request limit may be lower
+MAX_UPLOAD_MB = 200  # a LoRA through the browser (sent on to the engine in parts of a few MB, whatever its limit)
 
 
 def listing(engine, refresh: bool = False) -> dict:
@@ -31,11 +32,18 @@ def _add(engine) -> None:
     if upload is None:
         return
     kind = "lora" if state.get("model_kind", "LoRA") == "LoRA" else "checkpoint"
-    try:
-        added = engine.renders.add_model(kind, upload.name, upload.getvalue())
+    bar = st.sidebar.progress(0.0, text=f"Sending {upload.name}")
+
+    def sent(held: int, size: int) -> None:
+        bar.progress(held / max(size, 1), text=f"Sending {upload.name}: {held / 1e6:.0f} of {size / 1e6:.0f} MB")
+
+    try:  # in parts of a few MB: over the engine's request limit, and only what it lacks (engine/uploads.py)
+        added = send_model(engine, kind, upload.name, upload, sent)
     except EngineError as exc:
         state["models_error"] = str(exc)
         return
+    finally:
+        bar.empty()
     state.pop("models_error", None)
     listing(engine, refresh=True)
     if kind == "lora":
@@ -74,7 +82,8 @@ def sidebar(engine) -> None:
         folders = models.get("folders") or {}
         if folders:
             st.caption(
-                "Large files: copy them into `{checkpoint}` or `{lora}` on the engine's machine.".format(**folders)
+                "Files over {mb} MB: `--checkpoint FILE` / `--lora FILE` on the CLI (with `--remote`), or copy them "
+                "into `{checkpoint}` or `{lora}` on the engine's machine.".format(mb=MAX_UPLOAD_MB, **folders)
             )
 
 

@@ -12,10 +12,11 @@ from typing import Any
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from engine.api import Capabilities, Engine
+from engine.api import Capabilities, DoctorReport, Engine
 from engine.errors import EngineError
 from engine.rules.controlnets import DEFAULT_CONTROL
 from engine.schema import MAX_SEED
+from ui import doctor as doctor_ui
 
 # Every Studio field, with its default. Pages read and write these keys; widgets use them as keys.
 DEFAULTS: dict[str, Any] = {
@@ -55,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
     "init_on": False,
     "strength": 0.6,
     "inpaint_on": False,
+    "extend_on": False,
+    "extend_left": 0,
+    "extend_top": 0,
+    "extend_right": 0,
+    "extend_bottom": 0,
 }
 
 
@@ -77,12 +83,12 @@ FIELD_TO_PARAM: dict[str, str] = {
 
 
 @st.cache_resource(show_spinner="Loading models…")
-def get_engine() -> Engine:
-    """The local engine, loaded once per process and shared by every session."""
+def get_engine(profile: str | None = None) -> Engine:
+    """The local engine, loaded once per process and shared by every session (one per profile: `tiny` where a
+    session chose the demo models, else the settings')."""
     from engine.hub import check_render_models
-    from engine.settings import Settings
 
-    settings = Settings()
+    settings = local_settings(profile)
     check_render_models(settings)  # offline without the weights: said at once, before the heavy imports
     from engine.local import LocalEngine
 
@@ -93,6 +99,25 @@ def get_engine() -> Engine:
         engine.close()  # not cached: the next page load tries again (after a download, say), without this one's threads
         raise
     return engine
+
+
+def local_settings(profile: str | None = None):
+    from engine.settings import Settings
+
+    return Settings(profile=profile) if profile else Settings()
+
+
+def local_doctor(profile: str | None = None) -> DoctorReport:
+    """The local engine's models as the doctor finds them, without the engine: from the file system alone, so it
+    answers where the engine could not start (the same report as `about.doctor`)."""
+    from engine.doctor import diagnose
+
+    return diagnose(local_settings(profile))
+
+
+def local_profile() -> str | None:
+    """The profile this session's local engine runs: the demo models' (tiny) once chosen, else the settings'."""
+    return "tiny" if st.session_state.get(doctor_ui.DEMO) else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -186,7 +211,7 @@ _ENGINE_FOR, _STASH, _CONNECTED = "_engine_for", "_engine_stash", "_remote_conne
 def engine_identity() -> str:
     """Which engine the session is on: "local", or "remote <url>" (a token change is the same engine)."""
     if not remote():
-        return "local"
+        return "local demo" if local_profile() else "local"
     return "remote " + st.session_state.get("remote_url", "").strip().rstrip("/")
 
 
@@ -213,7 +238,9 @@ def keep_engines_apart() -> str | None:
 
 
 def _engine_name(identity: str) -> str:
-    return "the local engine" if identity == "local" else f"the remote engine at {identity.split(' ', 1)[1]}"
+    if identity.startswith("local"):
+        return "the local engine" + (" (demo models)" if identity == "local demo" else "")
+    return f"the remote engine at {identity.split(' ', 1)[1]}"
 
 
 def remote() -> bool:
@@ -224,7 +251,8 @@ def current_engine() -> Engine:
     state = st.session_state
     if remote():
         return get_remote_engine(state["remote_url"].strip(), remote_token())
-    return get_engine()
+    profile = local_profile()
+    return get_engine(profile) if profile else get_engine()  # (the same cache entry as a plain get_engine())
 
 
 def engine_or_stop() -> Engine:
@@ -245,12 +273,17 @@ def engine_or_stop() -> Engine:
         engine = current_engine()
         found = connected or engine.capabilities()
     except EngineError as exc:
+        if not remote():  # the first page of a machine without the models: what is missing and how to go on
+            report = local_doctor(local_profile())
+            if not report.ok:
+                doctor_ui.first_page(report, exc)
+                st.stop()
         st.error(f"**The engine could not start.** {exc.message[:1].upper()}{exc.message[1:]}")
         if exc.fix_for("app"):
             st.info(f"How to fix: {exc.fix_for('app')}")
         st.stop()
     st.session_state["capabilities"] = found
-    _status(found)
+    _status(found, doctor_ui.report(engine, engine_identity()))
     return engine
 
 
@@ -279,13 +312,15 @@ def _remote_or_stop() -> Capabilities:
     return found
 
 
-def _status(found: Capabilities) -> None:
+def _status(found: Capabilities, doctor: DoctorReport | None = None) -> None:
     with st.sidebar:
         if found.profile == "tiny":
             st.warning(
                 "**Tiny profile**: random-weight demo models. Images are noise, and style retrieval, tags and scores "
                 'are random too ("watercolor" may well bring back walnut); the workflow is real.'
             )
+            if local_profile() and not remote():
+                st.button("Leave the demo models", on_click=doctor_ui.leave_demo, help="Back to the real models")
         where = "Remote engine: device" if found.remote else "Device"
         workers = f" · {found.workers} {found.executor} workers" if found.executor != "local" else ""
         precision = found.precision or found.dtype  # (an older server sends no precision)
@@ -300,10 +335,15 @@ def _status(found: Capabilities) -> None:
         st.caption(f"Retrieval: **{found.retrieval}**")
         loaded = [name for name, ok in found.loaded.items() if ok]
         st.caption("Models loaded: " + (", ".join(loaded) or "none yet"))
-        with st.expander("Model ids"):
-            for role, model_id in found.models.items():
-                if model_id:  # (a role with no model, e.g. no LoRA, is not listed)
-                    st.caption(f"{role}: `{model_name(model_id)}`")
+        doctor_ui.sidebar_line(doctor)
+        with st.expander("Models"):
+            if doctor is not None:  # each model the settings name, with where it stands (`python -m engine doctor`)
+                for line in doctor_ui.listed(doctor, model_name):
+                    st.caption(line)
+            else:  # an engine without the doctor: the ids
+                for role, model_id in found.models.items():
+                    if model_id:  # (a role with no model, e.g. no LoRA, is not listed)
+                        st.caption(f"{role}: `{model_name(model_id)}`")
 
 
 def current_sketch() -> tuple[bytes | None, str]:

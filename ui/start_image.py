@@ -1,6 +1,7 @@
-"""The Studio's image to start from (image-to-image) and the part of it to repaint (inpainting): an uploaded photo or
-a render (**Start from this** under a render), the strength, and a mask brushed on the image, clicked (SAM2) or
-taken from a region. The request then carries `init_image`, `strength` and `mask` (white = repaint)."""
+"""The Studio's image to start from (image-to-image) and the part of it to repaint (inpainting) or the room to add
+around it (outpainting): an uploaded photo or a render (**Start from this** or **Extend** under a render), the
+strength, and a mask brushed on the image, clicked (SAM2) or taken from a region. The request then carries
+`init_image`, `strength` and `mask` (white = repaint), or `init_image` and `outpaint` (the four borders)."""
 
 from __future__ import annotations
 
@@ -16,20 +17,27 @@ from engine import images as imgs
 from engine.errors import EngineError
 from engine.images import UPLOAD_TYPES
 from engine.masks import mask_png, overlay
+from ui import describe as describe_ui
 from ui.clicks import clicked
 
 MAX_CANVAS = 448
 MAX_PIXELS = 64_000_000
 MASK_SOURCES = ("Brush", "Click (SAM2)", "Region")
+SIDES = {"Left": "extend_left", "Top": "extend_top", "Right": "extend_right", "Bottom": "extend_bottom"}
+ASPECTS = ("1:1", "4:3", "3:2", "16:9", "4:5", "2:3", "9:16")
 BRUSH = "rgba(255, 64, 129, 0.55)"  # what the brush paints on screen; any paint is "repaint here"
 
 
-def set_start(data: bytes, label: str) -> None:
-    """Start the next render from `data` (a render's PNG or an upload); any mask made on another image goes."""
+def set_start(data: bytes, label: str, extend: bool = False) -> None:
+    """Start the next render from `data` (a render's PNG or an upload); any mask made on another image goes.
+    `extend`: to extend it (outpaint) rather than rework it."""
     state = st.session_state
     state["init_image"] = data
     state["init_label"] = label
     state["init_on"] = True
+    state["extend_on"] = extend
+    if extend:
+        state["inpaint_on"] = False
     clear_mask()
 
 
@@ -46,10 +54,13 @@ def _upload() -> None:
 
 
 def request_fields() -> dict:
-    """What the request gets from this panel (nothing when it is off or has no image)."""
+    """What the request gets from this panel (nothing when it is off or has no image). Extending sends the image and
+    its four borders (the engine paints the border from noise and keeps the image)."""
     state = st.session_state
     if not state.get("init_on") or not state.get("init_image"):
         return {}
+    if state.get("extend_on"):
+        return {"init_image": state["init_image"], "outpaint": extension()}
     fields = {"init_image": state["init_image"], "strength": float(state.get("strength", 0.6))}
     if state.get("inpaint_on") and state.get("inpaint_mask"):
         fields["mask"] = state["inpaint_mask"]
@@ -88,6 +99,15 @@ def panel(engine, regions: list[dict] | None = None) -> None:
     image = _decoded(data)
     if image is None:
         return
+    describe_ui.button(engine, data, f"the start image ({state.get('init_label', 'an image')})", key="describe_init")
+    st.toggle(
+        "Extend the canvas (outpaint)", key="extend_on",
+        help="Add room around the image: the new border is painted to continue it, the image itself is kept as it "
+        "is. ControlNet follows the image's own edges (the sketch is not used).",
+    )  # fmt: skip
+    if state.get("extend_on"):
+        extend_editor(image)
+        return
     st.slider(
         "Strength",
         0.0,
@@ -101,6 +121,55 @@ def panel(engine, regions: list[dict] | None = None) -> None:
         mask_editor(engine, data, image, regions or [])
     else:
         st.image(image, caption=f"starting from {state.get('init_label', 'an image')}", width=MAX_CANVAS)
+
+
+def extension() -> list[int]:
+    """The borders to add, left, top, right, bottom, in pixels."""
+    return [int(st.session_state.get(key) or 0) for key in SIDES.values()]
+
+
+def aspect_pads(size: tuple[int, int], aspect: str) -> dict[str, int]:
+    """The borders that bring an image to `aspect` ("16:9") by adding room on the two short sides, evenly."""
+    w, h = size
+    a, b = (int(v) for v in aspect.split(":"))
+    if w * b < h * a:  # too narrow: widen
+        extra = min(1024 * 2, round(h * a / b) - w)
+        return {"Left": extra // 2, "Top": 0, "Right": extra - extra // 2, "Bottom": 0}
+    extra = min(1024 * 2, round(w * b / a) - h)
+    return {"Left": 0, "Top": extra // 2, "Right": 0, "Bottom": extra - extra // 2}
+
+
+def _on_aspect() -> None:
+    state = st.session_state
+    preset, size = state.get("extend_aspect"), state.get("_extend_size")
+    if preset and preset != "Custom" and size:
+        for side, px in aspect_pads(size, preset).items():
+            state[SIDES[side]] = min(1024, px)
+
+
+def extend_editor(image: Image.Image) -> None:
+    """Four borders in pixels, or an aspect to reach; a preview of the larger canvas (the new part shaded)."""
+    state = st.session_state
+    state["_extend_size"] = image.size
+    for key in SIDES.values():
+        state.setdefault(key, 0)
+    st.segmented_control(
+        "Extend to", ["Custom", *ASPECTS], key="extend_aspect", on_change=_on_aspect,
+        help="An aspect adds room on the short sides, evenly; Custom: the four numbers below.",
+    )  # fmt: skip
+    for col, (side, key) in zip(st.columns(4), SIDES.items(), strict=True):
+        col.number_input(f"{side} px", 0, 1024, step=8, key=key)
+    left, top, right, bottom = extension()
+    if not any((left, top, right, bottom)):
+        st.caption("Give at least one side some pixels, or pick an aspect.")
+    width, height = image.width + left + right, image.height + top + bottom
+    preview = Image.new("RGB", (width, height), (200, 200, 205))
+    preview.paste(image, (left, top))
+    st.image(
+        preview, width=MAX_CANVAS,
+        caption=f"{image.width}×{image.height} → about {width}×{height} (each side's total rounded up to a multiple "
+        "of 8); the grey part is painted",
+    )  # fmt: skip
 
 
 def _canvas_size(image: Image.Image) -> tuple[int, int]:

@@ -61,9 +61,13 @@ class Plan:
     init_hash: str | None = None
     mask: np.ndarray | None = None  # inpainting: bool H×W at the render's size, True = repaint
     mask_hash: str | None = None
+    outpaint: tuple[int, int, int, int] | None = None  # the borders added (left, top, right, bottom), rounded to 8
     checkpoint: str | None = None  # the base model's file (or hub id) when not the default
     loras: list[tuple[str, str, float]] = field(default_factory=list)  # (name, file, weight)
     hires_size: tuple[int, int] | None = None  # the hires fix's final size
+    record: dict[str, Any] = field(
+        default_factory=dict
+    )  # more the run's metadata says (an upscale's refine: its source)
     timings: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -116,7 +120,10 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
         p.sketch_hash = imgs.content_hash(request.sketch)
         follows = imgs.fit(p.sketch, request.size)
     init = None
-    if request.init_image is not None:
+    if request.outpaint is not None:  # ControlNet follows the extended canvas: the image's own edges
+        init = outpaint(request, p, max_pixels, max_bytes)
+        follows = p.init
+    elif request.init_image is not None:
         init = imgs.decode(request.init_image, max_pixels, max_bytes, name="init image")
         p.init_hash = imgs.content_hash(request.init_image)
         if follows is not None:  # the sketch sets the size; the image fills it (centre crop)
@@ -124,6 +131,11 @@ def plan(request: GenerateRequest, max_pixels: int, max_bytes: int, cpu: bool = 
         else:  # no sketch: ControlNet follows the image's own edges
             p.init = follows = imgs.fit(init, request.size)
     p.units = control_units(request, follows, max_pixels, max_bytes, maps)
+    if p.outpaint is not None:  # every map blank over the new border, so the new part is free
+        for unit in p.units:
+            blank = np.asarray(unit.map).copy()
+            blank[p.mask] = 0
+            unit.map = Image.fromarray(blank)
     if p.units:
         p.control, p.edge_mode = p.units[0].map, p.units[0].used
         p.timings["edges"] = time.perf_counter() - t0
@@ -182,6 +194,23 @@ def control_units(
         made, used = make(source, unit.type, request.edge_mode, request.canny_low, request.canny_high)
         out.append(Unit(unit.type, unit.weight, unit.start, unit.end, made, used, *own.get(i, (None, None))))
     return out
+
+
+def outpaint(request: GenerateRequest, p: Plan, max_pixels: int, max_bytes: int) -> Image.Image:
+    """The image at its own size on the extended canvas (`p.init`), the new border as the part to paint (`p.mask`)
+    and ControlNet's map from the image's own edges, blank over the border so the new part is free."""
+    init = imgs.decode(request.init_image, max_pixels, max_bytes, name="init image")
+    p.init_hash = imgs.content_hash(request.init_image)
+    pads = imgs.outpaint_pads(init.size, request.outpaint)
+    width, height = init.width + pads[0] + pads[2], init.height + pads[1] + pads[3]
+    if max(width, height) > 2 * imgs.MAX_SIDE or width * height > max_pixels:
+        raise BadInput(
+            f"the extended image would be {width}×{height}; at most {2 * imgs.MAX_SIDE} a side",
+            fix="extend by fewer pixels, or start from a smaller image",
+        )
+    p.init, p.mask = imgs.outpaint_canvas(init, pads)
+    p.outpaint = pads
+    return init
 
 
 def hires_size(width: int, height: int, factor: float) -> tuple[int, int]:

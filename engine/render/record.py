@@ -166,7 +166,9 @@ class Recorder:
         return {
             "version": 1,
             "run_id": run_id,
-            "kind": "inpaint"
+            "kind": "outpaint"
+            if plan.outpaint is not None
+            else "inpaint"
             if plan.mask is not None
             else "img2img"
             if plan.init is not None
@@ -208,6 +210,7 @@ class Recorder:
                 "control": request.control,
                 # every ControlNet it followed (A1111's "ControlNet 0", "ControlNet 1", … in the PNG's parameters)
                 "controls": [u.record() for u in plan.units],
+                "outpaint": list(plan.outpaint) if plan.outpaint is not None else None,
                 "strength": request.strength if plan.init is not None else None,
                 "checkpoint": request.checkpoint,
                 "loras": [lo.model_dump() for lo in request.loras],
@@ -241,6 +244,7 @@ class Recorder:
             },
             "metrics": result.metadata["metrics"],
             "measured": result.metadata["measured"],  # False: kept before measuring; `measure` adds the numbers
+            **plan.record,
         }
 
     def record(self, plan: Plan, result: GenerateResult, timings: dict[str, Any], executor=None) -> None:
@@ -273,6 +277,30 @@ class Recorder:
         result.metadata = meta
         result.paths = paths
         result.run_id = run_id
+
+    def derived(
+        self, source: dict[str, Any], index: int, image: Image.Image, extra: dict[str, Any], seconds: float
+    ) -> str:
+        """Keep an image made from one output of a past run (an upscale) as a new run, unmeasured: the source's recipe
+        (prompt, params, styles, models, sketch) with this image's size and seed and `extra` (what made it, from which
+        run), in its PNG, sidecar and history row alike; in no run set. Its id."""
+        import copy
+
+        now = datetime.now(UTC)
+        run_id = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+        meta = copy.deepcopy(source)
+        for key in ("executor", "index", "seed", "metrics"):
+            meta.pop(key, None)
+        seed = source["seeds"][index]
+        meta.update(
+            run_id=run_id, kind="upscale", created_at=now.isoformat(timespec="seconds"), seed=seed, seeds=[seed],
+            width=image.width, height=image.height, source="upscale", batch=None, label="", regions=[],
+            metrics=[{}], measured=False, timings={"upscale": round(seconds, 4), "total": round(seconds, 4)}, **extra,
+        )  # fmt: skip
+        path = self.data_dir / "outputs" / f"{now:%Y-%m-%d}" / f"{run_id}-0.png"
+        save_output(image, path, meta, 0)
+        self.history.add(run_id, meta, [str(path)])
+        return run_id
 
     def sketch_path(self, sketch_hash: str | None) -> Path | None:
         path = self.data_dir / "sketches" / f"{sketch_hash}.png"

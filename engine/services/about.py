@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from .. import precision
-from ..api import About, Capabilities, Limits
+import threading
+import time
+
+from .. import doctor, precision
+from ..api import About, Capabilities, DoctorReport, Limits
 from ..catalog_models import local_llm_ready
+from ..hub import hub_online
 from ..rules.controlnets import CONTROLS
 from ..rules.modes import MODES
 from ..schema import MAX_PROMPT, MAX_STEPS
@@ -12,8 +16,34 @@ from . import Core
 
 
 class AboutService(About):
+    HELD_FOR = 30.0  # seconds a look at what this engine holds stays fresh (the sidebar asks on every rerun)
+
     def __init__(self, core: Core):
         self.core = core
+        self._held: tuple[float, list[str], list[str]] | None = None
+        self._held_lock = threading.Lock()
+
+    def held(self) -> tuple[list[str], list[str]]:
+        """The ControlNet types and the modes this engine can render with now: those whose weights it holds (the
+        doctor's look at the disk: nothing loads), or all of them while the hub is reachable (fetched on first
+        use). Quality mode needs nothing beyond the base model; fast and live need the few-step LoRA."""
+        with self._held_lock:
+            if self._held is not None and time.monotonic() - self._held[0] < self.HELD_FOR:
+                return self._held[1], self._held[2]
+            settings = self.core.settings
+            if settings.profile == "tiny" or hub_online():
+                controls, modes = list(CONTROLS), list(MODES)
+            else:
+                usable = {
+                    e.name: bool(c and c.usable)
+                    for e in doctor.ENTRIES
+                    if e.name.startswith("controlnet-") or e.name == "fast-lora"
+                    for c in [doctor.check(e, settings)]
+                }
+                controls = [n for n in CONTROLS if usable.get(f"controlnet-{n}", False)]
+                modes = [m for m, mode in MODES.items() if not mode.lora or usable.get("fast-lora", False)]
+            self._held = (time.monotonic(), controls, modes)
+            return controls, modes
 
     def limits(self) -> Limits:
         s, jobs = self.core.settings, self.core.jobs
@@ -45,10 +75,11 @@ class AboutService(About):
                 "tuning": True,
                 "local_llm": local_llm_ready(core.settings),  # real weights here, not the tiny profile's
                 "ray": executor.name == "ray",
+                "upscale": True,  # renders.upscale (an engine older than it lacks the key)
             },
             limits=self.limits(),
-            controls=list(CONTROLS),
-            modes=list(MODES),
+            controls=self.held()[0],
+            modes=self.held()[1],
         )
 
     def models(self) -> dict[str, str]:
@@ -62,4 +93,10 @@ class AboutService(About):
             "clip": shown(ids.clip),
             "sam2": shown(ids.sam2),
             "flux": " + ".join(shown(p) for p in settings.flux_paths() if p),
+            "upscaler": "/".join(shown(p) for p in settings.upscaler_paths()),
         }
+
+    def doctor(self) -> DoctorReport:
+        from ..doctor import diagnose
+
+        return diagnose(self.core.settings)

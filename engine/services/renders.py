@@ -7,22 +7,26 @@ instead of running again."""
 
 from __future__ import annotations
 
+import io
 import threading
+import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from .. import images as imgs
-from ..api import ControlPreview, JobInfo, RenderResult, Renders, SegmentResult
+from ..api import ControlPreview, JobInfo, RenderResult, Renders, SegmentResult, UploadStatus
 from ..errors import BadInput, EngineError, NotFound, QueueFull
 from ..jobs import JobContext, StoreUnavailable
 from ..masks import check_prompts, mask_png
+from ..model_parts import ModelParts
 from ..regions import cutout
 from ..render.plan import Plan
 from ..render.record import FRAMES
 from ..rules.controlnets import DEFAULT_CONTROL
-from ..schema import GenerateRequest, StyleHit
+from ..schema import GenerateRequest, Progress, StyleHit
 from . import Core, png
 
 ANALYZE_SIDE = 1024  # /analyze works on the image scaled to at most this many pixels a side
@@ -31,6 +35,9 @@ DEFAULT_CONCEPTS = [
     "a building", "an interior", "furniture", "a chair", "a lamp", "a product", "a person", "a landscape",
     "a city at night", "a technical drawing", "a sketch", "a watercolor painting", "a poster", "a texture",
 ]  # fmt: skip
+UPSCALE_FACTORS = (2, 4)
+REFINE_STRENGTH = 0.3  # an upscale's refine: low, it sharpens what is there and keeps the composition
+REFINE_CONTROL = "tile"  # the ControlNet a refine follows where the registry has it (else the default one)
 
 
 class RendersService(Renders):
@@ -38,9 +45,11 @@ class RendersService(Renders):
         self.core = core
         self._plans: dict[str, Plan] = {}  # planned at submit, rendered by the job: the sketch is decoded once
         self._lock = threading.Lock()
+        # big model files in parts, each within the request limit (data folder: uploads/)
+        self.parts = ModelParts(core.data_dir / "uploads", core.pipeline.files, core.settings.max_upload_bytes)
 
     def handlers(self):
-        return {"render": self._run, "measure": self._measure}
+        return {"render": self._run, "measure": self._measure, "upscale": self._upscale}
 
     def submit(self, request: GenerateRequest) -> JobInfo:
         planned = self.core.check(request)
@@ -93,7 +102,7 @@ class RendersService(Renders):
 
     def result(self, job_id: str) -> RenderResult:
         job = self.core.jobs.get(job_id)
-        if job.kind != "render":
+        if job.kind not in ("render", "upscale"):
             raise BadInput(f"job '{job_id}' is a {job.kind} job, not a render")
         if job.state != "done":
             raise BadInput(f"job '{job_id}' is {job.state}" + (f": {job.error}" if job.error else ""))
@@ -132,11 +141,88 @@ class RendersService(Renders):
             files=[self.core.in_data_folder(p) for p in row["outputs"]],
         )
 
+    # ---- upscaling ------------------------------------------------------------------------------------------------
+    def upscale(self, run_id: str, index: int = 0, factor: int = 4, refine: bool = False) -> JobInfo:
+        if factor not in UPSCALE_FACTORS:
+            raise BadInput(f"factor must be 2 or 4 (got {factor})")
+        source = self.of_run(run_id)
+        if not 0 <= index < len(source.png):
+            count = len(source.png)
+            raise BadInput(f"run '{run_id}' has {count} image{'s' if count != 1 else ''}; there is no image {index}")
+        with Image.open(io.BytesIO(source.png[index])) as im:
+            width, height = im.size
+        check_upscale(width, height, factor, refine, self.core.settings.max_input_pixels)
+        payload = {"run_id": run_id, "index": index, "factor": factor, "refine": refine}
+        prompt = source.metadata.get("prompt", "")
+        return self.core.jobs.submit("upscale", payload, title=f"upscale ×{factor}: {prompt[:60]}")
+
+    def _upscale(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        from ..upscaler import Tiling, upscale
+
+        run_id, index, factor = payload["run_id"], int(payload["index"]), int(payload["factor"])
+        source = self.of_run(run_id)
+        image = Image.open(io.BytesIO(source.png[index])).convert("RGB")
+        ctx.report(Progress("loading the upscaler", 0, 0, 0.0))
+        upscaler = self.core.models.upscaler
+        s = self.core.settings
+        tiling = Tiling(s.upscale_tile, min(s.upscale_overlap, s.upscale_tile // 4))
+        t0 = time.perf_counter()
+
+        def waiting(position: int) -> None:
+            ctx.report(Progress("queued", position, 0, time.perf_counter() - t0))
+
+        def tiled(done: int, total: int) -> None:
+            ctx.report(Progress("upscaling", done, total, time.perf_counter() - t0))
+
+        queue = getattr(self.core.pipeline.executor, "queue", None)  # a local GPU: it takes its turn with renders
+        with queue.slot(waiting, ctx.cancel) if queue is not None else nullcontext():
+            made = upscale(upscaler, image, factor, tiling, tiled, ctx.cancel)
+        seconds = time.perf_counter() - t0
+        record = {
+            "factor": factor, "source": {"run_id": run_id, "index": index}, "model": upscaler.model,
+            "architecture": upscaler.architecture, "loader": upscaler.loader, "scale": upscaler.scale,
+            "tile": tiling.tile, "overlap": tiling.overlap, "width": made.width, "height": made.height,
+            "seconds": round(seconds, 4), "refine": None,
+        }  # fmt: skip
+        if payload.get("refine"):
+            new_run = self._refine(source.metadata, index, made, record, ctx)
+        else:
+            new_run = self.core.recorder.derived(source.metadata, index, made, {"upscale": record}, seconds)
+        return {"run_id": new_run, "images": 1, "measure_job": self.measure_later(new_run, source.metadata["prompt"])}
+
+    def _refine(self, meta: dict[str, Any], index: int, image, record: dict[str, Any], ctx: JobContext) -> str:
+        """The upscaled image refined by image-to-image at REFINE_STRENGTH with the source's recipe, following the
+        tile ControlNet (where the registry has one; else the default ControlNet on the image's own edges): the hook a
+        refine of large prints goes through. Recorded by the render path as a run whose `upscale` names its source."""
+        from ..rules.controlnets import CONTROLS
+
+        control = REFINE_CONTROL if REFINE_CONTROL in CONTROLS else DEFAULT_CONTROL
+        mode = meta["params"].get("mode") or "quality"
+        request = GenerateRequest.from_metadata(
+            meta, None, init_image=png(image), strength=REFINE_STRENGTH, control=control, size=min(image.size),
+            aspect=None, hires=1.0, variations=1, seed=meta["seeds"][index], regions=[], source="upscale", keep=True,
+            mode="fast" if mode == "live" else mode,  # live renders small on a CPU: the refine keeps the size
+        )  # fmt: skip
+        planned = self.core.pipeline.plan(request)
+        record["refine"] = {"strength": REFINE_STRENGTH, "control": control, "steps": request.steps}
+        planned.record = {"kind": "upscale", "upscale": record}
+        result = self.core.pipeline.generate(planned, ctx.report, ctx.cancel, measure=False)
+        return result.run_id
+
     def models(self) -> dict[str, Any]:
         return self.core.pipeline.files.list()
 
     def add_model(self, kind, name: str, data: bytes) -> dict[str, Any]:
         return self.core.pipeline.files.add(kind, name, data)
+
+    def upload_begin(self, kind, name: str, sha256: str, size: int) -> UploadStatus:
+        return UploadStatus(**self.parts.begin(kind, name, sha256, size))
+
+    def upload_part(self, sha256: str, offset: int, chunk: bytes) -> UploadStatus:
+        return UploadStatus(**self.parts.part(sha256, offset, chunk))
+
+    def upload_finish(self, kind, name: str, sha256: str) -> dict[str, Any]:
+        return self.parts.finish(kind, name, sha256)
 
     def _decode(self, image: bytes):
         s = self.core.settings
@@ -195,3 +281,23 @@ class RendersService(Renders):
                 "masks": [s.as_dict("rle") for s in segments],
             }
         return out
+
+
+def check_upscale(width: int, height: int, factor: int, refine: bool, max_pixels: int) -> None:
+    """An upscale the engine can make: its result within the pixel limit and, to be refined, within what a render
+    takes (1024 px a side at most)."""
+    from ..images import MAX_SIDE
+
+    w, h = width * factor, height * factor
+    if w * h > max_pixels:
+        raise BadInput(
+            f"upscaling {width}×{height} ×{factor} would make {w}×{h} ({w * h / 1e6:.1f} M pixels), over this "
+            f"engine's limit of {max_pixels / 1e6:.1f} M pixels",
+            fix="upscale ×2, or a smaller render",
+        )
+    if refine and max(w, h) > MAX_SIDE:
+        raise BadInput(
+            f"a refined upscale is rendered again, at most {MAX_SIDE} px a side; {width}×{height} ×{factor} would "
+            f"be {w}×{h}",
+            fix="upscale without refine, or ×2",
+        )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 from .. import images as imgs
-from ..api import Styles
+from ..api import DescribedTerm, Description, Styles
+from ..describe import Describer, library_tags
 from ..errors import BadInput
 from ..schema import StyleHit, StyleInfo
 from . import Core, png, thumbnail
@@ -12,6 +15,7 @@ from . import Core, png, thumbnail
 class StylesService(Styles):
     def __init__(self, core: Core):
         self.core = core
+        self.describer = Describer(core.data_dir / "cache")  # the vocabulary's embeddings, per retrieval model
 
     @property
     def library(self):
@@ -41,3 +45,18 @@ class StylesService(Styles):
 
     def image(self, name_or_id: str, px: int = 0) -> bytes:
         return thumbnail(png(self.library.image(self.library.find(name_or_id).id)), px)
+
+    def describe(self, image: bytes, k: int = 5, threshold: float = 0.15, max_chars: int = 200) -> Description:
+        started = time.perf_counter()
+        s = self.core.settings
+        img = imgs.decode(image, s.max_input_pixels, s.max_upload_bytes, name="the image to describe")
+        library = self.library
+        prompt, terms = self.describer.describe(
+            library.embeddings, img, library_tags(library.list()), k, threshold, max_chars
+        )
+        return Description(
+            prompt=prompt,
+            terms={c: [DescribedTerm(**vars(t)) for t in found] for c, found in terms.items()},
+            model=self.core.retrieval.label(),
+            seconds=round(time.perf_counter() - started, 3),
+        )

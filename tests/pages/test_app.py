@@ -193,8 +193,9 @@ def test_two_sessions_generating_at_once_both_get_their_images(app_env):
     assert b.session_state["result"].metadata["prompt"] == "second session"
 
 
-def test_missing_weights_show_one_banner_with_the_fix(tmp_path, monkeypatch):
-    """Local mode only: a remote engine has its weights on its own machine."""
+def test_missing_weights_show_the_models_page_with_the_fix(tmp_path, monkeypatch):
+    """Local mode only: a remote engine has its weights on its own machine (tests/pages/test_doctor_page.py: the
+    page itself)."""
     monkeypatch.setenv("DESIGN_STUDIO_PROFILE", "default")
     monkeypatch.setenv("DESIGN_STUDIO_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
@@ -202,10 +203,11 @@ def test_missing_weights_show_one_banner_with_the_fix(tmp_path, monkeypatch):
     st.cache_resource.clear()
     at = AppTest.from_file(APP, default_timeout=60).run()
     st.cache_resource.clear()
-    assert not at.exception
-    assert "The engine could not start" in at.error[0].value
-    assert "openai/clip-vit-base-patch32" in at.error[0].value
-    assert "DESIGN_STUDIO_PROFILE=tiny make run" in at.info[0].value  # the app's own fix (the CLI's is --profile tiny)
+    assert not at.exception and not at.error
+    assert "not on this machine yet" in at.warning[0].value
+    assert "openai/clip-vit-base-patch32" in list(at.dataframe[0].value["Id"])
+    said = " ".join(c.value for c in at.caption)
+    assert "DESIGN_STUDIO_PROFILE=tiny make run" in said and "--profile" not in said  # the app's own words
 
 
 def test_cancel_stops_the_run_and_says_so(app_env):

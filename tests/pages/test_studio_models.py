@@ -61,6 +61,29 @@ def test_start_from_a_render_then_inpaint_part_of_it(app_env):
     assert [e["result"].run_id for e in at.session_state["gallery"]][:2] == [result.run_id, first.run_id]
 
 
+def test_extend_a_render_by_an_aspect_then_by_numbers(app_env):
+    """Extend under a render: the panel opens on it, an aspect sets the borders, the render is wider by them, the
+    original kept beyond the seam, and the page shows the result without an error (both modes)."""
+    at = generate(studio(app_env, sketch_override=png(line_sketch(128, 128)), seed=6))
+    first = latest(at)
+    ok(click(at, "Extend", f"extend_{first.run_id}"))
+    assert at.session_state["init_on"] and at.session_state["extend_on"]
+    assert at.session_state["init_image"] == first.png[0] and not any(s.label == "Strength" for s in at.slider)
+    w, h = first.images()[0].size
+    at.segmented_control(key="extend_aspect").set_value("16:9").run()
+    pads = [at.session_state[k] for k in ("extend_left", "extend_top", "extend_right", "extend_bottom")]
+    assert pads[1] == pads[3] == 0 and pads[0] + pads[2] == round(h * 16 / 9) - w
+    at.session_state["extend_left"], at.session_state["extend_right"] = 64, 64  # then numbers of its own
+    at = generate(ok(at.run()))
+    result = latest(at)
+    meta = result.metadata
+    assert (meta["kind"], meta["params"]["outpaint"], meta["params"]["strength"]) == ("outpaint", [64, 0, 64, 0], 1.0)
+    out, before = np.asarray(result.images()[0]).astype(int), np.asarray(first.images()[0]).astype(int)
+    assert out.shape == (h, w + 128, 3)
+    assert np.abs(out[:, 64 + 8 : 64 + w - 8] - before[:, 8:-8]).mean() <= 3  # the original, away from the seam
+    assert f"{w + 128}×{h}" in texts(at)
+
+
 def test_controlnet_choice_and_hires_fix(app_env):
     at = studio(app_env, sketch_override=png(line_sketch(128, 128)))
     at.segmented_control(key="control").set_value("scribble").run()
