@@ -69,6 +69,8 @@ DEFAULT_CONTROL = next(iter(CONTROLS))  # the one loaded with the base pipeline;
 ControlName = Literal[tuple(CONTROLS)]  # type: ignore[valid-type]
 
 
+# The type an upscale's refine (and a detail-preserving re-style) follows: the one whose map is the image itself
+REFINE_CONTROL = next((c.name for c in CONTROLS.values() if c.preprocess == "downscaled"), DEFAULT_CONTROL)
 MAX_UNITS = 3  # ControlNets one render follows at once (diffusers' MultiControlNetModel)
 
 

@@ -25,7 +25,7 @@ from ..model_parts import ModelParts
 from ..regions import cutout
 from ..render.plan import Plan
 from ..render.record import FRAMES
-from ..rules.controlnets import DEFAULT_CONTROL
+from ..rules.controlnets import DEFAULT_CONTROL, REFINE_CONTROL
 from ..schema import GenerateRequest, Progress, StyleHit
 from . import Core, png
 
@@ -37,7 +37,6 @@ DEFAULT_CONCEPTS = [
 ]  # fmt: skip
 UPSCALE_FACTORS = (2, 4)
 REFINE_STRENGTH = 0.3  # an upscale's refine: low, it sharpens what is there and keeps the composition
-REFINE_CONTROL = "tile"  # the ControlNet a refine follows where the registry has it (else the default one)
 
 
 class RendersService(Renders):
@@ -181,7 +180,7 @@ class RendersService(Renders):
         record = {
             "factor": factor, "source": {"run_id": run_id, "index": index}, "model": upscaler.model,
             "architecture": upscaler.architecture, "loader": upscaler.loader, "scale": upscaler.scale,
-            "tile": tiling.tile, "overlap": tiling.overlap, "width": made.width, "height": made.height,
+            "tile_px": tiling.tile, "overlap": tiling.overlap, "width": made.width, "height": made.height,
             "seconds": round(seconds, 4), "refine": None,
         }  # fmt: skip
         if payload.get("refine"):
