@@ -47,6 +47,11 @@ NOT_KEPT = {
     "regions_on": "the regions themselves are not kept",
     "init_on": "the start image is not kept",
     "inpaint_on": "the mask is not kept",
+    "extend_on": "the start image is not kept",
+    "extend_left": "belongs to the start image, which is not kept",
+    "extend_top": "belongs to the start image, which is not kept",
+    "extend_right": "belongs to the start image, which is not kept",
+    "extend_bottom": "belongs to the start image, which is not kept",
 }
 # Shapes the Studio's tools draw (Fabric.js types); anything else in a stored drawing is dropped.
 CANVAS_TYPES = {"path", "line", "rect", "circle", "ellipse", "polygon", "polyline", "triangle"}
