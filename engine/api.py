@@ -643,8 +643,10 @@ class Sweeps(ABC):
         styles: StyleAxis,
         steps: StepsAxis | None = None,
         controls: Annotated[list[ControlName], Field(max_length=8)] | None = None,
+        lora_weights: Annotated[list[Annotated[float, Field(ge=-2, le=2)]], Field(max_length=8)] | None = None,
     ) -> JobInfo:
-        """Queue a sweep; its job's result names it (`batch`). `controls`: the ControlNet types as one more axis."""
+        """Queue a sweep; its job's result names it (`batch`). `controls`: the ControlNet types as one more axis;
+        `lora_weights`: the request's first LoRA's weight as another."""
 
     @abstractmethod
     @operation

@@ -130,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TYPE,TYPE",
         help=f"ControlNet types, comma-separated (optional fourth axis): {known_controls()}",
     )
+    w.add_argument(
+        "--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="a LoRA (file or name), repeatable"
+    )
+    w.add_argument(
+        "--lora-weights", metavar="W,W",
+        help="the --lora's weights, comma-separated (optional fifth axis; the first --lora is varied)",
+    )  # fmt: skip
     w.add_argument("--out", type=Path, help="put BATCH/contact.png, table.csv, sweep.json here (default: .)")
 
     s = sub.add_parser("styles", help="the style library")
@@ -519,9 +526,13 @@ def _sweep(args) -> dict:
         if name not in CONTROLS:
             raise BadInput(f"--controls: ControlNet '{name}' is unknown; use {known_controls()}")
     sketch = read_bytes(args.sketch, settings.max_upload_bytes) if args.sketch else None
-    request = _request(args, sketch, steps=steps[0])
+    lora_weights = parse_values(args.lora_weights, "--lora-weights") if args.lora_weights else None
+    if lora_weights and not args.lora:
+        raise BadInput("--lora-weights varies a LoRA: give it with --lora NAME_OR_FILE")
+    _request(args, sketch, steps=steps[0])  # a bad setting is one line before the engine starts
     engine = _engine(args, settings, renders=True)
-    job = _follow(engine, engine.sweeps.start(request, structures, styles, steps, controls))
+    request = _request(args, sketch, steps=steps[0], loras=[_parse_lora(engine, spec) for spec in args.lora])
+    job = _follow(engine, engine.sweeps.start(request, structures, styles, steps, controls, lora_weights))
     batch = job.result["batch"]
     sweep = engine.sweeps.get(batch)
     out = {"batch": batch, "style": sweep["style"]}

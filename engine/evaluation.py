@@ -29,6 +29,8 @@ COLUMN_NAMES: dict[str, str] = {
     "structure_strength": "Structure strength",
     "style_strength": "Style strength",
     "steps": "Steps",
+    "lora_weight": "LoRA weight",
+    "control": "ControlNet",
     "guidance": "Guidance",
     "seed": "Seed",
     "clip_score": "Prompt fidelity",

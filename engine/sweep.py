@@ -37,6 +37,7 @@ class SweepCell:
     seconds: float
     metrics: dict[str, float | None]  # the mean over the cell's variations
     control: str | None = None  # the ControlNet type, where the sweep varies it (None: the request's own)
+    lora_weight: float | None = None  # the first LoRA's weight, where the sweep varies it (None: the request's own)
 
 
 @dataclass
@@ -61,9 +62,11 @@ class SweepResult:
 def cell_rows(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A sweep's table: one row per cell with its setting, its run, and its numbers (its metrics' means)."""
     varied = any(c.get("control") for c in cells)
+    weighed = any(c.get("lora_weight") is not None for c in cells)
     return [
         {
             **({"control": c.get("control")} if varied else {}),
+            **({"lora_weight": c.get("lora_weight")} if weighed else {}),
             "structure_strength": c["structure_strength"],
             "style_strength": c["style_strength"],
             "steps": c["steps"],
@@ -81,17 +84,22 @@ def sweep_sets(summary: dict[str, Any]) -> list[str]:
         run_set(
             {
                 "batch": summary["batch"],
-                "label": cell_label(c["structure_strength"], c["style_strength"], c["steps"], c.get("control")),
+                "label": cell_label(
+                    c["structure_strength"], c["style_strength"], c["steps"], c.get("control"), c.get("lora_weight")
+                ),
             }
         )
         for c in summary["cells"]
     ]
 
 
-def cell_label(structure: float, style: float, steps: int, control: str | None = None) -> str:
-    """A cell's label within its sweep's batch: the run set the Dashboard and Arena show (the ControlNet type too,
-    where the sweep varies it)."""
-    return f"structure {structure:g} · style {style:g} · {steps} steps" + (f" · {control}" if control else "")
+def cell_label(
+    structure: float, style: float, steps: int, control: str | None = None, lora_weight: float | None = None
+) -> str:
+    """A cell's label within its sweep's batch: the run set the Dashboard and Arena show (the ControlNet type and
+    the LoRA's weight too, where the sweep varies them)."""
+    label = f"structure {structure:g} · style {style:g} · {steps} steps" + (f" · {control}" if control else "")
+    return label + (f" · LoRA {lora_weight:g}" if lora_weight is not None else "")
 
 
 def parse_values(text: str, name: str, cast=float) -> list:
@@ -120,12 +128,16 @@ def run_sweep(
     on_progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
     controls: list[str] | None = None,
+    lora_weights: list[float] | None = None,
 ) -> SweepResult:
     """Render every cell with the same seed(s) and the same style reference, so only the swept settings
-    change (`controls`: the ControlNet types too, as a fourth axis); write `contact.png`, `table.csv` and
+    change (`controls`: the ControlNet types too, as a fourth axis; `lora_weights`: the request's first LoRA's weight
+    as a fifth); write `contact.png`, `table.csv` and
     `sweep.json` into `out_root/<batch>/` when given."""
     steps = steps or [request.steps]
-    grid = list(itertools.product(steps, controls or [None], structures, styles))
+    if lora_weights and not request.loras:
+        raise BadInput("a LoRA weight axis varies the request's LoRA: pick a LoRA first")
+    grid = list(itertools.product(steps, controls or [None], lora_weights or [None], structures, styles))
     if len(grid) > MAX_CELLS:
         raise BadInput(f"the sweep has {len(grid)} cells; at most {MAX_CELLS} (fewer values per axis)")
     now = datetime.now(UTC)
@@ -140,13 +152,18 @@ def run_sweep(
                 "structure_strength": st,
                 "style_strength": sy,
                 **({"control": c, "controls": []} if c else {}),
+                **(
+                    {"loras": [{**request.loras[0].model_dump(), "weight": w}, *request.model_dump()["loras"][1:]]}
+                    if w is not None
+                    else {}
+                ),  # fmt: skip
                 "seed": seed,
                 "source": "sweep",
                 "batch": batch,
-                "label": cell_label(st, sy, n, c),
+                "label": cell_label(st, sy, n, c, w),
             }
         )
-        for n, c, st, sy in grid
+        for n, c, w, st, sy in grid
     ]
     cells: list[SweepCell] = []
     started = time.perf_counter()
@@ -175,6 +192,7 @@ def run_sweep(
                 seconds=time.perf_counter() - t0,
                 metrics={m: _mean([x.get(m) for x in per_image]) for m in METRICS},
                 control=cell_req.control if controls else None,
+                lora_weight=cell_req.loras[0].weight if lora_weights else None,
             )
         )
         images.append(result.images[0])
@@ -208,7 +226,7 @@ def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
     CLIP score, edge F1 and style similarity (`cell_lines`)."""
     structures = list(dict.fromkeys(c.structure_strength for c in result.cells))
     styles = list(dict.fromkeys(c.style_strength for c in result.cells))
-    blocks = list(dict.fromkeys((c.steps, c.control) for c in result.cells))
+    blocks = list(dict.fromkeys((c.steps, c.control, c.lora_weight) for c in result.cells))
     label_w, head_h, text_h, pad, block_h = 150, 28, 40, 8, 26
     title_h = 48
     cols, rows = len(styles), len(structures)
@@ -220,10 +238,15 @@ def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
     big, small = _font(16), _font(12)
     draw.text((pad, 8), result.prompt[:110], fill="black", font=big)
     draw.text((pad, 28), f"style reference: {result.style} · {result.batch}", fill="#555", font=small)
-    by_key = {(c.steps, c.control, c.structure_strength, c.style_strength): k for k, c in enumerate(result.cells)}
+    by_key = {
+        (c.steps, c.control, c.lora_weight, c.structure_strength, c.style_strength): k
+        for k, c in enumerate(result.cells)
+    }
     y0 = title_h
-    for n, control in blocks:
-        draw.text((pad, y0 + 4), f"{n} steps" + (f" · ControlNet {control}" if control else ""), fill="black", font=big)
+    for n, control, weight in blocks:
+        head = f"{n} steps" + (f" · ControlNet {control}" if control else "")
+        draw.text((pad, y0 + 4), head + (f" · LoRA weight {weight:g}" if weight is not None else ""), fill="black",
+                  font=big)  # fmt: skip
         for j, sy in enumerate(styles):
             x = label_w + j * (cell_px + pad)
             draw.text((x, y0 + block_h + 6), f"style strength {sy:g}", fill="black", font=small)
@@ -231,7 +254,7 @@ def contact_sheet(result: SweepResult, cell_px: int = CELL_PX) -> Image.Image:
             y = y0 + block_h + head_h + i * (cell_px + text_h + pad)
             draw.text((pad, y + cell_px // 2 - 8), f"structure strength {st:g}", fill="black", font=small)
             for j, sy in enumerate(styles):
-                k = by_key.get((n, control, st, sy))
+                k = by_key.get((n, control, weight, st, sy))
                 if k is None:
                     continue
                 cell, x = result.cells[k], label_w + j * (cell_px + pad)

@@ -832,11 +832,12 @@ def restored_sketch(result: RenderResult) -> bytes | None:
 # machine seconds later), for 10 s or until the designer scrolls, types or clicks: then the page is theirs.
 SCROLL_SCRIPT = (
     "let on = true; const go = () => on && document.querySelector(key)?.scrollIntoView({block: 'start'});"
-    "const stop = () => { on = false; watch.disconnect(); };"
+    "const stop = () => { on = false; watch.disconnect(); clearInterval(tick); };"
     "const watch = new ResizeObserver(go);"
     "[document.querySelector('[data-testid=stMainBlockContainer]'), document.body].forEach(e => e && watch.observe(e));"
     "['wheel', 'touchmove', 'keydown', 'mousedown'].forEach(e => window.addEventListener(e, stop, {once: true}));"
-    "go(); setTimeout(go, 300); setTimeout(stop, 10000);"
+    "const tick = setInterval(go, 250); setTimeout(() => clearInterval(tick), 3000);"  # a slow layout, too
+    "go(); setTimeout(stop, 10000);"
 )
 
 

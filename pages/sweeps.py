@@ -12,6 +12,7 @@ from engine.rules.controlnets import CONTROLS
 from engine.schema import GenerateRequest
 from engine.sweep import MAX_CELLS, parse_values
 from ui import jobs
+from ui import models as models_ui
 from ui.gallery import short_id
 from ui.jobs import job_panel, timing
 from ui.shared import current_sketch, engine_or_stop, md, random_seed
@@ -63,6 +64,7 @@ def build() -> tuple[GenerateRequest, list[float], list[float], list[int]]:
         seed=state["sweep_seed"],
         size=state["sweep_size"],
         variations=state["sweep_variations"],
+        loras=[{"name": state["sweep_lora"], "weight": 1.0}] if state.get("sweep_lora") else [],
     )
     structures = parse_values(state["sweep_structure"], "Structure strengths")
     styles = parse_values(state["sweep_styles"], "Style strengths")
@@ -70,18 +72,26 @@ def build() -> tuple[GenerateRequest, list[float], list[float], list[int]]:
     return request, structures, styles, steps
 
 
+def lora_weights() -> list[float] | None:
+    """The LoRA weight axis: the weights typed, when a LoRA is picked (else none)."""
+    if not state.get("sweep_lora"):
+        return None
+    return parse_values(state.get("sweep_lora_weights") or "1", "LoRA weights")
+
+
 def on_run() -> None:
     state.pop("sweep_error", None)
     try:
         request, structures, styles, steps = build()
         controls = [c for c in state.get("sweep_controls") or [] if c in offered_controls()] or None
-        if len(structures) * len(styles) * len(steps) * len(controls or [None]) > MAX_CELLS:
+        weights = lora_weights()
+        if len(structures) * len(styles) * len(steps) * len(controls or [None]) * len(weights or [None]) > MAX_CELLS:
             raise EngineError(f"at most {MAX_CELLS} cells; use fewer values per axis")
     except EngineError as exc:
         state["sweep_error"] = str(exc)
         return
     try:
-        jobs.start("sweep_job", engine.sweeps.start(request, structures, styles, steps, controls))
+        jobs.start("sweep_job", engine.sweeps.start(request, structures, styles, steps, controls, weights))
     except EngineError as exc:
         state["sweep_error"] = str(exc)
 
@@ -102,6 +112,8 @@ for key, value in {
     "sweep_style": AUTO,
     "sweep_size": 512,
     "sweep_variations": 1,
+    "sweep_lora": None,
+    "sweep_lora_weights": "0, 0.5, 1",
 }.items():
     state.setdefault(key, value)
 if "sweep_seed" not in state:
@@ -141,6 +153,17 @@ with axes:
         placeholder="the default only", help="several for one more axis: the same cell in each type",
         persist_state=KEEP,
     )  # fmt: skip
+    loras = [m["name"] for m in models_ui.listing(engine).get("loras", [])]
+    if state.get("sweep_lora") not in [None, *loras]:  # gone from this engine
+        state["sweep_lora"] = None
+    l1, l2 = st.columns([1, 1])
+    l1.selectbox(
+        "LoRA", [None, *loras], key="sweep_lora", format_func=lambda n: n or "none",
+        help="one of the engine's LoRAs (the Studio's sidebar adds them); its weights below are one more axis",
+        persist_state=KEEP,
+    )  # fmt: skip
+    l2.text_input("LoRA weights", key="sweep_lora_weights", disabled=not state.get("sweep_lora"),
+                  help="comma-separated, each −2…2: the same cell at each weight", persist_state=KEEP)  # fmt: skip
     c1, c2, c3 = st.columns(3)
     c1.number_input("Seed", 0, 2**32 - 1, key="sweep_seed", persist_state=KEEP)
     c2.selectbox("Size", [256, 384, 512, 768], key="sweep_size", persist_state=KEEP)
@@ -149,6 +172,7 @@ with axes:
     try:
         n = len(parse_values(state["sweep_structure"], "s")) * len(parse_values(state["sweep_styles"], "s"))
         n *= len(parse_values(state["sweep_steps"], "s", int)) * max(1, len(state["sweep_controls"]))
+        n *= len(lora_weights() or [None])
         st.caption(f"{n} cells · {n * state['sweep_variations']} renders")
     except EngineError:
         st.caption("Give comma-separated numbers.")

@@ -122,7 +122,10 @@ def shown(value: Any) -> str:
 
 def model_name(value: Any) -> str:
     """A model by its name: the last part of a folder on the engine's machine (never the whole path, nor the one
-    relative to its data folder, `models/tiny/taesd`) or a hub id (`owner/name`)."""
+    relative to its data folder, `models/tiny/taesd`) or a hub id (`owner/name`); a list (several ControlNets):
+    each of them."""
+    if isinstance(value, list):
+        return ", ".join(model_name(v) for v in value) or "none"
     folder = value.startswith(("/", "~")) or value.count("/") > 1 if isinstance(value, str) else False
     if isinstance(value, str) and (folder or re.match(r"^[A-Za-z]:[\\/]", value)):
         return re.split(r"[\\/]", value.rstrip("/\\"))[-1]

@@ -197,7 +197,7 @@ _ENGINE_BOUND_WORDS = (
     # Sweeps, Arena, Dashboard, History
     "sweep_job sweep_result sweep_error sweep_past _sweep_files sweep_styles arena_contest arena_job arena_error "
     "arena_inputs arena_queries arena_a arena_b arena_tuned dash_sets dash_styles dash_sources dash_cmp_a dash_cmp_b "
-    "sweep_style history_like history_set history_style compare_picks history_limit history_error "
+    "sweep_style sweep_lora history_like history_set history_style compare_picks history_limit history_error "
     # Tune, Catalog, tagging, Style library
     "tune_data tune_data_done tune_data_job tune_error tune_train_job tune_use_job tune_use_base cat_job cat_preview "
     "cat_preview_wanted cat_error cat_shown _cat_thumbs cat_style cat_model tag_job tag_result tag_table tag_error "

@@ -23,10 +23,13 @@ class SweepsService(Sweeps):
     def handlers(self):
         return {"sweep": self._run}
 
-    def start(self, request, structures, styles, steps=None, controls=None) -> JobInfo:
+    def start(self, request, structures, styles, steps=None, controls=None, lora_weights=None) -> JobInfo:
         steps = steps or [request.steps]
         controls = list(dict.fromkeys(controls or []))
-        cells = len(structures) * len(styles) * len(steps) * max(1, len(controls))
+        lora_weights = list(dict.fromkeys(lora_weights or []))
+        if lora_weights and not request.loras:
+            raise BadInput("a LoRA weight axis varies the request's LoRA: pick a LoRA first")
+        cells = len(structures) * len(styles) * len(steps) * max(1, len(controls)) * max(1, len(lora_weights))
         if not cells:
             raise BadInput("give at least one value on every axis")
         if cells > MAX_CELLS:
@@ -43,6 +46,8 @@ class SweepsService(Sweeps):
         payload = {"request": request.model_dump_json(), "structures": structures, "styles": styles, "steps": steps}
         if controls:
             payload["controls"] = controls
+        if lora_weights:
+            payload["lora_weights"] = lora_weights
         return self.core.jobs.submit("sweep", payload, title=f"sweep: {request.prompt[:60]}")
 
     def _run(self, payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
@@ -50,6 +55,7 @@ class SweepsService(Sweeps):
         result = run_sweep(
             self.core.pipeline, request, payload["structures"], payload["styles"], payload["steps"],
             out_root=self.root, on_progress=ctx.report, cancel=ctx.cancel, controls=payload.get("controls"),
+            lora_weights=payload.get("lora_weights"),
         )  # fmt: skip
         return {"batch": result.batch, "cells": len(result.cells)}
 

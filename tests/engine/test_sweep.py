@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import numpy as np
@@ -92,3 +93,32 @@ def test_cli_sweep_prints_its_files_and_table(capsys, tmp_path, tiny_models):
 
     assert main([*args[:-2], "--structure", "0.5,abc"]) == 2
     assert "is not a comma-separated list" in capsys.readouterr().err
+
+
+def test_a_sweep_varies_a_loras_weight_as_one_more_axis(fresh_engine, tmp_path, tiny_models, capsys):
+    """The designer's LoRA at 0, 0.5 and 1 with everything else the same: one run set per weight, each run recorded
+    with its weight, weight 0 the very pixels of no LoRA; the CLI's --lora-weights says the same."""
+    from diffusers import UNet2DConditionModel
+
+    from engine.tiny import save_fast_lora
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="unet")
+    lora = save_fast_lora(unet, tmp_path / "lora", rank=4, scale=0.5)
+    fresh_engine.renders.add_model("lora", "walnut", lora.read_bytes())
+    base = {"prompt": "a chair", "sketch": png(line_sketch(64, 64)), "seed": 7, "steps": 2, "size": 64,
+            "structure_strength": 1.0, "style_strength": 0.5}  # fmt: skip
+    request = GenerateRequest.build(**base, loras=[{"name": "walnut", "weight": 1.0}])
+    job = fresh_engine.sweeps.start(request, [1.0], [0.5], lora_weights=[0.0, 1.0])
+    sweep = fresh_engine.sweeps.get(fresh_engine.follow(job).result["batch"])
+    assert [c["lora_weight"] for c in sweep["cells"]] == [0.0, 1.0]
+    assert [r["lora_weight"] for r in sweep["table"]] == [0.0, 1.0]
+    assert sweep["sets"][1].endswith("structure 1 · style 0.5 · 2 steps · LoRA 1")
+    runs = [fresh_engine.history.get(c["run_id"]).metadata for c in sweep["cells"]]
+    assert [m["params"]["loras"] for m in runs] == [[{"name": "walnut", "weight": w}] for w in (0.0, 1.0)]
+    plain = fresh_engine.generate(GenerateRequest.build(**base, style=runs[0]["styles"][0]["id"]))
+    zero = fresh_engine.history.image(sweep["cells"][0]["run_id"])
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(zero)).convert("RGB")), np.asarray(plain.images()[0]))
+    with pytest.raises(BadInput, match="pick a LoRA first"):
+        fresh_engine.sweeps.start(GenerateRequest.build(**base), [1.0], [0.5], lora_weights=[0.5])
+    code = main(["sweep", "--prompt", "a chair", "--lora-weights", "0,1", "--data-dir", str(tmp_path / "d")])
+    assert code == 2 and "--lora-weights varies a LoRA" in capsys.readouterr().err

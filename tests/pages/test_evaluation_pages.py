@@ -100,6 +100,29 @@ def test_a_sweep_from_the_page_shows_its_sheet_and_table_and_opens_in_the_dashbo
     assert len(images_table(at)) == 2
 
 
+def test_a_sweep_over_a_loras_weights_from_the_page(app_env, tmp_path, tiny_models):
+    from diffusers import UNet2DConditionModel
+
+    from engine.tiny import save_fast_lora
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="unet")
+    app_env.engine.renders.add_model("lora", "walnut", save_fast_lora(unet, tmp_path / "l", rank=4).read_bytes())
+    at = open_page(app_env, "pages/sweeps.py")
+    at.text_area(key="sweep_prompt").input("a lounge chair").run()
+    at.text_input(key="sweep_structure").input("1").run()
+    at.text_input(key="sweep_styles").input("0.3").run()
+    at.text_input(key="sweep_steps").input("1").run()
+    at.selectbox(key="sweep_lora").select("walnut").run()
+    at.text_input(key="sweep_lora_weights").input("0, 1").run()
+    assert "2 cells · 2 renders" in [c.value for c in at.caption]
+    at.button(key="run_sweep").click().run()
+    ok(settle(at, "sweep_job"))
+    table = next(d for d in at.dataframe).value
+    assert [c for c in table.columns if "LoRA" in c or "lora" in c], list(table.columns)
+    sweep = app_env.engine.sweeps.get(at.session_state["sweep_result"])
+    assert [c["lora_weight"] for c in sweep["cells"]] == [0.0, 1.0]
+
+
 def test_sweep_page_bad_values_are_one_line(app_env):
     at = open_page(app_env, "pages/sweeps.py")
     at.text_area(key="sweep_prompt").input("a lounge chair").run()
