@@ -972,7 +972,7 @@ def tile(entry: dict, index: int) -> None:
         "As sketch", key=f"as_sketch_{run_id}_{index}", on_click=on_use_as_sketch, args=(run_id, index),
         help="its edges become the next sketch",
     )  # fmt: skip
-    c1, c2 = st.columns([5, 3])  # "Start from this" whole in a gallery tile
+    c1, c2, c3 = st.columns([5, 4, 4])  # "Start from this" whole in a gallery tile
     c1.button(
         "Start from this", key=f"start_{run_id}_{index}", on_click=on_start_from, args=(run_id, index),
         help="image-to-image or inpaint from this render",
@@ -981,15 +981,15 @@ def tile(entry: dict, index: int) -> None:
         "Extend", key=f"extend_{run_id}_{index}", on_click=on_start_from, args=(run_id, index, True),
         help="outpaint: add room around this render (set the borders under Start from an image)",
     )  # fmt: skip
-    d1, d2 = st.columns(2)
+    describe_ui.button(
+        engine, result.png[index], f"render {short_ref(run_id, index)}", f"describe_{run_id}_{index}", c3
+    )
+    d1, d2, d3 = st.columns([5, 4, 4])
     starred = state.setdefault("starred", {}).get(run_id, False)
     d1.button("★ Starred" if starred else "☆ Star", key=f"tile_star_{run_id}_{index}", on_click=on_star,
               args=(run_id,), help="keep it as a favourite (History: Starred only)")  # fmt: skip
-    describe_ui.button(
-        engine, result.png[index], f"render {short_ref(run_id, index)}", f"describe_{run_id}_{index}", d2
-    )
     busy = state.get("upscale_job") is not None
-    for column, factor in zip(st.columns(2), (2, 4), strict=True):
+    for column, factor in zip((d2, d3), (2, 4), strict=True):
         column.button(
             f"Upscale ×{factor}", key=f"upscale{factor}_{run_id}_{index}", on_click=on_upscale,
             args=(run_id, index, factor), disabled=busy,
