@@ -290,17 +290,23 @@ def describe_upscale(p: Progress | None) -> str:
 
 def on_upscale_done(job: JobInfo) -> None:
     """The upscale is the latest render now (large, with what it followed), and first in the gallery."""
+    show_result(job, "upscale_request", "upscale_error")
+
+
+def show_result(job: JobInfo, request_key: str, error_key: str) -> None:
+    """A finished render job's result as the latest render and first in the gallery, its numbers followed while
+    they are measured; a result that cannot be read, one line under `error_key`."""
     if job.state != "done":
         return
     try:
         result = engine.renders.result(job.id)
     except EngineError as exc:
-        state["upscale_error"] = str(exc)
+        state[error_key] = str(exc)
         return
     state["result"] = result
-    state["result_request"] = state.get("upscale_request")
-    add_to_gallery(result, state.get("upscale_request"))
-    if result.measure_job and not result.measured:
+    state["result_request"] = state.get(request_key)
+    add_to_gallery(result, state.get(request_key))
+    if result.measure_job and not result.measured:  # shown now; its numbers follow (the tile's line)
         state[measure_key(result.run_id)] = result.measure_job
 
 
@@ -334,17 +340,7 @@ def describe_live(p: Progress | None) -> str:
 
 
 def on_render_done(job: JobInfo) -> None:
-    if job.state == "done":
-        try:
-            result = engine.renders.result(job.id)
-        except EngineError as exc:
-            state["error"] = str(exc)
-            return
-        state["result"] = result
-        state["result_request"] = state.get("pending_request")
-        add_to_gallery(result, state.get("pending_request"))
-        if result.measure_job and not result.measured:  # shown now; its numbers follow (the tile's line)
-            state[measure_key(result.run_id)] = result.measure_job
+    show_result(job, "pending_request", "error")
 
 
 def measure_key(run_id: str) -> str:
