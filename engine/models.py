@@ -357,10 +357,6 @@ class ModelStore:
         with self._lock:
             if self._upscaler is None:
                 self._ensure_tiny()
-                if self.settings.profile == "tiny":  # a tiny profile built before the upscaler joined it
-                    from .tiny import build_tiny_upscaler
-
-                    build_tiny_upscaler(self.settings.tiny_dir)
                 from .upscaler import load_upscaler
 
                 self._upscaler = load_upscaler(self.settings, self.device, self.dtype)

@@ -399,8 +399,7 @@ def build_tiny_depth(folder: Path, spec: dict = TINY_DEPTH, seed: int = 4) -> Pa
 
 def build_tiny_upscaler(root: Path) -> Path:
     """The tiny profile's upscaler: a random-weight RRDBNet ×4 (8 filters, 1 block) in RealESRGAN_x4plus's key
-    layout, as safetensors, where `Settings.upscaler_paths` looks for it. Built with the profile, or on first use in a
-    profile built before it."""
+    layout, as safetensors, where `Settings.upscaler_paths` looks for it. Built with the profile."""
     from .settings import TINY_UPSCALER
     from .upscaler import save_tiny_upscaler
 

@@ -504,9 +504,7 @@ def edges_section(sketch: bytes | None, previewed: bool) -> None:
     the Structure strength), more rows on demand (type, weight, range of the steps, each with its map's preview)."""
     with st.expander("Edges and ControlNet", expanded=sketch is not None):
         controls = models_ui.controls(engine)  # name → (label, what it expects), from the engine
-        if (
-            state["control"] is not None and state["control"] not in offered_controls()
-        ):  # an engine switched to that lacks the chosen type
+        if state["control"] is not None and state["control"] not in offered_controls():  # the engine lacks it
             state["control"] = offered_controls()[0]
         st.segmented_control(
             "ControlNet", offered_controls(), key="control", required=True,

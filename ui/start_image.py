@@ -151,8 +151,6 @@ def extend_editor(image: Image.Image) -> None:
     """Four borders in pixels, or an aspect to reach; a preview of the larger canvas (the new part shaded)."""
     state = st.session_state
     state["_extend_size"] = image.size
-    for key in SIDES.values():
-        state.setdefault(key, 0)
     st.segmented_control(
         "Extend to", ["Custom", *ASPECTS], key="extend_aspect", on_change=_on_aspect,
         help="An aspect adds room on the short sides, evenly; Custom: the four numbers below.",

@@ -197,8 +197,8 @@ def control_units(
 
 
 def outpaint(request: GenerateRequest, p: Plan, max_pixels: int, max_bytes: int) -> Image.Image:
-    """The image at its own size on the extended canvas (`p.init`), the new border as the part to paint (`p.mask`)
-    and ControlNet's map from the image's own edges, blank over the border so the new part is free."""
+    """The image at its own size on the extended canvas (`p.init`) and the new border as the part to paint (`p.mask`);
+    `plan` makes the ControlNets' maps from the canvas and blanks them over the border."""
     init = imgs.decode(request.init_image, max_pixels, max_bytes, name="init image")
     p.init_hash = imgs.content_hash(request.init_image)
     pads = imgs.outpaint_pads(init.size, request.outpaint)

@@ -56,6 +56,7 @@ class AboutService(About):
     def capabilities(self) -> Capabilities:
         core = self.core
         executor = core.pipeline.executor
+        controls, modes = self.held()
         return Capabilities(
             profile=core.settings.profile,
             device=core.models.device,
@@ -78,8 +79,8 @@ class AboutService(About):
                 "upscale": True,  # renders.upscale (an engine older than it lacks the key)
             },
             limits=self.limits(),
-            controls=self.held()[0],
-            modes=self.held()[1],
+            controls=controls,
+            modes=modes,
         )
 
     def models(self) -> dict[str, str]:
