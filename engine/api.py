@@ -1016,17 +1016,17 @@ class Engine(ABC):
             every = 0.5 if cancel is not None else 15.0
         cancelled = False
         last = None
-        while not job.done:
-            if cancel is not None and cancel.is_set() and not cancelled:
+        while True:
+            if not job.done and cancel is not None and cancel.is_set() and not cancelled:
                 job = self.jobs.cancel(job.id)
                 cancelled = True
             seen = job.progress
             if on_progress and seen is not None and (seen.stage, seen.step, seen.total) != last:
-                on_progress(seen)
+                on_progress(seen)  # the last step too: a job that ends between two waits still shows where it got
                 last = (seen.stage, seen.step, seen.total)
-            if not job.done:
-                job = self.jobs.wait(job.id, timeout=every)
-        return raise_for(job)
+            if job.done:
+                return raise_for(job)
+            job = self.jobs.wait(job.id, timeout=every)
 
     def generate(
         self,

@@ -77,7 +77,11 @@ class CatalogModels:
                 else:
                     self._ensure_tiny()
                     self._backends[key] = TransformersBackend(
-                        key[1], device=self.device, dtype=self.dtype, allow_pickle=self.settings.allow_pickle
+                        key[1],
+                        device=self.device,
+                        dtype=self.dtype,
+                        max_new_tokens=self.settings.llm_reply_tokens(),
+                        allow_pickle=self.settings.allow_pickle,
                     )
             return self._backends[key]
 

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     translation_model: str | None = None
     llm_model: str = "microsoft/Phi-3-mini-4k-instruct"
     llm_api_key: str | None = None
+    # The longest reply the local LLM may write (an attribute object needs ~150 tokens). Unset: 256, and 48 on the
+    # tiny profile, whose random weights never end a reply by themselves (so every reply would run to the cap).
+    llm_max_new_tokens: int | None = Field(default=None, ge=16, le=4096)
     # The catalog scores its renders with a larger CLIP, as the seed pipeline did.
     catalog_clip_model: str = "openai/clip-vit-large-patch14"
 
@@ -231,6 +234,11 @@ class Settings(BaseSettings):
 
     def catalog_clip_path(self) -> str:
         return self.models().clip if self.profile == "tiny" else self.catalog_clip_model
+
+    def llm_reply_tokens(self) -> int:
+        if self.llm_max_new_tokens is not None:
+            return self.llm_max_new_tokens
+        return 48 if self.profile == "tiny" else 256
 
     def llm_model_path(self) -> str:
         if self.profile == "tiny":

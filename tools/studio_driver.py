@@ -186,10 +186,28 @@ def generate_and_watch(page, timeout: float = 600.0) -> dict:
     """Click Generate and wait until a render with a new seed is on the page and Generate is enabled again. Returns
     the seconds from the click to then (`wall`) and the progress texts seen on the way (seconds after the click)."""
     page.evaluate(OBSERVE)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function("window.__watch.done !== null", polling=500, timeout=timeout * 1000)
-    seen = page.evaluate("window.__watch")
-    return {"wall": seen["done"] / 1000, "progress": [(t / 1000, text) for t, text in seen["progress"]]}
+    generate = page.get_by_role("button", name="Generate")
+    generate.click()
+    deadline = time.monotonic() + timeout
+    clicks = 1
+    while True:
+        seen = page.evaluate("window.__watch")
+        if seen["done"] is not None:
+            return {"wall": seen["done"] / 1000, "progress": [(t / 1000, text) for t, text in seen["progress"]]}
+        if time.monotonic() > deadline:
+            alerts = [a.inner_text()[:200] for a in page.locator("[data-testid=stAlert]").all()]
+            raise TimeoutError(
+                f"no new render {timeout:.0f} s after {clicks} click(s) on Generate; progress seen: "
+                f"{seen['progress'][-3:]}; the page's messages: {alerts}"
+            )
+        idle = not seen["progress"] and page.locator("[data-testid=stProgress]").count() == 0
+        if idle and clicks < 3 and time.monotonic() > deadline - timeout + 30 * clicks:
+            if generate.count() != 1 or not generate.is_enabled():
+                page.wait_for_timeout(500)
+                continue
+            generate.click()  # 30 s on, no render started and Generate still enabled: a rerun swallowed the click
+            clicks += 1
+        page.wait_for_timeout(500)
 
 
 def set_slider(page, name: str, value) -> None:

@@ -68,6 +68,20 @@ def statuses_of(operation, mode: GenerationMode = GenerationMode.POSITIVE) -> Co
     return statuses
 
 
+def takes_any_text(schema: dict) -> bool:
+    """A parameter whose schema takes every string (plain text, or text or nothing): no value of it is invalid."""
+    bare = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    return bare == {"type": "string"} or any(takes_any_text(s) for s in bare.get("anyOf", ()) if len(bare) == 1)
+
+
+def nothing_to_negate(op) -> bool:
+    """No body, query or cookie, and path parameters and headers that take any text: there is no data the schema
+    refuses (hypothesis would spend seconds finding that out, then raise `Unsatisfiable`)."""
+    if len(op.body) or len(op.query) or len(op.cookies):
+        return False
+    return all(takes_any_text(p.definition.get("schema", {})) for p in [*op.path_parameters, *op.headers])
+
+
 def test_no_request_gets_a_server_error_and_the_schema_says_what_is_checked(api_schema):
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 70
@@ -77,6 +91,8 @@ def test_no_request_gets_a_server_error_and_the_schema_says_what_is_checked(api_
         if mismatched(statuses):
             mismatch[f"{op.method.upper()} {op.path}"] = statuses.answers
     for op in operations:
+        if nothing_to_negate(op):
+            continue
         try:
             statuses_of(op, GenerationMode.NEGATIVE)  # data the schema refuses: still never a 5xx
         except Unsatisfiable:  # nothing in the operation can be made invalid (no arguments)
