@@ -33,6 +33,7 @@ from engine.catalog.llm import (
     parse_attributes,
 )
 from engine.errors import BadInput, EngineError, ModelUnavailable
+from tests.conftest import make_data_dir
 
 VALID = '{"product_type": "Regenjacke", "key_features": "Kapuze, Reißverschluss", "color_material": "Größe M, Blau"}'
 DESCRIPTION = "Eine wasserdichte Regenjacke mit Kapuze. Größe M, Blau."
@@ -516,3 +517,26 @@ def test_the_local_llm_counts_only_where_its_real_weights_are(tmp_path):
     (folder / "model.safetensors").write_bytes(b"")
     assert local_llm_ready(Settings(data_dir=tmp_path, llm_model=str(folder)))
     assert not local_llm_ready(Settings(data_dir=tmp_path, llm_model="nobody/no-such-model-here"))  # not cached
+
+
+def test_the_local_llm_writes_at_most_the_configured_reply(tmp_path, tiny_models, monkeypatch) -> None:
+    """256 tokens unless set; 48 on the tiny profile (its random weights never end a reply); the setting wins."""
+    from engine.catalog_models import CatalogModels
+    from engine.settings import Settings
+
+    assert Settings(profile="default", data_dir=tmp_path).llm_reply_tokens() == 256
+    tiny = Settings(profile="tiny", data_dir=tmp_path)
+    assert tiny.llm_reply_tokens() == 48
+    monkeypatch.setenv("DESIGN_STUDIO_LLM_MAX_NEW_TOKENS", "20")
+    assert Settings(profile="default", data_dir=tmp_path).llm_reply_tokens() == 20
+    data = make_data_dir(tmp_path / "data", tiny_models)
+    backend = CatalogModels(Settings(profile="tiny", data_dir=data), "cpu", None).backend(None, "")
+    assert backend.max_new_tokens == 20
+    messages = extraction_messages(DESCRIPTION)
+    backend.load()
+    prompt = backend.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+    calls = []
+    generate = backend.model.generate
+    monkeypatch.setattr(backend.model, "generate", lambda **kw: calls.append(out := generate(**kw)) or out)
+    assert backend.complete(messages)
+    assert len(calls[0][0]) - len(prompt) == 20  # random weights never stop early: exactly the cap
