@@ -21,6 +21,21 @@ os.environ.setdefault("DESIGN_STUDIO_DTYPE", "float32")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _scan_components_once() -> None:
+    """Each `AppTest` scans every installed package's metadata for Streamlit components (0.4 s here, ~15 % of a
+    page test; `streamlit run` does it once at start). The packages cannot change during a test run, so the scan's
+    answer is kept for the process: the same components, registered the same way."""
+    import functools
+
+    from streamlit.components.v2 import manifest_scanner
+
+    scan = functools.cache(manifest_scanner.scan_component_manifests)
+    manifest_scanner.scan_component_manifests = lambda max_workers=None: list(scan(max_workers))
+
+
+_scan_components_once()
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
     """The tiny profile, built once through the same code as `python -m engine prepare-tiny`."""
