@@ -24,7 +24,7 @@ run: setup
 	$(VENV)/bin/streamlit run app.py
 
 test: setup-dev
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25 tests  # two workers, one test file each at a time; the slowest listed
+	$(PY) -m pytest -q -n 3 --dist loadfile --durations=25 tests  # three workers, one test file each at a time; the slowest listed
 
 lint: setup-dev
 	$(VENV)/bin/ruff format --check . && $(VENV)/bin/ruff check .

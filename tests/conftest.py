@@ -17,6 +17,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach for the hub in
 # The same numbers on every CI machine: fp32, whatever the processor (an AMX one would pick bf16 by itself);
 # tests/engine/test_precision.py runs the bf16 paths on purpose.
 os.environ.setdefault("DESIGN_STUDIO_DTYPE", "float32")
+# `make test` runs three workers on a two-core machine (a third keeps the cores busy while another test waits on a
+# browser or a server); each engine, in a worker or in a process a test starts, computes with one thread, as two
+# per engine would put six on two cores.
+os.environ.setdefault("DESIGN_STUDIO_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -186,17 +190,19 @@ def at_once(calls):
 
 
 # The longest test files, started first: `make test` hands each worker one file at a time in collection order
-# (`--dist loadfile`), so a long file collected late leaves the other worker idle at the end. Longest first, the
+# (`--dist loadfile`), so a long file collected late leaves the other workers idle at the end. Longest first, the
 # rest fill in around them (longest-processing-time-first scheduling). Times from `make test --durations`.
 LONGEST_FIRST = (
-    "tests/server/test_fuzz.py",  # ~120 s
-    "tests/e2e/test_browser.py",  # ~170 s in 12 tests
-    "tests/e2e/test_gate_uploads.py",
-    "tests/engine/test_catalog_run.py",
+    "tests/e2e/test_browser.py",  # ~140 s in 12 tests
+    "tests/server/test_fuzz.py",  # ~75 s
+    "tests/e2e/test_gate_uploads.py",  # ~60 s, mostly waiting for a session to end
     "tests/e2e/test_designer_tools.py",
+    "tests/engine/test_catalog_run.py",
     "tests/e2e/test_first_hour_layout.py",
     "tests/pages/test_app.py",
-    "tests/server/test_parity.py",
+    "tests/pages/test_studio.py",
+    "tests/e2e/test_reload.py",
+    "tests/e2e/test_remote.py",
 )
 
 

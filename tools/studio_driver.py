@@ -210,6 +210,15 @@ def generate_and_watch(page, timeout: float = 600.0) -> dict:
         page.wait_for_timeout(500)
 
 
+def settled(page, pause: float = 0.5) -> None:
+    """Wait until the page has finished its run (Streamlit's status widget gone): a widget's new value, sent once
+    its debounce is over, has reached the server."""
+    from playwright.sync_api import expect
+
+    page.wait_for_timeout(pause * 1000)
+    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
+
+
 def set_slider(page, name: str, value) -> None:
     """Set a slider with the keyboard, as a user would (Home, then arrows until it shows `value`). Each key press
     reruns the page, so it waits for the slider to show the new value before the next press, and steps back if a
@@ -231,7 +240,10 @@ def set_slider(page, name: str, value) -> None:
     for _ in range(200):
         now = shown()
         if now == str(value):
-            return
+            settled(page)
+            if shown() == str(value):  # (a late rerun from an earlier press can still move it)
+                return
+            continue
         current, target = number(now), number(str(value))
         key = "ArrowLeft" if current is not None and target is not None and current > target else "ArrowRight"
         slider.focus()

@@ -92,7 +92,8 @@ def test_draw_type_generate_and_see_the_render(app_url, browser, tmp_path):
     page.wait_for_timeout(500)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text("in all").wait_for(timeout=240_000)
-    assert page.get_by_text("×256 · 4 steps").count() == 1  # the keyboard settings took
+    made = page.get_by_text(re.compile(r"\d+×\d+ · \d+ steps")).first.inner_text()
+    assert "×256 · 4 steps" in made, made  # the keyboard settings took
     page.wait_for_timeout(1000)
 
     shot = Path(os.environ.get("STUDIO_SCREENSHOT", tmp_path / "studio.png"))

@@ -155,8 +155,14 @@ def test_extend_a_render_to_16_9(browser, studio):
     w, h = int(size[1]), int(size[2])
     latest.get_by_role("button", name="Extend").click()
     page.get_by_text("Extend the canvas (outpaint)").wait_for()
-    page.locator(".st-key-extend_aspect").get_by_text("16:9", exact=True).click()
-    page.get_by_text(re.compile(r"the grey part is painted")).wait_for()
+    wider = page.get_by_text(re.compile(rf"{w}×{h} → about {round(h * 16 / 9)}×{h}"))
+    for _ in range(3):  # a click that lands while the panel's first run redraws it is lost: click again
+        page.locator(".st-key-extend_aspect").get_by_text("16:9", exact=True).click()
+        try:
+            wider.wait_for(timeout=20_000)  # the preview shows the wider canvas: the borders are set
+            break
+        except PlaywrightTimeout:
+            continue
     generate_and_watch(page, timeout=240)
     line = latest.get_by_text(re.compile(r"^extended \+\d+ left \+\d+ right"))
     line.wait_for(timeout=60_000)

@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import make_data_dir
 from tools.studio_driver import draw_house, engine_server, open_studio, streamlit_app, tiny_env
+from tools.studio_driver import settled as page_settled
 
 # Dark pixels over every canvas on the page (the drawable canvas draws its strokes on one of its layers, in a shadow
 # root, which Playwright's locator reaches).
@@ -34,9 +35,8 @@ def app_url(reload_data):
 
 
 def settled(page) -> None:
-    """Wait until the page has finished its run (Streamlit's status widget gone), then a moment for the draft."""
-    page.wait_for_timeout(500)
-    expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=60_000)
+    """Wait until the page has finished its run, then a moment for the draft."""
+    page_settled(page)
     page.wait_for_timeout(1000)
 
 
