@@ -151,6 +151,22 @@ def open_studio(browser, url: str, height: int = 1700):
     return page
 
 
+def go_to_page(page, name: str, timeout: float = 120.0) -> None:
+    """Go to a page by its link in the sidebar, as a designer does, and wait for its title. A click that lands
+    while the page reruns can be lost (the sidebar redrawn under it): clicked again, at most three times."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    link = page.locator("[data-testid=stSidebarNav]").get_by_role("link", name=name)
+    for attempt in range(3):
+        link.click()
+        try:
+            page.wait_for_selector(f"h1:has-text('{name}')", timeout=timeout * 1000 / 3)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+
+
 def watch_messages(page) -> list[int]:
     """Count what the browser sends the server from now on (call before `goto`): every message the Streamlit
     client sends over its websocket is a rerun request or a widget's new value."""

@@ -22,6 +22,7 @@ from tests.conftest import REPO, line_sketch, make_data_dir
 from tools.studio_driver import (
     draw_house,
     generate_and_watch,
+    go_to_page,
     open_studio,
     set_slider,
     streamlit_app,
@@ -110,8 +111,7 @@ def test_add_a_style_by_upload_and_find_it_in_the_grid(app_url, browser, tmp_pat
     Image.new("RGB", (128, 128), (110, 120, 40)).save(swatch)
     page = new_page(browser, viewport={"width": 1440, "height": 1400})
     page.goto(app_url)
-    page.get_by_role("link", name="Style library").click()
-    page.wait_for_selector("h1:has-text('Style library')", timeout=60_000)
+    go_to_page(page, "Style library")
     page.get_by_text("Add styles").click()
     page.locator("input[type=file]").first.set_input_files(str(swatch))
     page.get_by_text("olive.png").wait_for(timeout=60_000)  # the upload has arrived
@@ -132,8 +132,7 @@ def open_page(browser, app_url, name: str, height: int = 1400):
     page.goto(app_url)
     page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
     page.wait_for_timeout(1000)  # a draft this browser kept is restored by one rerun: let it land before the click
-    page.get_by_role("link", name=name).click()
-    page.wait_for_selector(f"h1:has-text('{name}')", timeout=120_000)
+    go_to_page(page, name)
     return page
 
 
@@ -233,8 +232,7 @@ def test_an_open_page_asks_nothing_of_the_server_while_nothing_runs(app_server, 
     page.wait_for_selector("h1:has-text('Studio')", timeout=120_000)
     for name in ("Studio", "Sweeps", "Catalog"):
         if name != "Studio":
-            page.get_by_role("link", name=name).click()
-            page.wait_for_selector(f"h1:has-text('{name}')", timeout=120_000)
+            go_to_page(page, name)
         page.wait_for_timeout(2000)  # the page's first run and its components settle
         before = len(sent)
         page.wait_for_timeout(3000)
@@ -529,8 +527,7 @@ def test_variations_inpaint_with_another_style_compare_star_and_find_it_in_histo
     page.get_by_role("button", name="★ Starred").wait_for()
 
     # the History: compare the two runs, then find the starred one
-    page.get_by_role("link", name="History").click()
-    page.wait_for_selector("h1:has-text('History')")
+    go_to_page(page, "History")
     for run in (inpainted, made):
         page.locator(f".st-key-compare-{run['id']}").get_by_text("Compare").click()
         page.wait_for_timeout(1500)

@@ -4,7 +4,7 @@ full, never cut with an ellipsis, and the cards in even rows: one picture height
 from __future__ import annotations
 
 from tests.conftest import make_data_dir
-from tools.studio_driver import streamlit_app, tiny_env
+from tools.studio_driver import go_to_page, streamlit_app, tiny_env
 
 # Per card (the bordered box around each picture): its box, its picture's height, its name as shown, and whether any
 # box around the name cuts it short
@@ -33,8 +33,7 @@ def test_the_style_library_shows_whole_names_in_even_rows(browser, tmp_path, tin
         page.set_default_timeout(90_000)
         page.goto(url)
         page.wait_for_selector("h1", timeout=120_000)
-        page.get_by_role("link", name="Style library").click()
-        page.wait_for_selector("h1:has-text('Style library')")
+        go_to_page(page, "Style library")
         page.wait_for_function(  # every style's picture on the page, loaded
             f"document.querySelectorAll('[data-testid=stMain] img').length >= {len(names)}"
             " && [...document.querySelectorAll('[data-testid=stMain] img')].every(i => i.complete)"

@@ -15,7 +15,7 @@ from PIL import Image
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from tests.conftest import TOKEN, make_data_dir
-from tools.studio_driver import engine_server, rss_mb, streamlit_app, tiny_env
+from tools.studio_driver import engine_server, go_to_page, rss_mb, streamlit_app, tiny_env
 
 PASSWORD = "correct horse battery staple"
 BIG = 19 * 1024 * 1024  # under server.maxUploadSize (20 MB): each one is a file Streamlit would keep
@@ -128,8 +128,7 @@ def test_the_engine_token_never_reaches_the_browser(browser, studio):
     sidebar = page.locator("[data-testid=stSidebar]")
     sidebar.get_by_text("Token: set on this Studio").wait_for()
     sidebar.get_by_text(re.compile("Remote engine: device")).wait_for()  # rendered through the remote engine
-    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name="History").click()
-    page.wait_for_selector("h1:has-text('History')")
+    go_to_page(page, "History")
     page.wait_for_timeout(1500)
     secret = TOKEN.encode()
     assert frames and not [f for f in frames if secret in (f if isinstance(f, bytes) else f.encode())]

@@ -19,6 +19,7 @@ from tools.studio_driver import (
     CHROMIUM_ARGS,
     draw_house,
     engine_server,
+    go_to_page,
     set_slider,
     streamlit_app,
     tiny_env,
@@ -68,8 +69,7 @@ def shoot(page, name: str) -> None:
 
 
 def go(page, name: str) -> None:
-    page.locator("[data-testid=stSidebarNav]").get_by_role("link", name=name).click()
-    page.wait_for_selector(f"h1:has-text('{name}')", timeout=120_000)
+    go_to_page(page, name)
 
 
 def test_render_restore_sweep_and_catalog_on_a_remote_engine(page, remote_setup, tmp_path):
