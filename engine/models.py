@@ -263,13 +263,18 @@ class ModelStore:
 
             prepare_tiny(self.settings.tiny_dir)
 
+    def _held(self, name: str, load):
+        """The model kept in `name`, made by `load()` on the first ask (the tiny profile built first, if it is the
+        one in force)."""
+        with self._lock:
+            if getattr(self, name) is None:
+                self._ensure_tiny()
+                setattr(self, name, load())
+            return getattr(self, name)
+
     @property
     def pipeline(self):
-        with self._lock:
-            if self._pipe is None:
-                self._ensure_tiny()
-                self._pipe = load_pipeline(self.settings, self.device, self.dtype)
-            return self._pipe
+        return self._held("_pipe", lambda: load_pipeline(self.settings, self.device, self.dtype))
 
     def checkpoint(self, checkpoint: str):
         """A checkpoint's pipeline (engine/model_files.py resolved its name); one is held at a time besides the
@@ -306,61 +311,45 @@ class ModelStore:
     @property
     def taesd(self):
         """TAESD, loaded on the first live render or step preview."""
-        with self._lock:
-            if self._taesd is None:
-                self._ensure_tiny()
-                self._taesd = load_taesd(self.settings, self.device, self.dtype)
-            return self._taesd
+        return self._held("_taesd", lambda: load_taesd(self.settings, self.device, self.dtype))
 
     @property
     def clip(self):
-        with self._lock:
-            if self._clip is None:
-                self._ensure_tiny()
-                self._clip = load_clip(self.settings, self.device)
-            return self._clip
+        return self._held("_clip", lambda: load_clip(self.settings, self.device))
 
     @property
     def flux(self):
         """FLUX.1-schnell with its LoRA, loaded on the first FLUX request only."""
-        with self._lock:
-            if self._flux is None:
-                self._ensure_tiny()
-                model, lora = self.settings.flux_paths()
-                require(model, "DESIGN_STUDIO_FLUX_MODEL", self.settings)
-                if lora and self.settings.profile != "tiny":
-                    hub_online()  # decided before the LoRA's hub id is looked up
-                self._flux = load_flux(model, lora, self.device, self.dtype, self.settings.allow_pickle, self.settings)
-            return self._flux
+
+        def load():
+            model, lora = self.settings.flux_paths()
+            require(model, "DESIGN_STUDIO_FLUX_MODEL", self.settings)
+            if lora and self.settings.profile != "tiny":
+                hub_online()  # decided before the LoRA's hub id is looked up
+            return load_flux(model, lora, self.device, self.dtype, self.settings.allow_pickle, self.settings)
+
+        return self._held("_flux", load)
 
     @property
     def segmenter(self):
         """SAM2, loaded on the first region click only."""
-        with self._lock:
-            if self._segmenter is None:
-                self._ensure_tiny()
-                self._segmenter = load_segmenter(self.settings, self.device, self.dtype)
-            return self._segmenter
+        return self._held("_segmenter", lambda: load_segmenter(self.settings, self.device, self.dtype))
 
     @property
     def depth(self):
         """The depth estimator (model, image processor), loaded on the first depth map only."""
-        with self._lock:
-            if self._depth is None:
-                self._ensure_tiny()
-                self._depth = load_depth(self.settings, self.device)
-            return self._depth
+        return self._held("_depth", lambda: load_depth(self.settings, self.device))
 
     @property
     def upscaler(self):
         """The upscaler (engine/upscaler.py), loaded on the first upscale only."""
-        with self._lock:
-            if self._upscaler is None:
-                self._ensure_tiny()
-                from .upscaler import load_upscaler
 
-                self._upscaler = load_upscaler(self.settings, self.device, self.dtype)
-            return self._upscaler
+        def load():
+            from .upscaler import load_upscaler
+
+            return load_upscaler(self.settings, self.device, self.dtype)
+
+        return self._held("_upscaler", load)
 
     def loaded(self) -> dict[str, bool]:
         return {

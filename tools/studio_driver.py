@@ -204,24 +204,22 @@ def generate_and_watch(page, timeout: float = 600.0) -> dict:
     page.evaluate(OBSERVE)
     generate = page.get_by_role("button", name="Generate")
     generate.click()
-    deadline = time.monotonic() + timeout
-    clicks = 1
+    started, clicks = time.monotonic(), 1
     while True:
         seen = page.evaluate("window.__watch")
         if seen["done"] is not None:
             return {"wall": seen["done"] / 1000, "progress": [(t / 1000, text) for t, text in seen["progress"]]}
-        if time.monotonic() > deadline:
+        waited = time.monotonic() - started
+        if waited > timeout:
             alerts = [a.inner_text()[:200] for a in page.locator("[data-testid=stAlert]").all()]
             raise TimeoutError(
                 f"no new render {timeout:.0f} s after {clicks} click(s) on Generate; progress seen: "
                 f"{seen['progress'][-3:]}; the page's messages: {alerts}"
             )
+        # 30 s on, no render started and Generate still enabled: a rerun swallowed the click
         idle = not seen["progress"] and page.locator("[data-testid=stProgress]").count() == 0
-        if idle and clicks < 3 and time.monotonic() > deadline - timeout + 30 * clicks:
-            if generate.count() != 1 or not generate.is_enabled():
-                page.wait_for_timeout(500)
-                continue
-            generate.click()  # 30 s on, no render started and Generate still enabled: a rerun swallowed the click
+        if idle and clicks < 3 and waited > 30 * clicks and generate.count() == 1 and generate.is_enabled():
+            generate.click()
             clicks += 1
         page.wait_for_timeout(500)
 

@@ -81,12 +81,18 @@ def test_dashboard_compares_two_sets_with_a_bootstrap_interval(seeded):
     assert any(m.value == f"{want['diff']:+.3f}" for m in at.metric)
 
 
-def test_a_sweep_from_the_page_shows_its_sheet_and_table_and_opens_in_the_dashboard(app_env):
+def sweep_form(app_env, structure: str) -> AppTest:
+    """The Sweeps page with a prompt, the structure strengths `structure`, one style strength and one step."""
     at = open_page(app_env, "pages/sweeps.py")
     at.text_area(key="sweep_prompt").input("a lounge chair").run()
-    at.text_input(key="sweep_structure").input("0.5, 1.5").run()
+    at.text_input(key="sweep_structure").input(structure).run()
     at.text_input(key="sweep_styles").input("0.3").run()
     at.text_input(key="sweep_steps").input("1").run()
+    return at
+
+
+def test_a_sweep_from_the_page_shows_its_sheet_and_table_and_opens_in_the_dashboard(app_env):
+    at = sweep_form(app_env, "0.5, 1.5")
     assert "2 cells · 2 renders" in [c.value for c in at.caption]
     at.button(key="run_sweep").click().run()
     ok(settle(at, "sweep_job"))
@@ -107,11 +113,7 @@ def test_a_sweep_over_a_loras_weights_from_the_page(app_env, tmp_path, tiny_mode
 
     unet = UNet2DConditionModel.from_pretrained(tiny_models / "stable-diffusion-v1-5", subfolder="unet")
     app_env.engine.renders.add_model("lora", "walnut", save_fast_lora(unet, tmp_path / "l", rank=4).read_bytes())
-    at = open_page(app_env, "pages/sweeps.py")
-    at.text_area(key="sweep_prompt").input("a lounge chair").run()
-    at.text_input(key="sweep_structure").input("1").run()
-    at.text_input(key="sweep_styles").input("0.3").run()
-    at.text_input(key="sweep_steps").input("1").run()
+    at = sweep_form(app_env, "1")
     at.selectbox(key="sweep_lora").select("walnut").run()
     at.text_input(key="sweep_lora_weights").input("0, 1").run()
     assert "2 cells · 2 renders" in [c.value for c in at.caption]

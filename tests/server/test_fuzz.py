@@ -71,7 +71,9 @@ def statuses_of(operation, mode: GenerationMode = GenerationMode.POSITIVE) -> Co
 def takes_any_text(schema: dict) -> bool:
     """A parameter whose schema takes every string (plain text, or text or nothing): no value of it is invalid."""
     bare = {k: v for k, v in schema.items() if k not in ("title", "description")}
-    return bare == {"type": "string"} or any(takes_any_text(s) for s in bare.get("anyOf", ()) if len(bare) == 1)
+    if bare == {"type": "string"}:
+        return True
+    return set(bare) == {"anyOf"} and any(takes_any_text(s) for s in bare["anyOf"])
 
 
 def nothing_to_negate(op) -> bool:
